@@ -1,0 +1,1 @@
+"""Orchestrator service: owns the ServiceCall lifecycle and writes its truth to Postgres."""

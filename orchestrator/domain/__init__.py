@@ -1,0 +1,1 @@
+"""Pure ServiceCall domain core: states, commands, events, decide/evolve; standard library only."""

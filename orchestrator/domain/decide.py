@@ -1,0 +1,547 @@
+"""The ServiceCall core: decide(state, command) -> events | error, evolve(state, event) -> state."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import assert_never
+
+from orchestrator.domain import events as ev
+from orchestrator.domain.commands import (
+    CancelServiceCall,
+    Command,
+    CommandKind,
+    FireTimer,
+    RecordExecutionFailed,
+    RecordExecutionStarted,
+    RecordExecutionSucceeded,
+    RescheduleServiceCall,
+    RunServiceCallNow,
+    SubmitServiceCall,
+    TimerPurpose,
+    kind_of,
+)
+from orchestrator.domain.errors import (
+    AlreadySubmitted,
+    AlreadyTerminal,
+    DomainError,
+    Duplicate,
+    IdempotencyConflict,
+    IllegalTransition,
+    NotCancelable,
+    NotReschedulable,
+    ServiceCallNotFound,
+    StaleEvent,
+    StaleTimer,
+    StartedTooEarly,
+    VersionMismatch,
+)
+from orchestrator.domain.model import (
+    Attempt,
+    AttemptOutcome,
+    ExecutionResult,
+    Timing,
+)
+from orchestrator.domain.retry import decide_retry
+from orchestrator.domain.states import (
+    TERMINAL,
+    ActiveState,
+    Canceled,
+    Dispatched,
+    Failed,
+    Running,
+    Scheduled,
+    ServiceCallState,
+    Status,
+    Succeeded,
+    status_of,
+)
+
+Decision = tuple[ev.Event, ...] | DomainError
+
+
+# The transition table, as documentation and as the test table. It gives the outcome of the
+# well-formed command for that state: the current attempt, the timer that is armed, at or
+# after its fire time, the same request on resubmission. Older attempts give StaleEvent,
+# disarmed timers StaleTimer, a different request IdempotencyConflict, and a timer fired
+# early is re-armed.
+@dataclass(frozen=True, slots=True)
+class Moves:
+    to: frozenset[Status]
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    error: type[DomainError]
+
+
+_RETRY = frozenset({Status.SCHEDULED, Status.DISPATCHED, Status.FAILED})
+_ON_TERMINAL: Mapping[CommandKind, Moves | Refused] = {
+    kind: Refused(AlreadySubmitted if kind is CommandKind.SUBMIT else AlreadyTerminal)
+    for kind in CommandKind
+}
+
+TRANSITIONS: Mapping[Status | None, Mapping[CommandKind, Moves | Refused]] = {
+    None: {
+        CommandKind.SUBMIT: Moves(frozenset({Status.SCHEDULED, Status.DISPATCHED})),
+        CommandKind.HANDOFF_TIMER: Refused(ServiceCallNotFound),
+        CommandKind.DISPATCH_LEASE_TIMER: Refused(ServiceCallNotFound),
+        CommandKind.ATTEMPT_DEADLINE_TIMER: Refused(ServiceCallNotFound),
+        CommandKind.EXECUTION_STARTED: Refused(ServiceCallNotFound),
+        CommandKind.EXECUTION_SUCCEEDED: Refused(ServiceCallNotFound),
+        CommandKind.EXECUTION_FAILED: Refused(ServiceCallNotFound),
+        CommandKind.CANCEL: Refused(ServiceCallNotFound),
+        CommandKind.RESCHEDULE: Refused(ServiceCallNotFound),
+        CommandKind.RUN_NOW: Refused(ServiceCallNotFound),
+    },
+    Status.SCHEDULED: {
+        CommandKind.SUBMIT: Refused(AlreadySubmitted),
+        CommandKind.HANDOFF_TIMER: Moves(frozenset({Status.DISPATCHED})),
+        CommandKind.DISPATCH_LEASE_TIMER: Refused(StaleTimer),
+        CommandKind.ATTEMPT_DEADLINE_TIMER: Refused(StaleTimer),
+        CommandKind.EXECUTION_STARTED: Refused(IllegalTransition),
+        CommandKind.EXECUTION_SUCCEEDED: Refused(IllegalTransition),
+        CommandKind.EXECUTION_FAILED: Refused(IllegalTransition),
+        CommandKind.CANCEL: Moves(frozenset({Status.CANCELED})),
+        CommandKind.RESCHEDULE: Moves(frozenset({Status.SCHEDULED, Status.DISPATCHED})),
+        CommandKind.RUN_NOW: Moves(frozenset({Status.DISPATCHED})),
+    },
+    Status.DISPATCHED: {
+        CommandKind.SUBMIT: Refused(AlreadySubmitted),
+        CommandKind.HANDOFF_TIMER: Refused(StaleTimer),
+        CommandKind.DISPATCH_LEASE_TIMER: Moves(frozenset({Status.DISPATCHED})),
+        CommandKind.ATTEMPT_DEADLINE_TIMER: Refused(StaleTimer),
+        CommandKind.EXECUTION_STARTED: Moves(frozenset({Status.RUNNING})),
+        CommandKind.EXECUTION_SUCCEEDED: Moves(frozenset({Status.SUCCEEDED})),
+        CommandKind.EXECUTION_FAILED: Moves(_RETRY),
+        CommandKind.CANCEL: Refused(NotCancelable),
+        CommandKind.RESCHEDULE: Refused(NotReschedulable),
+        CommandKind.RUN_NOW: Refused(NotReschedulable),
+    },
+    Status.RUNNING: {
+        CommandKind.SUBMIT: Refused(AlreadySubmitted),
+        CommandKind.HANDOFF_TIMER: Refused(StaleTimer),
+        CommandKind.DISPATCH_LEASE_TIMER: Refused(StaleTimer),
+        CommandKind.ATTEMPT_DEADLINE_TIMER: Moves(_RETRY),
+        CommandKind.EXECUTION_STARTED: Refused(Duplicate),
+        CommandKind.EXECUTION_SUCCEEDED: Moves(frozenset({Status.SUCCEEDED})),
+        CommandKind.EXECUTION_FAILED: Moves(_RETRY),
+        CommandKind.CANCEL: Refused(NotCancelable),
+        CommandKind.RESCHEDULE: Refused(NotReschedulable),
+        CommandKind.RUN_NOW: Refused(NotReschedulable),
+    },
+    Status.SUCCEEDED: _ON_TERMINAL,
+    Status.FAILED: _ON_TERMINAL,
+    Status.CANCELED: _ON_TERMINAL,
+}
+
+
+def decide(
+    state: ServiceCallState | None, command: Command, now: datetime, timing: Timing
+) -> Decision:
+    if isinstance(command, SubmitServiceCall):
+        return _submit(state, command, now, timing)
+    if state is None:
+        return ServiceCallNotFound(kind_of(command))
+    if isinstance(state, TERMINAL):
+        return AlreadyTerminal(status_of(state))
+    match command:
+        case FireTimer():
+            return _fire_timer(state, command, now, timing)
+        case RecordExecutionStarted():
+            return _started(state, command, now, timing)
+        case RecordExecutionSucceeded():
+            return _succeeded(state, command, now)
+        case RecordExecutionFailed():
+            return _failed(state, command, now, timing)
+        case CancelServiceCall():
+            return _cancel(state, command, now)
+        case RescheduleServiceCall():
+            return _reschedule(state, command.due_at, command.expected_version, now, timing)
+        case RunServiceCallNow():
+            return _reschedule(state, now, None, now, timing)
+        case _:
+            assert_never(command)
+
+
+def _submit(
+    state: ServiceCallState | None, command: SubmitServiceCall, now: datetime, timing: Timing
+) -> Decision:
+    if state is not None:
+        # Holds for terminal calls too: a client retrying a submission must get the call back.
+        if state.spec.fingerprint == command.spec.fingerprint:
+            return AlreadySubmitted(state)
+        return IdempotencyConflict(state.spec.service_call_id, state.spec.idempotency_key)
+    return (
+        ev.Submitted(at=now, spec=command.spec, due_at=command.due_at),
+        *_handoff(1, command.due_at, now, timing),
+    )
+
+
+def _handoff(attempt: int, due_at: datetime, now: datetime, timing: Timing) -> tuple[ev.Event, ...]:
+    handoff_at = due_at - timing.handoff_lead
+    if handoff_at <= now:
+        return _dispatch(attempt, due_at, now, timing)
+    return (
+        ev.TimerRequested(
+            at=now, purpose=TimerPurpose.HANDOFF, attempt=attempt, fire_at=handoff_at
+        ),
+    )
+
+
+def _dispatch(
+    attempt: int, due_at: datetime, now: datetime, timing: Timing
+) -> tuple[ev.Event, ...]:
+    # The lease runs from due_at, not from the hand-off: the executor holds the call until
+    # then, and only a missing Started after that means the hand-off was lost.
+    lease_expires_at = max(now, due_at) + timing.dispatch_lease
+    return (
+        ev.ExecutionRequested(
+            at=now, attempt=attempt, not_before=due_at, lease_expires_at=lease_expires_at
+        ),
+        ev.TimerRequested(
+            at=now,
+            purpose=TimerPurpose.DISPATCH_LEASE,
+            attempt=attempt,
+            fire_at=lease_expires_at,
+        ),
+    )
+
+
+def _fire_timer(state: ActiveState, command: FireTimer, now: datetime, timing: Timing) -> Decision:
+    stale = StaleTimer(command.purpose, command.attempt, command.fire_at)
+    if command.attempt != state.attempt:
+        return stale
+    match command.purpose:
+        case TimerPurpose.HANDOFF:
+            if not isinstance(state, Scheduled) or command.fire_at != state.handoff_at:
+                return stale
+        case TimerPurpose.DISPATCH_LEASE:
+            if not isinstance(state, Dispatched) or command.fire_at != state.lease_expires_at:
+                return stale
+        case TimerPurpose.ATTEMPT_DEADLINE:
+            if not isinstance(state, Running) or command.fire_at != state.deadline:
+                return stale
+        case _:
+            assert_never(command.purpose)
+    if now < command.fire_at:
+        # The scheduler's clock ran ahead of ours. Acting now would hand off early; dropping
+        # the timer would strand the call. Arm it again instead.
+        return (
+            ev.TimerRequested(
+                at=now, purpose=command.purpose, attempt=command.attempt, fire_at=command.fire_at
+            ),
+        )
+    match state:
+        case Scheduled() | Dispatched():
+            return _dispatch(state.attempt, state.due_at, now, timing)
+        case Running():
+            watchdog = ExecutionResult(
+                response_status=None,
+                response_snippet="",
+                error="attempt_deadline_exceeded",
+                retryable=True,
+                retry_after=None,
+                ended_at=now,
+            )
+            return _fail(state, watchdog, AttemptOutcome.TIMED_OUT, now, timing)
+        case _:
+            assert_never(state)
+
+
+def _reported_on(
+    state: ActiveState, kind: CommandKind, attempt: int
+) -> Dispatched | Running | DomainError:
+    if attempt < state.attempt:
+        return StaleEvent(kind, attempt, state.attempt)
+    if attempt > state.attempt or isinstance(state, Scheduled):
+        # The attempt has not been handed off yet, so no executor can be reporting on it.
+        return IllegalTransition(status_of(state), kind, attempt)
+    return state
+
+
+def _started(
+    state: ActiveState, command: RecordExecutionStarted, now: datetime, timing: Timing
+) -> Decision:
+    reported = _reported_on(state, CommandKind.EXECUTION_STARTED, command.attempt)
+    match reported:
+        case Running():
+            # A second executor picked up a re-dispatched hand-off, or Kafka redelivered.
+            return Duplicate(CommandKind.EXECUTION_STARTED, command.attempt)
+        case Dispatched():
+            if command.started_at < reported.due_at:
+                return StartedTooEarly(command.attempt, command.started_at, reported.due_at)
+            deadline = (
+                command.started_at + reported.spec.request.attempt_timeout + timing.attempt_grace
+            )
+            return (
+                ev.ExecutionStarted(
+                    at=now,
+                    attempt=command.attempt,
+                    started_at=command.started_at,
+                    deadline=deadline,
+                ),
+                ev.TimerRequested(
+                    at=now,
+                    purpose=TimerPurpose.ATTEMPT_DEADLINE,
+                    attempt=command.attempt,
+                    fire_at=deadline,
+                ),
+            )
+        case _:
+            return reported
+
+
+# A result is accepted from Dispatched as well as Running. On one partition Started precedes
+# the result of the same executor, but the executor may fail to publish Started (it does not
+# wait for the broker before sending) and still publish the result. The result is what
+# happened on the wire; refusing it would leave the lease to send the request once more.
+
+
+def _succeeded(state: ActiveState, command: RecordExecutionSucceeded, now: datetime) -> Decision:
+    reported = _reported_on(state, CommandKind.EXECUTION_SUCCEEDED, command.attempt)
+    if not isinstance(reported, Dispatched | Running):
+        return reported
+    if error := _result_too_early(reported, command.attempt, command.result):
+        return error
+    return (ev.ExecutionSucceeded(at=now, attempt=command.attempt, result=command.result),)
+
+
+def _failed(
+    state: ActiveState, command: RecordExecutionFailed, now: datetime, timing: Timing
+) -> Decision:
+    reported = _reported_on(state, CommandKind.EXECUTION_FAILED, command.attempt)
+    if not isinstance(reported, Dispatched | Running):
+        return reported
+    if error := _result_too_early(reported, command.attempt, command.result):
+        return error
+    return _fail(reported, command.result, AttemptOutcome.FAILED, now, timing)
+
+
+def _result_too_early(
+    state: Dispatched | Running, attempt: int, result: ExecutionResult
+) -> StartedTooEarly | None:
+    # Without a Started event the result time stands in for the start (see evolve).
+    if isinstance(state, Dispatched) and result.ended_at < state.due_at:
+        return StartedTooEarly(attempt, result.ended_at, state.due_at)
+    return None
+
+
+def _fail(
+    state: Dispatched | Running,
+    result: ExecutionResult,
+    outcome: AttemptOutcome,
+    now: datetime,
+    timing: Timing,
+) -> tuple[ev.Event, ...]:
+    if state.attempts:
+        first_started = state.attempts[0].started_at
+    elif isinstance(state, Running):
+        first_started = state.started_at
+    else:
+        first_started = result.ended_at
+    retry = decide_retry(
+        policy=state.spec.retry_policy,
+        service_call_id=state.spec.service_call_id,
+        attempt=state.attempt,
+        result=result,
+        outcome=outcome,
+        now=now,
+        first_attempt_started_at=first_started,
+    )
+    failed = ev.ExecutionFailed(
+        at=now,
+        attempt=state.attempt,
+        result=result,
+        outcome=outcome,
+        retry_at=retry.retry_at,
+        reason=retry.reason,
+    )
+    if retry.retry_at is None:
+        return (failed,)
+    return (failed, *_handoff(state.attempt + 1, retry.retry_at, now, timing))
+
+
+def _cancel(state: ActiveState, command: CancelServiceCall, now: datetime) -> Decision:
+    match state:
+        case Scheduled():
+            return (ev.Canceled(at=now, reason=command.reason),)
+        case Dispatched() | Running():
+            # Documented behaviour: once handed off, the request may already be on the wire.
+            return NotCancelable(status_of(state))
+        case _:
+            assert_never(state)
+
+
+def _reschedule(
+    state: ActiveState,
+    due_at: datetime,
+    expected_version: int | None,
+    now: datetime,
+    timing: Timing,
+) -> Decision:
+    match state:
+        case Scheduled():
+            if expected_version is not None and expected_version != state.version:
+                return VersionMismatch(expected_version, state.version)
+            return (
+                ev.Rescheduled(at=now, due_at=due_at),
+                *_handoff(state.attempt, due_at, now, timing),
+            )
+        case Dispatched() | Running():
+            return NotReschedulable(status_of(state))
+        case _:
+            assert_never(state)
+
+
+def evolve(state: ServiceCallState | None, event: ev.Event) -> ServiceCallState:
+    # Raises only on an event decide would never produce for this state: a programmer error
+    # or a corrupt log, never something to handle.
+    match event:
+        case ev.Submitted():
+            if state is not None:
+                raise _illegal(state, event)
+            return Scheduled(
+                spec=event.spec,
+                version=1,
+                attempts=(),
+                due_at=event.due_at,
+                attempt=1,
+                handoff_at=None,
+            )
+        case ev.TimerRequested():
+            return _evolve_timer(state, event)
+        case ev.ExecutionRequested():
+            if (
+                not isinstance(state, Scheduled | Dispatched)
+                or event.attempt != state.attempt
+                or event.not_before != state.due_at
+            ):
+                raise _illegal(state, event)
+            return Dispatched(
+                spec=state.spec,
+                version=state.version + 1,
+                attempts=state.attempts,
+                due_at=state.due_at,
+                attempt=state.attempt,
+                dispatched_at=event.at,
+                lease_expires_at=event.lease_expires_at,
+            )
+        case ev.ExecutionStarted():
+            if not isinstance(state, Dispatched) or event.attempt != state.attempt:
+                raise _illegal(state, event)
+            return Running(
+                spec=state.spec,
+                version=state.version + 1,
+                attempts=state.attempts,
+                due_at=state.due_at,
+                attempt=state.attempt,
+                started_at=event.started_at,
+                deadline=event.deadline,
+            )
+        case ev.ExecutionSucceeded():
+            if not isinstance(state, Dispatched | Running) or event.attempt != state.attempt:
+                raise _illegal(state, event)
+            attempt = _finished_attempt(
+                state, event.result, AttemptOutcome.SUCCEEDED, retry_reason=""
+            )
+            return Succeeded(
+                spec=state.spec,
+                version=state.version + 1,
+                attempts=(*state.attempts, attempt),
+                completed_at=event.at,
+            )
+        case ev.ExecutionFailed():
+            if not isinstance(state, Dispatched | Running) or event.attempt != state.attempt:
+                raise _illegal(state, event)
+            attempts = (
+                *state.attempts,
+                _finished_attempt(state, event.result, event.outcome, retry_reason=event.reason),
+            )
+            if event.retry_at is None:
+                return Failed(
+                    spec=state.spec,
+                    version=state.version + 1,
+                    attempts=attempts,
+                    completed_at=event.at,
+                    reason=event.reason,
+                )
+            return Scheduled(
+                spec=state.spec,
+                version=state.version + 1,
+                attempts=attempts,
+                due_at=event.retry_at,
+                attempt=state.attempt + 1,
+                handoff_at=None,
+            )
+        case ev.Canceled():
+            if not isinstance(state, Scheduled):
+                raise _illegal(state, event)
+            return Canceled(
+                spec=state.spec,
+                version=state.version + 1,
+                attempts=state.attempts,
+                canceled_at=event.at,
+                reason=event.reason,
+            )
+        case ev.Rescheduled():
+            if not isinstance(state, Scheduled):
+                raise _illegal(state, event)
+            return replace(state, version=state.version + 1, due_at=event.due_at, handoff_at=None)
+        case _:
+            assert_never(event)
+
+
+def _evolve_timer(state: ServiceCallState | None, event: ev.TimerRequested) -> ServiceCallState:
+    match event.purpose:
+        case TimerPurpose.HANDOFF:
+            if not isinstance(state, Scheduled) or event.attempt != state.attempt:
+                raise _illegal(state, event)
+            return replace(state, version=state.version + 1, handoff_at=event.fire_at)
+        case TimerPurpose.DISPATCH_LEASE:
+            if not isinstance(state, Dispatched) or event.attempt != state.attempt:
+                raise _illegal(state, event)
+            return replace(state, version=state.version + 1)
+        case TimerPurpose.ATTEMPT_DEADLINE:
+            if not isinstance(state, Running) or event.attempt != state.attempt:
+                raise _illegal(state, event)
+            return replace(state, version=state.version + 1)
+        case _:
+            assert_never(event.purpose)
+
+
+def _finished_attempt(
+    state: Dispatched | Running,
+    result: ExecutionResult,
+    outcome: AttemptOutcome,
+    *,
+    retry_reason: str,
+) -> Attempt:
+    return Attempt(
+        number=state.attempt,
+        # Without a Started event the start time is unknown; the result time is the closest
+        # fact we have, and it is still at or after due_at (decide checks it).
+        started_at=state.started_at if isinstance(state, Running) else result.ended_at,
+        ended_at=result.ended_at,
+        outcome=outcome,
+        response_status=result.response_status,
+        response_snippet=result.response_snippet,
+        error=result.error,
+        retry_reason=retry_reason,
+        retry_after=result.retry_after,
+    )
+
+
+def _illegal(state: ServiceCallState | None, event: ev.Event) -> ValueError:
+    status = "nothing" if state is None else status_of(state).value
+    return ValueError(f"{type(event).__name__} cannot apply to {status}: {event!r}")
+
+
+def replay(events: Iterable[ev.Event], initial: ServiceCallState | None = None) -> ServiceCallState:
+    state = initial
+    for event in events:
+        state = evolve(state, event)
+    if state is None:
+        raise ValueError("no events to replay")
+    return state

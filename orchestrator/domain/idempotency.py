@@ -1,0 +1,87 @@
+"""Idempotency: service_call_id derived from (tenant, key) and a fingerprint of the request."""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+import uuid
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+
+from orchestrator.domain.model import HttpRequest, RetryPolicy
+
+# Never change: the ids of every call submitted with an idempotency key depend on it.
+# (uuid5(NAMESPACE_URL, "urn:servicecall-mesh:idempotency"))
+SERVICE_CALL_NAMESPACE = uuid.UUID("5efac0d1-75c0-511f-b3c9-910dae0b786d")
+
+# The due time as the client gave it: the same "in 10 s" sent twice is the same request,
+# although the absolute due_at it resolves to differs.
+DueSpec = datetime | timedelta
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ONE_MICROSECOND = timedelta(microseconds=1)
+
+
+def service_call_id_for(tenant_id: str, idempotency_key: str) -> str:
+    # NUL cannot appear in a valid tenant id, so ("ab", "c") and ("a", "bc") stay apart.
+    return str(uuid.uuid5(SERVICE_CALL_NAMESPACE, f"{tenant_id}\x00{idempotency_key}"))
+
+
+def fingerprint(
+    request: HttpRequest, tags: Iterable[str], retry_policy: RetryPolicy, due: DueSpec
+) -> str:
+    # Every field is length-prefixed, so no two different requests share an encoding.
+    # Header names are case-insensitive in HTTP, so they are lowercased and sorted; the sort is
+    # stable because the order of repeated names is meaningful. The URL is kept verbatim:
+    # two spellings of one URL conflict rather than silently match.
+    headers = sorted(((name.lower(), value) for name, value in request.headers), key=lambda h: h[0])
+    sorted_tags = sorted(set(tags))
+    hasher = hashlib.sha256()
+    parts: list[bytes] = [
+        b"servicecall-fingerprint-v1",
+        request.method.encode(),
+        request.url.encode(),
+        _int(len(headers)),
+        *(field for name, value in headers for field in (name.encode(), value.encode())),
+        request.body,
+        _int(_micros(request.attempt_timeout)),
+        _int(len(sorted_tags)),
+        *(tag.encode() for tag in sorted_tags),
+        *_retry_policy_fields(retry_policy),
+        *_due_fields(due),
+    ]
+    for part in parts:
+        hasher.update(_int(len(part)))
+        hasher.update(part)
+    return hasher.hexdigest()
+
+
+def _retry_policy_fields(policy: RetryPolicy) -> list[bytes]:
+    codes = sorted(policy.retryable_status_codes)
+    duration = policy.max_retry_duration
+    return [
+        _int(policy.max_attempts),
+        b"-" if duration is None else _int(_micros(duration)),
+        _int(_micros(policy.min_backoff)),
+        _int(_micros(policy.max_backoff)),
+        struct.pack(">d", policy.multiplier),
+        struct.pack(">d", policy.jitter),
+        _int(len(codes)),
+        *(_int(code) for code in codes),
+    ]
+
+
+def _due_fields(due: DueSpec) -> list[bytes]:
+    if isinstance(due, datetime):
+        # Instants, not wall times: the same moment in two time zones is the same due time.
+        # A naive datetime raises here, as it should.
+        return [b"at", _int(_micros(due - _EPOCH))]
+    return [b"in", _int(_micros(due))]
+
+
+def _micros(delta: timedelta) -> int:
+    return delta // _ONE_MICROSECOND
+
+
+def _int(value: int) -> bytes:
+    return value.to_bytes(16, "big", signed=True)

@@ -1,0 +1,109 @@
+"""Value objects of a ServiceCall: the HTTP request, retry policy, timing and attempt records."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+
+@dataclass(frozen=True, slots=True)
+class HttpRequest:
+    method: str
+    url: str
+    # A tuple of pairs, not a mapping: HTTP allows repeated names and their order is meaningful.
+    headers: tuple[tuple[str, str], ...]
+    body: bytes
+    attempt_timeout: timedelta
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    # Counts every attempt, the first included: 1 means "never retry".
+    max_attempts: int
+    # Measured from the start of the first attempt, not from submission: a call due in a
+    # month must still get its retries.
+    max_retry_duration: timedelta | None
+    min_backoff: timedelta
+    max_backoff: timedelta
+    multiplier: float
+    # Fraction of the backoff that may be taken off (0 = none, 1 = anything down to zero), so
+    # a jittered delay never exceeds max_backoff.
+    jitter: float
+    retryable_status_codes: frozenset[int]
+
+
+# Cloud Tasks retries 100 times by default; for calls to third-party endpoints a handful of
+# attempts spread over about a minute is a safer default, and tenants can ask for more.
+# 408/425/429 and the 5xx gateway family are the statuses that say "try again later";
+# 501 and 505 are permanent, so they are left out.
+DEFAULT_RETRY_POLICY = RetryPolicy(
+    max_attempts=5,
+    max_retry_duration=None,
+    min_backoff=timedelta(seconds=1),
+    max_backoff=timedelta(hours=1),
+    multiplier=2.0,
+    jitter=0.2,
+    retryable_status_codes=frozenset({408, 425, 429, 500, 502, 503, 504}),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Timing:
+    """How far ahead a call is handed off, how long a hand-off is trusted, watchdog slack."""
+
+    handoff_lead: timedelta
+    dispatch_lease: timedelta
+    attempt_grace: timedelta
+
+
+# Lead covers a couple of Kafka hops and a Postgres commit; the lease must outlast a consumer
+# rebalance before a lost hand-off is sent again; grace absorbs executor-to-orchestrator lag.
+DEFAULT_TIMING = Timing(
+    handoff_lead=timedelta(seconds=2),
+    dispatch_lease=timedelta(seconds=30),
+    attempt_grace=timedelta(seconds=30),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceCallSpec:
+    tenant_id: str
+    service_call_id: str
+    request: HttpRequest
+    tags: frozenset[str]
+    idempotency_key: str | None
+    retry_policy: RetryPolicy
+    fingerprint: str
+    created_at: datetime
+
+
+class AttemptOutcome(enum.Enum):
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    # The executor never reported a result before the attempt deadline.
+    TIMED_OUT = "TIMED_OUT"
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutionResult:
+    response_status: int | None
+    response_snippet: str
+    error: str
+    retryable: bool
+    retry_after: timedelta | None
+    ended_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    number: int
+    # When the result came without a Started event, this is the result time (see decide.py).
+    started_at: datetime
+    ended_at: datetime | None
+    outcome: AttemptOutcome | None
+    response_status: int | None
+    response_snippet: str
+    error: str
+    retry_reason: str
+    retry_after: timedelta | None

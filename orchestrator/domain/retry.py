@@ -1,0 +1,91 @@
+"""Retry decisions: whether a failed attempt is retried, and when; deterministic jitter."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from orchestrator.domain.model import AttemptOutcome, ExecutionResult, RetryPolicy
+
+
+@dataclass(frozen=True, slots=True)
+class RetryDecision:
+    retry_at: datetime | None
+    reason: str
+
+
+def base_backoff(policy: RetryPolicy, attempt: int) -> timedelta:
+    """Backoff after `attempt` failed, before jitter: min·multiplierⁿ⁻¹ capped at max."""
+    min_s = policy.min_backoff.total_seconds()
+    max_s = policy.max_backoff.total_seconds()
+    try:
+        seconds = min_s * policy.multiplier ** (attempt - 1)
+    except OverflowError:
+        seconds = max_s
+    return timedelta(seconds=min(max_s, seconds))
+
+
+def jitter_fraction(service_call_id: str, attempt: int) -> float:
+    """A stable value in [0, 1): replays and replicas must compute the same retry time."""
+    digest = hashlib.sha256(f"{service_call_id}\x00{attempt}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def backoff(policy: RetryPolicy, service_call_id: str, attempt: int) -> timedelta:
+    base = base_backoff(policy, attempt)
+    # Subtractive jitter keeps the delay within (base·(1 − jitter), base], never above the cap.
+    return base * (1 - policy.jitter * jitter_fraction(service_call_id, attempt))
+
+
+def decide_retry(
+    *,
+    policy: RetryPolicy,
+    service_call_id: str,
+    attempt: int,
+    result: ExecutionResult,
+    outcome: AttemptOutcome,
+    now: datetime,
+    first_attempt_started_at: datetime,
+) -> RetryDecision:
+    failure = _describe(result, outcome)
+    retryable = (
+        outcome is AttemptOutcome.TIMED_OUT
+        or result.retryable
+        or result.response_status in policy.retryable_status_codes
+    )
+    if not retryable:
+        return RetryDecision(None, f"attempt {attempt} failed ({failure}), not retryable")
+    if attempt >= policy.max_attempts:
+        return RetryDecision(
+            None,
+            f"attempt {attempt} failed ({failure}), no attempts left "
+            f"(max_attempts={policy.max_attempts})",
+        )
+    delay = backoff(policy, service_call_id, attempt)
+    if result.retry_after is not None:
+        # The target knows best when to come back, but max_backoff stays the tenant's bound
+        # on waiting: a buggy or hostile Retry-After must not park a call for a year.
+        delay = max(delay, min(result.retry_after, policy.max_backoff))
+    retry_at = now + delay
+    if (
+        policy.max_retry_duration is not None
+        and retry_at > first_attempt_started_at + policy.max_retry_duration
+    ):
+        return RetryDecision(
+            None,
+            f"attempt {attempt} failed ({failure}), next retry at {retry_at.isoformat()} "
+            f"would exceed max_retry_duration",
+        )
+    return RetryDecision(retry_at, f"attempt {attempt} failed ({failure}), retrying")
+
+
+def _describe(result: ExecutionResult, outcome: AttemptOutcome) -> str:
+    if outcome is AttemptOutcome.TIMED_OUT:
+        return "no result before the attempt deadline"
+    parts = []
+    if result.response_status is not None:
+        parts.append(f"status {result.response_status}")
+    if result.error:
+        parts.append(result.error)
+    return ", ".join(parts) or "unknown error"

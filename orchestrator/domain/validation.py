@@ -1,0 +1,210 @@
+"""Validation of a submission: every bad field reported at once, named by its API path."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Collection
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from urllib.parse import urlsplit
+
+from orchestrator.domain.model import HttpRequest, RetryPolicy
+
+
+@dataclass(frozen=True, slots=True)
+class FieldViolation:
+    field: str
+    description: str
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_body_bytes: int = 1024 * 1024
+    max_schedule_ahead: timedelta = timedelta(days=30)
+    max_attempt_timeout: timedelta = timedelta(minutes=30)
+    max_url_length: int = 2048
+    max_tags: int = 32
+    max_idempotency_key_length: int = 256
+    max_attempts: int = 100
+
+
+DEFAULT_LIMITS = Limits()
+
+ALLOWED_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
+
+# The executor owns framing and routing: a caller choosing these could smuggle a second
+# request or reach a host the egress policy did not check.
+FORBIDDEN_HEADERS = frozenset(
+    {
+        "connection",
+        "content-length",
+        "host",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+
+_TENANT_ID = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
+_TAG = re.compile(r"[a-z0-9][a-z0-9._:-]{0,62}")
+# RFC 9110 token.
+_HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+
+_REQUEST = "service_call.request"
+_POLICY = "service_call.retry_policy"
+
+
+def validate_submission(
+    *,
+    tenant_id: str,
+    request: HttpRequest,
+    tags: Collection[str],
+    idempotency_key: str | None,
+    retry_policy: RetryPolicy,
+    due_at: datetime,
+    now: datetime,
+    limits: Limits = DEFAULT_LIMITS,
+) -> list[FieldViolation]:
+    return [
+        *validate_tenant_id(tenant_id),
+        *validate_request(request, limits),
+        *validate_tags(tags, limits),
+        *validate_idempotency_key(idempotency_key, limits),
+        *validate_retry_policy(retry_policy, limits),
+        *validate_due_at(due_at, now, limits),
+    ]
+
+
+def validate_tenant_id(tenant_id: str) -> list[FieldViolation]:
+    if _TENANT_ID.fullmatch(tenant_id):
+        return []
+    return [FieldViolation("tenant_id", "must match [a-z0-9][a-z0-9-]{0,62}")]
+
+
+def validate_request(request: HttpRequest, limits: Limits = DEFAULT_LIMITS) -> list[FieldViolation]:
+    violations: list[FieldViolation] = []
+    if request.method not in ALLOWED_METHODS:
+        allowed = ", ".join(sorted(ALLOWED_METHODS))
+        violations.append(FieldViolation(f"{_REQUEST}.method", f"must be one of {allowed}"))
+    if problem := _url_problem(request.url, limits):
+        violations.append(FieldViolation(f"{_REQUEST}.url", problem))
+    for index, (name, value) in enumerate(request.headers):
+        field = f"{_REQUEST}.headers[{index}]"
+        if not _HEADER_NAME.fullmatch(name):
+            violations.append(FieldViolation(f"{field}.name", "must be an HTTP token"))
+        elif name.lower() in FORBIDDEN_HEADERS:
+            violations.append(
+                FieldViolation(f"{field}.name", f"{name} is set by the executor, not the caller")
+            )
+        if any(char in value for char in "\r\n\x00"):
+            violations.append(FieldViolation(f"{field}.value", "must not contain CR, LF or NUL"))
+    if len(request.body) > limits.max_body_bytes:
+        violations.append(
+            FieldViolation(f"{_REQUEST}.body", f"must be at most {limits.max_body_bytes} bytes")
+        )
+    if not timedelta(0) < request.attempt_timeout <= limits.max_attempt_timeout:
+        violations.append(
+            FieldViolation(
+                f"{_REQUEST}.attempt_timeout",
+                f"must be positive and at most {limits.max_attempt_timeout}",
+            )
+        )
+    return violations
+
+
+def _url_problem(url: str, limits: Limits) -> str | None:
+    if len(url) > limits.max_url_length:
+        return f"must be at most {limits.max_url_length} characters"
+    if not url.isascii() or any(char.isspace() or not char.isprintable() for char in url):
+        return "must be ASCII without whitespace or control characters (percent-encode them)"
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 -- parsing the port is what validates it
+    except ValueError as error:
+        return f"is not a valid URL: {error}"
+    if parts.scheme not in ("http", "https"):
+        return "must be an absolute http or https URL"
+    if not parts.hostname:
+        return "must have a host"
+    if "@" in parts.netloc:
+        return "must not contain user information; send credentials in a header"
+    if "#" in url:
+        return "must not contain a fragment"
+    return None
+
+
+def validate_tags(tags: Collection[str], limits: Limits = DEFAULT_LIMITS) -> list[FieldViolation]:
+    violations: list[FieldViolation] = []
+    if len(tags) > limits.max_tags:
+        violations.append(FieldViolation("service_call.tags", f"at most {limits.max_tags} tags"))
+    violations.extend(
+        FieldViolation("service_call.tags", f"{tag!r} must match [a-z0-9][a-z0-9._:-]{{0,62}}")
+        for tag in sorted(tags)
+        if not _TAG.fullmatch(tag)
+    )
+    return violations
+
+
+def validate_idempotency_key(
+    key: str | None, limits: Limits = DEFAULT_LIMITS
+) -> list[FieldViolation]:
+    if key is None:
+        return []
+    if not key or len(key) > limits.max_idempotency_key_length or not key.isprintable():
+        return [
+            FieldViolation(
+                "service_call.idempotency_key",
+                f"must be 1 to {limits.max_idempotency_key_length} printable characters",
+            )
+        ]
+    return []
+
+
+def validate_retry_policy(
+    policy: RetryPolicy, limits: Limits = DEFAULT_LIMITS
+) -> list[FieldViolation]:
+    violations: list[FieldViolation] = []
+    if not 1 <= policy.max_attempts <= limits.max_attempts:
+        violations.append(
+            FieldViolation(
+                f"{_POLICY}.max_attempts", f"must be between 1 and {limits.max_attempts}"
+            )
+        )
+    if policy.max_retry_duration is not None and policy.max_retry_duration <= timedelta(0):
+        violations.append(
+            FieldViolation(f"{_POLICY}.max_retry_duration", "must be positive when set")
+        )
+    if policy.min_backoff <= timedelta(0):
+        violations.append(FieldViolation(f"{_POLICY}.min_backoff", "must be positive"))
+    if policy.max_backoff < policy.min_backoff:
+        violations.append(FieldViolation(f"{_POLICY}.max_backoff", "must be at least min_backoff"))
+    if not (math.isfinite(policy.multiplier) and policy.multiplier >= 1):
+        violations.append(FieldViolation(f"{_POLICY}.multiplier", "must be at least 1"))
+    if not (math.isfinite(policy.jitter) and 0 <= policy.jitter <= 1):
+        violations.append(FieldViolation(f"{_POLICY}.jitter", "must be between 0 and 1"))
+    violations.extend(
+        FieldViolation(f"{_POLICY}.retryable_status_codes", f"{code} is not an HTTP status code")
+        for code in sorted(policy.retryable_status_codes)
+        if not 100 <= code <= 599
+    )
+    return violations
+
+
+def validate_due_at(
+    due_at: datetime, now: datetime, limits: Limits = DEFAULT_LIMITS
+) -> list[FieldViolation]:
+    if due_at.tzinfo is None or due_at.utcoffset() is None:
+        return [FieldViolation("service_call.due_at", "must carry a time zone")]
+    if due_at - now > limits.max_schedule_ahead:
+        return [
+            FieldViolation(
+                "service_call.due_at",
+                f"must be at most {limits.max_schedule_ahead} ahead of now",
+            )
+        ]
+    # A due time in the past is valid: the call runs at once.
+    return []
