@@ -1,1 +1,1 @@
-"""Orchestrator service: owns the ServiceCall lifecycle and writes its truth to Postgres."""
+"""The orchestrator: owns service calls, applies the core, writes state + outbox atomically."""

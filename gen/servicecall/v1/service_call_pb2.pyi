@@ -323,15 +323,22 @@ class RetryPolicy(_message.Message):
         max_retry_duration: _duration_pb2.Duration | None = ...,
         min_backoff: _duration_pb2.Duration | None = ...,
         max_backoff: _duration_pb2.Duration | None = ...,
-        multiplier: _builtins.float = ...,
-        jitter: _builtins.float = ...,
+        multiplier: _builtins.float | None = ...,
+        jitter: _builtins.float | None = ...,
         retryable_status_codes: _abc.Iterable[_builtins.int] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["max_backoff", b"max_backoff", "max_retry_duration", b"max_retry_duration", "min_backoff", b"min_backoff"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_jitter", b"_jitter", "_multiplier", b"_multiplier", "jitter", b"jitter", "max_backoff", b"max_backoff", "max_retry_duration", b"max_retry_duration", "min_backoff", b"min_backoff", "multiplier", b"multiplier"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["jitter", b"jitter", "max_attempts", b"max_attempts", "max_backoff", b"max_backoff", "max_retry_duration", b"max_retry_duration", "min_backoff", b"min_backoff", "multiplier", b"multiplier", "retryable_status_codes", b"retryable_status_codes"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_jitter", b"_jitter", "_multiplier", b"_multiplier", "jitter", b"jitter", "max_attempts", b"max_attempts", "max_backoff", b"max_backoff", "max_retry_duration", b"max_retry_duration", "min_backoff", b"min_backoff", "multiplier", b"multiplier", "retryable_status_codes", b"retryable_status_codes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__jitter: _TypeAlias = _typing.Literal["jitter"]  # noqa: Y015
+    _WhichOneofArgType__jitter: _TypeAlias = _typing.Literal["_jitter", b"_jitter"]  # noqa: Y015
+    _WhichOneofReturnType__multiplier: _TypeAlias = _typing.Literal["multiplier"]  # noqa: Y015
+    _WhichOneofArgType__multiplier: _TypeAlias = _typing.Literal["_multiplier", b"_multiplier"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__jitter) -> _WhichOneofReturnType__jitter | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__multiplier) -> _WhichOneofReturnType__multiplier | None: ...
 
 Global___RetryPolicy: _TypeAlias = RetryPolicy  # noqa: Y015
 

@@ -1,0 +1,1 @@
+"""The edge: what Envoy needs that is not Envoy config."""

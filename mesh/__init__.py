@@ -1,0 +1,1 @@
+"""Code shared by the mesh's services: config, logging, Kafka, Postgres, gRPC serving."""

@@ -1,0 +1,72 @@
+"""Runs a grpc.aio server with health, reflection, tracing and a graceful stop on SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Callable, Sequence
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from opentelemetry.instrumentation.grpc import aio_server_interceptor
+
+from mesh.logs import get_logger
+
+log = get_logger(__name__)
+
+Registrar = Callable[[grpc.aio.Server], None]
+
+
+class GrpcServer:
+    """One server per service; `service_names` are the full names registered by `registrars`."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        registrars: Sequence[Registrar],
+        service_names: Sequence[str],
+    ) -> None:
+        # so_reuseport=0: a port clash must fail loudly instead of silently sharing the port.
+        self.server = grpc.aio.server(
+            interceptors=[aio_server_interceptor()],
+            options=[("grpc.so_reuseport", 0)],
+        )
+        for register in registrars:
+            register(self.server)
+        self.health = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        reflection.enable_server_reflection(
+            [*service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], self.server
+        )
+        self._service_names = service_names
+        self.address = f"{host}:{port}"
+        self.bound_port = self.server.add_insecure_port(self.address)
+
+    async def start(self) -> None:
+        await self.server.start()
+        await self.set_serving(True)
+        log.info("grpc server listening", address=self.address)
+
+    async def set_serving(self, serving: bool) -> None:
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if serving
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        for name in ("", *self._service_names):
+            await self.health.set(name, status)
+
+    async def stop(self, grace: float) -> None:
+        await self.set_serving(False)
+        await self.server.stop(grace)
+
+
+def stop_on_signals() -> asyncio.Event:
+    """An event set by SIGTERM or SIGINT, so a composition root can drain before exiting."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    return stop

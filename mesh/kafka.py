@@ -1,0 +1,287 @@
+"""Kafka adapters: an idempotent producer (the EventBus) and a concurrent, ordered consumer."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from confluent_kafka import (
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
+
+from mesh.logs import get_logger
+from mesh.offsets import PartitionProgress
+from mesh.ports import OutgoingMessage
+
+log = get_logger(__name__)
+
+
+class KafkaEventBus:
+    """Publishes with the idempotent producer (acks=all), so retries never duplicate or reorder
+    messages of one partition; `publish` returns once every message is acknowledged."""
+
+    def __init__(self, bootstrap: str, client_id: str, linger_ms: float = 1.0) -> None:
+        self._producer = Producer(
+            {
+                "bootstrap.servers": bootstrap,
+                "client.id": client_id,
+                "enable.idempotence": True,
+                "acks": "all",
+                "linger.ms": linger_ms,
+                "socket.nagle.disable": True,
+            }
+        )
+        self._poller: asyncio.Task[None] | None = None
+        self._closing = False
+        # One thread polls delivery reports; callbacks run on it and hop back to the loop.
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{client_id}-poll")
+
+    async def start(self) -> None:
+        self._poller = asyncio.create_task(self._poll_forever())
+
+    async def _poll_forever(self) -> None:
+        loop = asyncio.get_running_loop()
+        while not self._closing:
+            await loop.run_in_executor(self._thread, self._producer.poll, 0.05)
+
+    async def publish(self, messages: Sequence[OutgoingMessage]) -> None:
+        if not messages:
+            return
+        loop = asyncio.get_running_loop()
+        futures: list[asyncio.Future[None]] = []
+        for message in messages:
+            future: asyncio.Future[None] = loop.create_future()
+            futures.append(future)
+            self._produce(message, self._on_delivery(loop, future))
+        await asyncio.gather(*futures)
+
+    def _produce(self, message: OutgoingMessage, callback: Callable[[Any, Any], None]) -> None:
+        while True:
+            try:
+                self._producer.produce(
+                    message.topic, key=message.key, value=message.value, on_delivery=callback
+                )
+                return
+            except BufferError:
+                # The local queue is full: let delivery reports drain it, then try again.
+                self._producer.poll(0.05)
+
+    @staticmethod
+    def _on_delivery(
+        loop: asyncio.AbstractEventLoop, future: asyncio.Future[None]
+    ) -> Callable[[Any, Any], None]:
+        def settle(err: KafkaError | None, _msg: Message) -> None:
+            def apply() -> None:
+                if future.done():
+                    return
+                if err is not None:
+                    future.set_exception(KafkaException(err))
+                else:
+                    future.set_result(None)
+
+            loop.call_soon_threadsafe(apply)
+
+        return settle
+
+    async def close(self) -> None:
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._thread, self._producer.flush, 10.0)
+        self._closing = True
+        if self._poller is not None:
+            await self._poller
+        self._thread.shutdown(wait=True)
+
+
+@dataclass(frozen=True, slots=True)
+class ReceivedMessage:
+    topic: str
+    partition: int
+    offset: int
+    key: str
+    value: bytes
+
+
+Handler = Callable[[ReceivedMessage], Awaitable[None]]
+
+
+class ConsumerRunner:
+    """Consumes topics and runs a handler per message, concurrently across keys and strictly in
+    order within a key; commits a partition's offset only below messages that all finished.
+
+    A handler that raises is retried with backoff rather than skipped: skipping would lose a
+    fact, and a message that can never be handled is the handler's to log and drop. Offsets are
+    committed after handling, so delivery is at least once; handlers dedupe.
+    """
+
+    def __init__(
+        self,
+        bootstrap: str,
+        group_id: str,
+        topics: Sequence[str],
+        handler: Handler,
+        max_in_flight: int = 256,
+        ordered_by_key: bool = True,
+        client_id: str | None = None,
+    ) -> None:
+        self._consumer = Consumer(
+            {
+                "bootstrap.servers": bootstrap,
+                "group.id": group_id,
+                "client.id": client_id or group_id,
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
+                "session.timeout.ms": 10000,
+                "heartbeat.interval.ms": 1000,
+                "fetch.wait.max.ms": 10,
+                "socket.nagle.disable": True,
+            }
+        )
+        self._topics = list(topics)
+        self._handler = handler
+        self._ordered = ordered_by_key
+        self._slots = asyncio.Semaphore(max_in_flight)
+        self._max_in_flight = max_in_flight
+        self._progress: dict[tuple[str, int], PartitionProgress] = {}
+        self._committed: dict[tuple[str, int], int] = {}
+        self._tails: dict[str, asyncio.Future[None]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{group_id}-consume")
+        self._stopping = asyncio.Event()
+        self.assigned = asyncio.Event()
+
+    async def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        # librdkafka's consumer is not thread-safe: every call goes through one thread.
+        return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
+
+    def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        for tp in partitions:
+            self._progress[(tp.topic, tp.partition)] = PartitionProgress()
+        self._loop.call_soon_threadsafe(self.assigned.set)
+
+    def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # Commit what is done before another member takes over; in-flight messages will be
+        # delivered again to the new owner, and handlers dedupe.
+        offsets = self._commit_offsets(only={(tp.topic, tp.partition) for tp in partitions})
+        if offsets:
+            with contextlib.suppress(KafkaException):
+                self._consumer.commit(offsets=offsets, asynchronous=False)
+        for tp in partitions:
+            self._progress.pop((tp.topic, tp.partition), None)
+            self._committed.pop((tp.topic, tp.partition), None)
+
+    async def run(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        await self._call(
+            lambda: self._consumer.subscribe(
+                self._topics, on_assign=self._on_assign, on_revoke=self._on_revoke
+            )
+        )
+        try:
+            while not self._stopping.is_set():
+                budget = self._max_in_flight - len(self._tasks)
+                if budget <= 0:
+                    # Back-pressure: hold off polling (the consumer stays in the group through
+                    # its background heartbeat) until some handlers finish.
+                    await asyncio.wait(self._tasks, return_when=asyncio.FIRST_COMPLETED)
+                    await self._commit()
+                    continue
+                messages: list[Message] = await self._call(
+                    self._consumer.consume, min(budget, 500), 0.05
+                )
+                for message in messages:
+                    self._dispatch(message)
+                await self._commit()
+        finally:
+            if self._tasks:
+                await asyncio.wait(self._tasks)
+            await self._commit()
+            await self._call(self._consumer.close)
+            self._thread.shutdown(wait=True)
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    def _dispatch(self, message: Message) -> None:
+        error = message.error()
+        if error is not None:
+            if error.code() != KafkaError._PARTITION_EOF:
+                log.warning("kafka consume error", error=str(error))
+            return
+        topic, partition, offset = message.topic(), message.partition(), message.offset()
+        assert topic is not None and partition is not None and offset is not None
+        raw_key = message.key()
+        key = raw_key.decode() if isinstance(raw_key, bytes) else (raw_key or "")
+        value = message.value()
+        received = ReceivedMessage(
+            topic, partition, offset, key, value if isinstance(value, bytes) else b""
+        )
+        progress = self._progress.setdefault((topic, partition), PartitionProgress())
+        progress.start(offset)
+        previous = self._tails.get(key) if self._ordered else None
+        task = asyncio.create_task(self._handle(received, previous, progress))
+        if self._ordered:
+            self._tails[key] = task
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _handle(
+        self,
+        message: ReceivedMessage,
+        previous: asyncio.Future[None] | None,
+        progress: PartitionProgress,
+    ) -> None:
+        if previous is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(previous)
+        delay = 0.05
+        while True:
+            try:
+                await self._handler(message)
+                break
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception(
+                    "handler failed; retrying",
+                    topic=message.topic,
+                    partition=message.partition,
+                    offset=message.offset,
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+        progress.finish(message.offset)
+        if self._tails.get(message.key) is asyncio.current_task():
+            del self._tails[message.key]
+
+    def _commit_offsets(self, only: set[tuple[str, int]] | None = None) -> list[TopicPartition]:
+        offsets = []
+        for (topic, partition), progress in self._progress.items():
+            if only is not None and (topic, partition) not in only:
+                continue
+            position = progress.committable()
+            if position is None or position <= self._committed.get((topic, partition), -1):
+                continue
+            offsets.append(TopicPartition(topic, partition, position))
+        return offsets
+
+    async def _commit(self) -> None:
+        offsets = self._commit_offsets()
+        if not offsets:
+            return
+        try:
+            await self._call(lambda: self._consumer.commit(offsets=offsets, asynchronous=False))
+        except KafkaException as e:
+            # A commit can fail during a rebalance; the messages are redelivered and deduped.
+            log.warning("offset commit failed", error=str(e))
+            return
+        for tp in offsets:
+            self._committed[(tp.topic, tp.partition)] = tp.offset

@@ -1,0 +1,5 @@
+"""`python -m orchestrator`."""
+
+from orchestrator.main import main
+
+main()

@@ -1,0 +1,1 @@
+"""The orchestrator's adapters: Postgres store, outbox relay, Kafka mapping."""

@@ -1,0 +1,43 @@
+"""SQLAlchemy Core descriptions of the orchestrator's tables (created by migrations/)."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql as pg
+
+metadata = sa.MetaData(schema="orchestrator")
+
+service_calls = sa.Table(
+    "service_calls",
+    metadata,
+    sa.Column("tenant_id", sa.Text, primary_key=True),
+    sa.Column("service_call_id", pg.UUID(as_uuid=False), primary_key=True),
+    sa.Column("status", sa.Text, nullable=False),
+    sa.Column("version", sa.BigInteger, nullable=False),
+    sa.Column("due_at", sa.DateTime(timezone=True)),
+    sa.Column("attempt", sa.Integer, nullable=False),
+    sa.Column("tags", pg.ARRAY(sa.Text), nullable=False),
+    sa.Column("idempotency_key", sa.Text),
+    sa.Column("state", pg.JSONB, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("completed_at", sa.DateTime(timezone=True)),
+)
+
+outbox = sa.Table(
+    "outbox",
+    metadata,
+    sa.Column("id", sa.BigInteger, primary_key=True, autoincrement=True),
+    sa.Column("topic", sa.Text, nullable=False),
+    sa.Column("key", sa.Text, nullable=False),
+    sa.Column("payload", sa.LargeBinary, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.func.now()),
+    sa.Column("published_at", sa.DateTime(timezone=True)),
+)
+
+inbox = sa.Table(
+    "inbox",
+    metadata,
+    sa.Column("event_id", sa.Text, primary_key=True),
+    sa.Column("received_at", sa.DateTime(timezone=True), server_default=sa.func.now()),
+)

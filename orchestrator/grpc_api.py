@@ -1,0 +1,355 @@
+"""The public ServiceCallService over gRPC (and JSON through Envoy's transcoder)."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import replace
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import NoReturn
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from mesh.ports import IdGen
+from mesh.timeconv import from_duration, from_timestamp
+from orchestrator.domain.errors import DomainError, ErrorKind, VersionMismatch
+from orchestrator.domain.model import DEFAULT_RETRY_POLICY, HttpRequest, RetryPolicy
+from orchestrator.domain.states import ServiceCallState
+from orchestrator.domain.validation import validate_tenant_id
+from orchestrator.domain.validation import FieldViolation
+from orchestrator.mapping import (
+    METHOD_FROM_PROTO,
+    STATE_CLASSES,
+    STATUS_FROM_PROTO,
+    service_call_to_proto,
+    version_from_etag,
+)
+from orchestrator.page_tokens import BadPageToken, PageTokens
+from orchestrator.ports import ListQuery, OrderBy
+from orchestrator.service import Accepted, Invalid, Orchestrator, Submission
+from servicecall.v1 import service_call_pb2 as api
+from servicecall.v1 import service_call_service_pb2 as svc
+from servicecall.v1 import service_call_service_pb2_grpc as svc_grpc
+
+DEFAULT_ATTEMPT_TIMEOUT = timedelta(seconds=30)
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 1000
+
+_KIND_TO_CODE = {
+    ErrorKind.INVALID: grpc.StatusCode.INVALID_ARGUMENT,
+    ErrorKind.NOT_FOUND: grpc.StatusCode.NOT_FOUND,
+    ErrorKind.CONFLICT: grpc.StatusCode.ALREADY_EXISTS,
+    ErrorKind.PRECONDITION: grpc.StatusCode.FAILED_PRECONDITION,
+    ErrorKind.DUPLICATE: grpc.StatusCode.ALREADY_EXISTS,
+    ErrorKind.STALE: grpc.StatusCode.FAILED_PRECONDITION,
+}
+
+
+async def _abort_invalid(
+    context: grpc.aio.ServicerContext[object, object], violations: Sequence[FieldViolation]
+) -> NoReturn:
+    detail = any_pb2.Any()
+    detail.Pack(
+        error_details_pb2.BadRequest(
+            field_violations=[
+                error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
+                for v in violations
+            ]
+        )
+    )
+    summary = "; ".join(f"{v.field}: {v.description}" for v in violations)
+    status = status_pb2.Status(
+        code=code_pb2.INVALID_ARGUMENT, message=f"invalid request: {summary}", details=[detail]
+    )
+    await context.abort_with_status(rpc_status.to_status(status))
+    raise AssertionError("unreachable")
+
+
+async def _abort_domain(
+    context: grpc.aio.ServicerContext[object, object], error: DomainError
+) -> NoReturn:
+    code = (
+        grpc.StatusCode.ABORTED
+        if isinstance(error, VersionMismatch)
+        else _KIND_TO_CODE[error.kind]
+    )
+    await context.abort(code, error.message)
+    raise AssertionError("unreachable")
+
+
+def _metadata(context: grpc.aio.ServicerContext[object, object], name: str) -> str | None:
+    for key, value in context.invocation_metadata() or ():
+        if key == name:
+            return value if isinstance(value, str) else value.decode()
+    return None
+
+
+class _Violations:
+    """Collects conversion problems so one response names every bad field."""
+
+    def __init__(self) -> None:
+        self.items: list[FieldViolation] = []
+
+    def add(self, field: str, description: str) -> None:
+        self.items.append(FieldViolation(field, description))
+
+
+def _duration(value: object, field: str, problems: _Violations) -> timedelta | None:
+    delta = from_duration(value)  # type: ignore[arg-type]
+    if delta < timedelta(0):
+        problems.add(field, "must not be negative")
+        return None
+    return delta
+
+
+def _retry_policy(policy: api.RetryPolicy, problems: _Violations) -> RetryPolicy:
+    default = DEFAULT_RETRY_POLICY
+    field = "service_call.retry_policy"
+
+    def duration_or(name: str, fallback: timedelta | None) -> timedelta | None:
+        if not policy.HasField(name):  # type: ignore[arg-type]
+            return fallback
+        return _duration(getattr(policy, name), f"{field}.{name}", problems) or fallback
+
+    return RetryPolicy(
+        max_attempts=policy.max_attempts or default.max_attempts,
+        max_retry_duration=duration_or("max_retry_duration", default.max_retry_duration),
+        min_backoff=duration_or("min_backoff", default.min_backoff) or default.min_backoff,
+        max_backoff=duration_or("max_backoff", default.max_backoff) or default.max_backoff,
+        multiplier=policy.multiplier if policy.HasField("multiplier") else default.multiplier,
+        jitter=policy.jitter if policy.HasField("jitter") else default.jitter,
+        retryable_status_codes=(
+            default.retryable_status_codes | frozenset(policy.retryable_status_codes)
+        ),
+    )
+
+
+def submission_from_proto(
+    request: svc.SubmitServiceCallRequest, header_key: str | None
+) -> Submission | list[FieldViolation]:
+    problems = _Violations()
+    call = request.service_call
+    if not request.HasField("service_call"):
+        problems.add("service_call", "is required")
+    if not call.HasField("request"):
+        problems.add("service_call.request", "is required")
+    http = call.request
+    method = METHOD_FROM_PROTO.get(http.http_method or api.POST)
+    if method is None:
+        problems.add("service_call.request.http_method", "is not a supported method")
+    timeout = DEFAULT_ATTEMPT_TIMEOUT
+    if http.HasField("attempt_timeout"):
+        timeout = (
+            _duration(http.attempt_timeout, "service_call.request.attempt_timeout", problems)
+            or DEFAULT_ATTEMPT_TIMEOUT
+        )
+    due: datetime | timedelta | None = None
+    if call.HasField("schedule_time") and request.HasField("delay"):
+        problems.add("delay", "give either service_call.schedule_time or delay, not both")
+    elif call.HasField("schedule_time"):
+        due = from_timestamp(call.schedule_time)
+    elif request.HasField("delay"):
+        due = _duration(request.delay, "delay", problems)
+    key = call.idempotency_key or header_key or None
+    if call.idempotency_key and header_key and call.idempotency_key != header_key:
+        problems.add(
+            "service_call.idempotency_key", "differs from the Idempotency-Key header"
+        )
+    policy = _retry_policy(call.retry_policy, problems)
+    if problems.items:
+        return problems.items
+    return Submission(
+        tenant_id=request.tenant_id,
+        request=HttpRequest(
+            method=method or "POST",
+            url=http.url,
+            headers=tuple(sorted(http.headers.items())),
+            body=http.body,
+            attempt_timeout=timeout,
+        ),
+        tags=frozenset(call.tags),
+        idempotency_key=key,
+        retry_policy=policy,
+        due=due,
+    )
+
+
+def _check_ids(tenant_id: str, service_call_id: str) -> list[FieldViolation]:
+    problems = list(validate_tenant_id(tenant_id))
+    try:
+        uuid.UUID(service_call_id)
+    except ValueError:
+        problems.append(FieldViolation("service_call_id", "must be a UUID"))
+    return problems
+
+
+class ServiceCallApi(svc_grpc.ServiceCallServiceServicer):
+    def __init__(self, orchestrator: Orchestrator, ids: IdGen, page_tokens: PageTokens) -> None:
+        self._orchestrator = orchestrator
+        self._ids = ids
+        self._page_tokens = page_tokens
+
+    def _correlation_id(self, context: grpc.aio.ServicerContext[object, object]) -> str:
+        return _metadata(context, "x-request-id") or self._ids.new_id()
+
+    async def SubmitServiceCall(  # noqa: N802 - gRPC method name
+        self,
+        request: svc.SubmitServiceCallRequest,
+        context: grpc.aio.ServicerContext[object, object],
+    ) -> api.ServiceCall:
+        submission = submission_from_proto(request, _metadata(context, "idempotency-key"))
+        if isinstance(submission, list):
+            await _abort_invalid(context, submission)
+        outcome = await self._orchestrator.submit(submission, self._correlation_id(context))
+        if isinstance(outcome, Invalid):
+            await _abort_invalid(context, outcome.violations)
+        if not isinstance(outcome, Accepted):
+            await _abort_domain(context, outcome)
+        spec = outcome.state.spec
+        await context.send_initial_metadata(
+            (
+                ("location", f"/v1/tenants/{spec.tenant_id}/service-calls/{spec.service_call_id}"),
+                ("x-http-code", "201" if outcome.created else "200"),
+            )
+        )
+        return service_call_to_proto(outcome.state, svc.FULL)
+
+    async def GetServiceCall(  # noqa: N802
+        self, request: svc.GetServiceCallRequest, context: grpc.aio.ServicerContext[object, object]
+    ) -> api.ServiceCall:
+        state = await self._existing(request.tenant_id, request.service_call_id, context)
+        return service_call_to_proto(state, request.view)
+
+    async def ListServiceCalls(  # noqa: N802
+        self,
+        request: svc.ListServiceCallsRequest,
+        context: grpc.aio.ServicerContext[object, object],
+    ) -> svc.ListServiceCallsResponse:
+        problems = _Violations()
+        problems.items.extend(validate_tenant_id(request.tenant_id))
+        if not 0 <= request.page_size <= MAX_PAGE_SIZE:
+            problems.add("page_size", f"must be between 0 and {MAX_PAGE_SIZE}")
+        order_field, _, direction = request.order_by.strip().partition(" ")
+        order_by: OrderBy = "create_time"
+        if order_field in ("", "create_time"):
+            order_by = "create_time"
+        elif order_field == "schedule_time":
+            order_by = "schedule_time"
+        else:
+            problems.add("order_by", "must be create_time or schedule_time, optionally + ' desc'")
+        if direction.strip() not in ("", "asc", "desc"):
+            problems.add("order_by", "direction must be asc or desc")
+        statuses = frozenset(STATUS_FROM_PROTO[s] for s in request.states if s in STATUS_FROM_PROTO)
+        if len(statuses) != len(set(request.states)):
+            problems.add("states", "contains an unknown state")
+
+        def ts(name: str) -> datetime | None:
+            return from_timestamp(getattr(request, name)) if request.HasField(name) else None  # type: ignore[arg-type]
+
+        query = ListQuery(
+            tenant_id=request.tenant_id,
+            page_size=request.page_size or DEFAULT_PAGE_SIZE,
+            statuses=statuses,
+            tags=frozenset(request.tags),
+            created_from=ts("create_time_start"),
+            created_before=ts("create_time_end"),
+            due_from=ts("schedule_time_start"),
+            due_before=ts("schedule_time_end"),
+            order_by=order_by,
+            descending=direction.strip() == "desc",
+        )
+        filter_key = repr((query.tenant_id, sorted(s.value for s in statuses), sorted(query.tags),
+                           query.created_from, query.created_before, query.due_from,
+                           query.due_before, order_by, query.descending))
+        if request.page_token:
+            try:
+                cursor = self._page_tokens.read(request.page_token, filter_key)
+                query = replace(query, after=cursor)
+            except BadPageToken as e:
+                problems.add("page_token", str(e))
+        if problems.items:
+            await _abort_invalid(context, problems.items)
+        page = await self._orchestrator.list(query)
+        return svc.ListServiceCallsResponse(
+            service_calls=[service_call_to_proto(s, request.view) for s in page.items],
+            next_page_token=(
+                self._page_tokens.issue(page.next_cursor, filter_key) if page.next_cursor else ""
+            ),
+        )
+
+    async def CancelServiceCall(  # noqa: N802
+        self,
+        request: svc.CancelServiceCallRequest,
+        context: grpc.aio.ServicerContext[object, object],
+    ) -> api.ServiceCall:
+        await self._existing(request.tenant_id, request.service_call_id, context)
+        outcome = await self._orchestrator.cancel(
+            request.tenant_id,
+            request.service_call_id,
+            request.reason or "canceled by the client",
+            self._correlation_id(context),
+        )
+        return await self._answer(outcome, context)
+
+    async def RescheduleServiceCall(  # noqa: N802
+        self,
+        request: svc.RescheduleServiceCallRequest,
+        context: grpc.aio.ServicerContext[object, object],
+    ) -> api.ServiceCall:
+        await self._existing(request.tenant_id, request.service_call_id, context)
+        problems = _Violations()
+        due_at: datetime | None = None
+        if request.HasField("schedule_time") == request.HasField("delay"):
+            problems.add("schedule_time", "give exactly one of schedule_time and delay")
+        elif request.HasField("schedule_time"):
+            due_at = from_timestamp(request.schedule_time)
+        else:
+            delay = _duration(request.delay, "delay", problems)
+            due_at = datetime.now(UTC) + delay if delay is not None else None
+        expected = None
+        if request.etag:
+            expected = version_from_etag(request.etag)
+            if expected is None:
+                problems.add("etag", "is not an etag this API issued")
+        if problems.items or due_at is None:
+            await _abort_invalid(context, problems.items)
+        outcome = await self._orchestrator.reschedule(
+            request.tenant_id, request.service_call_id, due_at, expected, self._correlation_id(context)
+        )
+        return await self._answer(outcome, context)
+
+    async def RunServiceCall(  # noqa: N802
+        self, request: svc.RunServiceCallRequest, context: grpc.aio.ServicerContext[object, object]
+    ) -> api.ServiceCall:
+        await self._existing(request.tenant_id, request.service_call_id, context)
+        outcome = await self._orchestrator.run_now(
+            request.tenant_id, request.service_call_id, self._correlation_id(context)
+        )
+        return await self._answer(outcome, context)
+
+    async def _existing(
+        self, tenant_id: str, service_call_id: str, context: grpc.aio.ServicerContext[object, object]
+    ) -> ServiceCallState:
+        problems = _check_ids(tenant_id, service_call_id)
+        if problems:
+            await _abort_invalid(context, problems)
+        state = await self._orchestrator.get(tenant_id, service_call_id)
+        if state is None:
+            await context.abort(
+                grpc.StatusCode.NOT_FOUND,
+                f"service call tenants/{tenant_id}/service-calls/{service_call_id} not found",
+            )
+        return state
+
+    async def _answer(
+        self,
+        outcome: ServiceCallState | DomainError,
+        context: grpc.aio.ServicerContext[object, object],
+    ) -> api.ServiceCall:
+        if isinstance(outcome, STATE_CLASSES):
+            return service_call_to_proto(outcome, svc.BASIC)
+        await _abort_domain(context, outcome)
+

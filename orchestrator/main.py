@@ -1,0 +1,128 @@
+"""Composition root of the orchestrator: `python -m orchestrator [serve|migrate]`."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sys
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+from mesh.clock import SystemClock, Uuid7Gen
+from mesh.config import CommonConfig, Env
+from mesh.db import make_engine, migrate
+from mesh.grpc_server import GrpcServer, stop_on_signals
+from mesh.kafka import ConsumerRunner, KafkaEventBus
+from mesh.logs import configure_logging, get_logger
+from mesh.topics import Topics
+from orchestrator.adapters.messages import outbox_messages
+from orchestrator.adapters.relay import OutboxRelay
+from orchestrator.adapters.store import PostgresServiceCallStore
+from orchestrator.consumer import CallEventHandler
+from orchestrator.domain.model import Timing
+from orchestrator.domain.validation import Limits
+from orchestrator.grpc_api import ServiceCallApi
+from orchestrator.page_tokens import PageTokens
+from orchestrator.service import Orchestrator
+from servicecall.v1 import service_call_service_pb2, service_call_service_pb2_grpc
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+SERVICE_NAME = service_call_service_pb2.DESCRIPTOR.services_by_name["ServiceCallService"].full_name
+
+
+@dataclass(frozen=True, slots=True)
+class OrchestratorConfig:
+    common: CommonConfig
+    timing: Timing
+    limits: Limits
+    page_token_secret: bytes
+    max_snippet_bytes: int
+    consumer_group: str
+
+    @classmethod
+    def from_env(cls, env: Env) -> OrchestratorConfig:
+        return cls(
+            common=CommonConfig.from_env(env, "orchestrator", 50051),
+            timing=Timing(
+                handoff_lead=env.seconds("HANDOFF_LEAD_S", 2.0),
+                dispatch_lease=env.seconds("DISPATCH_LEASE_S", 30.0),
+                attempt_grace=env.seconds("ATTEMPT_GRACE_S", 30.0),
+            ),
+            limits=Limits(max_body_bytes=env.int("MAX_BODY_BYTES", 1024 * 1024)),
+            # Tokens only need to survive between two list calls; replicas must share it.
+            page_token_secret=env.str("PAGE_TOKEN_SECRET", "dev-only-page-token-secret").encode(),
+            max_snippet_bytes=env.int("MAX_SNIPPET_BYTES", 1024),
+            consumer_group=env.str("ORCHESTRATOR_GROUP", "orchestrator"),
+        )
+
+
+async def serve(config: OrchestratorConfig) -> None:
+    log = get_logger("orchestrator")
+    common = config.common
+    topics = Topics.with_prefix(common.topic_prefix)
+    engine = make_engine(common.database_url)
+    bus = KafkaEventBus(common.kafka_bootstrap, "orchestrator")
+    await bus.start()
+    ids = Uuid7Gen()
+    orchestrator = Orchestrator(
+        store=PostgresServiceCallStore(engine),
+        clock=SystemClock(),
+        ids=ids,
+        timing=config.timing,
+        limits=config.limits,
+        to_messages=partial(
+            outbox_messages, topics=topics, max_snippet_bytes=config.max_snippet_bytes
+        ),
+    )
+    api = ServiceCallApi(orchestrator, ids, PageTokens(config.page_token_secret))
+    server = GrpcServer(
+        common.grpc_host,
+        common.grpc_port,
+        [partial(service_call_service_pb2_grpc.add_ServiceCallServiceServicer_to_server, api)],
+        [SERVICE_NAME],
+    )
+    relay = OutboxRelay(common.database_url, bus)
+    consumer = ConsumerRunner(
+        common.kafka_bootstrap,
+        config.consumer_group,
+        [topics.timer_events, topics.execution_events],
+        CallEventHandler(orchestrator),
+        client_id="orchestrator",
+    )
+    stop = stop_on_signals()
+    await server.start()
+    background = [
+        asyncio.create_task(relay.run(stop), name="outbox-relay"),
+        asyncio.create_task(consumer.run(), name="consumer"),
+    ]
+    log.info("orchestrator ready", port=server.bound_port)
+    done_early, _ = await asyncio.wait(
+        [asyncio.create_task(stop.wait()), *background], return_when=asyncio.FIRST_COMPLETED
+    )
+    for task in done_early:
+        if task in background and task.exception() is not None:
+            log.error("background task died", task=task.get_name(), error=repr(task.exception()))
+    log.info("orchestrator stopping")
+    stop.set()
+    await server.stop(grace=5.0)
+    consumer.stop()
+    for task in background:
+        with contextlib.suppress(Exception):
+            await task
+    await bus.close()
+    await engine.dispose()
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else argv
+    config = OrchestratorConfig.from_env(Env(os.environ))
+    configure_logging("orchestrator", config.common.log_level)
+    command = args[0] if args else "serve"
+    if command == "migrate":
+        migrate(config.common.database_url, MIGRATIONS, "orchestrator")
+    elif command == "serve":
+        asyncio.run(serve(config))
+    else:
+        raise SystemExit(f"usage: python -m orchestrator [serve|migrate], not {command!r}")

@@ -1,0 +1,79 @@
+"""The orchestrator's ports: where service calls are kept and how their changes commit."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal, Protocol
+
+from mesh.ports import OutgoingMessage
+from orchestrator.domain.errors import DomainError
+from orchestrator.domain.events import Event
+from orchestrator.domain.states import ServiceCallState, Status
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """What one decision did: the state after it, the events applied, the messages to send.
+
+    A rejected decision carries `rejection` and no events; the store then writes nothing but
+    the inbox mark (so a redelivered, rejected event stays rejected without a second look).
+    """
+
+    state: ServiceCallState | None
+    events: tuple[Event, ...] = ()
+    messages: tuple[OutgoingMessage, ...] = ()
+    rejection: DomainError | None = None
+
+
+Step = Callable[[ServiceCallState | None], Transition]
+
+OrderBy = Literal["create_time", "schedule_time"]
+
+
+@dataclass(frozen=True, slots=True)
+class Cursor:
+    """Keyset position: the sort value and id of the last row of the previous page."""
+
+    sort_value: datetime
+    service_call_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class ListQuery:
+    tenant_id: str
+    page_size: int
+    statuses: frozenset[Status] = frozenset()
+    tags: frozenset[str] = frozenset()
+    created_from: datetime | None = None
+    created_before: datetime | None = None
+    due_from: datetime | None = None
+    due_before: datetime | None = None
+    order_by: OrderBy = "create_time"
+    descending: bool = False
+    after: Cursor | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    items: Sequence[ServiceCallState]
+    next_cursor: Cursor | None
+
+
+class ConcurrentUpdate(Exception):
+    """The row changed under us (a guard failed); the caller retries the whole step."""
+
+
+class ServiceCallStore(Protocol):
+    async def get(self, tenant_id: str, service_call_id: str) -> ServiceCallState | None: ...
+
+    async def list(self, query: ListQuery) -> Page: ...
+
+    async def transact(
+        self, tenant_id: str, service_call_id: str, step: Step, event_id: str | None = None
+    ) -> Transition | None:
+        """Runs `step` on the current state and commits its outcome, its outbox messages and
+        the inbox mark for `event_id` in ONE transaction. Returns None, without calling
+        `step`, when `event_id` was already applied."""
+        ...

@@ -1,0 +1,203 @@
+"""The orchestrator's use cases: each runs the pure core inside one store transaction."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from mesh.ports import Clock, IdGen, OutgoingMessage
+from orchestrator.domain.commands import (
+    CancelServiceCall,
+    Command,
+    RescheduleServiceCall,
+    RunServiceCallNow,
+    SubmitServiceCall,
+)
+from orchestrator.domain.decide import decide, evolve
+from orchestrator.domain.errors import AlreadySubmitted, DomainError
+from orchestrator.domain.events import Event
+from orchestrator.domain.idempotency import DueSpec, fingerprint, service_call_id_for
+from orchestrator.domain.model import HttpRequest, RetryPolicy, ServiceCallSpec, Timing
+from orchestrator.domain.states import ServiceCallState
+from orchestrator.domain.validation import FieldViolation, Limits, validate_submission
+from orchestrator.ports import ListQuery, Page, ServiceCallStore, Transition
+
+MessageMapper = Callable[
+    [ServiceCallState | None, ServiceCallState, Sequence[Event], str], tuple[OutgoingMessage, ...]
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Submission:
+    tenant_id: str
+    request: HttpRequest
+    tags: frozenset[str]
+    idempotency_key: str | None
+    retry_policy: RetryPolicy
+    due: DueSpec | None  # None: now
+
+
+@dataclass(frozen=True, slots=True)
+class Invalid:
+    violations: tuple[FieldViolation, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    state: ServiceCallState
+    created: bool
+
+
+class Orchestrator:
+    def __init__(
+        self,
+        store: ServiceCallStore,
+        clock: Clock,
+        ids: IdGen,
+        timing: Timing,
+        limits: Limits,
+        to_messages: MessageMapper,
+    ) -> None:
+        self._store = store
+        self._clock = clock
+        self._ids = ids
+        self._timing = timing
+        self._limits = limits
+        self._to_messages = to_messages
+
+    async def submit(
+        self, submission: Submission, correlation_id: str
+    ) -> Accepted | Invalid | DomainError:
+        now = self._clock.now()
+        match submission.due:
+            case None:
+                due_at = now
+            case datetime():
+                due_at = submission.due
+            case _:
+                due_at = now + submission.due
+        violations = validate_submission(
+            tenant_id=submission.tenant_id,
+            request=submission.request,
+            tags=submission.tags,
+            idempotency_key=submission.idempotency_key,
+            retry_policy=submission.retry_policy,
+            due_at=due_at,
+            now=now,
+            limits=self._limits,
+        )
+        if violations:
+            return Invalid(tuple(violations))
+        key = submission.idempotency_key
+        service_call_id = (
+            service_call_id_for(submission.tenant_id, key) if key else self._ids.new_id()
+        )
+        spec = ServiceCallSpec(
+            tenant_id=submission.tenant_id,
+            service_call_id=service_call_id,
+            request=submission.request,
+            tags=submission.tags,
+            idempotency_key=key,
+            retry_policy=submission.retry_policy,
+            fingerprint=fingerprint(
+                submission.request,
+                submission.tags,
+                submission.retry_policy,
+                submission.due if submission.due is not None else now,
+            ),
+            created_at=now,
+        )
+        transition = await self._run(
+            submission.tenant_id,
+            service_call_id,
+            SubmitServiceCall(spec=spec, due_at=due_at),
+            now,
+            correlation_id,
+        )
+        assert transition is not None  # no inbox id, so the step always runs
+        if isinstance(transition.rejection, AlreadySubmitted):
+            return Accepted(transition.rejection.state, created=False)
+        if transition.rejection is not None:
+            return transition.rejection
+        assert transition.state is not None
+        return Accepted(transition.state, created=True)
+
+    async def get(self, tenant_id: str, service_call_id: str) -> ServiceCallState | None:
+        return await self._store.get(tenant_id, service_call_id)
+
+    async def list(self, query: ListQuery) -> Page:
+        return await self._store.list(query)
+
+    async def cancel(
+        self, tenant_id: str, service_call_id: str, reason: str, correlation_id: str
+    ) -> ServiceCallState | DomainError:
+        return await self._command(
+            tenant_id, service_call_id, CancelServiceCall(reason=reason), correlation_id
+        )
+
+    async def reschedule(
+        self,
+        tenant_id: str,
+        service_call_id: str,
+        due_at: datetime,
+        expected_version: int | None,
+        correlation_id: str,
+    ) -> ServiceCallState | DomainError:
+        command = RescheduleServiceCall(due_at=due_at, expected_version=expected_version)
+        return await self._command(tenant_id, service_call_id, command, correlation_id)
+
+    async def run_now(
+        self, tenant_id: str, service_call_id: str, correlation_id: str
+    ) -> ServiceCallState | DomainError:
+        return await self._command(
+            tenant_id, service_call_id, RunServiceCallNow(), correlation_id
+        )
+
+    async def apply(
+        self,
+        tenant_id: str,
+        service_call_id: str,
+        command: Command,
+        event_id: str,
+        correlation_id: str,
+    ) -> Transition | None:
+        """Applies a fact from another service (a fired timer, an executor report) once."""
+        return await self._run(
+            tenant_id, service_call_id, command, self._clock.now(), correlation_id, event_id
+        )
+
+    async def _command(
+        self, tenant_id: str, service_call_id: str, command: Command, correlation_id: str
+    ) -> ServiceCallState | DomainError:
+        transition = await self._run(
+            tenant_id, service_call_id, command, self._clock.now(), correlation_id
+        )
+        assert transition is not None
+        if transition.rejection is not None:
+            return transition.rejection
+        assert transition.state is not None
+        return transition.state
+
+    async def _run(
+        self,
+        tenant_id: str,
+        service_call_id: str,
+        command: Command,
+        now: datetime,
+        correlation_id: str,
+        event_id: str | None = None,
+    ) -> Transition | None:
+        def step(before: ServiceCallState | None) -> Transition:
+            decision = decide(before, command, now, self._timing)
+            if not isinstance(decision, tuple):
+                return Transition(before, rejection=decision)
+            after = before
+            for event in decision:
+                after = evolve(after, event)
+            assert after is not None
+            return Transition(
+                after, decision, self._to_messages(before, after, decision, correlation_id)
+            )
+
+        return await self._store.transact(tenant_id, service_call_id, step, event_id)
