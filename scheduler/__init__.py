@@ -1,0 +1,1 @@
+"""The scheduler: durable timers in Postgres that fire DueTimeReached onto Kafka."""

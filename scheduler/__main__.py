@@ -1,0 +1,5 @@
+"""`python -m scheduler`."""
+
+from scheduler.main import main
+
+main()

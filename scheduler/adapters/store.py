@@ -1,0 +1,180 @@
+"""TimerStore over Postgres: claims with FOR UPDATE SKIP LOCKED so replicas never share a timer."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from scheduler.domain.timers import Timer, TimerKey, TimerState
+
+_COLUMNS = (
+    "timer_id::text AS timer_id, tenant_id, service_call_id, purpose, attempt, fire_at, state,"
+    " armed_by, correlation_id, sequence"
+)
+
+_ARM = sa.text(
+    """
+    INSERT INTO scheduler.timers (timer_id, tenant_id, service_call_id, purpose, attempt,
+                                  fire_at, state, armed_by, correlation_id, sequence)
+    VALUES (CAST(:timer_id AS uuid), :tenant_id, :service_call_id, :purpose, :attempt,
+            :fire_at, 'pending', :armed_by, :correlation_id, :sequence)
+    ON CONFLICT (timer_id) DO UPDATE
+       SET state = 'pending', armed_by = EXCLUDED.armed_by, claimed_until = NULL,
+           fired_at = NULL, correlation_id = EXCLUDED.correlation_id,
+           sequence = EXCLUDED.sequence
+     WHERE scheduler.timers.state = 'fired'
+       AND scheduler.timers.armed_by <> EXCLUDED.armed_by
+    """
+)
+
+# The inner SELECT takes the earliest due, unclaimed rows and locks them; SKIP LOCKED lets a
+# second replica take the next rows instead of waiting, and the lease written here keeps a
+# third from re-claiming them after this transaction commits.
+_CLAIM = sa.text(
+    f"""
+    UPDATE scheduler.timers AS t SET claimed_until = :lease_until
+      FROM (SELECT timer_id FROM scheduler.timers
+             WHERE state = 'pending' AND fire_at <= :now
+               AND (claimed_until IS NULL OR claimed_until <= :now)
+             ORDER BY fire_at
+             LIMIT :limit
+             FOR UPDATE SKIP LOCKED) AS due
+     WHERE t.timer_id = due.timer_id
+    RETURNING {_COLUMNS.replace("timer_id::text", "t.timer_id::text")}
+    """
+)
+
+_MARK_FIRED = sa.text(
+    """
+    UPDATE scheduler.timers SET state = 'fired', fired_at = :now, claimed_until = NULL
+     WHERE timer_id = ANY(CAST(:ids AS uuid[])) AND state = 'pending'
+    """
+)
+
+_NEXT = sa.text(
+    """
+    SELECT fire_at, claimed_until FROM scheduler.timers
+     WHERE state = 'pending' ORDER BY fire_at LIMIT 64
+    """
+)
+
+_CANCEL = sa.text(
+    f"""
+    UPDATE scheduler.timers SET state = 'canceled', fired_at = :now
+     WHERE timer_id = CAST(:timer_id AS uuid) AND state = 'pending'
+    RETURNING {_COLUMNS}
+    """
+)
+
+_GET = sa.text(f"SELECT {_COLUMNS} FROM scheduler.timers WHERE timer_id = CAST(:timer_id AS uuid)")
+
+_LIST_FIRST = sa.text(
+    f"""
+    SELECT {_COLUMNS} FROM scheduler.timers WHERE state = 'pending'
+     ORDER BY fire_at, timer_id LIMIT :limit
+    """
+)
+_LIST_AFTER = sa.text(
+    f"""
+    SELECT {_COLUMNS} FROM scheduler.timers
+     WHERE state = 'pending' AND (fire_at, timer_id) > (:fire_at, CAST(:timer_id AS uuid))
+     ORDER BY fire_at, timer_id LIMIT :limit
+    """
+)
+
+_PRUNE = sa.text(
+    "DELETE FROM scheduler.timers WHERE state <> 'pending' AND fired_at < :before"
+)
+
+
+def _timer(row: Any) -> Timer:
+    return Timer(
+        key=TimerKey(
+            tenant_id=row.tenant_id,
+            service_call_id=row.service_call_id,
+            purpose=row.purpose,
+            attempt=row.attempt,
+            fire_at=row.fire_at,
+        ),
+        armed_by=row.armed_by,
+        correlation_id=row.correlation_id,
+        sequence=row.sequence,
+        state=TimerState(row.state),
+    )
+
+
+class PostgresTimerStore:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+
+    async def arm(self, timer: Timer) -> bool:
+        key = timer.key
+        async with self._engine.begin() as conn:
+            result = await conn.execute(
+                _ARM,
+                {
+                    "timer_id": timer.timer_id,
+                    "tenant_id": key.tenant_id,
+                    "service_call_id": key.service_call_id,
+                    "purpose": key.purpose,
+                    "attempt": key.attempt,
+                    "fire_at": key.fire_at,
+                    "armed_by": timer.armed_by,
+                    "correlation_id": timer.correlation_id,
+                    "sequence": timer.sequence,
+                },
+            )
+        return result.rowcount == 1
+
+    async def claim_due(self, now: datetime, limit: int, lease: timedelta) -> Sequence[Timer]:
+        async with self._engine.begin() as conn:
+            rows = (
+                await conn.execute(
+                    _CLAIM, {"now": now, "limit": limit, "lease_until": now + lease}
+                )
+            ).all()
+        return sorted((_timer(r) for r in rows), key=lambda t: t.key.fire_at)
+
+    async def mark_fired(self, timer_ids: Sequence[str], now: datetime) -> None:
+        async with self._engine.begin() as conn:
+            await conn.execute(_MARK_FIRED, {"ids": list(timer_ids), "now": now})
+
+    async def next_fire_at(self) -> datetime | None:
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(_NEXT)).all()
+        # A claimed timer needs attention again only when its lease runs out.
+        times = [max(r.fire_at, r.claimed_until) if r.claimed_until else r.fire_at for r in rows]
+        return min(times) if times else None
+
+    async def cancel(self, timer_id: str, now: datetime) -> Timer | None:
+        async with self._engine.begin() as conn:
+            row = (await conn.execute(_CANCEL, {"timer_id": timer_id, "now": now})).first()
+        return None if row is None else _timer(row)
+
+    async def get(self, timer_id: str) -> Timer | None:
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(_GET, {"timer_id": timer_id})).first()
+        return None if row is None else _timer(row)
+
+    async def list_pending(
+        self, limit: int, after: tuple[datetime, str] | None
+    ) -> Sequence[Timer]:
+        async with self._engine.connect() as conn:
+            if after is None:
+                rows = (await conn.execute(_LIST_FIRST, {"limit": limit})).all()
+            else:
+                rows = (
+                    await conn.execute(
+                        _LIST_AFTER, {"limit": limit, "fire_at": after[0], "timer_id": after[1]}
+                    )
+                ).all()
+        return [_timer(r) for r in rows]
+
+    async def prune(self, before: datetime) -> int:
+        async with self._engine.begin() as conn:
+            result = await conn.execute(_PRUNE, {"before": before})
+        return result.rowcount

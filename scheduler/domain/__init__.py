@@ -1,0 +1,1 @@
+"""The scheduler's pure policies: timer identity and when to wake."""

@@ -1,0 +1,62 @@
+"""A durable timer and its identity; standard library only."""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+# Never change: timer ids of armed timers depend on it.
+TIMER_NAMESPACE = uuid.UUID("0b7f6a51-2f43-5d6e-9a38-51b1e7c6a0d4")
+
+
+class TimerState(enum.Enum):
+    PENDING = "pending"
+    FIRED = "fired"
+    CANCELED = "canceled"
+
+
+@dataclass(frozen=True, slots=True)
+class TimerKey:
+    """What a timer is for. Two requests for the same key are the same timer."""
+
+    tenant_id: str
+    service_call_id: str
+    purpose: int
+    attempt: int
+    fire_at: datetime
+
+    def timer_id(self) -> str:
+        micros = (self.fire_at - datetime(1970, 1, 1, tzinfo=self.fire_at.tzinfo)) // timedelta(
+            microseconds=1
+        )
+        name = f"{self.tenant_id}\x00{self.service_call_id}\x00{self.purpose}\x00{self.attempt}\x00{micros}"
+        return str(uuid.uuid5(TIMER_NAMESPACE, name))
+
+
+@dataclass(frozen=True, slots=True)
+class Timer:
+    key: TimerKey
+    # The envelope that armed it. A re-arm after firing comes with a new one, and the fire's
+    # event id derives from it, so the orchestrator's inbox tells a redelivery from a re-arm.
+    armed_by: str
+    correlation_id: str
+    sequence: int
+    state: TimerState = TimerState.PENDING
+
+    @property
+    def timer_id(self) -> str:
+        return self.key.timer_id()
+
+    @property
+    def fire_event_id(self) -> str:
+        return f"{self.armed_by}/fired"
+
+
+def sleep_for(next_fire_at: datetime | None, now: datetime, max_sleep: timedelta) -> timedelta:
+    """How long the firing loop may sleep: until the next timer, never longer than max_sleep
+    (the safety net for a wake-up lost between processes), never negative."""
+    if next_fire_at is None:
+        return max_sleep
+    return max(timedelta(0), min(next_fire_at - now, max_sleep))

@@ -1,0 +1,113 @@
+"""Composition root of the scheduler: `python -m scheduler [serve|migrate]`."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sys
+from dataclasses import dataclass
+from datetime import timedelta
+from functools import partial
+from pathlib import Path
+
+from mesh.clock import SystemClock, Uuid7Gen
+from mesh.config import CommonConfig, Env
+from mesh.db import make_engine, migrate
+from mesh.grpc_server import GrpcServer, stop_on_signals
+from mesh.kafka import ConsumerRunner, KafkaEventBus
+from mesh.logs import configure_logging, get_logger
+from mesh.topics import Topics
+from scheduler.adapters.store import PostgresTimerStore
+from scheduler.consumer import TimerRequestHandler
+from scheduler.firing import Firer
+from scheduler.grpc_api import TimerApi
+from servicecall.internal.v1 import timer_service_pb2, timer_service_pb2_grpc
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+SERVICE_NAME = timer_service_pb2.DESCRIPTOR.services_by_name["TimerService"].full_name
+
+
+@dataclass(frozen=True, slots=True)
+class SchedulerConfig:
+    common: CommonConfig
+    batch_size: int
+    claim_lease: timedelta
+    max_sleep: timedelta
+    consumer_group: str
+
+    @classmethod
+    def from_env(cls, env: Env) -> SchedulerConfig:
+        return cls(
+            common=CommonConfig.from_env(env, "scheduler", 50052),
+            batch_size=env.int("FIRE_BATCH_SIZE", 500),
+            claim_lease=env.seconds("CLAIM_LEASE_S", 10.0),
+            max_sleep=env.seconds("MAX_SLEEP_S", 1.0),
+            consumer_group=env.str("SCHEDULER_GROUP", "scheduler"),
+        )
+
+
+async def serve(config: SchedulerConfig) -> None:
+    log = get_logger("scheduler")
+    common = config.common
+    topics = Topics.with_prefix(common.topic_prefix)
+    engine = make_engine(common.database_url)
+    bus = KafkaEventBus(common.kafka_bootstrap, "scheduler")
+    await bus.start()
+    clock = SystemClock()
+    store = PostgresTimerStore(engine)
+    firer = Firer(
+        store,
+        bus,
+        clock,
+        topics,
+        batch_size=config.batch_size,
+        claim_lease=config.claim_lease,
+        max_sleep=config.max_sleep,
+    )
+    api = TimerApi(store, firer, clock, Uuid7Gen())
+    server = GrpcServer(
+        common.grpc_host,
+        common.grpc_port,
+        [partial(timer_service_pb2_grpc.add_TimerServiceServicer_to_server, api)],
+        [SERVICE_NAME],
+    )
+    consumer = ConsumerRunner(
+        common.kafka_bootstrap,
+        config.consumer_group,
+        [topics.timer_requests],
+        TimerRequestHandler(store, firer),
+        client_id="scheduler",
+    )
+    stop = stop_on_signals()
+    await server.start()
+    background = [
+        asyncio.create_task(firer.run(stop), name="firer"),
+        asyncio.create_task(consumer.run(), name="consumer"),
+    ]
+    log.info("scheduler ready", port=server.bound_port)
+    await asyncio.wait(
+        [asyncio.create_task(stop.wait()), *background], return_when=asyncio.FIRST_COMPLETED
+    )
+    log.info("scheduler stopping")
+    stop.set()
+    await server.stop(grace=5.0)
+    consumer.stop()
+    for task in background:
+        with contextlib.suppress(Exception):
+            await task
+    await bus.close()
+    await engine.dispose()
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else argv
+    config = SchedulerConfig.from_env(Env(os.environ))
+    configure_logging("scheduler", config.common.log_level)
+    command = args[0] if args else "serve"
+    if command == "migrate":
+        migrate(config.common.database_url, MIGRATIONS, "scheduler")
+    elif command == "serve":
+        asyncio.run(serve(config))
+    else:
+        raise SystemExit(f"usage: python -m scheduler [serve|migrate], not {command!r}")

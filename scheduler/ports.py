@@ -1,0 +1,40 @@
+"""The scheduler's storage port."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Protocol
+
+from scheduler.domain.timers import Timer
+
+
+class TimerStore(Protocol):
+    async def arm(self, timer: Timer) -> bool:
+        """Stores a pending timer. Arming one already pending, or redelivering the request that
+        armed one, changes nothing (False); a new request for a fired timer re-arms it."""
+        ...
+
+    async def claim_due(self, now: datetime, limit: int, lease: timedelta) -> Sequence[Timer]:
+        """Claims up to `limit` pending timers due at `now`, earliest first, for `lease`; a
+        claim that is not marked fired within the lease may be claimed again."""
+        ...
+
+    async def mark_fired(self, timer_ids: Sequence[str], now: datetime) -> None: ...
+
+    async def next_fire_at(self) -> datetime | None:
+        """When the earliest pending timer needs attention (its fire time, or the end of its
+        claim's lease), or None when nothing is pending."""
+        ...
+
+    async def cancel(self, timer_id: str, now: datetime) -> Timer | None: ...
+
+    async def prune(self, before: datetime) -> int:
+        """Deletes fired and canceled timers that ended before `before`."""
+        ...
+
+    async def get(self, timer_id: str) -> Timer | None: ...
+
+    async def list_pending(
+        self, limit: int, after: tuple[datetime, str] | None
+    ) -> Sequence[Timer]: ...
