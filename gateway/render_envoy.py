@@ -29,9 +29,7 @@ def main() -> None:
     parser.add_argument("--access-log", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
-    args.out.write_text(
-        render(args.port, args.admin_port, args.orchestrator_port, args.access_log)
-    )
+    args.out.write_text(render(args.port, args.admin_port, args.orchestrator_port, args.access_log))
 
 
 if __name__ == "__main__":

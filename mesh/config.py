@@ -17,13 +17,13 @@ class Env:
 
     values: Mapping[str, str]
 
-    def str(self, name: str, default: str | None = None) -> str:
+    def text(self, name: str, default: str | None = None) -> str:
         value = self.values.get(name, default)
         if value is None or value == "":
             raise ConfigError(f"{name} must be set")
         return value
 
-    def int(self, name: str, default: int) -> int:
+    def integer(self, name: str, default: int) -> int:
         raw = self.values.get(name)
         if raw is None or raw == "":
             return default
@@ -32,7 +32,7 @@ class Env:
         except ValueError as e:
             raise ConfigError(f"{name} must be an integer, got {raw!r}") from e
 
-    def float(self, name: str, default: float) -> float:
+    def number(self, name: str, default: float) -> float:
         raw = self.values.get(name)
         if raw is None or raw == "":
             return default
@@ -43,9 +43,9 @@ class Env:
 
     def seconds(self, name: str, default: float) -> timedelta:
         """A duration given in (fractional) seconds."""
-        return timedelta(seconds=self.float(name, default))
+        return timedelta(seconds=self.number(name, default))
 
-    def bool(self, name: str, default: bool) -> bool:
+    def flag(self, name: str, default: bool) -> bool:
         raw = self.values.get(name)
         if raw is None or raw == "":
             return default
@@ -55,7 +55,7 @@ class Env:
             return False
         raise ConfigError(f"{name} must be true or false, got {raw!r}")
 
-    def list(self, name: str, default: tuple[str, ...] = ()) -> tuple[str, ...]:
+    def items(self, name: str, default: tuple[str, ...] = ()) -> tuple[str, ...]:
         raw = self.values.get(name)
         if raw is None:
             return default
@@ -78,10 +78,12 @@ class CommonConfig:
     def from_env(cls, env: Env, service_name: str, default_port: int) -> CommonConfig:
         return cls(
             service_name=service_name,
-            grpc_host=env.str("GRPC_HOST", "127.0.0.1"),
-            grpc_port=env.int("GRPC_PORT", default_port),
-            database_url=env.str("DATABASE_URL", "postgresql://postgres@127.0.0.1:55432/servicecall"),
-            kafka_bootstrap=env.str("KAFKA_BOOTSTRAP", "127.0.0.1:59092"),
-            topic_prefix=env.str("TOPIC_PREFIX", "servicecall."),
-            log_level=env.str("LOG_LEVEL", "info"),
+            grpc_host=env.text("GRPC_HOST", "127.0.0.1"),
+            grpc_port=env.integer("GRPC_PORT", default_port),
+            database_url=env.text(
+                "DATABASE_URL", "postgresql://postgres@127.0.0.1:55432/servicecall"
+            ),
+            kafka_bootstrap=env.text("KAFKA_BOOTSTRAP", "127.0.0.1:59092"),
+            topic_prefix=env.text("TOPIC_PREFIX", "servicecall."),
+            log_level=env.text("LOG_LEVEL", "info"),
         )

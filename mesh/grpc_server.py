@@ -30,7 +30,7 @@ class GrpcServer:
     ) -> None:
         # so_reuseport=0: a port clash must fail loudly instead of silently sharing the port.
         self.server = grpc.aio.server(
-            interceptors=[aio_server_interceptor()],
+            interceptors=[aio_server_interceptor()],  # type: ignore[no-untyped-call]
             options=[("grpc.so_reuseport", 0)],
         )
         for register in registrars:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import replace
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import NoReturn
 
@@ -18,8 +18,7 @@ from mesh.timeconv import from_duration, from_timestamp
 from orchestrator.domain.errors import DomainError, ErrorKind, VersionMismatch
 from orchestrator.domain.model import DEFAULT_RETRY_POLICY, HttpRequest, RetryPolicy
 from orchestrator.domain.states import ServiceCallState
-from orchestrator.domain.validation import validate_tenant_id
-from orchestrator.domain.validation import FieldViolation
+from orchestrator.domain.validation import FieldViolation, validate_tenant_id
 from orchestrator.mapping import (
     METHOD_FROM_PROTO,
     STATE_CLASSES,
@@ -27,7 +26,7 @@ from orchestrator.mapping import (
     service_call_to_proto,
     version_from_etag,
 )
-from orchestrator.page_tokens import BadPageToken, PageTokens
+from orchestrator.page_tokens import BadPageTokenError, PageTokens
 from orchestrator.ports import ListQuery, OrderBy
 from orchestrator.service import Accepted, Invalid, Orchestrator, Submission
 from servicecall.v1 import service_call_pb2 as api
@@ -55,7 +54,9 @@ async def _abort_invalid(
     detail.Pack(
         error_details_pb2.BadRequest(
             field_violations=[
-                error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
+                error_details_pb2.BadRequest.FieldViolation(
+                    field=v.field, description=v.description
+                )
                 for v in violations
             ]
         )
@@ -72,9 +73,7 @@ async def _abort_domain(
     context: grpc.aio.ServicerContext[object, object], error: DomainError
 ) -> NoReturn:
     code = (
-        grpc.StatusCode.ABORTED
-        if isinstance(error, VersionMismatch)
-        else _KIND_TO_CODE[error.kind]
+        grpc.StatusCode.ABORTED if isinstance(error, VersionMismatch) else _KIND_TO_CODE[error.kind]
     )
     await context.abort(code, error.message)
     raise AssertionError("unreachable")
@@ -155,9 +154,7 @@ def submission_from_proto(
         due = _duration(request.delay, "delay", problems)
     key = call.idempotency_key or header_key or None
     if call.idempotency_key and header_key and call.idempotency_key != header_key:
-        problems.add(
-            "service_call.idempotency_key", "differs from the Idempotency-Key header"
-        )
+        problems.add("service_call.idempotency_key", "differs from the Idempotency-Key header")
     policy = _retry_policy(call.retry_policy, problems)
     if problems.items:
         return problems.items
@@ -261,14 +258,24 @@ class ServiceCallApi(svc_grpc.ServiceCallServiceServicer):
             order_by=order_by,
             descending=direction.strip() == "desc",
         )
-        filter_key = repr((query.tenant_id, sorted(s.value for s in statuses), sorted(query.tags),
-                           query.created_from, query.created_before, query.due_from,
-                           query.due_before, order_by, query.descending))
+        filter_key = repr(
+            (
+                query.tenant_id,
+                sorted(s.value for s in statuses),
+                sorted(query.tags),
+                query.created_from,
+                query.created_before,
+                query.due_from,
+                query.due_before,
+                order_by,
+                query.descending,
+            )
+        )
         if request.page_token:
             try:
                 cursor = self._page_tokens.read(request.page_token, filter_key)
                 query = replace(query, after=cursor)
-            except BadPageToken as e:
+            except BadPageTokenError as e:
                 problems.add("page_token", str(e))
         if problems.items:
             await _abort_invalid(context, problems.items)
@@ -317,7 +324,11 @@ class ServiceCallApi(svc_grpc.ServiceCallServiceServicer):
         if problems.items or due_at is None:
             await _abort_invalid(context, problems.items)
         outcome = await self._orchestrator.reschedule(
-            request.tenant_id, request.service_call_id, due_at, expected, self._correlation_id(context)
+            request.tenant_id,
+            request.service_call_id,
+            due_at,
+            expected,
+            self._correlation_id(context),
         )
         return await self._answer(outcome, context)
 
@@ -331,7 +342,10 @@ class ServiceCallApi(svc_grpc.ServiceCallServiceServicer):
         return await self._answer(outcome, context)
 
     async def _existing(
-        self, tenant_id: str, service_call_id: str, context: grpc.aio.ServicerContext[object, object]
+        self,
+        tenant_id: str,
+        service_call_id: str,
+        context: grpc.aio.ServicerContext[object, object],
     ) -> ServiceCallState:
         problems = _check_ids(tenant_id, service_call_id)
         if problems:
@@ -352,4 +366,3 @@ class ServiceCallApi(svc_grpc.ServiceCallServiceServicer):
         if isinstance(outcome, STATE_CLASSES):
             return service_call_to_proto(outcome, svc.BASIC)
         await _abort_domain(context, outcome)
-

@@ -50,11 +50,11 @@ class OrchestratorConfig:
                 dispatch_lease=env.seconds("DISPATCH_LEASE_S", 30.0),
                 attempt_grace=env.seconds("ATTEMPT_GRACE_S", 30.0),
             ),
-            limits=Limits(max_body_bytes=env.int("MAX_BODY_BYTES", 1024 * 1024)),
+            limits=Limits(max_body_bytes=env.integer("MAX_BODY_BYTES", 1024 * 1024)),
             # Tokens only need to survive between two list calls; replicas must share it.
-            page_token_secret=env.str("PAGE_TOKEN_SECRET", "dev-only-page-token-secret").encode(),
-            max_snippet_bytes=env.int("MAX_SNIPPET_BYTES", 1024),
-            consumer_group=env.str("ORCHESTRATOR_GROUP", "orchestrator"),
+            page_token_secret=env.text("PAGE_TOKEN_SECRET", "dev-only-page-token-secret").encode(),
+            max_snippet_bytes=env.integer("MAX_SNIPPET_BYTES", 1024),
+            consumer_group=env.text("ORCHESTRATOR_GROUP", "orchestrator"),
         )
 
 

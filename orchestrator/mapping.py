@@ -165,4 +165,3 @@ def _last_change(state: Scheduled | Dispatched | Running) -> datetime:
         case Scheduled():
             ended = [a.ended_at for a in state.attempts if a.ended_at is not None]
             return max(ended) if ended else state.spec.created_at
-

@@ -12,7 +12,7 @@ from datetime import datetime
 from orchestrator.ports import Cursor
 
 
-class BadPageToken(ValueError):
+class BadPageTokenError(ValueError):
     pass
 
 
@@ -22,7 +22,11 @@ class PageTokens:
 
     def issue(self, cursor: Cursor, filter_key: str) -> str:
         body = json.dumps(
-            {"v": cursor.sort_value.isoformat(), "id": cursor.service_call_id, "f": _digest(filter_key)},
+            {
+                "v": cursor.sort_value.isoformat(),
+                "id": cursor.service_call_id,
+                "f": _digest(filter_key),
+            },
             separators=(",", ":"),
         ).encode()
         mac = hmac.new(self._secret, body, hashlib.sha256).digest()[:16]
@@ -32,14 +36,14 @@ class PageTokens:
         try:
             raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
         except (binascii.Error, ValueError) as e:
-            raise BadPageToken("page_token is not a token this API issued") from e
+            raise BadPageTokenError("page_token is not a token this API issued") from e
         mac, body = raw[:16], raw[16:]
         expected = hmac.new(self._secret, body, hashlib.sha256).digest()[:16]
         if not hmac.compare_digest(mac, expected):
-            raise BadPageToken("page_token is not a token this API issued")
+            raise BadPageTokenError("page_token is not a token this API issued")
         data = json.loads(body)
         if data["f"] != _digest(filter_key):
-            raise BadPageToken("page_token was issued for a different filter or order")
+            raise BadPageTokenError("page_token was issued for a different filter or order")
         return Cursor(datetime.fromisoformat(data["v"]), data["id"])
 
 

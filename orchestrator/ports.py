@@ -61,7 +61,7 @@ class Page:
     next_cursor: Cursor | None
 
 
-class ConcurrentUpdate(Exception):
+class ConcurrentUpdateError(Exception):
     """The row changed under us (a guard failed); the caller retries the whole step."""
 
 

@@ -150,9 +150,7 @@ class Orchestrator:
     async def run_now(
         self, tenant_id: str, service_call_id: str, correlation_id: str
     ) -> ServiceCallState | DomainError:
-        return await self._command(
-            tenant_id, service_call_id, RunServiceCallNow(), correlation_id
-        )
+        return await self._command(tenant_id, service_call_id, RunServiceCallNow(), correlation_id)
 
     async def apply(
         self,

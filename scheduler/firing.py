@@ -38,7 +38,9 @@ def due_time_reached(timer: Timer, fired_at: datetime, topic: str) -> OutgoingMe
             fired_time=to_timestamp(fired_at),
         ),
     )
-    return OutgoingMessage(topic, call_key(key.tenant_id, key.service_call_id), envelope.SerializeToString())
+    return OutgoingMessage(
+        topic, call_key(key.tenant_id, key.service_call_id), envelope.SerializeToString()
+    )
 
 
 class Firer:
@@ -94,9 +96,7 @@ class Firer:
         due = await self._store.claim_due(now, self._batch_size, self._claim_lease)
         if not due:
             return 0
-        await self._bus.publish(
-            [due_time_reached(t, now, self._topics.timer_events) for t in due]
-        )
+        await self._bus.publish([due_time_reached(t, now, self._topics.timer_events) for t in due])
         await self._store.mark_fired([t.timer_id for t in due], self._clock.now())
         self.fired += len(due)
         return len(due)
@@ -113,7 +113,9 @@ class Firer:
             return
         waiters = [asyncio.create_task(self._wake.wait()), asyncio.create_task(stop.wait())]
         try:
-            await asyncio.wait(waiters, timeout=delay.total_seconds(), return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(
+                waiters, timeout=delay.total_seconds(), return_when=asyncio.FIRST_COMPLETED
+            )
         finally:
             for waiter in waiters:
                 waiter.cancel()

@@ -40,7 +40,9 @@ def timer_to_proto(timer: Timer) -> ts.Timer:
 
 
 def _token(timer: Timer) -> str:
-    return base64.urlsafe_b64encode(f"{timer.key.fire_at.isoformat()}|{timer.timer_id}".encode()).decode()
+    return base64.urlsafe_b64encode(
+        f"{timer.key.fire_at.isoformat()}|{timer.timer_id}".encode()
+    ).decode()
 
 
 def _after(token: str) -> tuple[datetime, str]:
@@ -59,7 +61,11 @@ class TimerApi(ts_grpc.TimerServiceServicer):
     async def ScheduleTimer(  # noqa: N802 - gRPC method name
         self, request: ts.ScheduleTimerRequest, context: grpc.aio.ServicerContext[object, object]
     ) -> ts.Timer:
-        if not request.tenant_id or not request.service_call_id or not request.HasField("fire_time"):
+        if (
+            not request.tenant_id
+            or not request.service_call_id
+            or not request.HasField("fire_time")
+        ):
             await context.abort(
                 grpc.StatusCode.INVALID_ARGUMENT,
                 "tenant_id, service_call_id and fire_time are required",
@@ -87,7 +93,9 @@ class TimerApi(ts_grpc.TimerServiceServicer):
     ) -> ts.Timer:
         timer = await self._existing(request.timer_id, context)
         if timer.state is not TimerState.PENDING:
-            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"timer is {timer.state.value}")
+            await context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION, f"timer is {timer.state.value}"
+            )
         canceled = await self._store.cancel(request.timer_id, self._clock.now())
         if canceled is None:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "timer fired meanwhile")
@@ -102,7 +110,9 @@ class TimerApi(ts_grpc.TimerServiceServicer):
         self, request: ts.ListTimersRequest, context: grpc.aio.ServicerContext[object, object]
     ) -> ts.ListTimersResponse:
         if not 0 <= request.page_size <= MAX_PAGE:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"page_size must be 0..{MAX_PAGE}")
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, f"page_size must be 0..{MAX_PAGE}"
+            )
         size = request.page_size or 100
         after = None
         if request.page_token:

@@ -40,10 +40,10 @@ class SchedulerConfig:
     def from_env(cls, env: Env) -> SchedulerConfig:
         return cls(
             common=CommonConfig.from_env(env, "scheduler", 50052),
-            batch_size=env.int("FIRE_BATCH_SIZE", 500),
+            batch_size=env.integer("FIRE_BATCH_SIZE", 500),
             claim_lease=env.seconds("CLAIM_LEASE_S", 10.0),
             max_sleep=env.seconds("MAX_SLEEP_S", 1.0),
-            consumer_group=env.str("SCHEDULER_GROUP", "scheduler"),
+            consumer_group=env.text("SCHEDULER_GROUP", "scheduler"),
         )
 
 

@@ -106,7 +106,12 @@ def outbox_messages(
                     ),
                 )
             case ev.Canceled():
-                emit(topics.call_events, index, event.at, canceled=pb.ServiceCallCanceled(reason=event.reason))
+                emit(
+                    topics.call_events,
+                    index,
+                    event.at,
+                    canceled=pb.ServiceCallCanceled(reason=event.reason),
+                )
             case ev.Rescheduled():
                 emit(
                     topics.call_events,

@@ -116,7 +116,9 @@ class OutboxRelay:
                     last_prune = loop.time()
                 await self._wait_for_notify(conn, stop)
 
-    async def _lead(self, conn: psycopg.AsyncConnection[tuple[object, ...]], stop: asyncio.Event) -> bool:
+    async def _lead(
+        self, conn: psycopg.AsyncConnection[tuple[object, ...]], stop: asyncio.Event
+    ) -> bool:
         """Blocks until this relay holds the leader lock (or stop is asked)."""
         while not stop.is_set():
             cur = await conn.execute("SELECT pg_try_advisory_lock(%s)", (_LEADER_LOCK,))

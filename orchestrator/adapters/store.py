@@ -23,7 +23,7 @@ from orchestrator.domain.states import (
     Succeeded,
     status_of,
 )
-from orchestrator.ports import ConcurrentUpdate, Cursor, ListQuery, Page, Step, Transition
+from orchestrator.ports import ConcurrentUpdateError, Cursor, ListQuery, Page, Step, Transition
 
 
 def _columns(state: ServiceCallState, now: datetime) -> dict[str, Any]:
@@ -89,7 +89,8 @@ class PostgresServiceCallStore:
         if query.after is not None:
             key = sa.tuple_(sort, c.service_call_id)
             position = sa.tuple_(
-                sa.literal(query.after.sort_value), sa.cast(query.after.service_call_id, c.service_call_id.type)
+                sa.literal(query.after.sort_value),
+                sa.cast(query.after.service_call_id, c.service_call_id.type),
             )
             stmt = stmt.where(key < position if query.descending else key > position)
         if query.descending:
@@ -118,9 +119,9 @@ class PostgresServiceCallStore:
             try:
                 async with self._engine.begin() as conn:
                     return await self._transact(conn, tenant_id, service_call_id, step, event_id)
-            except (IntegrityError, ConcurrentUpdate):
+            except (IntegrityError, ConcurrentUpdateError):
                 continue
-        raise ConcurrentUpdate(f"{tenant_id}/{service_call_id} kept changing under us")
+        raise ConcurrentUpdateError(f"{tenant_id}/{service_call_id} kept changing under us")
 
     async def _transact(
         self,
@@ -176,7 +177,7 @@ class PostgresServiceCallStore:
                 .values(**_columns(after, now))
             )
             if updated.rowcount != 1:
-                raise ConcurrentUpdate(f"{tenant_id}/{service_call_id} changed concurrently")
+                raise ConcurrentUpdateError(f"{tenant_id}/{service_call_id} changed concurrently")
         if transition.messages:
             await conn.execute(
                 sa.insert(outbox),

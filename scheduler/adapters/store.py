@@ -86,9 +86,7 @@ _LIST_AFTER = sa.text(
     """
 )
 
-_PRUNE = sa.text(
-    "DELETE FROM scheduler.timers WHERE state <> 'pending' AND fired_at < :before"
-)
+_PRUNE = sa.text("DELETE FROM scheduler.timers WHERE state <> 'pending' AND fired_at < :before")
 
 
 def _timer(row: Any) -> Timer:
@@ -133,9 +131,7 @@ class PostgresTimerStore:
     async def claim_due(self, now: datetime, limit: int, lease: timedelta) -> Sequence[Timer]:
         async with self._engine.begin() as conn:
             rows = (
-                await conn.execute(
-                    _CLAIM, {"now": now, "limit": limit, "lease_until": now + lease}
-                )
+                await conn.execute(_CLAIM, {"now": now, "limit": limit, "lease_until": now + lease})
             ).all()
         return sorted((_timer(r) for r in rows), key=lambda t: t.key.fire_at)
 
@@ -160,9 +156,7 @@ class PostgresTimerStore:
             row = (await conn.execute(_GET, {"timer_id": timer_id})).first()
         return None if row is None else _timer(row)
 
-    async def list_pending(
-        self, limit: int, after: tuple[datetime, str] | None
-    ) -> Sequence[Timer]:
+    async def list_pending(self, limit: int, after: tuple[datetime, str] | None) -> Sequence[Timer]:
         async with self._engine.connect() as conn:
             if after is None:
                 rows = (await conn.execute(_LIST_FIRST, {"limit": limit})).all()

@@ -31,8 +31,8 @@ class TimerKey:
         micros = (self.fire_at - datetime(1970, 1, 1, tzinfo=self.fire_at.tzinfo)) // timedelta(
             microseconds=1
         )
-        name = f"{self.tenant_id}\x00{self.service_call_id}\x00{self.purpose}\x00{self.attempt}\x00{micros}"
-        return str(uuid.uuid5(TIMER_NAMESPACE, name))
+        parts = (self.tenant_id, self.service_call_id, self.purpose, self.attempt, micros)
+        return str(uuid.uuid5(TIMER_NAMESPACE, "\x00".join(map(str, parts))))
 
 
 @dataclass(frozen=True, slots=True)
