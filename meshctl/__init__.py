@@ -1,0 +1,1 @@
+"""Operator tooling: bring a local mesh up and down as processes, report status and logs."""

@@ -1,0 +1,43 @@
+"""`python -m meshctl up|down|status|logs` for the local dev mesh."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from meshctl import mesh
+from meshctl.layout import Layout
+
+
+def main(argv: list[str]) -> int:
+    layout = Layout.dev()
+    command = argv[0] if argv else "status"
+    if command == "up":
+        started = time.monotonic()
+        mesh.up(layout)
+        print(f"mesh is up in {time.monotonic() - started:.1f}s")
+        print(f"  public API (JSON + gRPC via Envoy): {layout.public_url}")
+        print(f"  orchestrator gRPC: 127.0.0.1:{layout.orchestrator_port}")
+        print(f"  scheduler gRPC:    127.0.0.1:{layout.scheduler_port}")
+        print(f"  executor gRPC:     127.0.0.1:{layout.executor_port}")
+        print(f"  Envoy admin:       http://127.0.0.1:{layout.envoy_admin_port}")
+        print(f"  Postgres:          {layout.database_url}")
+        print(f"  Kafka:             {layout.kafka_bootstrap}")
+        print(f"  logs:              {layout.run_dir / 'logs'}")
+    elif command == "down":
+        stopped = mesh.down(layout)
+        print(f"stopped: {', '.join(stopped) or 'no mesh processes'}; Kafka and Postgres stopped")
+    elif command == "status":
+        for name, state in mesh.status(layout):
+            print(f"{name:13} {state}")
+    elif command == "logs":
+        for path in mesh.log_files(layout):
+            print(path)
+    else:
+        print(f"usage: python -m meshctl up|down|status|logs (not {command!r})", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

@@ -1,0 +1,107 @@
+"""Where one local mesh lives: its run directory, ports and settings."""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SERVICES = ("orchestrator", "scheduler", "executor")
+
+
+@dataclass(frozen=True, slots=True)
+class Layout:
+    run_dir: Path
+    pg_port: int
+    kafka_port: int
+    kafka_controller_port: int
+    orchestrator_port: int
+    scheduler_port: int
+    executor_port: int
+    envoy_port: int
+    envoy_admin_port: int
+    topic_prefix: str = "servicecall."
+    pg_fsync: bool = True
+    # Extra environment for the services (tests tune leads and leases through it).
+    service_env: tuple[tuple[str, str], ...] = field(default=())
+
+    @classmethod
+    def dev(cls) -> Layout:
+        env = os.environ
+        return cls(
+            run_dir=ROOT / ".run" / "dev",
+            pg_port=int(env.get("PG_PORT", 55432)),
+            kafka_port=int(env.get("KAFKA_PORT", 59092)),
+            kafka_controller_port=int(env.get("KAFKA_CONTROLLER_PORT", 59093)),
+            orchestrator_port=int(env.get("ORCHESTRATOR_PORT", 50051)),
+            scheduler_port=int(env.get("SCHEDULER_PORT", 50052)),
+            executor_port=int(env.get("EXECUTOR_PORT", 50053)),
+            envoy_port=int(env.get("ENVOY_PORT", 8080)),
+            envoy_admin_port=int(env.get("ENVOY_ADMIN_PORT", 9901)),
+        )
+
+    @classmethod
+    def test(cls) -> Layout:
+        """Ports and a run dir of its own, so tests run beside a `make up` mesh."""
+        return cls(
+            run_dir=ROOT / ".run" / "test",
+            pg_port=55532,
+            kafka_port=59192,
+            kafka_controller_port=59193,
+            orchestrator_port=50151,
+            scheduler_port=50152,
+            executor_port=50153,
+            envoy_port=58180,
+            envoy_admin_port=58181,
+            topic_prefix="servicecall.",
+            pg_fsync=False,
+        )
+
+    def with_service_env(self, **values: str) -> Layout:
+        return replace(self, service_env=(*self.service_env, *values.items()))
+
+    @property
+    def database_url(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.pg_port}/servicecall"
+
+    @property
+    def kafka_bootstrap(self) -> str:
+        return f"127.0.0.1:{self.kafka_port}"
+
+    @property
+    def public_url(self) -> str:
+        return f"http://127.0.0.1:{self.envoy_port}"
+
+    @property
+    def python(self) -> str:
+        return sys.executable
+
+    def port_of(self, service: str) -> int:
+        return int(getattr(self, f"{service}_port"))
+
+    def infra_env(self) -> dict[str, str]:
+        return {
+            **os.environ,
+            "PG_DIR": str(self.run_dir / "pg"),
+            "PG_PORT": str(self.pg_port),
+            "PG_FSYNC": "on" if self.pg_fsync else "off",
+            "KAFKA_DIR": str(self.run_dir / "kafka"),
+            "KAFKA_PORT": str(self.kafka_port),
+            "KAFKA_CONTROLLER_PORT": str(self.kafka_controller_port),
+        }
+
+    def service_env_for(self, service: str) -> dict[str, str]:
+        return {
+            **os.environ,
+            "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'gen'}",
+            "MESH_RUN_DIR": str(self.run_dir),
+            "GRPC_PORT": str(self.port_of(service)),
+            "DATABASE_URL": self.database_url,
+            "KAFKA_BOOTSTRAP": self.kafka_bootstrap,
+            "TOPIC_PREFIX": self.topic_prefix,
+            # The local mesh calls local sinks; a production executor keeps loopback blocked.
+            "EGRESS_ALLOW_CIDRS": "127.0.0.0/8,::1/128",
+            **dict(self.service_env),
+        }

@@ -1,0 +1,207 @@
+"""Bring a local mesh up (Postgres, Kafka, three services, Envoy) and down again."""
+
+from __future__ import annotations
+
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from gateway.render_envoy import render
+from mesh.topics import Topics
+from meshctl import processes
+from meshctl.layout import ROOT, SERVICES, Layout
+
+INFRA = ROOT / "scripts" / "infra"
+
+
+@dataclass(frozen=True, slots=True)
+class Component:
+    name: str
+    pid_file: Path
+    log_file: Path
+
+
+def components(layout: Layout) -> list[Component]:
+    run = layout.run_dir
+    return [
+        *(Component(s, run / f"{s}.pid", run / "logs" / f"{s}.log") for s in SERVICES),
+        Component("envoy", run / "envoy.pid", run / "logs" / "envoy.log"),
+    ]
+
+
+def _marker(layout: Layout) -> str:
+    return str(layout.run_dir)
+
+
+def _infra(layout: Layout, script: str, *args: str) -> None:
+    processes.run([str(INFRA / script), *args], layout.infra_env(), f"{script} {' '.join(args)}")
+
+
+def start_infra(layout: Layout) -> None:
+    """Postgres and Kafka (each script installs what is missing first), then topics."""
+    layout.run_dir.mkdir(parents=True, exist_ok=True)
+    with ThreadPoolExecutor(2) as pool:
+        started = [
+            pool.submit(_infra, layout, "postgres.sh", "start"),
+            pool.submit(_infra, layout, "kafka.sh", "start"),
+        ]
+        for future in started:
+            future.result()
+    env = layout.infra_env()
+    env["KAFKA_TOPICS"] = " ".join(Topics.with_prefix(layout.topic_prefix).all())
+    processes.run([str(INFRA / "kafka.sh"), "create-topics"], env, "kafka.sh create-topics")
+
+
+def stop_infra(layout: Layout) -> None:
+    _infra(layout, "kafka.sh", "stop")
+    _infra(layout, "postgres.sh", "stop")
+
+
+def migrate(layout: Layout) -> None:
+    for service in ("orchestrator", "scheduler"):
+        processes.run(
+            [layout.python, "-m", service, "migrate"],
+            layout.service_env_for(service),
+            f"{service} migrations",
+        )
+
+
+def start_services(layout: Layout, only: tuple[str, ...] = SERVICES) -> None:
+    for component in components(layout):
+        if component.name in only:
+            processes.start(
+                [layout.python, "-m", component.name, "serve"],
+                layout.service_env_for(component.name),
+                component.log_file,
+                component.pid_file,
+                _marker(layout),
+            )
+
+
+def start_envoy(layout: Layout) -> None:
+    config = layout.run_dir / "envoy.yaml"
+    access_log = layout.run_dir / "logs" / "envoy-access.log"
+    access_log.parent.mkdir(parents=True, exist_ok=True)
+    config.write_text(
+        render(layout.envoy_port, layout.envoy_admin_port, layout.orchestrator_port, access_log)
+    )
+    envoy = Path(layout.python).parent / "envoy"
+    component = components(layout)[-1]
+    processes.start(
+        # One worker: measured faster than one per core on these 2-core machines
+        # (NOTES-infra), and hot restart is off so several Envoys can run side by side.
+        [
+            str(envoy),
+            "-c",
+            str(config),
+            "--concurrency",
+            "1",
+            "--disable-hot-restart",
+            "--log-level",
+            "warn",
+        ],
+        layout.service_env_for("orchestrator"),
+        component.log_file,
+        component.pid_file,
+        _marker(layout),
+    )
+
+
+def service_healthy(port: int) -> bool:
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        try:
+            # The health stubs' typing lacks the RPC methods; the call itself is plain grpc.
+            stub: Any = health_pb2_grpc.HealthStub(channel)
+            response = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=1.0)
+        except grpc.RpcError:
+            return False
+    return bool(response.status == health_pb2.HealthCheckResponse.SERVING)
+
+
+def envoy_ready(layout: Layout) -> bool:
+    try:
+        with urllib.request.urlopen(
+            f"http://127.0.0.1:{layout.envoy_admin_port}/ready", timeout=1
+        ) as r:
+            return bool(r.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def wait_healthy(layout: Layout, timeout: float = 60.0, only: tuple[str, ...] = SERVICES) -> None:
+    deadline = time.monotonic() + timeout
+    pending = [*only, "envoy"] if "envoy" not in only else list(only)
+    while pending:
+        for name in list(pending):
+            component = next(c for c in components(layout) if c.name == name)
+            if processes.running_pid(component.pid_file, _marker(layout)) is None:
+                log = component.log_file
+                raise RuntimeError(f"{name} exited during start-up; {log}:\n{_tail(log)}")
+            ok = envoy_ready(layout) if name == "envoy" else service_healthy(layout.port_of(name))
+            if ok:
+                pending.remove(name)
+        if pending and time.monotonic() > deadline:
+            raise RuntimeError(f"not healthy after {timeout:.0f}s: {', '.join(pending)}")
+        if pending:
+            time.sleep(0.1)
+
+
+def up(layout: Layout) -> None:
+    start_infra(layout)
+    migrate(layout)
+    start_services(layout)
+    start_envoy(layout)
+    wait_healthy(layout)
+
+
+def stop_mesh_processes(layout: Layout) -> list[str]:
+    stopped = []
+    for component in reversed(components(layout)):
+        if processes.stop(component.pid_file, _marker(layout)):
+            stopped.append(component.name)
+    return stopped
+
+
+def down(layout: Layout) -> list[str]:
+    stopped = stop_mesh_processes(layout)
+    stop_infra(layout)
+    return stopped
+
+
+def status(layout: Layout) -> list[tuple[str, str]]:
+    rows = []
+    for component in components(layout):
+        pid = processes.running_pid(component.pid_file, _marker(layout))
+        if pid is None:
+            rows.append((component.name, "stopped"))
+            continue
+        ok = (
+            envoy_ready(layout)
+            if component.name == "envoy"
+            else service_healthy(layout.port_of(component.name))
+        )
+        rows.append((component.name, f"pid {pid}, {'healthy' if ok else 'NOT healthy'}"))
+    return rows
+
+
+def _tail(path: Path, lines: int = 30) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def log_files(layout: Layout) -> list[Path]:
+    return [
+        *(c.log_file for c in components(layout)),
+        layout.run_dir / "logs" / "envoy-access.log",
+        layout.run_dir / "pg" / "postgres.log",
+        layout.run_dir / "kafka" / "logs" / "server.log",
+    ]
