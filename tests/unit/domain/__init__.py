@@ -1,0 +1,1 @@
+"""Unit tests of the pure orchestrator domain core."""

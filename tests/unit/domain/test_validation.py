@@ -1,0 +1,141 @@
+"""Submission validation: a valid call passes, each bad field is reported under its path."""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import replace
+from datetime import datetime, timedelta
+
+import pytest
+
+from orchestrator.domain.model import HttpRequest, RetryPolicy
+from orchestrator.domain.validation import (
+    FieldViolation,
+    Limits,
+    validate_submission,
+)
+
+from .builders import T0, http_request, retry_policy
+
+
+def violations(
+    *,
+    tenant_id: str = "acme",
+    request: HttpRequest | None = None,
+    tags: Collection[str] = ("billing", "eu-west.1:a_b"),
+    idempotency_key: str | None = "order-42",
+    policy: RetryPolicy | None = None,
+    due_at: datetime = T0 + timedelta(hours=1),
+    limits: Limits | None = None,
+) -> list[FieldViolation]:
+    return validate_submission(
+        tenant_id=tenant_id,
+        request=request or http_request(),
+        tags=tags,
+        idempotency_key=idempotency_key,
+        retry_policy=policy or retry_policy(),
+        due_at=due_at,
+        now=T0,
+        limits=limits or Limits(),
+    )
+
+
+def fields(found: list[FieldViolation]) -> set[str]:
+    return {violation.field for violation in found}
+
+
+def test_a_valid_submission_has_no_violations() -> None:
+    assert violations() == []
+
+
+def test_optional_parts_may_be_absent() -> None:
+    assert violations(idempotency_key=None, tags=(), request=http_request(headers=())) == []
+
+
+def test_a_due_time_in_the_past_is_valid() -> None:
+    assert violations(due_at=T0 - timedelta(days=3)) == []
+
+
+R = "service_call.request"
+P = "service_call.retry_policy"
+CASES: list[tuple[str, dict[str, object]]] = [
+    ("tenant_id", {"tenant_id": "Acme"}),
+    ("tenant_id", {"tenant_id": "-acme"}),
+    ("tenant_id", {"tenant_id": ""}),
+    ("tenant_id", {"tenant_id": "a" * 64}),
+    ("tenant_id", {"tenant_id": "acme\n"}),
+    (f"{R}.method", {"request": http_request(method="TRACE")}),
+    (f"{R}.method", {"request": http_request(method="get")}),
+    (f"{R}.url", {"request": http_request(url="ftp://example.com/x")}),
+    (f"{R}.url", {"request": http_request(url="/relative/path")}),
+    (f"{R}.url", {"request": http_request(url="https:///no-host")}),
+    (f"{R}.url", {"request": http_request(url="https://user:pw@example.com/")}),
+    (f"{R}.url", {"request": http_request(url="https://example.com/#frag")}),
+    (f"{R}.url", {"request": http_request(url="https://example.com/a b")}),
+    (f"{R}.url", {"request": http_request(url="https://example.com:99999/")}),
+    (f"{R}.url", {"request": http_request(url="https://example.com/" + "a" * 2048)}),
+    (f"{R}.headers[0].name", {"request": http_request(headers=(("Bad Name", "x"),))}),
+    (f"{R}.headers[0].name", {"request": http_request(headers=(("", "x"),))}),
+    (f"{R}.headers[0].name", {"request": http_request(headers=(("Host", "evil"),))}),
+    (f"{R}.headers[0].name", {"request": http_request(headers=(("Content-Length", "1"),))}),
+    (f"{R}.headers[1].value", {"request": http_request(headers=(("a", "1"), ("b", "x\r\ny")))}),
+    (f"{R}.body", {"limits": Limits(max_body_bytes=4)}),
+    (f"{R}.attempt_timeout", {"request": http_request(attempt_timeout=timedelta(0))}),
+    (f"{R}.attempt_timeout", {"request": http_request(attempt_timeout=timedelta(minutes=31))}),
+    ("service_call.tags", {"tags": [f"t{n}" for n in range(33)]}),
+    ("service_call.tags", {"tags": ["Upper"]}),
+    ("service_call.tags", {"tags": ["_leading"]}),
+    ("service_call.tags", {"tags": ["a" * 64]}),
+    ("service_call.tags", {"tags": ["with space"]}),
+    ("service_call.idempotency_key", {"idempotency_key": ""}),
+    ("service_call.idempotency_key", {"idempotency_key": "k" * 257}),
+    ("service_call.idempotency_key", {"idempotency_key": "line\nbreak"}),
+    ("service_call.due_at", {"due_at": T0 + timedelta(days=30, seconds=1)}),
+    ("service_call.due_at", {"due_at": (T0 + timedelta(hours=1)).replace(tzinfo=None)}),
+    (f"{P}.max_attempts", {"policy": retry_policy(max_attempts=0)}),
+    (f"{P}.max_attempts", {"policy": retry_policy(max_attempts=101)}),
+    (f"{P}.max_retry_duration", {"policy": retry_policy(max_retry_duration=timedelta(0))}),
+    (f"{P}.min_backoff", {"policy": retry_policy(min_backoff=timedelta(0))}),
+    (f"{P}.max_backoff", {"policy": retry_policy(max_backoff=timedelta(milliseconds=500))}),
+    (f"{P}.multiplier", {"policy": retry_policy(multiplier=0.5)}),
+    (f"{P}.multiplier", {"policy": retry_policy(multiplier=float("nan"))}),
+    (f"{P}.jitter", {"policy": retry_policy(jitter=1.5)}),
+    (f"{P}.jitter", {"policy": retry_policy(jitter=-0.1)}),
+    (
+        f"{P}.retryable_status_codes",
+        {"policy": retry_policy(retryable_status_codes=frozenset({600}))},
+    ),
+]
+
+
+@pytest.mark.parametrize(("field", "changes"), CASES, ids=[f"{f}:{c}"[:80] for f, c in CASES])
+def test_each_bad_field_is_named(field: str, changes: dict[str, object]) -> None:
+    found = violations(**changes)  # type: ignore[arg-type]
+
+    assert fields(found) == {field}
+    assert all(violation.description for violation in found)
+
+
+def test_all_violations_are_reported_at_once() -> None:
+    found = violations(
+        tenant_id="BAD",
+        request=http_request(method="BREW", url="gopher://x"),
+        policy=retry_policy(jitter=2.0),
+    )
+
+    assert fields(found) == {
+        "tenant_id",
+        f"{R}.method",
+        f"{R}.url",
+        f"{P}.jitter",
+    }
+
+
+def test_limits_are_parameters() -> None:
+    roomy = Limits(max_schedule_ahead=timedelta(days=400), max_body_bytes=20)
+    far = T0 + timedelta(days=365)
+
+    assert violations(due_at=far, limits=roomy) == []
+    assert fields(violations(request=replace(http_request(), body=b"x" * 21), limits=roomy)) == {
+        f"{R}.body"
+    }
