@@ -1,0 +1,5 @@
+"""`python -m executor`."""
+
+from executor.main import main
+
+main()

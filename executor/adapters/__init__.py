@@ -1,0 +1,1 @@
+"""The executor's adapters: Kafka message mapping and the aiohttp client."""

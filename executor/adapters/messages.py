@@ -1,0 +1,142 @@
+"""Maps Kafka envelopes to execution orders, and attempt facts back to envelopes."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from executor.domain.execution import CallRef, ExecutionOrder, HttpRequest
+from executor.domain.outcome import Failed, Outcome, Succeeded
+from mesh.ports import OutgoingMessage
+from mesh.timeconv import from_duration, from_timestamp, to_duration, to_timestamp
+from mesh.topics import call_key
+from servicecall.internal.v1 import events_pb2 as pb
+from servicecall.v1 import service_call_pb2 as api
+
+DEFAULT_ATTEMPT_TIMEOUT = timedelta(seconds=30)
+
+
+class UnreadableOrderError(ValueError):
+    """An execution request that cannot be performed as sent (e.g. an unknown method)."""
+
+
+def _method(value: int) -> str:
+    if value == api.HTTP_METHOD_UNSPECIFIED:
+        return "POST"
+    try:
+        return api.HttpMethod.Name(value)  # type: ignore[arg-type]
+    except ValueError as e:
+        raise UnreadableOrderError(f"unknown http method {value}") from e
+
+
+def order_from_envelope(envelope: pb.Envelope, default_snippet_bytes: int) -> ExecutionOrder | None:
+    """The attempt an envelope asks for; None for any other payload."""
+    if envelope.WhichOneof("payload") != "execution_requested":
+        return None
+    requested = envelope.execution_requested
+    spec = requested.request
+    timeout = (
+        from_duration(spec.attempt_timeout)
+        if spec.HasField("attempt_timeout")
+        else DEFAULT_ATTEMPT_TIMEOUT
+    )
+    return ExecutionOrder(
+        call=CallRef(
+            tenant_id=envelope.tenant_id,
+            service_call_id=envelope.service_call_id,
+            correlation_id=envelope.correlation_id,
+            sequence=envelope.sequence,
+        ),
+        attempt=requested.attempt,
+        not_before=from_timestamp(requested.not_before),
+        lease_expires_at=(
+            from_timestamp(requested.lease_expire_time)
+            if requested.HasField("lease_expire_time")
+            else None
+        ),
+        request=HttpRequest(
+            method=_method(spec.http_method),
+            url=spec.url,
+            headers=tuple(spec.headers.items()),
+            body=spec.body,
+            timeout=timeout if timeout > timedelta(0) else DEFAULT_ATTEMPT_TIMEOUT,
+        ),
+        idempotency_key=requested.idempotency_key,
+        snippet_bytes=requested.max_response_snippet_bytes or default_snippet_bytes,
+    )
+
+
+def _envelope(call: CallRef, event_id: str, at: datetime, **payload: object) -> pb.Envelope:
+    return pb.Envelope(
+        event_id=event_id,
+        tenant_id=call.tenant_id,
+        service_call_id=call.service_call_id,
+        correlation_id=call.correlation_id,
+        sequence=call.sequence,
+        occurred_at=to_timestamp(at),
+        **payload,  # type: ignore[arg-type]
+    )
+
+
+def started_message(
+    topic: str,
+    order: ExecutionOrder,
+    event_id: str,
+    at: datetime,
+    start_time: datetime,
+    executor_id: str,
+) -> OutgoingMessage:
+    envelope = _envelope(
+        order.call,
+        event_id,
+        at,
+        execution_started=pb.ExecutionStarted(
+            attempt=order.attempt,
+            start_time=to_timestamp(start_time),
+            executor_id=executor_id,
+        ),
+    )
+    return OutgoingMessage(topic, _key(order.call), envelope.SerializeToString())
+
+
+def result_message(
+    topic: str,
+    order: ExecutionOrder,
+    event_id: str,
+    outcome: Outcome,
+    snippet: str,
+    started_at: datetime,
+    ended_at: datetime,
+) -> OutgoingMessage:
+    duration = max(ended_at - started_at, timedelta(0))
+    payload: dict[str, object]
+    match outcome:
+        case Succeeded(status=status):
+            result = pb.AttemptResult(
+                response_status=status,
+                response_snippet=snippet,
+                end_time=to_timestamp(ended_at),
+                duration=to_duration(duration),
+            )
+            payload = {
+                "execution_succeeded": pb.ExecutionSucceeded(attempt=order.attempt, result=result)
+            }
+        case Failed():
+            result = pb.AttemptResult(
+                response_status=outcome.status,
+                response_snippet=snippet,
+                error=outcome.error.value,
+                end_time=to_timestamp(ended_at),
+                duration=to_duration(duration),
+            )
+            failed = pb.ExecutionFailed(
+                attempt=order.attempt, result=result, retryable=outcome.retryable
+            )
+            if outcome.retry_after is not None:
+                failed.retry_after.CopyFrom(to_duration(outcome.retry_after))
+            payload = {"execution_failed": failed}
+    envelope = _envelope(order.call, event_id, ended_at, **payload)
+    return OutgoingMessage(topic, _key(order.call), envelope.SerializeToString())
+
+
+def _key(call: CallRef) -> str:
+    return call_key(call.tenant_id, call.service_call_id)

@@ -1,0 +1,1 @@
+"""The executor's pure rules: egress policy and attempt-result classification."""

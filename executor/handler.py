@@ -1,0 +1,237 @@
+"""Performs one execution request from Kafka: wait, announce, send, report."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timedelta
+from urllib.parse import urlsplit
+
+from google.protobuf.message import DecodeError
+
+from executor.adapters.messages import (
+    UnreadableOrderError,
+    order_from_envelope,
+    result_message,
+    started_message,
+)
+from executor.domain.execution import ExecutionOrder, HttpRequest
+from executor.domain.outcome import (
+    AttemptError,
+    Failed,
+    Outcome,
+    Succeeded,
+    classify_error,
+    classify_response,
+)
+from executor.ports import HttpClient, HttpFailure, HttpResponse, Sleeper
+from executor.registry import Executions, HeldExecution, Stage
+from executor.timing import wait_until
+from mesh.kafka import ReceivedMessage
+from mesh.logs import call_context, get_logger
+from mesh.ports import Clock, EventBus, IdGen, OutgoingMessage
+from mesh.redaction import snippet
+from servicecall.internal.v1 import events_pb2 as pb
+
+log = get_logger(__name__)
+
+
+class ExecutionHandler:
+    """The ConsumerRunner's handler for `execution-requests`.
+
+    It returns only after the attempt's result was acknowledged by Kafka, so the offset is
+    committed only then; a crash before that redelivers the request and the target may see the
+    attempt twice (with the same Idempotency-Key). Publishing is retried here rather than by
+    raising, because the runner would retry the whole message and send the HTTP request again.
+    """
+
+    def __init__(
+        self,
+        *,
+        bus: EventBus,
+        http: HttpClient,
+        clock: Clock,
+        ids: IdGen,
+        sleeper: Sleeper,
+        executions: Executions,
+        events_topic: str,
+        executor_id: str,
+        default_snippet_bytes: int = 1024,
+        publish_backoff: tuple[float, float] = (0.05, 5.0),
+    ) -> None:
+        self._bus = bus
+        self._http = http
+        self._clock = clock
+        self._ids = ids
+        self._sleeper = sleeper
+        self._executions = executions
+        self._topic = events_topic
+        self._executor_id = executor_id
+        self._default_snippet_bytes = default_snippet_bytes
+        self._backoff = publish_backoff
+        self._active: set[asyncio.Task[object]] = set()
+
+    async def __call__(self, message: ReceivedMessage) -> None:
+        try:
+            envelope = pb.Envelope.FromString(message.value)
+            order = order_from_envelope(envelope, self._default_snippet_bytes)
+        except (DecodeError, UnreadableOrderError) as e:
+            # Retrying cannot make it readable; dropping it is the only way forward.
+            log.error(
+                "unreadable message dropped",
+                topic=message.topic,
+                partition=message.partition,
+                offset=message.offset,
+                error=type(e).__name__,
+            )
+            return
+        if order is None:
+            return
+        call = order.call
+        with (
+            call_context(call.tenant_id, call.service_call_id, call.correlation_id),
+            self._tracked(),
+        ):
+            while True:
+                entry, mine = self._executions.hold(order)
+                if mine:
+                    break
+                # The same attempt is already here (a redelivery): let that one finish.
+                log.info(
+                    "duplicate execution request joins the held attempt", attempt=order.attempt
+                )
+                if await asyncio.shield(entry.finished):
+                    return
+            completed = False
+            try:
+                await self._perform(order, entry)
+                completed = True
+            finally:
+                self._executions.release(entry, completed)
+
+    @contextmanager
+    def _tracked(self) -> Iterator[None]:
+        task = asyncio.current_task()
+        if task is None:
+            yield
+            return
+        self._active.add(task)
+        try:
+            yield
+        finally:
+            self._active.discard(task)
+
+    def abandon_all(self) -> int:
+        """Cancels every attempt still held (shutdown past its grace); their offsets stay
+        uncommitted, so Kafka redelivers them to another executor. Returns how many."""
+        tasks = list(self._active)
+        for task in tasks:
+            task.cancel()
+        return len(tasks)
+
+    async def _perform(self, order: ExecutionOrder, entry: HeldExecution) -> None:
+        request = order.outgoing_request()
+        log.info(
+            "attempt held until not-before",
+            attempt=order.attempt,
+            not_before=order.not_before.isoformat(),
+        )
+        start_time = await wait_until(order.not_before, self._clock, self._sleeper)
+        if order.lease_expires_at is not None and start_time > order.lease_expires_at:
+            log.warning("dispatch lease expired before start; the attempt may run twice")
+        entry.stage = Stage.IN_FLIGHT
+        entry.start_time = start_time
+        await self._publish(
+            started_message(
+                self._topic,
+                order,
+                self._ids.new_id(),
+                at=start_time,
+                start_time=start_time,
+                executor_id=self._executor_id,
+            )
+        )
+        sent_at = self._clock.now()
+        log.info(
+            "attempt sending",
+            attempt=order.attempt,
+            method=request.method,
+            target_host=urlsplit(request.url).hostname,
+            late_ms=round((sent_at - order.not_before).total_seconds() * 1000, 3),
+        )
+        reply = await self._send(request)
+        ended_at = self._clock.now()
+        outcome, body_snippet = self._judge(reply, order, ended_at)
+        self._log_outcome(order, outcome, reply, ended_at - sent_at)
+        await self._publish(
+            result_message(
+                self._topic,
+                order,
+                self._ids.new_id(),
+                outcome,
+                body_snippet,
+                started_at=sent_at,
+                ended_at=ended_at,
+            )
+        )
+
+    async def _send(self, request: HttpRequest) -> HttpResponse | HttpFailure:
+        try:
+            return await self._http.send(request)
+        except Exception as e:
+            # The port promises not to raise; if an adapter does, the attempt still gets
+            # exactly one result instead of the runner re-sending it.
+            log.error("http client raised", error=type(e).__name__)
+            return HttpFailure(AttemptError.CONNECTION_ERROR, f"unexpected {type(e).__name__}")
+
+    def _judge(
+        self, reply: HttpResponse | HttpFailure, order: ExecutionOrder, now: datetime
+    ) -> tuple[Outcome, str]:
+        match reply:
+            case HttpResponse():
+                outcome = classify_response(reply.status, reply.header("Retry-After"), now)
+                return outcome, snippet(reply.body, order.snippet_bytes)
+            case HttpFailure():
+                return classify_error(reply.error), ""
+
+    def _log_outcome(
+        self,
+        order: ExecutionOrder,
+        outcome: Outcome,
+        reply: HttpResponse | HttpFailure,
+        took: timedelta,
+    ) -> None:
+        duration_ms = round(took.total_seconds() * 1000, 3)
+        match outcome:
+            case Succeeded(status=status):
+                log.info(
+                    "attempt succeeded",
+                    attempt=order.attempt,
+                    status=status,
+                    duration_ms=duration_ms,
+                )
+            case Failed():
+                log.info(
+                    "attempt failed",
+                    attempt=order.attempt,
+                    status=outcome.status,
+                    error=outcome.error.value,
+                    detail=reply.detail if isinstance(reply, HttpFailure) else None,
+                    retryable=outcome.retryable,
+                    retry_after_s=(
+                        outcome.retry_after.total_seconds() if outcome.retry_after else None
+                    ),
+                    duration_ms=duration_ms,
+                )
+
+    async def _publish(self, message: OutgoingMessage) -> None:
+        delay, ceiling = self._backoff
+        while True:
+            try:
+                await self._bus.publish([message])
+                return
+            except Exception as e:
+                log.warning("publish failed; retrying", error=type(e).__name__, detail=str(e))
+                await self._sleeper.sleep(delay)
+                delay = min(delay * 2, ceiling)

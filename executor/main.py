@@ -1,0 +1,103 @@
+"""Composition root of the executor: `python -m executor`."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from functools import partial
+
+from executor.adapters.http_client import AiohttpClient
+from executor.adapters.sleeper import AsyncioSleeper
+from executor.config import ExecutorConfig
+from executor.grpc_api import SERVICE_NAME, ExecutorApi
+from executor.handler import ExecutionHandler
+from executor.registry import Executions
+from mesh.clock import SystemClock, Uuid7Gen
+from mesh.config import Env
+from mesh.grpc_server import GrpcServer, stop_on_signals
+from mesh.kafka import ConsumerRunner, KafkaEventBus
+from mesh.logs import configure_logging, get_logger
+from mesh.topics import Topics
+from servicecall.internal.v1 import executor_service_pb2_grpc
+
+log = get_logger("executor")
+
+
+async def serve(config: ExecutorConfig) -> None:
+    common = config.common
+    topics = Topics.with_prefix(common.topic_prefix)
+    executions = Executions()
+    bus = KafkaEventBus(common.kafka_bootstrap, f"executor-{config.executor_id}")
+    await bus.start()
+    http = AiohttpClient.create(
+        config.egress_allowlist, config.max_response_bytes, pool_size=config.max_in_flight
+    )
+    handler = ExecutionHandler(
+        bus=bus,
+        http=http,
+        clock=SystemClock(),
+        ids=Uuid7Gen(),
+        sleeper=AsyncioSleeper(),
+        executions=executions,
+        events_topic=topics.execution_events,
+        executor_id=config.executor_id,
+        default_snippet_bytes=config.default_snippet_bytes,
+    )
+    server = GrpcServer(
+        common.grpc_host,
+        common.grpc_port,
+        [
+            partial(
+                executor_service_pb2_grpc.add_ExecutorServiceServicer_to_server,
+                ExecutorApi(executions, config.executor_id),
+            )
+        ],
+        [SERVICE_NAME],
+    )
+    consumer = ConsumerRunner(
+        common.kafka_bootstrap,
+        config.consumer_group,
+        [topics.execution_requests],
+        handler,
+        max_in_flight=config.max_in_flight,
+        # Calls are independent and each may wait for its not-before time: run them side by
+        # side; a call's own attempts are sequenced by the orchestrator, not by partition order.
+        ordered_by_key=False,
+        client_id=f"executor-{config.executor_id}",
+    )
+    stop = stop_on_signals()
+    await server.start()
+    consuming = asyncio.create_task(consumer.run(), name="consumer")
+    log.info(
+        "executor ready",
+        port=server.bound_port,
+        executor_id=config.executor_id,
+        egress_allow=[str(n) for n in config.egress_allowlist],
+    )
+    stopped = asyncio.create_task(stop.wait())
+    await asyncio.wait([stopped, consuming], return_when=asyncio.FIRST_COMPLETED)
+    if consuming.done() and not consuming.cancelled() and consuming.exception() is not None:
+        log.error("consumer died", error=repr(consuming.exception()))
+    stopped.cancel()
+    log.info("executor stopping", held=len(executions))
+    await server.set_serving(False)
+    consumer.stop()
+    # The runner waits for every handler; bound that wait, then abandon what is left (its
+    # offsets stay uncommitted, so another executor gets it again).
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(asyncio.shield(consuming), timeout=config.drain_timeout_s)
+    if not consuming.done():
+        log.warning("drain timeout; abandoning held attempts", abandoned=handler.abandon_all())
+    with contextlib.suppress(Exception):
+        await consuming
+    await http.close()
+    await bus.close()
+    await server.stop(grace=1.0)
+    log.info("executor stopped")
+
+
+def main() -> None:
+    config = ExecutorConfig.from_env(Env(os.environ))
+    configure_logging("executor", config.common.log_level)
+    asyncio.run(serve(config))

@@ -1,0 +1,44 @@
+"""The executor's ports: the HTTP client that reaches targets, and sleeping."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from executor.domain.execution import HttpRequest
+from executor.domain.outcome import AttemptError
+
+__all__ = ["HttpClient", "HttpFailure", "HttpRequest", "HttpResponse", "Sleeper"]
+
+
+@dataclass(frozen=True, slots=True)
+class HttpResponse:
+    status: int
+    headers: tuple[tuple[str, str], ...]
+    body: bytes  # at most the client's max_response_bytes; the rest was never read
+
+    def header(self, name: str) -> str | None:
+        lowered = name.lower()
+        return next((v for k, v in self.headers if k.lower() == lowered), None)
+
+
+@dataclass(frozen=True, slots=True)
+class HttpFailure:
+    """No usable response: `detail` is safe to log (no header values, no bodies)."""
+
+    error: AttemptError
+    detail: str
+
+
+class HttpClient(Protocol):
+    async def send(self, request: HttpRequest) -> HttpResponse | HttpFailure:
+        """Sends the request once, without following redirects, within `request.timeout`.
+
+        Never raises for target or network trouble: it returns an HttpFailure. A target the
+        egress policy refuses yields `egress_denied` with nothing sent.
+        """
+        ...
+
+
+class Sleeper(Protocol):
+    async def sleep(self, seconds: float) -> None: ...
