@@ -132,10 +132,14 @@ class PostgresServiceCallStore:
         event_id: str | None,
     ) -> Transition | None:
         if event_id is not None:
+            # RETURNING, not rowcount: the driver reports -1 for INSERT ... ON CONFLICT.
             marked = await conn.execute(
-                pg_insert(inbox).values(event_id=event_id).on_conflict_do_nothing()
+                pg_insert(inbox)
+                .values(event_id=event_id)
+                .on_conflict_do_nothing()
+                .returning(inbox.c.event_id)
             )
-            if marked.rowcount == 0:
+            if marked.first() is None:
                 return None
         # FOR UPDATE serialises every change of one call; the outbox relay's ordering
         # argument (relay.py) rests on it.

@@ -28,6 +28,7 @@ _ARM = sa.text(
            sequence = EXCLUDED.sequence
      WHERE scheduler.timers.state = 'fired'
        AND scheduler.timers.armed_by <> EXCLUDED.armed_by
+    RETURNING timer_id
     """
 )
 
@@ -112,7 +113,7 @@ class PostgresTimerStore:
     async def arm(self, timer: Timer) -> bool:
         key = timer.key
         async with self._engine.begin() as conn:
-            result = await conn.execute(
+            armed = await conn.execute(
                 _ARM,
                 {
                     "timer_id": timer.timer_id,
@@ -126,7 +127,8 @@ class PostgresTimerStore:
                     "sequence": timer.sequence,
                 },
             )
-        return result.rowcount == 1
+            # RETURNING, not rowcount: the driver reports -1 for INSERT ... ON CONFLICT.
+            return armed.first() is not None
 
     async def claim_due(self, now: datetime, limit: int, lease: timedelta) -> Sequence[Timer]:
         async with self._engine.begin() as conn:

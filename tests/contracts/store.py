@@ -1,0 +1,129 @@
+"""The ServiceCallStore contract: the in-memory fake and the Postgres adapter both pass it."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+from datetime import timedelta
+
+from mesh.ports import OutgoingMessage
+from orchestrator.domain.commands import CancelServiceCall, RunServiceCallNow
+from orchestrator.domain.states import Canceled, Dispatched, Scheduled, Status
+from orchestrator.ports import ListQuery, ServiceCallStore, Step, Transition
+from tests.builders import T0, new_tenant, spec, step_for, submit_step
+
+
+class ServiceCallStoreContract:
+    """Subclasses provide a `store` fixture."""
+
+    async def test_unknown_call_is_none(self, store: ServiceCallStore) -> None:
+        assert await store.get(new_tenant(), "00000000-0000-0000-0000-000000000000") is None
+
+    async def test_submitted_call_reads_back_equal(self, store: ServiceCallStore) -> None:
+        call = spec(new_tenant(), tags=frozenset({"a", "b"}))
+        transition = await store.transact(
+            call.tenant_id, call.service_call_id, submit_step(call, T0 + timedelta(hours=1))
+        )
+        assert transition is not None and isinstance(transition.state, Scheduled)
+        assert await store.get(call.tenant_id, call.service_call_id) == transition.state
+
+    async def test_event_id_applies_once(self, store: ServiceCallStore) -> None:
+        call = spec(new_tenant())
+        await store.transact(call.tenant_id, call.service_call_id, submit_step(call, T0 + timedelta(hours=1)))
+        calls = 0
+
+        def counting(step: Step) -> Step:
+            def wrapped(state):  # type: ignore[no-untyped-def]
+                nonlocal calls
+                calls += 1
+                return step(state)
+
+            return wrapped
+
+        cancel = counting(step_for(CancelServiceCall(reason="r"), T0))
+        first = await store.transact(call.tenant_id, call.service_call_id, cancel, event_id=f"{call.service_call_id}-e1")
+        second = await store.transact(call.tenant_id, call.service_call_id, cancel, event_id=f"{call.service_call_id}-e1")
+        assert first is not None and isinstance(first.state, Canceled)
+        assert second is None
+        assert calls == 1
+
+    async def test_rejection_writes_nothing(self, store: ServiceCallStore) -> None:
+        call = spec(new_tenant())
+        await store.transact(call.tenant_id, call.service_call_id, submit_step(call, T0))
+        before = await store.get(call.tenant_id, call.service_call_id)
+        assert isinstance(before, Dispatched)  # due at once: handed off in the same decision
+        rejected = await store.transact(
+            call.tenant_id, call.service_call_id, step_for(CancelServiceCall(reason="late"), T0)
+        )
+        assert rejected is not None and rejected.rejection is not None
+        assert await store.get(call.tenant_id, call.service_call_id) == before
+
+    async def test_concurrent_changes_of_one_call_serialise(self, store: ServiceCallStore) -> None:
+        call = spec(new_tenant())
+        await store.transact(call.tenant_id, call.service_call_id, submit_step(call, T0 + timedelta(hours=1)))
+
+        def bump(state):  # type: ignore[no-untyped-def]
+            # Reschedule to "now" repeatedly: each applied step adds events, so the version
+            # counts how many steps ran on the state the previous one left.
+            return step_for(RunServiceCallNow(), T0)(state) if isinstance(state, Scheduled) else Transition(state)
+
+        results = await asyncio.gather(
+            *(store.transact(call.tenant_id, call.service_call_id, bump) for _ in range(8))
+        )
+        applied = [r for r in results if r is not None and r.events]
+        assert len(applied) == 1  # the first moves it to DISPATCHED; the rest see that
+        final = await store.get(call.tenant_id, call.service_call_id)
+        assert isinstance(final, Dispatched)
+
+    async def test_messages_are_kept_with_the_change(self, store: ServiceCallStore) -> None:
+        call = spec(new_tenant())
+        message = OutgoingMessage("t", f"{call.tenant_id}/{call.service_call_id}", b"x")
+
+        def with_message(state):  # type: ignore[no-untyped-def]
+            t = submit_step(call, T0 + timedelta(hours=1))(state)
+            return Transition(t.state, t.events, (message,))
+
+        transition = await store.transact(call.tenant_id, call.service_call_id, with_message)
+        assert transition is not None and transition.messages == (message,)
+
+    async def test_list_filters_and_pages(self, store: ServiceCallStore) -> None:
+        tenant = new_tenant()
+        other = new_tenant()
+        calls = [
+            spec(tenant, created_at=T0 + timedelta(seconds=i), tags=frozenset({"even"} if i % 2 == 0 else {"odd"}) | {"all"})
+            for i in range(7)
+        ]
+        for i, call in enumerate(calls):
+            await store.transact(tenant, call.service_call_id, submit_step(call, T0 + timedelta(hours=1, seconds=-i)))
+        stranger = spec(other, tags=frozenset({"all"}))
+        await store.transact(other, stranger.service_call_id, submit_step(stranger, T0 + timedelta(hours=1)))
+        await store.transact(tenant, calls[0].service_call_id, step_for(CancelServiceCall(reason="x"), T0))
+
+        everything = await store.list(ListQuery(tenant_id=tenant, page_size=100))
+        assert [s.spec.service_call_id for s in everything.items] == [c.service_call_id for c in calls]
+        assert everything.next_cursor is None
+
+        even = await store.list(ListQuery(tenant_id=tenant, page_size=100, tags=frozenset({"even", "all"})))
+        assert {s.spec.service_call_id for s in even.items} == {c.service_call_id for c in calls[::2]}
+
+        canceled = await store.list(ListQuery(tenant_id=tenant, page_size=100, statuses=frozenset({Status.CANCELED})))
+        assert [s.spec.service_call_id for s in canceled.items] == [calls[0].service_call_id]
+
+        window = await store.list(
+            ListQuery(tenant_id=tenant, page_size=100, created_from=T0 + timedelta(seconds=2), created_before=T0 + timedelta(seconds=4))
+        )
+        assert [s.spec.service_call_id for s in window.items] == [c.service_call_id for c in calls[2:4]]
+
+        for descending in (False, True):
+            seen: list[str] = []
+            query = ListQuery(tenant_id=tenant, page_size=3, order_by="schedule_time", descending=descending,
+                              statuses=frozenset({Status.SCHEDULED}))
+            while True:
+                page = await store.list(query)
+                seen.extend(s.spec.service_call_id for s in page.items)
+                if page.next_cursor is None:
+                    break
+                query = replace(query, after=page.next_cursor)
+            expected = [c.service_call_id for c in reversed(calls[1:])]  # later created = earlier due
+            assert seen == (list(reversed(expected)) if descending else expected)
+
