@@ -8,15 +8,19 @@ Both are started once per session by the same code `make up` uses, and stopped a
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from mesh.db import make_engine
+from mesh.db import make_engine, migrate
 from meshctl import mesh
 from meshctl.layout import Layout
+from orchestrator.main import MIGRATIONS as ORCHESTRATOR_MIGRATIONS
+from scheduler.main import MIGRATIONS as SCHEDULER_MIGRATIONS
 
 TESTS = Path(__file__).parent
 
@@ -57,6 +61,32 @@ async def engine(infra: Layout) -> AsyncIterator[AsyncEngine]:
     engine = make_engine(infra.database_url)
     yield engine
     await engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def template_database(infra: Layout) -> str:
+    """A migrated database that fresh per-test databases are cloned from (cheap: a file copy)."""
+    admin = infra.database_url.rsplit("/", 1)[0] + "/postgres"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute("DROP DATABASE IF EXISTS servicecall_template WITH (FORCE)")
+        conn.execute("CREATE DATABASE servicecall_template")
+    url = infra.database_url.rsplit("/", 1)[0] + "/servicecall_template"
+    migrate(url, ORCHESTRATOR_MIGRATIONS, "orchestrator")
+    migrate(url, SCHEDULER_MIGRATIONS, "scheduler")
+    return url
+
+
+@pytest.fixture
+def fresh_database(template_database: str) -> Iterator[str]:
+    """A database of this test's own, for tests that must see no other test's rows (a relay
+    reads the whole outbox; a firing loop claims every due timer)."""
+    base = template_database.rsplit("/", 1)[0]
+    name = f"test_{uuid.uuid4().hex[:16]}"
+    with psycopg.connect(f"{base}/postgres", autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name} TEMPLATE servicecall_template")
+    yield f"{base}/{name}"
+    with psycopg.connect(f"{base}/postgres", autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE {name} WITH (FORCE)")
 
 
 @pytest.fixture(scope="session")
