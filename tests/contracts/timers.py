@@ -1,0 +1,106 @@
+"""The TimerStore contract: the in-memory fake and the Postgres adapter both pass it."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+from scheduler.domain.timers import Timer, TimerKey, TimerState
+from scheduler.ports import TimerStore
+from tests.builders import T0
+
+LEASE = timedelta(seconds=10)
+
+
+def timer(fire_in: float, armed_by: str | None = None, attempt: int = 1) -> Timer:
+    return Timer(
+        key=TimerKey(
+            tenant_id="t",
+            service_call_id=str(uuid.uuid4()),
+            purpose=1,
+            attempt=attempt,
+            fire_at=T0 + timedelta(seconds=fire_in),
+        ),
+        armed_by=armed_by or f"event-{uuid.uuid4()}",
+        correlation_id="c",
+        sequence=2,
+    )
+
+
+class TimerStoreContract:
+    """Subclasses provide a `timers` fixture: an empty store."""
+
+    async def test_arming_twice_is_harmless(self, timers: TimerStore) -> None:
+        t = timer(5)
+        assert await timers.arm(t) is True
+        assert await timers.arm(t) is False
+        assert await timers.get(t.timer_id) == t
+
+    async def test_claims_only_due_timers_earliest_first(self, timers: TimerStore) -> None:
+        late, early, future = timer(2), timer(1), timer(60)
+        for t in (late, early, future):
+            await timers.arm(t)
+        claimed = await timers.claim_due(T0 + timedelta(seconds=3), 10, LEASE)
+        assert [t.timer_id for t in claimed] == [early.timer_id, late.timer_id]
+
+    async def test_claim_is_exclusive_until_its_lease_ends(self, timers: TimerStore) -> None:
+        t = timer(0)
+        await timers.arm(t)
+        assert len(await timers.claim_due(T0, 10, LEASE)) == 1
+        assert await timers.claim_due(T0 + timedelta(seconds=1), 10, LEASE) == []
+        # Never marked fired (the claimer died): claimable again after the lease.
+        again = await timers.claim_due(T0 + LEASE, 10, LEASE)
+        assert [x.timer_id for x in again] == [t.timer_id]
+
+    async def test_fired_timers_are_not_claimed_again(self, timers: TimerStore) -> None:
+        t = timer(0)
+        await timers.arm(t)
+        await timers.claim_due(T0, 10, LEASE)
+        await timers.mark_fired([t.timer_id], T0)
+        assert await timers.claim_due(T0 + timedelta(hours=1), 10, LEASE) == []
+        stored = await timers.get(t.timer_id)
+        assert stored is not None and stored.state is TimerState.FIRED
+
+    async def test_redelivered_arm_does_not_rearm_but_a_new_request_does(
+        self, timers: TimerStore
+    ) -> None:
+        t = timer(0, armed_by="first")
+        await timers.arm(t)
+        await timers.claim_due(T0, 10, LEASE)
+        await timers.mark_fired([t.timer_id], T0)
+        assert await timers.arm(t) is False
+        rearmed = Timer(t.key, "second", t.correlation_id, t.sequence)
+        assert await timers.arm(rearmed) is True
+        claimed = await timers.claim_due(T0, 10, LEASE)
+        assert [x.armed_by for x in claimed] == ["second"]
+
+    async def test_next_fire_at_sees_pending_and_lease_ends(self, timers: TimerStore) -> None:
+        assert await timers.next_fire_at() is None
+        t1, t2 = timer(1), timer(30)
+        await timers.arm(t1)
+        await timers.arm(t2)
+        assert await timers.next_fire_at() == t1.key.fire_at
+        await timers.claim_due(T0 + timedelta(seconds=1), 1, LEASE)
+        # t1 is claimed: its next attention time is its lease end (T0+11s), before t2.
+        assert await timers.next_fire_at() == T0 + timedelta(seconds=1) + LEASE
+
+    async def test_cancel_and_list_pending(self, timers: TimerStore) -> None:
+        ts = [timer(i) for i in range(5)]
+        for t in ts:
+            await timers.arm(t)
+        canceled = await timers.cancel(ts[2].timer_id, T0)
+        assert canceled is not None and canceled.state is TimerState.CANCELED
+        assert await timers.cancel(ts[2].timer_id, T0) is None
+        first = await timers.list_pending(2, None)
+        rest = await timers.list_pending(10, (first[-1].key.fire_at, first[-1].timer_id))
+        assert [t.timer_id for t in [*first, *rest]] == [t.timer_id for t in ts if t is not ts[2]]
+
+    async def test_prune_removes_only_ended_timers(self, timers: TimerStore) -> None:
+        done, pending = timer(0), timer(100)
+        await timers.arm(done)
+        await timers.arm(pending)
+        await timers.claim_due(T0, 10, LEASE)
+        await timers.mark_fired([done.timer_id], T0)
+        assert await timers.prune(T0 + timedelta(seconds=1)) == 1
+        assert await timers.get(done.timer_id) is None
+        assert await timers.get(pending.timer_id) is not None

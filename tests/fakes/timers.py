@@ -1,0 +1,89 @@
+"""In-memory TimerStore with the Postgres adapter's semantics."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+
+from scheduler.domain.timers import Timer, TimerState
+
+
+@dataclass
+class _Row:
+    timer: Timer
+    claimed_until: datetime | None = None
+    ended_at: datetime | None = None
+
+
+@dataclass
+class InMemoryTimerStore:
+    rows: dict[str, _Row] = field(default_factory=dict)
+
+    async def arm(self, timer: Timer) -> bool:
+        row = self.rows.get(timer.timer_id)
+        if row is None:
+            self.rows[timer.timer_id] = _Row(timer)
+            return True
+        if row.timer.state is TimerState.FIRED and row.timer.armed_by != timer.armed_by:
+            self.rows[timer.timer_id] = _Row(timer)
+            return True
+        return False
+
+    async def claim_due(self, now: datetime, limit: int, lease: timedelta) -> Sequence[Timer]:
+        due = sorted(
+            (
+                r
+                for r in self.rows.values()
+                if r.timer.state is TimerState.PENDING
+                and r.timer.key.fire_at <= now
+                and (r.claimed_until is None or r.claimed_until <= now)
+            ),
+            key=lambda r: r.timer.key.fire_at,
+        )[:limit]
+        for row in due:
+            row.claimed_until = now + lease
+        return [r.timer for r in due]
+
+    async def mark_fired(self, timer_ids: Sequence[str], now: datetime) -> None:
+        for timer_id in timer_ids:
+            row = self.rows.get(timer_id)
+            if row is not None and row.timer.state is TimerState.PENDING:
+                row.timer = replace(row.timer, state=TimerState.FIRED)
+                row.claimed_until = None
+                row.ended_at = now
+
+    async def next_fire_at(self) -> datetime | None:
+        times = [
+            max(r.timer.key.fire_at, r.claimed_until) if r.claimed_until else r.timer.key.fire_at
+            for r in self.rows.values()
+            if r.timer.state is TimerState.PENDING
+        ]
+        return min(times) if times else None
+
+    async def cancel(self, timer_id: str, now: datetime) -> Timer | None:
+        row = self.rows.get(timer_id)
+        if row is None or row.timer.state is not TimerState.PENDING:
+            return None
+        row.timer = replace(row.timer, state=TimerState.CANCELED)
+        row.ended_at = now
+        return row.timer
+
+    async def get(self, timer_id: str) -> Timer | None:
+        row = self.rows.get(timer_id)
+        return None if row is None else row.timer
+
+    async def list_pending(self, limit: int, after: tuple[datetime, str] | None) -> Sequence[Timer]:
+        pending = sorted(
+            (r.timer for r in self.rows.values() if r.timer.state is TimerState.PENDING),
+            key=lambda t: (t.key.fire_at, t.timer_id),
+        )
+        if after is not None:
+            pending = [t for t in pending if (t.key.fire_at, t.timer_id) > after]
+        return pending[:limit]
+
+    async def prune(self, before: datetime) -> int:
+        old = [k for k, r in self.rows.items() if r.ended_at is not None and r.ended_at < before]
+        for key in old:
+            del self.rows[key]
+        return len(old)
