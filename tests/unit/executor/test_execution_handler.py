@@ -1,0 +1,400 @@
+"""The handler's whole flow with a fake bus, a fake HTTP client and fake time."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import cast
+
+import grpc
+import pytest
+
+from executor.domain.outcome import AttemptError
+from executor.grpc_api import ExecutorApi
+from executor.handler import ExecutionHandler
+from executor.ports import HttpFailure, HttpRequest
+from executor.registry import Executions
+from mesh.kafka import ReceivedMessage
+from mesh.timeconv import from_duration, from_timestamp, to_duration, to_timestamp
+from mesh.topics import call_key
+from servicecall.internal.v1 import events_pb2 as pb
+from servicecall.internal.v1 import executor_service_pb2 as xpb
+from servicecall.v1 import service_call_pb2 as api
+from tests.unit.executor.fakes import (
+    T0,
+    FakeBus,
+    FakeClock,
+    FakeHttpClient,
+    FakeSleeper,
+    SeqIds,
+    Target,
+)
+
+PORT = 18080
+TOPIC = "t.execution-events"
+
+
+@dataclass
+class World:
+    clock: FakeClock = field(default_factory=FakeClock)
+    target: Target = field(default_factory=Target)
+    journal: list[str] = field(default_factory=list)
+    executions: Executions = field(default_factory=Executions)
+
+    def __post_init__(self) -> None:
+        self.bus = FakeBus(journal=self.journal)
+        self.sleeper = FakeSleeper(self.clock)
+        self.http = FakeHttpClient(
+            self.target,
+            PORT,
+            allowlist=(),
+            dns={"target.example": ("93.184.215.14",)},
+            journal=self.journal,
+        )
+        self.handler = ExecutionHandler(
+            bus=self.bus,
+            http=self.http,
+            clock=self.clock,
+            ids=SeqIds(),
+            sleeper=self.sleeper,
+            executions=self.executions,
+            events_topic=TOPIC,
+            executor_id="exec-1",
+            default_snippet_bytes=16,
+        )
+
+    def results(self) -> list[pb.Envelope]:
+        return [
+            e
+            for e in self.bus.envelopes()
+            if e.WhichOneof("payload") in ("execution_succeeded", "execution_failed")
+        ]
+
+    async def listed(self) -> xpb.ListExecutionsResponse:
+        return await ExecutorApi(self.executions, "exec-1").ListExecutions(
+            xpb.ListExecutionsRequest(), cast(grpc.aio.ServicerContext[object, object], None)
+        )
+
+
+def request_envelope(
+    *,
+    url: str = f"http://target.example:{PORT}/echo",
+    not_before: datetime = T0,
+    method: api.HttpMethod.ValueType = api.POST,
+    headers: dict[str, str] | None = None,
+    body: bytes = b'{"hello":"world"}',
+    attempt: int = 2,
+    snippet_bytes: int = 0,
+    timeout: timedelta | None = timedelta(seconds=5),
+) -> pb.Envelope:
+    request = api.HttpRequest(
+        http_method=method,
+        url=url,
+        headers=headers if headers is not None else {"X-Trace": "abc"},
+        body=body,
+    )
+    if timeout is not None:
+        request.attempt_timeout.CopyFrom(to_duration(timeout))
+    return pb.Envelope(
+        event_id="req-1",
+        tenant_id="acme",
+        service_call_id="call-1",
+        correlation_id="corr-1",
+        sequence=7,
+        occurred_at=to_timestamp(T0 - timedelta(seconds=2)),
+        execution_requested=pb.ExecutionRequested(
+            attempt=attempt,
+            not_before=to_timestamp(not_before),
+            lease_expire_time=to_timestamp(not_before + timedelta(seconds=30)),
+            request=request,
+            idempotency_key="idem-call-1",
+            max_response_snippet_bytes=snippet_bytes,
+        ),
+    )
+
+
+def received(envelope: pb.Envelope | bytes, offset: int = 0) -> ReceivedMessage:
+    value = envelope if isinstance(envelope, bytes) else envelope.SerializeToString()
+    return ReceivedMessage("t.execution-requests", 0, offset, "acme/call-1", value)
+
+
+async def test_happy_path_announces_sends_and_reports_once() -> None:
+    world = World()
+    await world.handler(received(request_envelope()))
+
+    assert world.journal == ["ack:execution_started", "http:send", "ack:execution_succeeded"]
+    started, succeeded = world.bus.envelopes()
+    assert started.execution_started.attempt == 2
+    assert started.execution_started.executor_id == "exec-1"
+    assert from_timestamp(started.execution_started.start_time) == T0
+    assert succeeded.execution_succeeded.attempt == 2
+    result = succeeded.execution_succeeded.result
+    assert result.response_status == 200
+    assert result.error == ""
+    assert result.response_snippet == '{"hello":"world"}'[:16]
+    assert len(world.executions) == 0
+
+
+async def test_every_envelope_echoes_the_request_and_is_keyed_by_call() -> None:
+    world = World()
+    await world.handler(received(request_envelope()))
+
+    assert {m.key for m in world.bus.published} == {call_key("acme", "call-1")}
+    assert {m.topic for m in world.bus.published} == {TOPIC}
+    envelopes = world.bus.envelopes()
+    for envelope in envelopes:
+        assert (envelope.tenant_id, envelope.service_call_id, envelope.correlation_id) == (
+            "acme",
+            "call-1",
+            "corr-1",
+        )
+        assert envelope.sequence == 7
+        assert from_timestamp(envelope.occurred_at) == T0
+    assert [e.event_id for e in envelopes] == ["evt-1", "evt-2"]
+
+
+async def test_request_goes_out_as_given_plus_the_executors_headers() -> None:
+    world = World()
+    envelope = request_envelope(
+        method=api.PUT,
+        headers={"X-Trace": "abc", "idempotency-key": "spoofed", "Authorization": "Bearer s"},
+        body=b"raw \x00 bytes",
+        timeout=timedelta(seconds=12),
+    )
+    await world.handler(received(envelope))
+
+    [sent] = world.http.requests
+    assert sent.method == "PUT"
+    assert sent.url == f"http://target.example:{PORT}/echo"
+    assert sent.body == b"raw \x00 bytes"
+    assert sent.timeout == timedelta(seconds=12)
+    headers = dict(sent.headers)
+    assert headers == {
+        "X-Trace": "abc",
+        "Authorization": "Bearer s",
+        "Idempotency-Key": "idem-call-1",
+        "X-ServiceCall-Id": "call-1",
+        "X-ServiceCall-Attempt": "2",
+    }
+
+
+async def test_defaults_for_unset_method_and_timeout() -> None:
+    world = World()
+    envelope = request_envelope(method=api.HTTP_METHOD_UNSPECIFIED, timeout=None)
+    await world.handler(received(envelope))
+    [sent] = world.http.requests
+    assert (sent.method, sent.timeout) == ("POST", timedelta(seconds=30))
+
+
+async def test_waits_for_not_before_and_never_sends_earlier() -> None:
+    world = World()
+    world.sleeper.early = timedelta(microseconds=500)  # timers that fire early
+    due = T0 + timedelta(seconds=1.5)
+    sent_at: list[datetime] = []
+    world.http.on_send = lambda _request: sent_at.append(world.clock.now())
+    await world.handler(received(request_envelope(not_before=due)))
+
+    assert sent_at and sent_at[0] >= due
+    started = world.bus.envelopes()[0].execution_started
+    assert from_timestamp(started.start_time) >= due
+    assert world.sleeper.calls[0] == 1.5
+    assert len(world.sleeper.calls) >= 2  # re-armed after the early wake-up
+
+
+async def test_http_waits_for_the_started_ack() -> None:
+    world = World()
+    gate = asyncio.Event()
+    world.bus.gates["execution_started"] = gate
+    task = asyncio.create_task(world.handler(received(request_envelope())))
+    await world.bus.publishing.wait()  # the handler is inside the Started publish
+    assert world.http.requests == []
+    listed = await world.listed()
+    assert [e.state for e in listed.executions] == [xpb.Execution.IN_FLIGHT]
+    gate.set()
+    await task
+    assert world.journal == ["ack:execution_started", "http:send", "ack:execution_succeeded"]
+
+
+async def test_list_executions_shows_waiting_attempts() -> None:
+    world = World()
+    world.sleeper.gate = asyncio.Event()
+    due = T0 + timedelta(seconds=1)
+    task = asyncio.create_task(world.handler(received(request_envelope(not_before=due))))
+    await world.sleeper.sleeping.wait()
+
+    listed = await world.listed()
+    assert listed.executor_id == "exec-1"
+    [held] = listed.executions
+    assert (held.tenant_id, held.service_call_id, held.attempt) == ("acme", "call-1", 2)
+    assert held.state == xpb.Execution.WAITING
+    assert from_timestamp(held.not_before) == due
+    assert not held.HasField("start_time")
+    assert world.bus.published == []
+
+    world.sleeper.gate.set()
+    await task
+    assert (await world.listed()).executions == []
+
+
+Check = Callable[[pb.Envelope], None]
+
+
+def failed_with(
+    status: int, error: str, retryable: bool, retry_after: timedelta | None = None
+) -> Check:
+    def check(envelope: pb.Envelope) -> None:
+        assert envelope.WhichOneof("payload") == "execution_failed"
+        failed = envelope.execution_failed
+        assert failed.attempt == 2
+        assert failed.result.response_status == status
+        assert failed.result.error == error
+        assert failed.retryable is retryable
+        if retry_after is None:
+            assert not failed.HasField("retry_after")
+        else:
+            assert from_duration(failed.retry_after) == retry_after
+
+    return check
+
+
+@pytest.mark.parametrize(
+    ("path", "check"),
+    [
+        ("/status/503?retry_after=7", failed_with(503, "http_status", True, timedelta(seconds=7))),
+        ("/status/429?retry_after=3", failed_with(429, "http_status", True, timedelta(seconds=3))),
+        ("/status/500", failed_with(500, "http_status", True)),
+        ("/status/404", failed_with(404, "http_status", False)),
+        ("/redirect", failed_with(302, "http_status", False)),
+        ("/hang", failed_with(0, "timeout", True)),
+    ],
+)
+async def test_exactly_one_result_per_attempt(path: str, check: Check) -> None:
+    world = World()
+    await world.handler(received(request_envelope(url=f"http://target.example:{PORT}{path}")))
+    [result] = world.results()
+    check(result)
+    assert world.journal[0] == "ack:execution_started"
+    assert world.journal.count("http:send") == 1
+
+
+@pytest.mark.parametrize(
+    ("url", "check"),
+    [
+        ("http://127.0.0.1:18080/echo", failed_with(0, "egress_denied", False)),
+        ("http://169.254.169.254/latest/meta-data", failed_with(0, "egress_denied", False)),
+        ("ftp://target.example/x", failed_with(0, "egress_denied", False)),
+        ("http://target.example:1/echo", failed_with(0, "connection_error", True)),
+    ],
+)
+async def test_refused_and_unreachable_targets(url: str, check: Check) -> None:
+    world = World()
+    await world.handler(received(request_envelope(url=url)))
+    [result] = world.results()
+    check(result)
+    assert world.target.seen == []
+
+
+async def test_snippet_is_bounded_by_the_request_and_masked() -> None:
+    world = World()
+    body = b'{"password":"hunter2","data":"' + b"y" * 100 + b'"}'
+    await world.handler(received(request_envelope(body=body, snippet_bytes=40)))
+    snippet = world.results()[0].execution_succeeded.result.response_snippet
+    assert "hunter2" not in snippet
+    # the first 40 bytes of the body, then masked
+    assert snippet == '{"password":"[REDACTED]","data":"' + "y" * 10
+
+
+async def test_timing_fields_of_the_result() -> None:
+    world = World()
+    world.http.on_send = lambda _request: world.clock.advance(timedelta(milliseconds=250))
+    await world.handler(received(request_envelope()))
+    result = world.results()[0].execution_succeeded.result
+    assert from_duration(result.duration) == timedelta(milliseconds=250)
+    assert from_timestamp(result.end_time) == T0 + timedelta(milliseconds=250)
+
+
+async def test_a_client_that_raises_still_yields_one_failed_result() -> None:
+    world = World()
+    world.http.scripted.append(RuntimeError("bug"))
+    await world.handler(received(request_envelope()))
+    [result] = world.results()
+    failed_with(0, "connection_error", True)(result)
+
+
+async def test_publish_failures_are_retried_without_sending_again() -> None:
+    world = World()
+    world.bus.failures = 1
+
+    def fail_result_publishes(_request: HttpRequest) -> None:
+        world.bus.failures = 2  # the result publish fails twice, then goes through
+
+    world.http.on_send = fail_result_publishes
+    await world.handler(received(request_envelope()))
+    payloads = [e.WhichOneof("payload") for e in world.bus.envelopes()]
+    assert payloads == ["execution_started", "execution_succeeded"]
+    assert world.bus.attempts == 5
+    assert world.sleeper.calls == [0.05, 0.05, 0.1]
+
+
+async def test_a_redelivery_joins_the_held_attempt() -> None:
+    world = World()
+    world.sleeper.gate = asyncio.Event()
+    due = T0 + timedelta(seconds=1)
+    first = asyncio.create_task(world.handler(received(request_envelope(not_before=due), 0)))
+    await world.sleeper.sleeping.wait()
+    second = asyncio.create_task(world.handler(received(request_envelope(not_before=due), 1)))
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert not second.done()
+    world.sleeper.gate.set()
+    await asyncio.gather(first, second)
+    assert world.journal.count("http:send") == 1
+    assert len(world.results()) == 1
+
+
+async def test_a_different_attempt_of_the_same_call_is_not_a_duplicate() -> None:
+    world = World()
+    await world.handler(received(request_envelope(attempt=1)))
+    await world.handler(received(request_envelope(attempt=2)))
+    assert [e.execution_started.attempt for e in world.bus.envelopes()[::2]] == [1, 2]
+
+
+async def test_abandoning_cancels_held_attempts_without_a_result() -> None:
+    world = World()
+    world.sleeper.gate = asyncio.Event()
+    task = asyncio.create_task(
+        world.handler(received(request_envelope(not_before=T0 + timedelta(seconds=1))))
+    )
+    await world.sleeper.sleeping.wait()
+    assert world.handler.abandon_all() == 1
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert world.bus.published == []
+    assert len(world.executions) == 0
+
+
+async def test_undecodable_messages_are_dropped() -> None:
+    world = World()
+    await world.handler(received(b"\xff\xff not a protobuf"))
+    assert world.journal == []
+
+
+async def test_other_payloads_are_ignored() -> None:
+    world = World()
+    other = pb.Envelope(
+        event_id="x",
+        tenant_id="acme",
+        service_call_id="call-1",
+        timer_requested=pb.TimerRequested(),
+    )
+    await world.handler(received(other))
+    assert world.journal == []
+
+
+async def test_a_result_failure_error_string_matches_the_enum() -> None:
+    world = World()
+    world.http.scripted.append(HttpFailure(AttemptError.TLS_ERROR, "bad cert"))
+    await world.handler(received(request_envelope()))
+    failed_with(0, "tls_error", True)(world.results()[0])
