@@ -79,6 +79,15 @@ def _literal_allowed(host: str, allowlist: Sequence[Network]) -> bool | None:
     return ip is not None and check_address(ip, allowlist)
 
 
+_URL_CHARS = frozenset(
+    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~:/?#[]@!$&'()*+,;=%"
+)
+
+
+def _in_wire_form(url: str) -> bool:
+    return all(c in _URL_CHARS for c in url)
+
+
 async def _read_capped(response: aiohttp.ClientResponse, limit: int) -> bytes:
     chunks: list[bytes] = []
     remaining = limit
@@ -135,7 +144,9 @@ class AiohttpClient:
         if isinstance(verdict, Denied):
             return HttpFailure(AttemptError.EGRESS_DENIED, verdict.reason)
         try:
-            url = URL(request.url)
+            # A URL already in wire form goes out byte for byte (yarl would otherwise decode
+            # e.g. %2F in the query); anything else is percent-encoded by yarl.
+            url = URL(request.url, encoded=_in_wire_form(request.url))
         except (ValueError, TypeError):
             return HttpFailure(AttemptError.INVALID_REQUEST, "malformed url")
         host = url.raw_host

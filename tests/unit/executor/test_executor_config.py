@@ -1,0 +1,91 @@
+"""The executor's configuration from the environment, and the room rules of its code."""
+
+from __future__ import annotations
+
+import ast
+import ipaddress
+import sys
+from pathlib import Path
+
+import pytest
+
+from executor.config import ExecutorConfig
+from mesh.config import ConfigError, Env
+
+EXECUTOR = Path(__file__).resolve().parents[3] / "executor"
+
+
+def test_defaults() -> None:
+    config = ExecutorConfig.from_env(Env({}))
+    assert config.common.grpc_port == 50053
+    assert config.common.service_name == "executor"
+    assert config.consumer_group == "executor"
+    assert config.max_in_flight == 512
+    assert config.max_response_bytes == 1024 * 1024
+    assert config.default_snippet_bytes == 1024
+    assert config.egress_allowlist == ()
+    assert config.executor_id  # hostname-pid
+    assert config.executor_id.rsplit("-", 1)[1].isdigit()
+
+
+def test_values_from_the_environment() -> None:
+    config = ExecutorConfig.from_env(
+        Env(
+            {
+                "GRPC_PORT": "6000",
+                "EXECUTOR_ID": "exec-a",
+                "EXECUTOR_GROUP": "g",
+                "MAX_IN_FLIGHT": "8",
+                "MAX_RESPONSE_BYTES": "4096",
+                "MAX_SNIPPET_BYTES": "64",
+                "EGRESS_ALLOW_CIDRS": "127.0.0.0/8, ::1/128",
+                "DRAIN_TIMEOUT_S": "2.5",
+            }
+        )
+    )
+    assert config.common.grpc_port == 6000
+    assert (config.executor_id, config.consumer_group) == ("exec-a", "g")
+    assert (config.max_in_flight, config.max_response_bytes) == (8, 4096)
+    assert config.default_snippet_bytes == 64
+    assert config.egress_allowlist == (
+        ipaddress.ip_network("127.0.0.0/8"),
+        ipaddress.ip_network("::1/128"),
+    )
+    assert config.drain_timeout_s == 2.5
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"EGRESS_ALLOW_CIDRS": "127.0.0.0/8,nonsense"},
+        {"MAX_IN_FLIGHT": "0"},
+        {"MAX_RESPONSE_BYTES": "-1"},
+        {"MAX_IN_FLIGHT": "many"},
+        {"DRAIN_TIMEOUT_S": "-1"},
+    ],
+)
+def test_bad_values_fail_at_start_up(env: dict[str, str]) -> None:
+    with pytest.raises(ConfigError):
+        ExecutorConfig.from_env(Env(env))
+
+
+def _imports(path: Path) -> set[str]:
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+    return names
+
+
+@pytest.mark.parametrize("path", sorted((EXECUTOR / "domain").glob("*.py")), ids=lambda p: p.name)
+def test_domain_imports_only_the_standard_library(path: Path) -> None:
+    for name in _imports(path):
+        top = name.split(".")[0]
+        assert top in sys.stdlib_module_names or name.startswith("executor.domain"), name
+
+
+def test_the_handler_does_not_know_aiohttp() -> None:
+    for name in ("handler.py", "timing.py", "ports.py", "registry.py"):
+        assert not any(n.split(".")[0] == "aiohttp" for n in _imports(EXECUTOR / name)), name
