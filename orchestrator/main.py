@@ -13,7 +13,7 @@ from pathlib import Path
 from mesh.clock import SystemClock, Uuid7Gen
 from mesh.config import CommonConfig, Env
 from mesh.db import make_engine, migrate
-from mesh.grpc_server import GrpcServer, stop_on_signals
+from mesh.grpc_server import GrpcServer, stop_on_signals, supervise
 from mesh.kafka import ConsumerRunner, KafkaEventBus
 from mesh.logs import configure_logging, get_logger
 from mesh.topics import Topics
@@ -98,14 +98,8 @@ async def serve(config: OrchestratorConfig) -> None:
         asyncio.create_task(consumer.run(), name="consumer"),
     ]
     log.info("orchestrator ready", port=server.bound_port)
-    done_early, _ = await asyncio.wait(
-        [asyncio.create_task(stop.wait()), *background], return_when=asyncio.FIRST_COMPLETED
-    )
-    for task in done_early:
-        if task in background and task.exception() is not None:
-            log.error("background task died", task=task.get_name(), error=repr(task.exception()))
+    crashed = await supervise(background, stop)
     log.info("orchestrator stopping")
-    stop.set()
     await server.stop(grace=5.0)
     consumer.stop()
     for task in background:
@@ -113,6 +107,8 @@ async def serve(config: OrchestratorConfig) -> None:
             await task
     await bus.close()
     await engine.dispose()
+    if crashed:
+        raise SystemExit(1)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 from mesh.clock import SystemClock, Uuid7Gen
 from mesh.config import CommonConfig, Env
 from mesh.db import make_engine, migrate
-from mesh.grpc_server import GrpcServer, stop_on_signals
+from mesh.grpc_server import GrpcServer, stop_on_signals, supervise
 from mesh.kafka import ConsumerRunner, KafkaEventBus
 from mesh.logs import configure_logging, get_logger
 from mesh.topics import Topics
@@ -86,11 +86,8 @@ async def serve(config: SchedulerConfig) -> None:
         asyncio.create_task(consumer.run(), name="consumer"),
     ]
     log.info("scheduler ready", port=server.bound_port)
-    await asyncio.wait(
-        [asyncio.create_task(stop.wait()), *background], return_when=asyncio.FIRST_COMPLETED
-    )
+    crashed = await supervise(background, stop)
     log.info("scheduler stopping")
-    stop.set()
     await server.stop(grace=5.0)
     consumer.stop()
     for task in background:
@@ -98,6 +95,8 @@ async def serve(config: SchedulerConfig) -> None:
             await task
     await bus.close()
     await engine.dispose()
+    if crashed:
+        raise SystemExit(1)
 
 
 def main(argv: list[str] | None = None) -> None:

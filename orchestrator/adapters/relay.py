@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 import psycopg
+from confluent_kafka import KafkaException
 
 from mesh.db import libpq_url
 from mesh.logs import get_logger
@@ -87,13 +88,19 @@ class OutboxRelay:
         self.published = 0
 
     async def run(self, stop: asyncio.Event) -> None:
+        delay = 0.1
         while not stop.is_set():
             try:
                 await self._run_once(stop)
-            except (psycopg.OperationalError, OSError) as e:
-                log.warning("outbox relay lost its connection; reconnecting", error=str(e))
+            except (psycopg.OperationalError, OSError, KafkaException) as e:
+                # Nothing was marked published, so nothing is lost: start over from the
+                # oldest unpublished row once Postgres or Kafka answers again.
+                log.warning("outbox relay interrupted; retrying", error=str(e), retry_in_s=delay)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), 1.0)
+                    await asyncio.wait_for(stop.wait(), delay)
+                delay = min(delay * 2, 10.0)
+            else:
+                delay = 0.1
 
     async def _run_once(self, stop: asyncio.Event) -> None:
         async with await psycopg.AsyncConnection.connect(self._url, autocommit=True) as conn:
