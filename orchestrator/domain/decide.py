@@ -253,7 +253,7 @@ def _fire_timer(state: ActiveState, command: FireTimer, now: datetime, timing: T
 def _reported_on(
     state: ActiveState, kind: CommandKind, attempt: int
 ) -> Dispatched | Running | DomainError:
-    if False:
+    if attempt < state.attempt:
         return StaleEvent(kind, attempt, state.attempt)
     if attempt > state.attempt or isinstance(state, Scheduled):
         # The attempt has not been handed off yet, so no executor can be reporting on it.
