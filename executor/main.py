@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import sys
 from functools import partial
 
 from executor.adapters.http_client import AiohttpClient
@@ -22,6 +23,18 @@ from mesh.topics import Topics
 from servicecall.internal.v1 import executor_service_pb2_grpc
 
 log = get_logger("executor")
+
+
+async def drain(consuming: asyncio.Task[None], handler: ExecutionHandler, timeout: float) -> None:
+    """Lets a stopped consumer finish its held attempts for up to `timeout` seconds, then
+    abandons the rest: their offsets stay uncommitted, so another executor gets them again
+    (and the orchestrator's lease or watchdog covers an attempt cut off mid-request)."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(asyncio.shield(consuming), timeout=timeout)
+    if not consuming.done():
+        log.warning("drain timeout; abandoning held attempts", abandoned=handler.abandon_all())
+    with contextlib.suppress(Exception):
+        await consuming
 
 
 async def serve(config: ExecutorConfig) -> None:
@@ -83,21 +96,17 @@ async def serve(config: ExecutorConfig) -> None:
     log.info("executor stopping", held=len(executions))
     await server.set_serving(False)
     consumer.stop()
-    # The runner waits for every handler; bound that wait, then abandon what is left (its
-    # offsets stay uncommitted, so another executor gets it again).
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(asyncio.shield(consuming), timeout=config.drain_timeout_s)
-    if not consuming.done():
-        log.warning("drain timeout; abandoning held attempts", abandoned=handler.abandon_all())
-    with contextlib.suppress(Exception):
-        await consuming
+    await drain(consuming, handler, config.drain_timeout_s)
     await http.close()
     await bus.close()
     await server.stop(grace=1.0)
     log.info("executor stopped")
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else argv
+    if args not in ([], ["serve"]):
+        raise SystemExit(f"usage: python -m executor [serve], not {' '.join(args)!r}")
     config = ExecutorConfig.from_env(Env(os.environ))
     configure_logging("executor", config.common.log_level)
     asyncio.run(serve(config))

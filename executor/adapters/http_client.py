@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
@@ -16,6 +16,23 @@ from executor.domain.outcome import AttemptError
 from executor.ports import HttpFailure, HttpRequest, HttpResponse
 
 _NUMERIC = socket.AI_NUMERICHOST | socket.AI_NUMERICSERV
+
+
+AddrInfo = tuple[
+    socket.AddressFamily,
+    socket.SocketKind,
+    int,
+    str,
+    tuple[str, int] | tuple[str, int, int, int] | tuple[int, bytes],
+]
+Lookup = Callable[[str, int, socket.AddressFamily], Awaitable[Sequence[AddrInfo]]]
+
+
+async def _getaddrinfo(host: str, port: int, family: socket.AddressFamily) -> Sequence[AddrInfo]:
+    loop = asyncio.get_running_loop()
+    return await loop.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, family=family, flags=socket.AI_ADDRCONFIG
+    )
 
 
 class EgressDeniedError(OSError):
@@ -32,16 +49,14 @@ class EgressResolver(AbstractResolver):
     address used: no second lookup a rebinding DNS server could answer differently.
     """
 
-    def __init__(self, allowlist: Sequence[Network]) -> None:
+    def __init__(self, allowlist: Sequence[Network], lookup: Lookup | None = None) -> None:
         self._allowlist = tuple(allowlist)
+        self._lookup = lookup or _getaddrinfo
 
     async def resolve(
         self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
     ) -> list[ResolveResult]:
-        loop = asyncio.get_running_loop()
-        infos = await loop.getaddrinfo(
-            host, port, type=socket.SOCK_STREAM, family=family, flags=socket.AI_ADDRCONFIG
-        )
+        infos = await self._lookup(host, port, family)
         allowed: list[ResolveResult] = []
         for info_family, _, proto, _, address in infos:
             if info_family not in (socket.AF_INET, socket.AF_INET6):

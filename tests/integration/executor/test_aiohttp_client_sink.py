@@ -105,9 +105,7 @@ async def test_method_path_headers_and_body_arrive_exactly(
     assert result.body == bytes(range(256)) * 4
 
 
-async def test_a_url_not_in_wire_form_is_percent_encoded(
-    sink: Sink, client: AiohttpClient
-) -> None:
+async def test_a_url_not_in_wire_form_is_percent_encoded(sink: Sink, client: AiohttpClient) -> None:
     await client.send(request(f"{sink.url}/echo/a b/ü?q=x y"))
     assert sink.target.seen[0].path == "/echo/a%20b/%C3%BC?q=x+y"
 

@@ -4,120 +4,19 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import cast
 
-import grpc
 import pytest
 
 from executor.domain.outcome import AttemptError
-from executor.grpc_api import ExecutorApi
-from executor.handler import ExecutionHandler
 from executor.ports import HttpFailure, HttpRequest
-from executor.registry import Executions
-from mesh.kafka import ReceivedMessage
-from mesh.timeconv import from_duration, from_timestamp, to_duration, to_timestamp
+from mesh.timeconv import from_duration, from_timestamp
 from mesh.topics import call_key
 from servicecall.internal.v1 import events_pb2 as pb
 from servicecall.internal.v1 import executor_service_pb2 as xpb
 from servicecall.v1 import service_call_pb2 as api
-from tests.unit.executor.fakes import (
-    T0,
-    FakeBus,
-    FakeClock,
-    FakeHttpClient,
-    FakeSleeper,
-    SeqIds,
-    Target,
-)
-
-PORT = 18080
-TOPIC = "t.execution-events"
-
-
-@dataclass
-class World:
-    clock: FakeClock = field(default_factory=FakeClock)
-    target: Target = field(default_factory=Target)
-    journal: list[str] = field(default_factory=list)
-    executions: Executions = field(default_factory=Executions)
-
-    def __post_init__(self) -> None:
-        self.bus = FakeBus(journal=self.journal)
-        self.sleeper = FakeSleeper(self.clock)
-        self.http = FakeHttpClient(
-            self.target,
-            PORT,
-            allowlist=(),
-            dns={"target.example": ("93.184.215.14",)},
-            journal=self.journal,
-        )
-        self.handler = ExecutionHandler(
-            bus=self.bus,
-            http=self.http,
-            clock=self.clock,
-            ids=SeqIds(),
-            sleeper=self.sleeper,
-            executions=self.executions,
-            events_topic=TOPIC,
-            executor_id="exec-1",
-            default_snippet_bytes=16,
-        )
-
-    def results(self) -> list[pb.Envelope]:
-        return [
-            e
-            for e in self.bus.envelopes()
-            if e.WhichOneof("payload") in ("execution_succeeded", "execution_failed")
-        ]
-
-    async def listed(self) -> xpb.ListExecutionsResponse:
-        return await ExecutorApi(self.executions, "exec-1").ListExecutions(
-            xpb.ListExecutionsRequest(), cast(grpc.aio.ServicerContext[object, object], None)
-        )
-
-
-def request_envelope(
-    *,
-    url: str = f"http://target.example:{PORT}/echo",
-    not_before: datetime = T0,
-    method: api.HttpMethod.ValueType = api.POST,
-    headers: dict[str, str] | None = None,
-    body: bytes = b'{"hello":"world"}',
-    attempt: int = 2,
-    snippet_bytes: int = 0,
-    timeout: timedelta | None = timedelta(seconds=5),
-) -> pb.Envelope:
-    request = api.HttpRequest(
-        http_method=method,
-        url=url,
-        headers=headers if headers is not None else {"X-Trace": "abc"},
-        body=body,
-    )
-    if timeout is not None:
-        request.attempt_timeout.CopyFrom(to_duration(timeout))
-    return pb.Envelope(
-        event_id="req-1",
-        tenant_id="acme",
-        service_call_id="call-1",
-        correlation_id="corr-1",
-        sequence=7,
-        occurred_at=to_timestamp(T0 - timedelta(seconds=2)),
-        execution_requested=pb.ExecutionRequested(
-            attempt=attempt,
-            not_before=to_timestamp(not_before),
-            lease_expire_time=to_timestamp(not_before + timedelta(seconds=30)),
-            request=request,
-            idempotency_key="idem-call-1",
-            max_response_snippet_bytes=snippet_bytes,
-        ),
-    )
-
-
-def received(envelope: pb.Envelope | bytes, offset: int = 0) -> ReceivedMessage:
-    value = envelope if isinstance(envelope, bytes) else envelope.SerializeToString()
-    return ReceivedMessage("t.execution-requests", 0, offset, "acme/call-1", value)
+from tests.unit.executor.fakes import T0
+from tests.unit.executor.world import PORT, TOPIC, World, received, request_envelope
 
 
 async def test_happy_path_announces_sends_and_reports_once() -> None:
