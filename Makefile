@@ -36,7 +36,7 @@ proto-check: bootstrap
 
 # buf lints the same descriptor set Envoy loads (googleapis imports come from the wheel).
 buf-lint: bootstrap
-	buf lint gen/servicecall.protoset --path servicecall
+	buf lint - --config buf.yaml < gen/servicecall.protoset
 
 lint: bootstrap
 	ruff check $(wildcard $(SOURCES))

@@ -33,7 +33,9 @@ def spec(
     url: str = "https://example.test/hook",
     service_call_id: str | None = None,
 ) -> ServiceCallSpec:
-    request = HttpRequest("POST", url, (("content-type", "application/json"),), b"{}", timedelta(seconds=30))
+    request = HttpRequest(
+        "POST", url, (("content-type", "application/json"),), b"{}", timedelta(seconds=30)
+    )
     return ServiceCallSpec(
         tenant_id=tenant_id,
         service_call_id=service_call_id or str(uuid.uuid4()),

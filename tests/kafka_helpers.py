@@ -8,7 +8,7 @@ import uuid
 from dataclasses import dataclass
 
 from confluent_kafka import Consumer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 
 def create_topics(bootstrap: str, names: list[str], partitions: int = 3) -> None:

@@ -29,7 +29,9 @@ class ServiceCallStoreContract:
 
     async def test_event_id_applies_once(self, store: ServiceCallStore) -> None:
         call = spec(new_tenant())
-        await store.transact(call.tenant_id, call.service_call_id, submit_step(call, T0 + timedelta(hours=1)))
+        await store.transact(
+            call.tenant_id, call.service_call_id, submit_step(call, T0 + timedelta(hours=1))
+        )
         calls = 0
 
         def counting(step: Step) -> Step:
@@ -41,8 +43,12 @@ class ServiceCallStoreContract:
             return wrapped
 
         cancel = counting(step_for(CancelServiceCall(reason="r"), T0))
-        first = await store.transact(call.tenant_id, call.service_call_id, cancel, event_id=f"{call.service_call_id}-e1")
-        second = await store.transact(call.tenant_id, call.service_call_id, cancel, event_id=f"{call.service_call_id}-e1")
+        first = await store.transact(
+            call.tenant_id, call.service_call_id, cancel, event_id=f"{call.service_call_id}-e1"
+        )
+        second = await store.transact(
+            call.tenant_id, call.service_call_id, cancel, event_id=f"{call.service_call_id}-e1"
+        )
         assert first is not None and isinstance(first.state, Canceled)
         assert second is None
         assert calls == 1
@@ -60,12 +66,18 @@ class ServiceCallStoreContract:
 
     async def test_concurrent_changes_of_one_call_serialise(self, store: ServiceCallStore) -> None:
         call = spec(new_tenant())
-        await store.transact(call.tenant_id, call.service_call_id, submit_step(call, T0 + timedelta(hours=1)))
+        await store.transact(
+            call.tenant_id, call.service_call_id, submit_step(call, T0 + timedelta(hours=1))
+        )
 
         def bump(state):  # type: ignore[no-untyped-def]
             # Reschedule to "now" repeatedly: each applied step adds events, so the version
             # counts how many steps ran on the state the previous one left.
-            return step_for(RunServiceCallNow(), T0)(state) if isinstance(state, Scheduled) else Transition(state)
+            return (
+                step_for(RunServiceCallNow(), T0)(state)
+                if isinstance(state, Scheduled)
+                else Transition(state)
+            )
 
         results = await asyncio.gather(
             *(store.transact(call.tenant_id, call.service_call_id, bump) for _ in range(8))
@@ -90,40 +102,71 @@ class ServiceCallStoreContract:
         tenant = new_tenant()
         other = new_tenant()
         calls = [
-            spec(tenant, created_at=T0 + timedelta(seconds=i), tags=frozenset({"even"} if i % 2 == 0 else {"odd"}) | {"all"})
+            spec(
+                tenant,
+                created_at=T0 + timedelta(seconds=i),
+                tags=frozenset({"even"} if i % 2 == 0 else {"odd"}) | {"all"},
+            )
             for i in range(7)
         ]
         for i, call in enumerate(calls):
-            await store.transact(tenant, call.service_call_id, submit_step(call, T0 + timedelta(hours=1, seconds=-i)))
+            await store.transact(
+                tenant, call.service_call_id, submit_step(call, T0 + timedelta(hours=1, seconds=-i))
+            )
         stranger = spec(other, tags=frozenset({"all"}))
-        await store.transact(other, stranger.service_call_id, submit_step(stranger, T0 + timedelta(hours=1)))
-        await store.transact(tenant, calls[0].service_call_id, step_for(CancelServiceCall(reason="x"), T0))
+        await store.transact(
+            other, stranger.service_call_id, submit_step(stranger, T0 + timedelta(hours=1))
+        )
+        await store.transact(
+            tenant, calls[0].service_call_id, step_for(CancelServiceCall(reason="x"), T0)
+        )
 
         everything = await store.list(ListQuery(tenant_id=tenant, page_size=100))
-        assert [s.spec.service_call_id for s in everything.items] == [c.service_call_id for c in calls]
+        assert [s.spec.service_call_id for s in everything.items] == [
+            c.service_call_id for c in calls
+        ]
         assert everything.next_cursor is None
 
-        even = await store.list(ListQuery(tenant_id=tenant, page_size=100, tags=frozenset({"even", "all"})))
-        assert {s.spec.service_call_id for s in even.items} == {c.service_call_id for c in calls[::2]}
+        even = await store.list(
+            ListQuery(tenant_id=tenant, page_size=100, tags=frozenset({"even", "all"}))
+        )
+        assert {s.spec.service_call_id for s in even.items} == {
+            c.service_call_id for c in calls[::2]
+        }
 
-        canceled = await store.list(ListQuery(tenant_id=tenant, page_size=100, statuses=frozenset({Status.CANCELED})))
+        canceled = await store.list(
+            ListQuery(tenant_id=tenant, page_size=100, statuses=frozenset({Status.CANCELED}))
+        )
         assert [s.spec.service_call_id for s in canceled.items] == [calls[0].service_call_id]
 
         window = await store.list(
-            ListQuery(tenant_id=tenant, page_size=100, created_from=T0 + timedelta(seconds=2), created_before=T0 + timedelta(seconds=4))
+            ListQuery(
+                tenant_id=tenant,
+                page_size=100,
+                created_from=T0 + timedelta(seconds=2),
+                created_before=T0 + timedelta(seconds=4),
+            )
         )
-        assert [s.spec.service_call_id for s in window.items] == [c.service_call_id for c in calls[2:4]]
+        assert [s.spec.service_call_id for s in window.items] == [
+            c.service_call_id for c in calls[2:4]
+        ]
 
         for descending in (False, True):
             seen: list[str] = []
-            query = ListQuery(tenant_id=tenant, page_size=3, order_by="schedule_time", descending=descending,
-                              statuses=frozenset({Status.SCHEDULED}))
+            query = ListQuery(
+                tenant_id=tenant,
+                page_size=3,
+                order_by="schedule_time",
+                descending=descending,
+                statuses=frozenset({Status.SCHEDULED}),
+            )
             while True:
                 page = await store.list(query)
                 seen.extend(s.spec.service_call_id for s in page.items)
                 if page.next_cursor is None:
                     break
                 query = replace(query, after=page.next_cursor)
-            expected = [c.service_call_id for c in reversed(calls[1:])]  # later created = earlier due
+            expected = [
+                c.service_call_id for c in reversed(calls[1:])
+            ]  # later created = earlier due
             assert seen == (list(reversed(expected)) if descending else expected)
-

@@ -12,9 +12,9 @@ from typing import Any
 import grpc
 import pytest
 
+from mesh.topics import Topics
 from meshctl.layout import Layout
 from meshctl.sink import Sink
-from mesh.topics import Topics
 from servicecall.internal.v1 import events_pb2 as pb
 from servicecall.v1 import service_call_service_pb2_grpc as svc_grpc
 from tests.kafka_helpers import TopicReader
@@ -69,7 +69,7 @@ def grpc_channel(running_mesh: Layout) -> Iterator[grpc.aio.Channel]:
 
 
 @pytest.fixture
-def grpc_api(grpc_channel: grpc.aio.Channel) -> svc_grpc.ServiceCallServiceStub:
+def grpc_api(grpc_channel: grpc.aio.Channel) -> svc_grpc.ServiceCallServiceAsyncStub:
     return svc_grpc.ServiceCallServiceStub(grpc_channel)
 
 

@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 import grpc
 import psycopg
 import pytest
+from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from meshctl.layout import Layout
@@ -79,7 +80,7 @@ async def test_json_call_through_envoy_reaches_the_target_exactly_and_succeeds(
 
 
 async def test_grpc_call_due_later_is_never_sent_early(
-    grpc_api: svc_grpc.ServiceCallServiceStub, sink: Sink, call_events: CallEvents
+    grpc_api: svc_grpc.ServiceCallServiceAsyncStub, sink: Sink, call_events: CallEvents
 ) -> None:
     t = tenant()
     path = f"/later/{uuid.uuid4().hex}"
@@ -183,7 +184,7 @@ async def test_bad_input_is_a_400_with_field_violations_and_stores_nothing(
 
 
 async def test_unknown_call_is_not_found_on_both_faces(
-    json_api: JsonClient, grpc_api: svc_grpc.ServiceCallServiceStub
+    json_api: JsonClient, grpc_api: svc_grpc.ServiceCallServiceAsyncStub
 ) -> None:
     missing = str(uuid.uuid4())
     assert json_api.request("GET", f"/v1/tenants/{tenant()}/service-calls/{missing}").status == 404
@@ -200,3 +201,22 @@ async def test_internal_services_are_not_reachable_through_envoy(json_api: JsonC
     started = time.monotonic()
     assert json_api.request("GET", "/v1/anything-else").status == 404
     assert time.monotonic() - started < 5
+
+
+async def test_native_grpc_through_envoy_shares_the_public_listener(
+    running_mesh: Layout, sink: Sink
+) -> None:
+    # One listener serves JSON and gRPC; the JSON-only status rewrite must not touch gRPC.
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{running_mesh.envoy_port}") as channel:
+        stub: svc_grpc.ServiceCallServiceAsyncStub = svc_grpc.ServiceCallServiceStub(channel)
+        call = stub.SubmitServiceCall(
+            svc.SubmitServiceCallRequest(
+                tenant_id=tenant(),
+                service_call=api.ServiceCall(request=api.HttpRequest(url=sink.url("/via-envoy"))),
+                delay=Duration(seconds=3600),
+            )
+        )
+        created = await call
+        assert created.state == api.ServiceCall.SCHEDULED
+        location = dict(await call.initial_metadata())["location"]
+        assert str(location).endswith(created.service_call_id)

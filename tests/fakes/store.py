@@ -58,7 +58,9 @@ class InMemoryServiceCallStore:
         )
         if query.after is not None:
             position = (query.after.sort_value, query.after.service_call_id)
-            rows = [r for r in rows if (key(r) < position if query.descending else key(r) > position)]
+            rows = [
+                r for r in rows if (key(r) < position if query.descending else key(r) > position)
+            ]
         page = rows[: query.page_size]
         cursor = None
         if len(rows) > query.page_size:

@@ -117,7 +117,8 @@ async def test_relay_picks_up_a_row_whose_lower_id_commits_later(
         async with await psycopg.AsyncConnection.connect(fresh_database) as slow:
             # Takes the lower serial id but commits last.
             await slow.execute(
-                "INSERT INTO orchestrator.outbox (topic, key, payload) VALUES (%s, 'a/1', 'early-id')",
+                "INSERT INTO orchestrator.outbox (topic, key, payload)"
+                " VALUES (%s, 'a/1', 'early-id')",
                 (topic,),
             )
             await insert_rows(fresh_database, topic, [("b/2", b"late-id")])

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from hypothesis import HealthCheck, given, settings
@@ -22,6 +22,7 @@ from orchestrator.domain.commands import (
     SubmitServiceCall,
 )
 from orchestrator.domain.decide import decide, evolve, replay
+from orchestrator.domain.errors import AlreadySubmitted, ErrorKind, IdempotencyConflict
 from orchestrator.domain.model import ServiceCallSpec
 from orchestrator.domain.states import (
     TERMINAL,
@@ -45,7 +46,7 @@ ACTIONS = (
     *("advance", "fire_timer", "fire_timer", "executor_start"),
     *("executor_finish",) * 3,
     *("deliver",) * 5,
-    *("cancel", "reschedule", "run_now", "resubmit"),
+    *("cancel", "reschedule", "run_now", "resubmit", "resubmit_other"),
 )
 
 
@@ -109,9 +110,11 @@ class World:
         before = self.state
         decision = decide(before, command, self.now, TIMING)
         if not isinstance(decision, tuple):
-            if isinstance(before, TERMINAL):
-                return
-            assert before is not None or not isinstance(command, SubmitServiceCall)
+            assert decision.kind in ErrorKind
+            assert decision.message
+            if isinstance(command, SubmitServiceCall) and before is not None:
+                same = command.spec.fingerprint == before.spec.fingerprint
+                assert type(decision) is (AlreadySubmitted if same else IdempotencyConflict)
             return
         assert before is None or not isinstance(before, TERMINAL), "terminal state moved"
         assert decision, "an accepted command must produce events"
@@ -138,6 +141,8 @@ class World:
                 assert isinstance(before, Scheduled | Dispatched)
                 assert event.not_before == before.due_at
                 assert event.lease_expires_at > event.not_before
+                # Never handed off before its time: a stale hand-off timer must not act.
+                assert event.at >= event.not_before - TIMING.handoff_lead
                 self.requests.append(event)
             case _:
                 pass
@@ -179,8 +184,11 @@ def simulate(data: st.DataObject, spec: ServiceCallSpec) -> World:
                 world.handle(timer)
             case "executor_start" | "executor_finish" if world.requests:
                 request = data.draw(st.sampled_from(world.requests))
-                # The executor honours not_before on its own clock; that is its invariant.
+                # A correct executor honours not_before on its own clock; a rogue one (or a
+                # skewed clock) must still never show up as a start before due_at.
                 started_at = max(request.at, request.not_before) + data.draw(millis(0, 5_000))
+                if data.draw(st.integers(0, 9), label="rogue") == 0:
+                    started_at = request.not_before - data.draw(millis(1, 5_000))
                 if action == "executor_start" or data.draw(st.booleans(), label="started seen"):
                     world.reports.append(
                         (
@@ -206,6 +214,9 @@ def simulate(data: st.DataObject, spec: ServiceCallSpec) -> World:
                 world.handle(RunServiceCallNow())
             case "resubmit":
                 world.handle(SubmitServiceCall(spec=spec, due_at=due_at))
+            case "resubmit_other":
+                other = replace(spec, fingerprint=spec.fingerprint[::-1], created_at=world.now)
+                world.handle(SubmitServiceCall(spec=other, due_at=due_at))
             case _:
                 pass
     return world
