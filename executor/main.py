@@ -16,7 +16,7 @@ from executor.handler import ExecutionHandler
 from executor.registry import Executions
 from mesh.clock import SystemClock, Uuid7Gen
 from mesh.config import Env
-from mesh.grpc_server import GrpcServer, stop_on_signals
+from mesh.grpc_server import GrpcServer, stop_on_signals, supervise
 from mesh.kafka import ConsumerRunner, KafkaEventBus
 from mesh.logs import configure_logging, get_logger
 from mesh.topics import Topics
@@ -88,11 +88,7 @@ async def serve(config: ExecutorConfig) -> None:
         executor_id=config.executor_id,
         egress_allow=[str(n) for n in config.egress_allowlist],
     )
-    stopped = asyncio.create_task(stop.wait())
-    await asyncio.wait([stopped, consuming], return_when=asyncio.FIRST_COMPLETED)
-    if consuming.done() and not consuming.cancelled() and consuming.exception() is not None:
-        log.error("consumer died", error=repr(consuming.exception()))
-    stopped.cancel()
+    crashed = await supervise([consuming], stop)
     log.info("executor stopping", held=len(executions))
     await server.set_serving(False)
     consumer.stop()
@@ -101,6 +97,8 @@ async def serve(config: ExecutorConfig) -> None:
     await bus.close()
     await server.stop(grace=1.0)
     log.info("executor stopped")
+    if crashed:
+        raise SystemExit(1)
 
 
 def main(argv: list[str] | None = None) -> None:
