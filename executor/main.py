@@ -41,7 +41,9 @@ async def serve(config: ExecutorConfig) -> None:
     common = config.common
     topics = Topics.with_prefix(common.topic_prefix)
     executions = Executions()
-    bus = KafkaEventBus(common.kafka_bootstrap, f"executor-{config.executor_id}")
+    # No linger: every publish here sits between a call's due time and its request (Started)
+    # or holds a consumer slot (the result), and there is little to batch.
+    bus = KafkaEventBus(common.kafka_bootstrap, f"executor-{config.executor_id}", linger_ms=0)
     await bus.start()
     http = AiohttpClient.create(
         config.egress_allowlist, config.max_response_bytes, pool_size=config.max_in_flight
