@@ -91,6 +91,9 @@ def fresh_database(template_database: str) -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def running_mesh(infra: Layout) -> Iterator[Layout]:
+    # Never reuse service processes a previous session left (KEEP_TEST_MESH): they may run
+    # older code than the tests.
+    mesh.stop_mesh_processes(infra)
     mesh.start_services(infra)
     mesh.start_envoy(infra)
     mesh.wait_healthy(infra)
