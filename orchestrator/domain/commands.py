@@ -27,8 +27,8 @@ class SubmitServiceCall:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class FireTimer:
-    """A durable timer fired (DueTimeReached); fire_at identifies which one."""
-
+    # A durable timer fired (DueTimeReached). fire_at tells which arming it was, so a timer
+    # armed for an older due_at can be told apart from the current one.
     purpose: TimerPurpose
     attempt: int
     fire_at: datetime
@@ -81,9 +81,8 @@ Command = (
 )
 
 
+# Commands as the transition table sees them: each timer purpose moves the call differently.
 class CommandKind(enum.Enum):
-    """Commands as the transition table sees them: one kind per timer purpose."""
-
     SUBMIT = "SUBMIT"
     HANDOFF_TIMER = "HANDOFF_TIMER"
     DISPATCH_LEASE_TIMER = "DISPATCH_LEASE_TIMER"

@@ -36,8 +36,7 @@ class ServiceCallNotFound:
 
 @dataclass(frozen=True, slots=True)
 class AlreadySubmitted:
-    """Same idempotency key, same request: not a failure, the shell returns `state`."""
-
+    # Same idempotency key, same request: not a failure, the shell answers with `state`.
     kind: ClassVar[ErrorKind] = ErrorKind.DUPLICATE
     state: ServiceCallState
 

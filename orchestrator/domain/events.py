@@ -18,8 +18,8 @@ class Submitted:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TimerRequested:
-    """An instruction for the scheduler, kept in the log so the outbox can publish it."""
-
+    # An instruction for the scheduler, kept in the log so the outbox publishes it with the
+    # state change that asked for it.
     at: datetime
     purpose: TimerPurpose
     attempt: int

@@ -50,8 +50,6 @@ DEFAULT_RETRY_POLICY = RetryPolicy(
 
 @dataclass(frozen=True, slots=True)
 class Timing:
-    """How far ahead a call is handed off, how long a hand-off is trusted, watchdog slack."""
-
     handoff_lead: timedelta
     dispatch_lease: timedelta
     attempt_grace: timedelta

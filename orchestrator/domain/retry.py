@@ -16,7 +16,6 @@ class RetryDecision:
 
 
 def base_backoff(policy: RetryPolicy, attempt: int) -> timedelta:
-    """Backoff after `attempt` failed, before jitter: min·multiplierⁿ⁻¹ capped at max."""
     min_s = policy.min_backoff.total_seconds()
     max_s = policy.max_backoff.total_seconds()
     try:
@@ -27,7 +26,7 @@ def base_backoff(policy: RetryPolicy, attempt: int) -> timedelta:
 
 
 def jitter_fraction(service_call_id: str, attempt: int) -> float:
-    """A stable value in [0, 1): replays and replicas must compute the same retry time."""
+    # Derived, not drawn: a replay or another replica must compute the same retry time.
     digest = hashlib.sha256(f"{service_call_id}\x00{attempt}".encode()).digest()
     return int.from_bytes(digest[:8], "big") / 2**64
 

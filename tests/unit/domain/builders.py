@@ -147,7 +147,7 @@ def running(spec: ServiceCallSpec = SPEC) -> Running:
 
 
 def state_in(status: Status | None) -> ServiceCallState | None:
-    """A typical state of that status, reached through the core itself."""
+    # Reached through the core itself, so no test starts from a state it could not produce.
     match status:
         case None:
             return None
@@ -176,7 +176,7 @@ def due_of(state: ServiceCallState | None) -> datetime:
 
 
 def well_formed(kind: CommandKind, state: ServiceCallState | None) -> tuple[Command, datetime]:
-    """The command of that kind a correct mesh would send to `state`, and when."""
+    # The command of that kind a correct mesh would send to `state`, and when.
     attempt = current_attempt(state)
     due_at = due_of(state)
     late = due_at + timedelta(minutes=5)

@@ -481,3 +481,29 @@ def test_replay_rebuilds_the_state_from_its_log() -> None:
     assert rebuilt.version == len(log)
     with pytest.raises(ValueError, match="no events"):
         replay([])
+
+
+def test_max_retry_duration_counts_from_the_first_attempt_not_from_submission() -> None:
+    # Submitted an hour before it is due, with a ten-minute retry window.
+    windowed = service_call_spec(policy=retry_policy(max_retry_duration=timedelta(minutes=10)))
+    busy = execution_result(ended_at=DUE + SECOND, status=503)
+
+    state = step(running(windowed), RecordExecutionFailed(attempt=1, result=busy), DUE + SECOND)
+
+    assert status_of(state) in {Status.SCHEDULED, Status.DISPATCHED}
+
+
+def test_a_retry_beyond_max_retry_duration_fails_the_call() -> None:
+    policy = retry_policy(
+        max_retry_duration=timedelta(minutes=10), min_backoff=timedelta(minutes=20), jitter=0.0
+    )
+    busy = execution_result(ended_at=DUE + SECOND, status=503)
+
+    state = step(
+        running(service_call_spec(policy=policy)),
+        RecordExecutionFailed(attempt=1, result=busy),
+        DUE + SECOND,
+    )
+
+    assert isinstance(state, Failed)
+    assert "max_retry_duration" in state.reason

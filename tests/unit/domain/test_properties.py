@@ -46,7 +46,7 @@ ACTIONS = (
     *("advance", "fire_timer", "fire_timer", "executor_start"),
     *("executor_finish",) * 3,
     *("deliver",) * 5,
-    *("cancel", "reschedule", "run_now", "resubmit", "resubmit_other"),
+    *("cancel", "reschedule", "reschedule", "run_now", "resubmit", "resubmit_other"),
 )
 
 
@@ -120,6 +120,7 @@ class World:
         assert decision, "an accepted command must produce events"
         for event in decision:
             self.apply(event)
+        self.probe_timers()
         idempotent = not is_client_intent(command) and not is_rearm(command, decision)
         self.accepted.append((self.now, command, idempotent))
         if idempotent:
@@ -149,6 +150,16 @@ class World:
         if isinstance(after, TERMINAL) and not isinstance(before, TERMINAL):
             self.terminal_events += 1
         self.check(after)
+
+    def probe_timers(self) -> None:
+        # Whatever timer the scheduler fires now, stale or not, nothing is handed off early.
+        for timer in self.timers:
+            now = max(self.now, timer.fire_at)
+            decision = decide(self.state, timer, now, TIMING)
+            if isinstance(decision, tuple):
+                for event in decision:
+                    if isinstance(event, ev.ExecutionRequested):
+                        assert event.at >= event.not_before - TIMING.handoff_lead
 
     def check(self, state: ServiceCallState) -> None:
         policy = state.spec.retry_policy
@@ -208,7 +219,7 @@ def simulate(data: st.DataObject, spec: ServiceCallSpec) -> World:
             case "reschedule":
                 version = world.state.version if world.state else 0
                 expected = data.draw(st.sampled_from([None, version, version - 1]))
-                due_at = world.now + data.draw(millis(-60_000, 600_000))
+                due_at = world.now + data.draw(millis(-60_000, 3_600_000))
                 world.handle(RescheduleServiceCall(due_at=due_at, expected_version=expected))
             case "run_now":
                 world.handle(RunServiceCallNow())
