@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import sys
 from functools import partial
 
 from executor.adapters.http_client import AiohttpClient
@@ -16,9 +15,10 @@ from executor.handler import ExecutionHandler
 from executor.registry import Executions
 from mesh.clock import SystemClock, Uuid7Gen
 from mesh.config import Env
-from mesh.grpc_server import GrpcServer, stop_on_signals, supervise
+from mesh.grpc_server import GrpcServer
 from mesh.kafka import ConsumerRunner, KafkaEventBus
-from mesh.logs import configure_logging, get_logger
+from mesh.lifecycle import service_main, stop_on_signals, supervise
+from mesh.logs import get_logger
 from mesh.topics import Topics
 from servicecall.internal.v1 import executor_service_pb2_grpc
 
@@ -104,9 +104,5 @@ async def serve(config: ExecutorConfig) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = sys.argv[1:] if argv is None else argv
-    if args not in ([], ["serve"]):
-        raise SystemExit(f"usage: python -m executor [serve], not {' '.join(args)!r}")
     config = ExecutorConfig.from_env(Env(os.environ))
-    configure_logging("executor", config.common.log_level)
-    asyncio.run(serve(config))
+    service_main("executor", config.common.log_level, lambda: serve(config), argv=argv)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import signal
 from collections.abc import Callable, Sequence
 
 import grpc
@@ -61,32 +59,3 @@ class GrpcServer:
     async def stop(self, grace: float) -> None:
         await self.set_serving(False)
         await self.server.stop(grace)
-
-
-def stop_on_signals() -> asyncio.Event:
-    """An event set by SIGTERM or SIGINT, so a composition root can drain before exiting."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    return stop
-
-
-async def supervise(background: list[asyncio.Task[None]], stop: asyncio.Event) -> bool:
-    """Waits until a stop is asked or a background task ends; returns True if one crashed.
-
-    Background loops retry their own transient failures, so one that ends on its own is a
-    bug or a lost dependency: the process should stop and exit non-zero, so that whatever
-    supervises it (Kubernetes, an operator) restarts it rather than leaving it half alive.
-    """
-    stopping = asyncio.create_task(stop.wait())
-    await asyncio.wait([stopping, *background], return_when=asyncio.FIRST_COMPLETED)
-    stopping.cancel()
-    crashed = False
-    for task in background:
-        if task.done() and (task.cancelled() or task.exception() is not None):
-            error = None if task.cancelled() else task.exception()
-            log.error("background task ended unexpectedly", task=task.get_name(), error=repr(error))
-            crashed = True
-    stop.set()
-    return crashed

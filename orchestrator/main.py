@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import os
-import sys
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
 from mesh.clock import SystemClock, Uuid7Gen
 from mesh.config import CommonConfig, Env
-from mesh.db import make_engine, migrate
-from mesh.grpc_server import GrpcServer, stop_on_signals, supervise
+from mesh.db import make_engine
+from mesh.grpc_server import GrpcServer
 from mesh.kafka import ConsumerRunner, KafkaEventBus
-from mesh.logs import configure_logging, get_logger
+from mesh.lifecycle import Lifecycle, service_main
 from mesh.topics import Topics
 from orchestrator.adapters.messages import outbox_messages
 from orchestrator.adapters.relay import OutboxRelay
@@ -59,7 +56,6 @@ class OrchestratorConfig:
 
 
 async def serve(config: OrchestratorConfig) -> None:
-    log = get_logger("orchestrator")
     common = config.common
     topics = Topics.with_prefix(common.topic_prefix)
     engine = make_engine(common.database_url)
@@ -91,34 +87,22 @@ async def serve(config: OrchestratorConfig) -> None:
         CallEventHandler(orchestrator),
         client_id="orchestrator",
     )
-    stop = stop_on_signals()
-    await server.start()
-    background = [
-        asyncio.create_task(relay.run(stop), name="outbox-relay"),
-        asyncio.create_task(consumer.run(), name="consumer"),
-    ]
-    log.info("orchestrator ready", port=server.bound_port)
-    crashed = await supervise(background, stop)
-    log.info("orchestrator stopping")
-    await server.stop(grace=5.0)
-    consumer.stop()
-    for task in background:
-        with contextlib.suppress(Exception):
-            await task
-    await bus.close()
-    await engine.dispose()
-    if crashed:
-        raise SystemExit(1)
+    await Lifecycle(
+        "orchestrator",
+        server,
+        loops={"outbox-relay": relay.run, "consumer": lambda _stop: consumer.run()},
+        on_stop=[consumer.stop],
+        closers=[bus.close, engine.dispose],
+    ).run()
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = sys.argv[1:] if argv is None else argv
     config = OrchestratorConfig.from_env(Env(os.environ))
-    configure_logging("orchestrator", config.common.log_level)
-    command = args[0] if args else "serve"
-    if command == "migrate":
-        migrate(config.common.database_url, MIGRATIONS, "orchestrator")
-    elif command == "serve":
-        asyncio.run(serve(config))
-    else:
-        raise SystemExit(f"usage: python -m orchestrator [serve|migrate], not {command!r}")
+    service_main(
+        "orchestrator",
+        config.common.log_level,
+        lambda: serve(config),
+        config.common.database_url,
+        MIGRATIONS,
+        argv,
+    )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Literal, Protocol
 
 from mesh.ports import OutgoingMessage
@@ -59,6 +59,28 @@ class ListQuery:
 class Page:
     items: Sequence[ServiceCallState]
     next_cursor: Cursor | None
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRow:
+    """A committed message waiting to be published; `id` orders rows by insertion."""
+
+    id: int
+    message: OutgoingMessage
+
+
+class Outbox(Protocol):
+    """The relay's side of the outbox: what is still to publish, and marking it done."""
+
+    async def pending(self, limit: int) -> list[OutboxRow]:
+        """Unpublished rows, lowest id first (never "ids after the last one seen")."""
+        ...
+
+    async def mark_published(self, ids: list[int]) -> None: ...
+
+    async def prune(self, older_than: timedelta) -> int:
+        """Deletes rows published more than `older_than` ago; never an unpublished one."""
+        ...
 
 
 class ConcurrentUpdateError(Exception):

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import os
-import sys
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import partial
@@ -13,10 +10,10 @@ from pathlib import Path
 
 from mesh.clock import SystemClock, Uuid7Gen
 from mesh.config import CommonConfig, Env
-from mesh.db import make_engine, migrate
-from mesh.grpc_server import GrpcServer, stop_on_signals, supervise
+from mesh.db import make_engine
+from mesh.grpc_server import GrpcServer
 from mesh.kafka import ConsumerRunner, KafkaEventBus
-from mesh.logs import configure_logging, get_logger
+from mesh.lifecycle import Lifecycle, service_main
 from mesh.topics import Topics
 from scheduler.adapters.store import PostgresTimerStore
 from scheduler.consumer import TimerRequestHandler
@@ -48,7 +45,6 @@ class SchedulerConfig:
 
 
 async def serve(config: SchedulerConfig) -> None:
-    log = get_logger("scheduler")
     common = config.common
     topics = Topics.with_prefix(common.topic_prefix)
     engine = make_engine(common.database_url)
@@ -79,34 +75,22 @@ async def serve(config: SchedulerConfig) -> None:
         TimerRequestHandler(store, firer),
         client_id="scheduler",
     )
-    stop = stop_on_signals()
-    await server.start()
-    background = [
-        asyncio.create_task(firer.run(stop), name="firer"),
-        asyncio.create_task(consumer.run(), name="consumer"),
-    ]
-    log.info("scheduler ready", port=server.bound_port)
-    crashed = await supervise(background, stop)
-    log.info("scheduler stopping")
-    await server.stop(grace=5.0)
-    consumer.stop()
-    for task in background:
-        with contextlib.suppress(Exception):
-            await task
-    await bus.close()
-    await engine.dispose()
-    if crashed:
-        raise SystemExit(1)
+    await Lifecycle(
+        "scheduler",
+        server,
+        loops={"firer": firer.run, "consumer": lambda _stop: consumer.run()},
+        on_stop=[consumer.stop],
+        closers=[bus.close, engine.dispose],
+    ).run()
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = sys.argv[1:] if argv is None else argv
     config = SchedulerConfig.from_env(Env(os.environ))
-    configure_logging("scheduler", config.common.log_level)
-    command = args[0] if args else "serve"
-    if command == "migrate":
-        migrate(config.common.database_url, MIGRATIONS, "scheduler")
-    elif command == "serve":
-        asyncio.run(serve(config))
-    else:
-        raise SystemExit(f"usage: python -m scheduler [serve|migrate], not {command!r}")
+    service_main(
+        "scheduler",
+        config.common.log_level,
+        lambda: serve(config),
+        config.common.database_url,
+        MIGRATIONS,
+        argv,
+    )

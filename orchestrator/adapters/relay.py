@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from dataclasses import dataclass
 from datetime import timedelta
 
 import psycopg
@@ -26,17 +25,12 @@ from confluent_kafka import KafkaException
 from mesh.db import libpq_url
 from mesh.logs import get_logger
 from mesh.ports import EventBus, OutgoingMessage
+from orchestrator.ports import OutboxRow
 
 log = get_logger(__name__)
 
 NOTIFY_CHANNEL = "orchestrator_outbox"
 _LEADER_LOCK = 0x5E_0001  # advisory lock key owned by the relay
-
-
-@dataclass(frozen=True, slots=True)
-class OutboxRow:
-    id: int
-    message: OutgoingMessage
 
 
 class PostgresOutbox:
@@ -65,7 +59,7 @@ class PostgresOutbox:
     async def prune(self, older_than: timedelta) -> int:
         cur = await self._conn.execute(
             "DELETE FROM orchestrator.outbox"
-            " WHERE published_at IS NOT NULL AND published_at < now() - %s",
+            " WHERE published_at IS NOT NULL AND published_at <= now() - %s",
             (older_than,),
         )
         return cur.rowcount

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from urllib.parse import parse_qs, urlsplit
 
 from executor.domain.egress import Denied, Network, check_address, check_url, parse_address
@@ -13,19 +13,9 @@ from executor.domain.outcome import AttemptError
 from executor.ports import HttpFailure, HttpRequest, HttpResponse
 from mesh.ports import OutgoingMessage
 from servicecall.internal.v1 import events_pb2 as pb
+from tests.fakes.clock import T0, FakeClock, SeqIds
 
-T0 = datetime(2030, 1, 2, 3, 4, 5, 600_000, tzinfo=UTC)
-
-
-class FakeClock:
-    def __init__(self, now: datetime = T0) -> None:
-        self.current = now
-
-    def now(self) -> datetime:
-        return self.current
-
-    def advance(self, by: timedelta) -> None:
-        self.current += by
+__all__ = ["T0", "FakeClock", "SeqIds"]
 
 
 class FakeSleeper:
@@ -46,16 +36,6 @@ class FakeSleeper:
             await self.gate.wait()
         requested = timedelta(seconds=seconds)
         self.clock.advance(requested - self.early if requested > self.early else requested)
-
-
-class SeqIds:
-    def __init__(self, prefix: str = "evt") -> None:
-        self.prefix = prefix
-        self.count = 0
-
-    def new_id(self) -> str:
-        self.count += 1
-        return f"{self.prefix}-{self.count}"
 
 
 @dataclass

@@ -1,0 +1,102 @@
+"""A service process's life: serve, run background loops, stop gracefully, exit honestly."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import sys
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mesh.db import migrate
+from mesh.grpc_server import GrpcServer
+from mesh.logs import configure_logging, get_logger
+
+log = get_logger(__name__)
+
+Loop = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
+
+
+def stop_on_signals() -> asyncio.Event:
+    """An event set by SIGTERM or SIGINT, so a composition root can drain before exiting."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
+async def supervise(background: list[asyncio.Task[None]], stop: asyncio.Event) -> bool:
+    """Waits until a stop is asked or a background task ends; returns True if one crashed.
+
+    Background loops retry their own transient failures, so one that ends on its own is a
+    bug or a lost dependency: the process should stop and exit non-zero, so that whatever
+    supervises it (Kubernetes, an operator) restarts it rather than leaving it half alive.
+    """
+    stopping = asyncio.create_task(stop.wait())
+    await asyncio.wait([stopping, *background], return_when=asyncio.FIRST_COMPLETED)
+    stopping.cancel()
+    crashed = False
+    for task in background:
+        if task.done() and (task.cancelled() or task.exception() is not None):
+            error = None if task.cancelled() else task.exception()
+            log.error("background task ended unexpectedly", task=task.get_name(), error=repr(error))
+            crashed = True
+    stop.set()
+    return crashed
+
+
+@dataclass
+class Lifecycle:
+    """Starts the server, runs each loop until SIGTERM/SIGINT or until one ends, then stops
+    the server (letting in-flight RPCs finish), signals the loops, awaits them and closes
+    resources in order. Exits non-zero when a loop crashed (see `supervise`)."""
+
+    name: str
+    server: GrpcServer
+    loops: dict[str, Loop]
+    on_stop: Sequence[Callable[[], None]] = ()
+    closers: Sequence[Callable[[], Awaitable[None]]] = ()
+    grace: float = 5.0
+
+    async def run(self) -> None:
+        stop = stop_on_signals()
+        await self.server.start()
+        tasks = [asyncio.create_task(loop(stop), name=name) for name, loop in self.loops.items()]
+        log.info(f"{self.name} ready", port=self.server.bound_port)
+        crashed = await supervise(tasks, stop)
+        log.info(f"{self.name} stopping")
+        await self.server.stop(grace=self.grace)
+        for signal_stop in self.on_stop:
+            signal_stop()
+        for task in tasks:
+            with contextlib.suppress(Exception):
+                await task
+        for close in self.closers:
+            await close()
+        if crashed:
+            raise SystemExit(1)
+
+
+def service_main(
+    name: str,
+    log_level: str,
+    serve: Callable[[], Coroutine[Any, Any, None]],
+    database_url: str | None = None,
+    migrations: Path | None = None,
+    argv: Sequence[str] | None = None,
+) -> None:
+    """`python -m <service> [serve|migrate]`."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    configure_logging(name, log_level)
+    command = args[0] if args else "serve"
+    if command == "migrate" and migrations is not None and database_url is not None:
+        migrate(database_url, migrations, name)
+    elif command == "serve":
+        asyncio.run(serve())
+    else:
+        usage = "serve|migrate" if migrations is not None else "serve"
+        raise SystemExit(f"usage: python -m {name} [{usage}], not {command!r}")
