@@ -12,7 +12,8 @@ PYTEST_FLAGS ?=
 SOURCES := mesh orchestrator scheduler executor gateway meshctl tests bench
 
 .PHONY: help bootstrap proto proto-check buf-lint lint typecheck check test test-unit \
-        test-integration test-e2e up down status logs demo-curl demo-grpcurl clean
+        test-integration test-e2e up down status logs demo-curl demo-grpcurl clean \
+        bench-scheduler bench-executor
 
 help:
 	@echo "make up          start Postgres, Kafka, the three services and Envoy (local processes)"
@@ -71,6 +72,13 @@ status: bootstrap
 
 logs: bootstrap
 	tail -n 20 -F $$($(PY) -m meshctl logs)
+
+# Figures, not pass/fail: each prints what it measured (medians of repeated runs).
+bench-scheduler: bootstrap
+	$(PY) -m bench.scheduler $(BENCH_FLAGS)
+
+bench-executor: bootstrap
+	$(PY) -m bench.executor $(BENCH_FLAGS)
 
 demo-curl:
 	scripts/demo-curl.sh

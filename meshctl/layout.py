@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import sys
 from dataclasses import dataclass, field, replace
@@ -92,6 +93,16 @@ class Layout:
             "KAFKA_CONTROLLER_PORT": str(self.kafka_controller_port),
         }
 
+    def secret_key(self) -> str:
+        """This mesh's sealing key (mesh/secrets.py), made once and kept in its run dir: a
+        local mesh needs no operator step, and a restart can still open what it sealed."""
+        path = self.run_dir / "secret.key"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(base64.b64encode(os.urandom(32)).decode())
+            path.chmod(0o600)
+        return path.read_text().strip()
+
     def service_env_for(self, service: str) -> dict[str, str]:
         return {
             **os.environ,
@@ -101,6 +112,7 @@ class Layout:
             "DATABASE_URL": self.database_url,
             "KAFKA_BOOTSTRAP": self.kafka_bootstrap,
             "TOPIC_PREFIX": self.topic_prefix,
+            "MESH_SECRET_KEY": self.secret_key(),
             # The local mesh calls local sinks; a production executor keeps loopback blocked.
             "EGRESS_ALLOW_CIDRS": "127.0.0.0/8,::1/128",
             **dict(self.service_env),

@@ -27,7 +27,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from servicecall.v1 import service_call_pb2 as servicecall_dot_v1_dot_service__call__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$servicecall/internal/v1/events.proto\x12\x17servicecall.internal.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a!servicecall/v1/service_call.proto\"\xef\x06\n\x08\x45nvelope\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12\x17\n\x0fservice_call_id\x18\x03 \x01(\t\x12\x16\n\x0e\x63orrelation_id\x18\x04 \x01(\t\x12/\n\x0boccurred_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08sequence\x18\x06 \x01(\x03\x12\x42\n\tsubmitted\x18\n \x01(\x0b\x32-.servicecall.internal.v1.ServiceCallSubmittedH\x00\x12\x42\n\x0ftimer_requested\x18\x0b \x01(\x0b\x32\'.servicecall.internal.v1.TimerRequestedH\x00\x12\x43\n\x10\x64ue_time_reached\x18\x0c \x01(\x0b\x32\'.servicecall.internal.v1.DueTimeReachedH\x00\x12J\n\x13\x65xecution_requested\x18\r \x01(\x0b\x32+.servicecall.internal.v1.ExecutionRequestedH\x00\x12\x46\n\x11\x65xecution_started\x18\x0e \x01(\x0b\x32).servicecall.internal.v1.ExecutionStartedH\x00\x12J\n\x13\x65xecution_succeeded\x18\x0f \x01(\x0b\x32+.servicecall.internal.v1.ExecutionSucceededH\x00\x12\x44\n\x10\x65xecution_failed\x18\x10 \x01(\x0b\x32(.servicecall.internal.v1.ExecutionFailedH\x00\x12@\n\x08\x63\x61nceled\x18\x11 \x01(\x0b\x32,.servicecall.internal.v1.ServiceCallCanceledH\x00\x12\x46\n\x0brescheduled\x18\x12 \x01(\x0b\x32/.servicecall.internal.v1.ServiceCallRescheduledH\x00\x12\x42\n\tcompleted\x18\x13 \x01(\x0b\x32-.servicecall.internal.v1.ServiceCallCompletedH\x00\x42\t\n\x07payload\"R\n\x14ServiceCallSubmitted\x12,\n\x08\x64ue_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04tags\x18\x02 \x03(\t\"\x88\x01\n\x0eTimerRequested\x12\x36\n\x07purpose\x18\x01 \x01(\x0e\x32%.servicecall.internal.v1.TimerPurpose\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\x05\x12-\n\tfire_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xb8\x01\n\x0e\x44ueTimeReached\x12\x36\n\x07purpose\x18\x01 \x01(\x0e\x32%.servicecall.internal.v1.TimerPurpose\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\x05\x12-\n\tfire_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nfired_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xf7\x01\n\x12\x45xecutionRequested\x12\x0f\n\x07\x61ttempt\x18\x01 \x01(\x05\x12.\n\nnot_before\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x35\n\x11lease_expire_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x07request\x18\x04 \x01(\x0b\x32\x1b.servicecall.v1.HttpRequest\x12\x17\n\x0fidempotency_key\x18\x05 \x01(\t\x12\"\n\x1amax_response_snippet_bytes\x18\x06 \x01(\x05\"h\n\x10\x45xecutionStarted\x12\x0f\n\x07\x61ttempt\x18\x01 \x01(\x05\x12.\n\nstart_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0b\x65xecutor_id\x18\x03 \x01(\t\"\xac\x01\n\rAttemptResult\x12\x17\n\x0fresponse_status\x18\x01 \x01(\x05\x12\x18\n\x10response_snippet\x18\x02 \x01(\t\x12\r\n\x05\x65rror\x18\x03 \x01(\t\x12,\n\x08\x65nd_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x08\x64uration\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\"]\n\x12\x45xecutionSucceeded\x12\x0f\n\x07\x61ttempt\x18\x01 \x01(\x05\x12\x36\n\x06result\x18\x02 \x01(\x0b\x32&.servicecall.internal.v1.AttemptResult\"\x9d\x01\n\x0f\x45xecutionFailed\x12\x0f\n\x07\x61ttempt\x18\x01 \x01(\x05\x12\x36\n\x06result\x18\x02 \x01(\x0b\x32&.servicecall.internal.v1.AttemptResult\x12\x11\n\tretryable\x18\x03 \x01(\x08\x12.\n\x0bretry_after\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\"%\n\x13ServiceCallCanceled\x12\x0e\n\x06reason\x18\x01 \x01(\t\"F\n\x16ServiceCallRescheduled\x12,\n\x08\x64ue_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"o\n\x14ServiceCallCompleted\x12\x30\n\x05state\x18\x01 \x01(\x0e\x32!.servicecall.v1.ServiceCall.State\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x15\n\rattempt_count\x18\x03 \x01(\x05*\x8e\x01\n\x0cTimerPurpose\x12\x1d\n\x19TIMER_PURPOSE_UNSPECIFIED\x10\x00\x12\x19\n\x15TIMER_PURPOSE_HANDOFF\x10\x01\x12 \n\x1cTIMER_PURPOSE_DISPATCH_LEASE\x10\x02\x12\"\n\x1eTIMER_PURPOSE_ATTEMPT_DEADLINE\x10\x03\x42\x02P\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$servicecall/internal/v1/events.proto\x12\x17servicecall.internal.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a!servicecall/v1/service_call.proto\"\xef\x06\n\x08\x45nvelope\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12\x17\n\x0fservice_call_id\x18\x03 \x01(\t\x12\x16\n\x0e\x63orrelation_id\x18\x04 \x01(\t\x12/\n\x0boccurred_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08sequence\x18\x06 \x01(\x03\x12\x42\n\tsubmitted\x18\n \x01(\x0b\x32-.servicecall.internal.v1.ServiceCallSubmittedH\x00\x12\x42\n\x0ftimer_requested\x18\x0b \x01(\x0b\x32\'.servicecall.internal.v1.TimerRequestedH\x00\x12\x43\n\x10\x64ue_time_reached\x18\x0c \x01(\x0b\x32\'.servicecall.internal.v1.DueTimeReachedH\x00\x12J\n\x13\x65xecution_requested\x18\r \x01(\x0b\x32+.servicecall.internal.v1.ExecutionRequestedH\x00\x12\x46\n\x11\x65xecution_started\x18\x0e \x01(\x0b\x32).servicecall.internal.v1.ExecutionStartedH\x00\x12J\n\x13\x65xecution_succeeded\x18\x0f \x01(\x0b\x32+.servicecall.internal.v1.ExecutionSucceededH\x00\x12\x44\n\x10\x65xecution_failed\x18\x10 \x01(\x0b\x32(.servicecall.internal.v1.ExecutionFailedH\x00\x12@\n\x08\x63\x61nceled\x18\x11 \x01(\x0b\x32,.servicecall.internal.v1.ServiceCallCanceledH\x00\x12\x46\n\x0brescheduled\x18\x12 \x01(\x0b\x32/.servicecall.internal.v1.ServiceCallRescheduledH\x00\x12\x42\n\tcompleted\x18\x13 \x01(\x0b\x32-.servicecall.internal.v1.ServiceCallCompletedH\x00\x42\t\n\x07payload\"R\n\x14ServiceCallSubmitted\x12,\n\x08\x64ue_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04tags\x18\x02 \x03(\t\"\x88\x01\n\x0eTimerRequested\x12\x36\n\x07purpose\x18\x01 \x01(\x0e\x32%.servicecall.internal.v1.TimerPurpose\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\x05\x12-\n\tfire_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xb8\x01\n\x0e\x44ueTimeReached\x12\x36\n\x07purpose\x18\x01 \x01(\x0e\x32%.servicecall.internal.v1.TimerPurpose\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\x05\x12-\n\tfire_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nfired_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x85\x03\n\x12\x45xecutionRequested\x12\x0f\n\x07\x61ttempt\x18\x01 \x01(\x05\x12.\n\nnot_before\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x35\n\x11lease_expire_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x07request\x18\x04 \x01(\x0b\x32\x1b.servicecall.v1.HttpRequest\x12\x17\n\x0fidempotency_key\x18\x05 \x01(\t\x12\"\n\x1amax_response_snippet_bytes\x18\x06 \x01(\x05\x12V\n\x0esealed_headers\x18\x07 \x03(\x0b\x32>.servicecall.internal.v1.ExecutionRequested.SealedHeadersEntry\x1a\x34\n\x12SealedHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x0c:\x02\x38\x01\"h\n\x10\x45xecutionStarted\x12\x0f\n\x07\x61ttempt\x18\x01 \x01(\x05\x12.\n\nstart_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0b\x65xecutor_id\x18\x03 \x01(\t\"\xac\x01\n\rAttemptResult\x12\x17\n\x0fresponse_status\x18\x01 \x01(\x05\x12\x18\n\x10response_snippet\x18\x02 \x01(\t\x12\r\n\x05\x65rror\x18\x03 \x01(\t\x12,\n\x08\x65nd_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x08\x64uration\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\"]\n\x12\x45xecutionSucceeded\x12\x0f\n\x07\x61ttempt\x18\x01 \x01(\x05\x12\x36\n\x06result\x18\x02 \x01(\x0b\x32&.servicecall.internal.v1.AttemptResult\"\x9d\x01\n\x0f\x45xecutionFailed\x12\x0f\n\x07\x61ttempt\x18\x01 \x01(\x05\x12\x36\n\x06result\x18\x02 \x01(\x0b\x32&.servicecall.internal.v1.AttemptResult\x12\x11\n\tretryable\x18\x03 \x01(\x08\x12.\n\x0bretry_after\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\"%\n\x13ServiceCallCanceled\x12\x0e\n\x06reason\x18\x01 \x01(\t\"F\n\x16ServiceCallRescheduled\x12,\n\x08\x64ue_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"o\n\x14ServiceCallCompleted\x12\x30\n\x05state\x18\x01 \x01(\x0e\x32!.servicecall.v1.ServiceCall.State\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x15\n\rattempt_count\x18\x03 \x01(\x05*\x8e\x01\n\x0cTimerPurpose\x12\x1d\n\x19TIMER_PURPOSE_UNSPECIFIED\x10\x00\x12\x19\n\x15TIMER_PURPOSE_HANDOFF\x10\x01\x12 \n\x1cTIMER_PURPOSE_DISPATCH_LEASE\x10\x02\x12\"\n\x1eTIMER_PURPOSE_ATTEMPT_DEADLINE\x10\x03\x42\x02P\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,8 +35,10 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'servicecall.internal.v1.eve
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'P\001'
-  _globals['_TIMERPURPOSE']._serialized_start=2468
-  _globals['_TIMERPURPOSE']._serialized_end=2610
+  _globals['_EXECUTIONREQUESTED_SEALEDHEADERSENTRY']._loaded_options = None
+  _globals['_EXECUTIONREQUESTED_SEALEDHEADERSENTRY']._serialized_options = b'8\001'
+  _globals['_TIMERPURPOSE']._serialized_start=2610
+  _globals['_TIMERPURPOSE']._serialized_end=2752
   _globals['_ENVELOPE']._serialized_start=166
   _globals['_ENVELOPE']._serialized_end=1045
   _globals['_SERVICECALLSUBMITTED']._serialized_start=1047
@@ -46,19 +48,21 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DUETIMEREACHED']._serialized_start=1271
   _globals['_DUETIMEREACHED']._serialized_end=1455
   _globals['_EXECUTIONREQUESTED']._serialized_start=1458
-  _globals['_EXECUTIONREQUESTED']._serialized_end=1705
-  _globals['_EXECUTIONSTARTED']._serialized_start=1707
-  _globals['_EXECUTIONSTARTED']._serialized_end=1811
-  _globals['_ATTEMPTRESULT']._serialized_start=1814
-  _globals['_ATTEMPTRESULT']._serialized_end=1986
-  _globals['_EXECUTIONSUCCEEDED']._serialized_start=1988
-  _globals['_EXECUTIONSUCCEEDED']._serialized_end=2081
-  _globals['_EXECUTIONFAILED']._serialized_start=2084
-  _globals['_EXECUTIONFAILED']._serialized_end=2241
-  _globals['_SERVICECALLCANCELED']._serialized_start=2243
-  _globals['_SERVICECALLCANCELED']._serialized_end=2280
-  _globals['_SERVICECALLRESCHEDULED']._serialized_start=2282
-  _globals['_SERVICECALLRESCHEDULED']._serialized_end=2352
-  _globals['_SERVICECALLCOMPLETED']._serialized_start=2354
-  _globals['_SERVICECALLCOMPLETED']._serialized_end=2465
+  _globals['_EXECUTIONREQUESTED']._serialized_end=1847
+  _globals['_EXECUTIONREQUESTED_SEALEDHEADERSENTRY']._serialized_start=1795
+  _globals['_EXECUTIONREQUESTED_SEALEDHEADERSENTRY']._serialized_end=1847
+  _globals['_EXECUTIONSTARTED']._serialized_start=1849
+  _globals['_EXECUTIONSTARTED']._serialized_end=1953
+  _globals['_ATTEMPTRESULT']._serialized_start=1956
+  _globals['_ATTEMPTRESULT']._serialized_end=2128
+  _globals['_EXECUTIONSUCCEEDED']._serialized_start=2130
+  _globals['_EXECUTIONSUCCEEDED']._serialized_end=2223
+  _globals['_EXECUTIONFAILED']._serialized_start=2226
+  _globals['_EXECUTIONFAILED']._serialized_end=2383
+  _globals['_SERVICECALLCANCELED']._serialized_start=2385
+  _globals['_SERVICECALLCANCELED']._serialized_end=2422
+  _globals['_SERVICECALLRESCHEDULED']._serialized_start=2424
+  _globals['_SERVICECALLRESCHEDULED']._serialized_end=2494
+  _globals['_SERVICECALLCOMPLETED']._serialized_start=2496
+  _globals['_SERVICECALLCOMPLETED']._serialized_end=2607
 # @@protoc_insertion_point(module_scope)

@@ -269,12 +269,33 @@ class ExecutionRequested(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class SealedHeadersEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.bytes
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.bytes = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     ATTEMPT_FIELD_NUMBER: _builtins.int
     NOT_BEFORE_FIELD_NUMBER: _builtins.int
     LEASE_EXPIRE_TIME_FIELD_NUMBER: _builtins.int
     REQUEST_FIELD_NUMBER: _builtins.int
     IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
     MAX_RESPONSE_SNIPPET_BYTES_FIELD_NUMBER: _builtins.int
+    SEALED_HEADERS_FIELD_NUMBER: _builtins.int
     attempt: _builtins.int
     """The attempt number (1-based). Redeliveries and re-dispatches of the same
     attempt carry the same number and idempotency key.
@@ -282,7 +303,7 @@ class ExecutionRequested(_message.Message):
     idempotency_key: _builtins.str
     """Sent to the target as `Idempotency-Key`; stable across redeliveries."""
     max_response_snippet_bytes: _builtins.int
-    """Where to send it is decided again by the executor's egress policy."""
+    """At most this many bytes of the response body are kept as the snippet."""
     @_builtins.property
     def not_before(self) -> _timestamp_pb2.Timestamp:
         """The request must not reach the target before this time (the call's due time)."""
@@ -295,6 +316,13 @@ class ExecutionRequested(_message.Message):
     def request(self) -> _service_call_pb2.HttpRequest:
         """What to send."""
 
+    @_builtins.property
+    def sealed_headers(self) -> _containers.ScalarMap[_builtins.str, _builtins.bytes]:
+        """Secret header values (Authorization, API keys, ...), never in clear on Kafka: sealed
+        with the mesh key (mesh/secrets.py), bound to (tenant, call, header name). Their names
+        are absent from `request.headers`.
+        """
+
     def __init__(
         self,
         *,
@@ -304,10 +332,11 @@ class ExecutionRequested(_message.Message):
         request: _service_call_pb2.HttpRequest | None = ...,
         idempotency_key: _builtins.str = ...,
         max_response_snippet_bytes: _builtins.int = ...,
+        sealed_headers: _abc.Mapping[_builtins.str, _builtins.bytes] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["lease_expire_time", b"lease_expire_time", "not_before", b"not_before", "request", b"request"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "idempotency_key", b"idempotency_key", "lease_expire_time", b"lease_expire_time", "max_response_snippet_bytes", b"max_response_snippet_bytes", "not_before", b"not_before", "request", b"request"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "idempotency_key", b"idempotency_key", "lease_expire_time", b"lease_expire_time", "max_response_snippet_bytes", b"max_response_snippet_bytes", "not_before", b"not_before", "request", b"request", "sealed_headers", b"sealed_headers"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,1 @@
+"""Benchmarks: `make bench-*` prints measured figures against a real mesh."""
