@@ -13,6 +13,7 @@ from mesh.db import make_engine
 from mesh.grpc_server import GrpcServer
 from mesh.kafka import ConsumerRunner, KafkaEventBus
 from mesh.lifecycle import Lifecycle, service_main
+from mesh.secrets import SecretBox
 from mesh.topics import Topics
 from orchestrator.adapters.messages import outbox_messages
 from orchestrator.adapters.relay import OutboxRelay
@@ -37,6 +38,7 @@ class OrchestratorConfig:
     page_token_secret: bytes
     max_snippet_bytes: int
     consumer_group: str
+    secrets: SecretBox
 
     @classmethod
     def from_env(cls, env: Env) -> OrchestratorConfig:
@@ -52,6 +54,7 @@ class OrchestratorConfig:
             page_token_secret=env.text("PAGE_TOKEN_SECRET", "dev-only-page-token-secret").encode(),
             max_snippet_bytes=env.integer("MAX_SNIPPET_BYTES", 1024),
             consumer_group=env.text("ORCHESTRATOR_GROUP", "orchestrator"),
+            secrets=SecretBox.from_env(env.values),
         )
 
 
@@ -71,6 +74,7 @@ async def serve(config: OrchestratorConfig) -> None:
         to_messages=partial(
             outbox_messages, topics=topics, max_snippet_bytes=config.max_snippet_bytes
         ),
+        secrets=config.secrets,
     )
     api = ServiceCallApi(orchestrator, ids, PageTokens(config.page_token_secret))
     server = GrpcServer(

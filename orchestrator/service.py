@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from mesh.ports import Clock, IdGen, OutgoingMessage
+from mesh.secrets import SecretBox
 from orchestrator.domain.commands import (
     CancelServiceCall,
     Command,
@@ -22,6 +23,7 @@ from orchestrator.domain.model import HttpRequest, RetryPolicy, ServiceCallSpec,
 from orchestrator.domain.states import ServiceCallState
 from orchestrator.domain.validation import FieldViolation, Limits, validate_submission
 from orchestrator.ports import ListQuery, Page, ServiceCallStore, Transition
+from orchestrator.sealing import seal_secret_headers
 
 MessageMapper = Callable[
     [ServiceCallState | None, ServiceCallState, Sequence[Event], str], tuple[OutgoingMessage, ...]
@@ -58,6 +60,7 @@ class Orchestrator:
         timing: Timing,
         limits: Limits,
         to_messages: MessageMapper,
+        secrets: SecretBox,
     ) -> None:
         self._store = store
         self._clock = clock
@@ -65,6 +68,7 @@ class Orchestrator:
         self._timing = timing
         self._limits = limits
         self._to_messages = to_messages
+        self._secrets = secrets
 
     async def submit(
         self, submission: Submission, correlation_id: str
@@ -93,19 +97,24 @@ class Orchestrator:
         service_call_id = (
             service_call_id_for(submission.tenant_id, key) if key else self._ids.new_id()
         )
+        # The fingerprint is over the request as the client sent it (so a retried submit
+        # matches); what is stored has its secret headers sealed (sealing is randomised).
+        request_fingerprint = fingerprint(
+            submission.request,
+            submission.tags,
+            submission.retry_policy,
+            submission.due if submission.due is not None else now,
+        )
         spec = ServiceCallSpec(
             tenant_id=submission.tenant_id,
             service_call_id=service_call_id,
-            request=submission.request,
+            request=seal_secret_headers(
+                submission.request, submission.tenant_id, service_call_id, self._secrets
+            ),
             tags=submission.tags,
             idempotency_key=key,
             retry_policy=submission.retry_policy,
-            fingerprint=fingerprint(
-                submission.request,
-                submission.tags,
-                submission.retry_policy,
-                submission.due if submission.due is not None else now,
-            ),
+            fingerprint=request_fingerprint,
             created_at=now,
         )
         transition = await self._run(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime
 
 from mesh.ports import OutgoingMessage
@@ -20,6 +21,7 @@ from orchestrator.domain.commands import (
 from orchestrator.domain.model import ExecutionResult
 from orchestrator.domain.states import ServiceCallState, Status, status_of
 from orchestrator.mapping import request_to_proto
+from orchestrator.sealing import split_sealed
 from servicecall.internal.v1 import events_pb2 as pb
 from servicecall.v1 import service_call_pb2 as api
 
@@ -91,6 +93,7 @@ def outbox_messages(
                     ),
                 )
             case ev.ExecutionRequested():
+                clear, sealed = split_sealed(spec.request.headers)
                 emit(
                     topics.execution_requests,
                     index,
@@ -99,7 +102,8 @@ def outbox_messages(
                         attempt=event.attempt,
                         not_before=to_timestamp(event.not_before),
                         lease_expire_time=to_timestamp(event.lease_expires_at),
-                        request=request_to_proto(spec.request),
+                        request=request_to_proto(replace(spec.request, headers=clear)),
+                        sealed_headers=sealed,
                         # One key per call, so a retry of the same call is recognisable too.
                         idempotency_key=spec.service_call_id,
                         max_response_snippet_bytes=max_snippet_bytes,
