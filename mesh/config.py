@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import ClassVar
 
 
 class ConfigError(ValueError):
@@ -74,15 +75,15 @@ class CommonConfig:
     topic_prefix: str
     log_level: str
 
+    DEFAULT_DATABASE_URL: ClassVar[str] = "postgresql://postgres@127.0.0.1:55432/servicecall"
+
     @classmethod
     def from_env(cls, env: Env, service_name: str, default_port: int) -> CommonConfig:
         return cls(
             service_name=service_name,
             grpc_host=env.text("GRPC_HOST", "127.0.0.1"),
             grpc_port=env.integer("GRPC_PORT", default_port),
-            database_url=env.text(
-                "DATABASE_URL", "postgresql://postgres@127.0.0.1:55432/servicecall"
-            ),
+            database_url=env.text("DATABASE_URL", cls.DEFAULT_DATABASE_URL),
             kafka_bootstrap=env.text("KAFKA_BOOTSTRAP", "127.0.0.1:59092"),
             topic_prefix=env.text("TOPIC_PREFIX", "servicecall."),
             log_level=env.text("LOG_LEVEL", "info"),

@@ -24,6 +24,7 @@ def main(argv: list[str]) -> int:
         print(f"  Postgres:          {layout.database_url}")
         print(f"  Kafka:             {layout.kafka_bootstrap}")
         print(f"  logs:              {layout.run_dir / 'logs'}")
+        print(f"  demo API key:      {layout.run_dir / 'demo.key'} (tenant 'demo')")
     elif command == "down":
         stopped = mesh.down(layout)
         print(f"stopped: {', '.join(stopped) or 'no mesh processes'}; Kafka and Postgres stopped")

@@ -73,6 +73,28 @@ def migrate(layout: Layout) -> None:
         )
 
 
+def ensure_demo_key(layout: Layout) -> Path:
+    """A `demo` tenant and an API key for it, so the README's demo works right after `up`."""
+    key_file = layout.run_dir / "demo.key"
+    if not key_file.exists():
+        processes.run(
+            [
+                layout.python,
+                "-m",
+                "orchestrator",
+                "admin",
+                "create-key",
+                "demo",
+                "--create-tenant",
+                "--out",
+                str(key_file),
+            ],
+            layout.service_env_for("orchestrator"),
+            "creating the demo API key",
+        )
+    return key_file
+
+
 def start_services(layout: Layout, only: tuple[str, ...] = SERVICES) -> None:
     for component in components(layout):
         if component.name in only:
@@ -156,6 +178,7 @@ def wait_healthy(layout: Layout, timeout: float = 60.0, only: tuple[str, ...] = 
 def up(layout: Layout) -> None:
     start_infra(layout)
     migrate(layout)
+    ensure_demo_key(layout)
     start_services(layout)
     start_envoy(layout)
     wait_healthy(layout)

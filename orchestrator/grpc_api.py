@@ -15,6 +15,7 @@ from grpc_status import rpc_status
 
 from mesh.ports import IdGen
 from mesh.timeconv import from_duration, from_timestamp
+from orchestrator.auth import Authenticator, key_from_metadata
 from orchestrator.domain.errors import DomainError, ErrorKind, VersionMismatch
 from orchestrator.domain.model import DEFAULT_RETRY_POLICY, HttpRequest, RetryPolicy
 from orchestrator.domain.states import ServiceCallState
@@ -174,6 +175,10 @@ def submission_from_proto(
     )
 
 
+def _tenant_not_found(tenant_id: str) -> str:
+    return f"tenant {tenant_id} not found"
+
+
 def _check_ids(tenant_id: str, service_call_id: str) -> list[FieldViolation]:
     problems = list(validate_tenant_id(tenant_id))
     try:
@@ -184,10 +189,35 @@ def _check_ids(tenant_id: str, service_call_id: str) -> list[FieldViolation]:
 
 
 class ServiceCallApi(svc_grpc.ServiceCallServiceServicer):
-    def __init__(self, orchestrator: Orchestrator, ids: IdGen, page_tokens: PageTokens) -> None:
+    def __init__(
+        self,
+        orchestrator: Orchestrator,
+        ids: IdGen,
+        page_tokens: PageTokens,
+        authenticator: Authenticator,
+    ) -> None:
         self._orchestrator = orchestrator
         self._ids = ids
         self._page_tokens = page_tokens
+        self._auth = authenticator
+
+    async def _authorize(
+        self, context: grpc.aio.ServicerContext[object, object], tenant_id: str, not_found: str
+    ) -> None:
+        """Every RPC runs as the tenant its API key belongs to. Another tenant's resources
+        answer exactly like missing ones (`not_found`), so nothing tells them apart."""
+        metadata = {
+            k: v if isinstance(v, str) else v.decode()
+            for k, v in (context.invocation_metadata() or ())
+        }
+        caller = await self._auth.tenant_for(key_from_metadata(metadata))
+        if caller is None:
+            await context.abort(
+                grpc.StatusCode.UNAUTHENTICATED,
+                "a valid API key is required: 'Authorization: Bearer sck_...'",
+            )
+        if caller != tenant_id:
+            await context.abort(grpc.StatusCode.NOT_FOUND, not_found)
 
     def _correlation_id(self, context: grpc.aio.ServicerContext[object, object]) -> str:
         return _metadata(context, "x-request-id") or self._ids.new_id()
@@ -197,6 +227,7 @@ class ServiceCallApi(svc_grpc.ServiceCallServiceServicer):
         request: svc.SubmitServiceCallRequest,
         context: grpc.aio.ServicerContext[object, object],
     ) -> api.ServiceCall:
+        await self._authorize(context, request.tenant_id, _tenant_not_found(request.tenant_id))
         submission = submission_from_proto(request, _metadata(context, "idempotency-key"))
         if isinstance(submission, list):
             await _abort_invalid(context, submission)
@@ -225,6 +256,7 @@ class ServiceCallApi(svc_grpc.ServiceCallServiceServicer):
         request: svc.ListServiceCallsRequest,
         context: grpc.aio.ServicerContext[object, object],
     ) -> svc.ListServiceCallsResponse:
+        await self._authorize(context, request.tenant_id, _tenant_not_found(request.tenant_id))
         problems = _Violations()
         problems.items.extend(validate_tenant_id(request.tenant_id))
         if not 0 <= request.page_size <= MAX_PAGE_SIZE:

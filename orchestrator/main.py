@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -15,9 +16,12 @@ from mesh.kafka import ConsumerRunner, KafkaEventBus
 from mesh.lifecycle import Lifecycle, service_main
 from mesh.secrets import SecretBox
 from mesh.topics import Topics
+from orchestrator import admin
 from orchestrator.adapters.messages import outbox_messages
 from orchestrator.adapters.relay import OutboxRelay
 from orchestrator.adapters.store import PostgresServiceCallStore
+from orchestrator.adapters.tenants import PostgresKeyLookup
+from orchestrator.auth import Authenticator
 from orchestrator.consumer import CallEventHandler
 from orchestrator.domain.model import Timing
 from orchestrator.domain.validation import Limits
@@ -39,6 +43,7 @@ class OrchestratorConfig:
     max_snippet_bytes: int
     consumer_group: str
     secrets: SecretBox
+    api_key_cache_s: float
 
     @classmethod
     def from_env(cls, env: Env) -> OrchestratorConfig:
@@ -55,6 +60,7 @@ class OrchestratorConfig:
             max_snippet_bytes=env.integer("MAX_SNIPPET_BYTES", 1024),
             consumer_group=env.text("ORCHESTRATOR_GROUP", "orchestrator"),
             secrets=SecretBox.from_env(env.values),
+            api_key_cache_s=env.number("API_KEY_CACHE_S", 30.0),
         )
 
 
@@ -76,7 +82,12 @@ async def serve(config: OrchestratorConfig) -> None:
         ),
         secrets=config.secrets,
     )
-    api = ServiceCallApi(orchestrator, ids, PageTokens(config.page_token_secret))
+    api = ServiceCallApi(
+        orchestrator,
+        ids,
+        PageTokens(config.page_token_secret),
+        Authenticator(PostgresKeyLookup(engine), ttl=config.api_key_cache_s),
+    )
     server = GrpcServer(
         common.grpc_host,
         common.grpc_port,
@@ -101,6 +112,10 @@ async def serve(config: OrchestratorConfig) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["admin"]:
+        url = Env(os.environ).text("DATABASE_URL", CommonConfig.DEFAULT_DATABASE_URL)
+        raise SystemExit(admin.run(url, args[1:]))
     config = OrchestratorConfig.from_env(Env(os.environ))
     service_main(
         "orchestrator",

@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from mesh.db import make_engine, migrate
 from meshctl import mesh
 from meshctl.layout import Layout
+from orchestrator.adapters.tenants import TenantAdmin
 from orchestrator.main import MIGRATIONS as ORCHESTRATOR_MIGRATIONS
 from scheduler.main import MIGRATIONS as SCHEDULER_MIGRATIONS
 
@@ -87,6 +88,25 @@ def fresh_database(template_database: str) -> Iterator[str]:
     yield f"{base}/{name}"
     with psycopg.connect(f"{base}/postgres", autocommit=True) as conn:
         conn.execute(f"DROP DATABASE {name} WITH (FORCE)")
+
+
+class KeyRing:
+    """API keys for test tenants, made on first use through the real admin adapter."""
+
+    def __init__(self, database_url: str) -> None:
+        self._admin = TenantAdmin(database_url)
+        self._keys: dict[str, str] = {}
+
+    def for_tenant(self, tenant_id: str) -> str:
+        if tenant_id not in self._keys:
+            self._admin.create_tenant(tenant_id)
+            self._keys[tenant_id] = self._admin.create_key(tenant_id).text
+        return self._keys[tenant_id]
+
+
+@pytest.fixture(scope="session")
+def key_ring(infra: Layout) -> KeyRing:
+    return KeyRing(infra.database_url)
 
 
 @pytest.fixture(scope="session")

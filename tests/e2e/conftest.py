@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
@@ -17,6 +18,7 @@ from meshctl.layout import Layout
 from meshctl.sink import Sink
 from servicecall.internal.v1 import events_pb2 as pb
 from servicecall.v1 import service_call_service_pb2_grpc as svc_grpc
+from tests.conftest import KeyRing
 from tests.kafka_helpers import TopicReader
 
 
@@ -27,21 +29,37 @@ class HttpResponse:
     body: Any
 
 
-class JsonClient:
-    """Plain HTTP/1.1 JSON, as curl would send it, to Envoy's public port."""
+_TENANT_PATH = re.compile(r"/v1/tenants/([^/?]+)")
 
-    def __init__(self, base_url: str) -> None:
+
+class JsonClient:
+    """Plain HTTP/1.1 JSON, as curl would send it, to Envoy's public port. Unless told
+    otherwise it authenticates as the tenant named in the path, like that tenant's client."""
+
+    def __init__(self, base_url: str, key_ring: KeyRing) -> None:
         self.base_url = base_url
+        self.key_ring = key_ring
 
     def request(
-        self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        headers: dict[str, str] | None = None,
+        as_tenant: str | None = None,
+        anonymous: bool = False,
     ) -> HttpResponse:
         data = None if body is None else json.dumps(body).encode()
+        auth: dict[str, str] = {}
+        match = _TENANT_PATH.match(path)
+        tenant = as_tenant or (match.group(1) if match else None)
+        if tenant and not anonymous:
+            auth["authorization"] = f"Bearer {self.key_ring.for_tenant(tenant)}"
         request = urllib.request.Request(
             self.base_url + path,
             data=data,
             method=method,
-            headers={"content-type": "application/json", **(headers or {})},
+            headers={"content-type": "application/json", **auth, **(headers or {})},
         )
         try:
             with urllib.request.urlopen(request, timeout=30) as response:
@@ -57,15 +75,43 @@ class JsonClient:
 
 
 @pytest.fixture(scope="session")
-def json_api(running_mesh: Layout) -> JsonClient:
-    return JsonClient(running_mesh.public_url)
+def json_api(running_mesh: Layout, key_ring: KeyRing) -> JsonClient:
+    return JsonClient(running_mesh.public_url, key_ring)
+
+
+class TenantKeyInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
+    """Sends the API key of the tenant named in each request, as that tenant's client would."""
+
+    def __init__(self, key_ring: KeyRing) -> None:
+        self._key_ring = key_ring
+
+    async def intercept_unary_unary(
+        self, continuation: Any, details: grpc.aio.ClientCallDetails, request: Any
+    ) -> Any:
+        metadata = grpc.aio.Metadata(*(details.metadata or ()))
+        tenant = getattr(request, "tenant_id", "")
+        if tenant and metadata.get("authorization") is None:
+            metadata.add("authorization", f"Bearer {self._key_ring.for_tenant(tenant)}")
+        return await continuation(
+            grpc.aio.ClientCallDetails(
+                details.method,
+                details.timeout,
+                metadata,
+                details.credentials,
+                details.wait_for_ready,
+            ),
+            request,
+        )
+
+
+def tenant_channel(target: str, key_ring: KeyRing) -> grpc.aio.Channel:
+    return grpc.aio.insecure_channel(target, interceptors=[TenantKeyInterceptor(key_ring)])
 
 
 @pytest.fixture(scope="session")
-def grpc_channel(running_mesh: Layout) -> Iterator[grpc.aio.Channel]:
+def grpc_channel(running_mesh: Layout, key_ring: KeyRing) -> Iterator[grpc.aio.Channel]:
     # Direct to the orchestrator, bypassing Envoy: the gRPC face of the same service.
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{running_mesh.orchestrator_port}")
-    yield channel
+    yield tenant_channel(f"127.0.0.1:{running_mesh.orchestrator_port}", key_ring)
 
 
 @pytest.fixture

@@ -18,7 +18,8 @@ from meshctl.sink import Sink
 from servicecall.v1 import service_call_pb2 as api
 from servicecall.v1 import service_call_service_pb2 as svc
 from servicecall.v1 import service_call_service_pb2_grpc as svc_grpc
-from tests.e2e.conftest import CallEvents, JsonClient
+from tests.conftest import KeyRing
+from tests.e2e.conftest import CallEvents, JsonClient, tenant_channel
 
 
 def tenant() -> str:
@@ -204,10 +205,10 @@ async def test_internal_services_are_not_reachable_through_envoy(json_api: JsonC
 
 
 async def test_native_grpc_through_envoy_shares_the_public_listener(
-    running_mesh: Layout, sink: Sink
+    running_mesh: Layout, sink: Sink, key_ring: KeyRing
 ) -> None:
     # One listener serves JSON and gRPC; the JSON-only status rewrite must not touch gRPC.
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{running_mesh.envoy_port}") as channel:
+    async with tenant_channel(f"127.0.0.1:{running_mesh.envoy_port}", key_ring) as channel:
         stub: svc_grpc.ServiceCallServiceAsyncStub = svc_grpc.ServiceCallServiceStub(channel)
         call = stub.SubmitServiceCall(
             svc.SubmitServiceCallRequest(

@@ -1,0 +1,59 @@
+"""`python -m orchestrator admin ...`: create tenants and API keys, revoke and list keys."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from orchestrator.adapters.tenants import TenantAdmin
+from orchestrator.domain.validation import validate_tenant_id
+
+
+def run(database_url: str, argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m orchestrator admin", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    create_tenant = commands.add_parser("create-tenant", help="add a tenant")
+    create_tenant.add_argument("tenant_id")
+    create_key = commands.add_parser("create-key", help="a new API key for a tenant (shown once)")
+    create_key.add_argument("tenant_id")
+    create_key.add_argument("--create-tenant", action="store_true", help="add the tenant if new")
+    create_key.add_argument("--out", type=Path, help="write the key to this file (mode 600)")
+    revoke = commands.add_parser("revoke-key", help="revoke a key by its id")
+    revoke.add_argument("key_id")
+    list_keys = commands.add_parser("list-keys", help="a tenant's keys (ids only)")
+    list_keys.add_argument("tenant_id")
+    args = parser.parse_args(list(argv))
+
+    admin = TenantAdmin(database_url)
+    if args.command in ("create-tenant", "create-key", "list-keys"):
+        problems = validate_tenant_id(args.tenant_id)
+        if problems:
+            print(f"tenant_id: {problems[0].description}", file=sys.stderr)
+            return 2
+    if args.command == "create-tenant":
+        created = admin.create_tenant(args.tenant_id)
+        print(f"tenant {args.tenant_id} {'created' if created else 'already exists'}")
+    elif args.command == "create-key":
+        if args.create_tenant:
+            admin.create_tenant(args.tenant_id)
+        key = admin.create_key(args.tenant_id)
+        if args.out is not None:
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(args.out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as out:
+                out.write(key.text + "\n")
+            print(f"key {key.key_id} for tenant {args.tenant_id} written to {args.out}")
+        else:
+            print(key.text)
+    elif args.command == "revoke-key":
+        revoked = admin.revoke_key(args.key_id)
+        print(f"key {args.key_id} {'revoked' if revoked else 'not found or already revoked'}")
+        return 0 if revoked else 1
+    elif args.command == "list-keys":
+        for info in admin.list_keys(args.tenant_id):
+            state = f"revoked {info.revoked_at:%F %T}" if info.revoked_at else "active"
+            print(f"{info.key_id}  created {info.created_at:%F %T}  {state}")
+    return 0
