@@ -379,15 +379,14 @@ class ServiceCallApi(svc_grpc.ServiceCallServiceServicer):
         service_call_id: str,
         context: grpc.aio.ServicerContext[object, object],
     ) -> ServiceCallState:
+        not_found = f"service call tenants/{tenant_id}/service-calls/{service_call_id} not found"
+        await self._authorize(context, tenant_id, not_found)
         problems = _check_ids(tenant_id, service_call_id)
         if problems:
             await _abort_invalid(context, problems)
         state = await self._orchestrator.get(tenant_id, service_call_id)
         if state is None:
-            await context.abort(
-                grpc.StatusCode.NOT_FOUND,
-                f"service call tenants/{tenant_id}/service-calls/{service_call_id} not found",
-            )
+            await context.abort(grpc.StatusCode.NOT_FOUND, not_found)
         return state
 
     async def _answer(

@@ -7,6 +7,8 @@ export PATH="$PWD/.run/bin:$PATH"
 API=${API:-127.0.0.1:8080}
 SINK_PORT=${SINK_PORT:-9998}
 TENANT=${TENANT:-demo}
+KEY=${KEY:-$(cat .run/dev/demo.key)}
+AUTH="authorization: Bearer $KEY"
 
 PYTHONPATH=.:gen .venv/bin/python -m meshctl.sink --port "$SINK_PORT" &
 sink=$!
@@ -18,7 +20,7 @@ grpcurl -plaintext "$API" list
 for port in 50051 50052 50053; do grpcurl -plaintext "127.0.0.1:$port" list | grep servicecall; done
 
 submit() {
-  grpcurl -plaintext -d @ "$API" servicecall.v1.ServiceCallService/SubmitServiceCall | \
+  grpcurl -plaintext -H "$AUTH" -d @ "$API" servicecall.v1.ServiceCallService/SubmitServiceCall | \
     python3 -c 'import json,sys; print(json.load(sys.stdin)["service_call_id"])'
 }
 echo "== submit a call due now, and one due in 5 s"
@@ -31,7 +33,7 @@ later_id=$(submit <<JSON
 JSON
 )
 state() {
-  grpcurl -plaintext -d "{\"tenant_id\":\"$TENANT\",\"service_call_id\":\"$1\"}" "$API" \
+  grpcurl -plaintext -H "$AUTH" -d "{\"tenant_id\":\"$TENANT\",\"service_call_id\":\"$1\"}" "$API" \
     servicecall.v1.ServiceCallService/GetServiceCall | python3 -c 'import json,sys; print(json.load(sys.stdin)["state"])'
 }
 for _ in $(seq 100); do
@@ -40,6 +42,6 @@ for _ in $(seq 100); do
   [[ $a == SUCCEEDED && $b == SUCCEEDED ]] && break
   sleep 0.5
 done
-grpcurl -plaintext -d "{\"tenant_id\":\"$TENANT\",\"service_call_id\":\"$later_id\",\"view\":\"FULL\"}" "$API" \
+grpcurl -plaintext -H "$AUTH" -d "{\"tenant_id\":\"$TENANT\",\"service_call_id\":\"$later_id\",\"view\":\"FULL\"}" "$API" \
   servicecall.v1.ServiceCallService/GetServiceCall
 [[ $(state "$now_id") == SUCCEEDED && $(state "$later_id") == SUCCEEDED ]]

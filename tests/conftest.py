@@ -43,6 +43,7 @@ def test_layout() -> Layout:
         DISPATCH_LEASE_S="5.0",
         ATTEMPT_GRACE_S="5.0",
         CLAIM_LEASE_S="3.0",
+        API_KEY_CACHE_S="0",
         LOG_LEVEL="info",
     )
 

@@ -198,12 +198,14 @@ def validate_due_at(
     due_at: datetime, now: datetime, limits: Limits = DEFAULT_LIMITS
 ) -> list[FieldViolation]:
     if due_at.tzinfo is None or due_at.utcoffset() is None:
-        return [FieldViolation("service_call.due_at", "must carry a time zone")]
+        return [FieldViolation("service_call.schedule_time", "must carry a time zone")]
     if due_at - now > limits.max_schedule_ahead:
+        ahead = limits.max_schedule_ahead
+        span = f"{ahead.days} days" if ahead % timedelta(days=1) == timedelta(0) else str(ahead)
         return [
             FieldViolation(
-                "service_call.due_at",
-                f"must be at most {limits.max_schedule_ahead} ahead of now",
+                "service_call.schedule_time",
+                f"must be at most {span} from now (or use a delay within that)",
             )
         ]
     # A due time in the past is valid: the call runs at once.
