@@ -13,7 +13,7 @@ SOURCES := mesh orchestrator scheduler executor gateway meshctl tests bench
 
 .PHONY: help bootstrap proto proto-check buf-lint lint typecheck check test test-unit \
         test-integration test-e2e up down status logs demo-curl demo-grpcurl clean \
-        bench-scheduler bench-executor
+        bench-scheduler bench-executor fuzz
 
 help:
 	@echo "make up          start Postgres, Kafka, the three services and Envoy (local processes)"
@@ -79,6 +79,10 @@ bench-scheduler: bootstrap
 
 bench-executor: bootstrap
 	$(PY) -m bench.executor $(BENCH_FLAGS)
+
+# A longer fuzz run than the bounded one inside `make test` (tests/e2e/test_fuzz.py).
+fuzz: bootstrap
+	FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-3000} pytest tests/e2e/test_fuzz.py $(PYTEST_FLAGS)
 
 demo-curl:
 	scripts/demo-curl.sh
