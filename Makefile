@@ -13,7 +13,7 @@ SOURCES := mesh orchestrator scheduler executor gateway meshctl tests bench
 
 .PHONY: help bootstrap proto proto-check buf-lint lint typecheck check test test-unit \
         test-integration test-e2e up down status logs demo-curl demo-grpcurl clean \
-        bench-scheduler bench-executor fuzz
+        bench-scheduler bench-executor fuzz admin
 
 help:
 	@echo "make up          start Postgres, Kafka, the three services and Envoy (local processes)"
@@ -72,6 +72,11 @@ status: bootstrap
 
 logs: bootstrap
 	tail -n 20 -F $$($(PY) -m meshctl logs)
+
+# Tenants and API keys of the local mesh, e.g. make admin ARGS="create-key acme --create-tenant"
+admin: bootstrap
+	@DATABASE_URL=$${DATABASE_URL:-postgresql://postgres@127.0.0.1:55432/servicecall} \
+	  $(PY) -m orchestrator admin $(ARGS)
 
 # Figures, not pass/fail: each prints what it measured (medians of repeated runs).
 bench-scheduler: bootstrap
