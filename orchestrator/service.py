@@ -6,6 +6,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+from mesh.logs import call_context, get_logger
 from mesh.ports import Clock, IdGen, OutgoingMessage
 from mesh.secrets import SecretBox
 from orchestrator.domain.commands import (
@@ -24,6 +25,8 @@ from orchestrator.domain.states import ServiceCallState
 from orchestrator.domain.validation import FieldViolation, Limits, validate_submission
 from orchestrator.ports import ListQuery, Page, ServiceCallStore, Transition
 from orchestrator.sealing import seal_secret_headers
+
+log = get_logger(__name__)
 
 MessageMapper = Callable[
     [ServiceCallState | None, ServiceCallState, Sequence[Event], str], tuple[OutgoingMessage, ...]
@@ -207,4 +210,20 @@ class Orchestrator:
                 after, decision, self._to_messages(before, after, decision, correlation_id)
             )
 
-        return await self._store.transact(tenant_id, service_call_id, step, event_id)
+        transition = await self._store.transact(tenant_id, service_call_id, step, event_id)
+        if event_id is None and transition is not None:
+            # Client commands; facts from other services are logged by the consumer.
+            with call_context(tenant_id, service_call_id, correlation_id):
+                if transition.rejection is not None:
+                    log.info(
+                        "command refused",
+                        command=type(command).__name__,
+                        reason=transition.rejection.message,
+                    )
+                else:
+                    log.info(
+                        "command applied",
+                        command=type(command).__name__,
+                        events=[type(e).__name__ for e in transition.events],
+                    )
+        return transition
