@@ -5,8 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timedelta
-from urllib.parse import urlsplit
+from datetime import datetime
 
 from google.protobuf.message import DecodeError
 
@@ -25,12 +24,12 @@ from executor.domain.outcome import (
     classify_error,
     classify_response,
 )
-from executor.ports import HttpClient, HttpFailure, HttpResponse, Sleeper
+from executor.ports import EventQueue, HttpClient, HttpFailure, HttpResponse, Sleeper
 from executor.registry import Executions, HeldExecution, Stage
 from executor.timing import wait_until
 from mesh.kafka import ReceivedMessage
 from mesh.logs import call_context, get_logger
-from mesh.ports import Clock, EventBus, IdGen, OutgoingMessage
+from mesh.ports import Clock, IdGen, OutgoingMessage
 from mesh.redaction import snippet
 from servicecall.internal.v1 import events_pb2 as pb
 
@@ -40,16 +39,17 @@ log = get_logger(__name__)
 class ExecutionHandler:
     """The ConsumerRunner's handler for `execution-requests`.
 
-    It returns only after the attempt's result was acknowledged by Kafka, so the offset is
-    committed only then; a crash before that redelivers the request and the target may see the
-    attempt twice (with the same Idempotency-Key). Publishing is retried here rather than by
-    raising, because the runner would retry the whole message and send the HTTP request again.
+    It returns only after the attempt's Started and result were acknowledged by Kafka, so the
+    offset is committed only then; a crash before that redelivers the request and the target
+    may see the attempt twice (with the same Idempotency-Key). Publishing is retried here rather
+    than by raising, because the runner would retry the whole message and send the HTTP request
+    again.
     """
 
     def __init__(
         self,
         *,
-        bus: EventBus,
+        bus: EventQueue,
         http: HttpClient,
         clock: Clock,
         ids: IdGen,
@@ -142,39 +142,68 @@ class ExecutionHandler:
             log.warning("dispatch lease expired before start; the attempt may run twice")
         entry.stage = Stage.IN_FLIGHT
         entry.start_time = start_time
-        await self._publish(
-            started_message(
-                self._topic,
-                order,
-                self._ids.new_id(),
-                at=start_time,
-                start_time=start_time,
-                executor_id=self._executor_id,
-            )
+        started = started_message(
+            self._topic,
+            order,
+            self._ids.new_id(),
+            at=start_time,
+            start_time=start_time,
+            executor_id=self._executor_id,
         )
+        # Precision: the request goes out right after Started is handed to the producer, not
+        # after its ack (a broker round trip, milliseconds). Both acks are awaited below, before
+        # the offset can be committed; Started and the result share a key, so the idempotent
+        # producer keeps them in this order on their partition.
+        started_ack = self._enqueue([started])
         sent_at = self._clock.now()
-        log.info(
-            "attempt sending",
-            attempt=order.attempt,
-            method=request.method,
-            target_host=urlsplit(request.url).hostname,
-            late_ms=round((sent_at - order.not_before).total_seconds() * 1000, 3),
-        )
         reply = await self._send(request)
         ended_at = self._clock.now()
         outcome, body_snippet = self._judge(reply, order, ended_at)
-        self._log_outcome(order, outcome, reply, ended_at - sent_at)
-        await self._publish(
-            result_message(
-                self._topic,
-                order,
-                self._ids.new_id(),
-                outcome,
-                body_snippet,
-                started_at=sent_at,
-                ended_at=ended_at,
-            )
+        result = result_message(
+            self._topic,
+            order,
+            self._ids.new_id(),
+            outcome,
+            body_snippet,
+            started_at=sent_at,
+            ended_at=ended_at,
         )
+        result_ack = self._enqueue([result])
+        self._log_outcome(order, outcome, reply, sent_at, ended_at)
+        await self._settle([(started, started_ack), (result, result_ack)])
+
+    def _enqueue(self, messages: list[OutgoingMessage]) -> asyncio.Future[None]:
+        try:
+            return self._bus.enqueue(messages)
+        except Exception as e:
+            # A producer that refuses at once is handled like one that fails later.
+            failed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            failed.set_exception(e)
+            return failed
+
+    async def _settle(self, pending: list[tuple[OutgoingMessage, asyncio.Future[None]]]) -> None:
+        """Returns once every message was acknowledged; the HTTP request is never sent again.
+
+        If one was not, it and everything queued after it go out again, in order, so the
+        partition still holds Started before the result. Event ids stay the same, so a copy
+        that did land as well is a duplicate the orchestrator's inbox drops.
+        """
+        acks = await asyncio.gather(*(ack for _, ack in pending), return_exceptions=True)
+        failed = next((i for i, a in enumerate(acks) if isinstance(a, BaseException)), None)
+        if failed is None:
+            return
+        error = acks[failed]
+        log.warning("publish failed; retrying", error=type(error).__name__, detail=str(error))
+        messages = [message for message, _ in pending[failed:]]
+        delay, ceiling = self._backoff
+        while True:
+            await self._sleeper.sleep(delay)
+            try:
+                await self._enqueue(messages)
+                return
+            except Exception as e:
+                log.warning("publish failed; retrying", error=type(e).__name__, detail=str(e))
+                delay = min(delay * 2, ceiling)
 
     async def _send(self, request: HttpRequest) -> HttpResponse | HttpFailure:
         try:
@@ -200,9 +229,12 @@ class ExecutionHandler:
         order: ExecutionOrder,
         outcome: Outcome,
         reply: HttpResponse | HttpFailure,
-        took: timedelta,
+        sent_at: datetime,
+        ended_at: datetime,
     ) -> None:
-        duration_ms = round(took.total_seconds() * 1000, 3)
+        # Logged after the response, not before the request: nothing may delay the send.
+        duration_ms = round((ended_at - sent_at).total_seconds() * 1000, 3)
+        late_ms = round((sent_at - order.not_before).total_seconds() * 1000, 3)
         match outcome:
             case Succeeded(status=status):
                 log.info(
@@ -210,6 +242,7 @@ class ExecutionHandler:
                     attempt=order.attempt,
                     status=status,
                     duration_ms=duration_ms,
+                    late_ms=late_ms,
                 )
             case Failed():
                 log.info(
@@ -223,15 +256,5 @@ class ExecutionHandler:
                         outcome.retry_after.total_seconds() if outcome.retry_after else None
                     ),
                     duration_ms=duration_ms,
+                    late_ms=late_ms,
                 )
-
-    async def _publish(self, message: OutgoingMessage) -> None:
-        delay, ceiling = self._backoff
-        while True:
-            try:
-                await self._bus.publish([message])
-                return
-            except Exception as e:
-                log.warning("publish failed; retrying", error=type(e).__name__, detail=str(e))
-                await self._sleeper.sleep(delay)
-                delay = min(delay * 2, ceiling)

@@ -8,6 +8,7 @@ import os
 from functools import partial
 
 from executor.adapters.http_client import AiohttpClient
+from executor.adapters.kafka_queue import KafkaEventQueue
 from executor.adapters.sleeper import AsyncioSleeper
 from executor.config import ExecutorConfig
 from executor.grpc_api import SERVICE_NAME, ExecutorApi
@@ -16,7 +17,7 @@ from executor.registry import Executions
 from mesh.clock import SystemClock, Uuid7Gen
 from mesh.config import Env
 from mesh.grpc_server import GrpcServer
-from mesh.kafka import ConsumerRunner, KafkaEventBus
+from mesh.kafka import ConsumerRunner
 from mesh.lifecycle import service_main, stop_on_signals, supervise
 from mesh.logs import get_logger
 from mesh.topics import Topics
@@ -41,9 +42,9 @@ async def serve(config: ExecutorConfig) -> None:
     common = config.common
     topics = Topics.with_prefix(common.topic_prefix)
     executions = Executions()
-    # No linger: every publish here sits between a call's due time and its request (Started)
-    # or holds a consumer slot (the result), and there is little to batch.
-    bus = KafkaEventBus(common.kafka_bootstrap, f"executor-{config.executor_id}", linger_ms=0)
+    # No linger: every attempt's handler (and its consumer slot) waits for these acks, and
+    # there is little to batch.
+    bus = KafkaEventQueue(common.kafka_bootstrap, f"executor-{config.executor_id}", linger_ms=0)
     await bus.start()
     http = AiohttpClient.create(
         config.egress_allowlist, config.max_response_bytes, pool_size=config.max_in_flight

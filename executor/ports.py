@@ -1,14 +1,29 @@
-"""The executor's ports: the HTTP client that reaches targets, and sleeping."""
+"""The executor's ports: the bus it reports on, the HTTP client that reaches targets, sleeping."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 from executor.domain.execution import HttpRequest
 from executor.domain.outcome import AttemptError
+from mesh.ports import OutgoingMessage
 
-__all__ = ["HttpClient", "HttpFailure", "HttpRequest", "HttpResponse", "Sleeper"]
+__all__ = ["EventQueue", "HttpClient", "HttpFailure", "HttpRequest", "HttpResponse", "Sleeper"]
+
+
+class EventQueue(Protocol):
+    def enqueue(self, messages: Sequence[OutgoingMessage]) -> asyncio.Future[None]:
+        """Hands the messages to the producer before returning (behind everything enqueued
+        earlier, in order per key) and returns a future that resolves once the broker
+        acknowledged all of them, or fails if any was not.
+
+        Unlike EventBus.publish, handing over and waiting are separate, so the executor can
+        announce an attempt and send its request without waiting for the announcement's ack.
+        """
+        ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from urllib.parse import parse_qs, urlsplit
+
+from google.protobuf.message import DecodeError
 
 from executor.domain.egress import Denied, Network, check_address, check_url, parse_address
 from executor.domain.outcome import AttemptError
@@ -40,32 +43,54 @@ class FakeSleeper:
 
 @dataclass
 class FakeBus:
-    """Records what was acknowledged; `journal` is shared with the fake HTTP client so tests
-    can check the order of publishes and sends."""
+    """An EventQueue that records hand-overs (`produce:`) and acknowledgements (`ack:`) in
+    `journal`, which it shares with the fake HTTP client so tests can check the order of
+    producing, sending and acking. Acks come in hand-over order, as Kafka's do per partition."""
 
     journal: list[str] = field(default_factory=list)
-    published: list[OutgoingMessage] = field(default_factory=list)
-    failures: int = 0  # the next N publishes raise
+    published: list[OutgoingMessage] = field(default_factory=list)  # acknowledged, in order
+    failures: int = 0  # the next N hand-overs fail (their future raises)
     gates: dict[str, asyncio.Event] = field(default_factory=dict)  # payload name → ack gate
     attempts: int = 0
     publishing: asyncio.Event = field(default_factory=asyncio.Event)  # set on the first call
+    _last: asyncio.Future[None] | None = None
 
-    async def publish(self, messages: Sequence[OutgoingMessage]) -> None:
+    def enqueue(self, messages: Sequence[OutgoingMessage]) -> asyncio.Future[None]:
         self.attempts += 1
         self.publishing.set()
+        for message in messages:
+            self.journal.append(f"produce:{_payload(message)}")
         if self.failures > 0:
             self.failures -= 1
-            raise ConnectionError("broker unavailable")
+            failed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            failed.set_exception(ConnectionError("broker unavailable"))
+            return failed
+        acked = asyncio.ensure_future(self._ack(list(messages), self._last))
+        self._last = acked
+        return acked
+
+    async def _ack(
+        self, messages: list[OutgoingMessage], previous: asyncio.Future[None] | None
+    ) -> None:
+        if previous is not None:
+            with contextlib.suppress(BaseException):
+                await asyncio.shield(previous)
         for message in messages:
-            payload = pb.Envelope.FromString(message.value).WhichOneof("payload") or ""
-            gate = self.gates.get(payload)
+            gate = self.gates.get(_payload(message))
             if gate is not None:
                 await gate.wait()
             self.published.append(message)
-            self.journal.append(f"ack:{payload}")
+            self.journal.append(f"ack:{_payload(message)}")
 
     def envelopes(self) -> list[pb.Envelope]:
         return [pb.Envelope.FromString(m.value) for m in self.published]
+
+
+def _payload(message: OutgoingMessage) -> str:
+    try:
+        return pb.Envelope.FromString(message.value).WhichOneof("payload") or ""
+    except DecodeError:
+        return "raw"
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 
 import pytest
 
 from executor.domain.outcome import AttemptError
 from executor.ports import HttpFailure, HttpRequest
+from mesh.ports import OutgoingMessage
 from mesh.timeconv import from_duration, from_timestamp
 from mesh.topics import call_key
 from servicecall.internal.v1 import events_pb2 as pb
@@ -18,12 +19,20 @@ from servicecall.v1 import service_call_pb2 as api
 from tests.unit.executor.fakes import T0
 from tests.unit.executor.world import PORT, TOPIC, World, received, request_envelope
 
+FLOW = [
+    "produce:execution_started",
+    "http:send",
+    "produce:execution_succeeded",
+    "ack:execution_started",
+    "ack:execution_succeeded",
+]
+
 
 async def test_happy_path_announces_sends_and_reports_once() -> None:
     world = World()
     await world.handler(received(request_envelope()))
 
-    assert world.journal == ["ack:execution_started", "http:send", "ack:execution_succeeded"]
+    assert world.journal == FLOW
     started, succeeded = world.bus.envelopes()
     assert started.execution_started.attempt == 2
     assert started.execution_started.executor_id == "exec-1"
@@ -102,18 +111,29 @@ async def test_waits_for_not_before_and_never_sends_earlier() -> None:
     assert len(world.sleeper.calls) >= 2  # re-armed after the early wake-up
 
 
-async def test_http_waits_for_the_started_ack() -> None:
+async def test_http_goes_out_before_the_started_ack_but_the_handler_waits_for_it() -> None:
     world = World()
     gate = asyncio.Event()
     world.bus.gates["execution_started"] = gate
     task = asyncio.create_task(world.handler(received(request_envelope())))
-    await world.bus.publishing.wait()  # the handler is inside the Started publish
-    assert world.http.requests == []
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert world.journal[:3] == [
+        "produce:execution_started",
+        "http:send",
+        "produce:execution_succeeded",
+    ]
+    assert world.journal[:2] == ["produce:execution_started", "http:send"]
+    # Started is not acknowledged yet, so the result is not either and the offset stays put.
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert not task.done()
+    assert world.bus.published == []
     listed = await world.listed()
     assert [e.state for e in listed.executions] == [xpb.Execution.IN_FLIGHT]
     gate.set()
     await task
-    assert world.journal == ["ack:execution_started", "http:send", "ack:execution_succeeded"]
+    assert world.journal == FLOW
 
 
 async def test_list_executions_shows_waiting_attempts() -> None:
@@ -174,7 +194,7 @@ async def test_exactly_one_result_per_attempt(path: str, check: Check) -> None:
     await world.handler(received(request_envelope(url=f"http://target.example:{PORT}{path}")))
     [result] = world.results()
     check(result)
-    assert world.journal[0] == "ack:execution_started"
+    assert world.journal[0] == "produce:execution_started"
     assert world.journal.count("http:send") == 1
 
 
@@ -222,19 +242,52 @@ async def test_a_client_that_raises_still_yields_one_failed_result() -> None:
     failed_with(0, "connection_error", True)(result)
 
 
-async def test_publish_failures_are_retried_without_sending_again() -> None:
+async def test_a_failed_result_publish_is_retried_without_sending_again() -> None:
     world = World()
-    world.bus.failures = 1
 
     def fail_result_publishes(_request: HttpRequest) -> None:
-        world.bus.failures = 2  # the result publish fails twice, then goes through
+        world.bus.failures = 3  # the result's hand-over and two retries fail
 
     world.http.on_send = fail_result_publishes
     await world.handler(received(request_envelope()))
     payloads = [e.WhichOneof("payload") for e in world.bus.envelopes()]
     assert payloads == ["execution_started", "execution_succeeded"]
+    assert world.journal.count("http:send") == 1
     assert world.bus.attempts == 5
-    assert world.sleeper.calls == [0.05, 0.05, 0.1]
+    assert world.sleeper.calls == [0.05, 0.1, 0.2]
+
+
+async def test_a_failed_started_publish_goes_again_before_the_result() -> None:
+    world = World()
+    world.bus.failures = 1  # Started's hand-over fails; the result's succeeds
+    await world.handler(received(request_envelope()))
+    envelopes = world.bus.envelopes()
+    # The result landed, then Started and the result again, in order, with the same ids:
+    # the partition holds Started before a result, and the duplicate is dropped downstream.
+    assert [(e.WhichOneof("payload"), e.event_id) for e in envelopes] == [
+        ("execution_succeeded", "evt-2"),
+        ("execution_started", "evt-1"),
+        ("execution_succeeded", "evt-2"),
+    ]
+    assert world.journal.count("http:send") == 1
+
+
+async def test_a_producer_that_raises_at_once_is_retried_the_same_way() -> None:
+    world = World()
+    calls = 0
+    enqueue = world.bus.enqueue
+
+    def flaky(messages: Sequence[OutgoingMessage]) -> asyncio.Future[None]:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise BufferError("queue full")
+        return enqueue(messages)
+
+    world.bus.enqueue = flaky  # type: ignore[method-assign]
+    await world.handler(received(request_envelope()))
+    payloads = [e.WhichOneof("payload") for e in world.bus.envelopes()]
+    assert payloads == ["execution_succeeded", "execution_started", "execution_succeeded"]
 
 
 async def test_a_redelivery_joins_the_held_attempt() -> None:
