@@ -44,18 +44,20 @@ class Layout:
         )
 
     @classmethod
-    def test(cls) -> Layout:
-        """Ports and a run dir of its own, so tests run beside a `make up` mesh."""
+    def test(cls, slot: int = 0) -> Layout:
+        """Ports and a run dir of its own, so tests run beside a `make up` mesh; `slot` > 0
+        moves every port by 1000 × slot so that several test sessions can run at once."""
+        shift = 1000 * slot
         return cls(
-            run_dir=ROOT / ".run" / "test",
-            pg_port=55532,
-            kafka_port=59192,
-            kafka_controller_port=59193,
-            orchestrator_port=50151,
-            scheduler_port=50152,
-            executor_port=50153,
-            envoy_port=58180,
-            envoy_admin_port=58181,
+            run_dir=ROOT / ".run" / ("test" if slot == 0 else f"test-{slot}"),
+            pg_port=55532 - shift,
+            kafka_port=59192 - shift,
+            kafka_controller_port=59193 - shift,
+            orchestrator_port=50151 - shift,
+            scheduler_port=50152 - shift,
+            executor_port=50153 - shift,
+            envoy_port=58180 - shift,
+            envoy_admin_port=58181 - shift,
             topic_prefix="servicecall.",
             pg_fsync=False,
         )

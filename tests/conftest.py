@@ -7,6 +7,7 @@ Both are started once per session by the same code `make up` uses, and stopped a
 
 from __future__ import annotations
 
+import fcntl
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -36,9 +37,30 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 @pytest.fixture(scope="session")
-def test_layout() -> Layout:
+def test_slot() -> Iterator[int]:
+    """A slot of ports and run dir held for this session (an flock), so that two test runs
+    on one machine (two developers, a developer and CI) never stop each other's mesh."""
+    locks = TESTS.parent / ".run"
+    locks.mkdir(exist_ok=True)
+    for slot in range(8):
+        handle = (locks / f"test-slot-{slot}.lock").open("w")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            continue
+        try:
+            yield slot
+        finally:
+            handle.close()
+        return
+    raise RuntimeError("all 8 test slots are busy")
+
+
+@pytest.fixture(scope="session")
+def test_layout(test_slot: int) -> Layout:
     # Short leases so that recovery paths finish within a test's patience.
-    return Layout.test().with_service_env(
+    return Layout.test(test_slot).with_service_env(
         HANDOFF_LEAD_S="1.0",
         DISPATCH_LEASE_S="5.0",
         ATTEMPT_GRACE_S="5.0",
