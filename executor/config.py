@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from executor.domain.egress import Network, parse_allowlist
 from mesh.config import CommonConfig, ConfigError, Env
+from mesh.secrets import SecretBox
 
 DEFAULT_GRPC_PORT = 50053
 
@@ -22,6 +23,9 @@ class ExecutorConfig:
     default_snippet_bytes: int
     egress_allowlist: tuple[Network, ...]
     drain_timeout_s: float
+    # Opens the secret headers the orchestrator sealed (MESH_SECRET_KEY[_OLD]); required, since
+    # without it every call with a secret header would fail.
+    secrets: SecretBox
 
     @classmethod
     def from_env(cls, env: Env) -> ExecutorConfig:
@@ -30,6 +34,10 @@ class ExecutorConfig:
             allowlist = parse_allowlist(cidrs)
         except ValueError as e:
             raise ConfigError(f"EGRESS_ALLOW_CIDRS: {e}") from e
+        try:
+            secrets = SecretBox.from_env(env.values)
+        except ValueError as e:
+            raise ConfigError(str(e)) from e
         config = cls(
             common=CommonConfig.from_env(env, "executor", DEFAULT_GRPC_PORT),
             executor_id=env.text("EXECUTOR_ID", f"{socket.gethostname()}-{os.getpid()}"),
@@ -39,6 +47,7 @@ class ExecutorConfig:
             default_snippet_bytes=env.integer("MAX_SNIPPET_BYTES", 1024),
             egress_allowlist=allowlist,
             drain_timeout_s=env.number("DRAIN_TIMEOUT_S", 20.0),
+            secrets=secrets,
         )
         for name, value in (
             ("MAX_IN_FLIGHT", config.max_in_flight),

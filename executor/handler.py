@@ -24,13 +24,21 @@ from executor.domain.outcome import (
     classify_error,
     classify_response,
 )
-from executor.ports import EventQueue, HttpClient, HttpFailure, HttpResponse, Sleeper
+from executor.ports import (
+    EventQueue,
+    HttpClient,
+    HttpFailure,
+    HttpResponse,
+    SecretOpener,
+    Sleeper,
+)
 from executor.registry import Executions, HeldExecution, Stage
 from executor.timing import wait_until
 from mesh.kafka import ReceivedMessage
 from mesh.logs import call_context, get_logger
 from mesh.ports import Clock, IdGen, OutgoingMessage
 from mesh.redaction import snippet
+from mesh.secrets import SecretError, header_binding
 from servicecall.internal.v1 import events_pb2 as pb
 
 log = get_logger(__name__)
@@ -54,6 +62,7 @@ class ExecutionHandler:
         clock: Clock,
         ids: IdGen,
         sleeper: Sleeper,
+        secrets: SecretOpener,
         executions: Executions,
         events_topic: str,
         executor_id: str,
@@ -65,6 +74,7 @@ class ExecutionHandler:
         self._clock = clock
         self._ids = ids
         self._sleeper = sleeper
+        self._secrets = secrets
         self._executions = executions
         self._topic = events_topic
         self._executor_id = executor_id
@@ -131,7 +141,6 @@ class ExecutionHandler:
         return len(tasks)
 
     async def _perform(self, order: ExecutionOrder, entry: HeldExecution) -> None:
-        request = order.outgoing_request()
         log.info(
             "attempt held until not-before",
             attempt=order.attempt,
@@ -142,6 +151,7 @@ class ExecutionHandler:
             log.warning("dispatch lease expired before start; the attempt may run twice")
         entry.stage = Stage.IN_FLIGHT
         entry.start_time = start_time
+        request = self._request_for(order)
         started = started_message(
             self._topic,
             order,
@@ -156,7 +166,7 @@ class ExecutionHandler:
         # producer keeps them in this order on their partition.
         started_ack = self._enqueue([started])
         sent_at = self._clock.now()
-        reply = await self._send(request)
+        reply = request if isinstance(request, HttpFailure) else await self._send(request)
         ended_at = self._clock.now()
         outcome, body_snippet = self._judge(reply, order, ended_at)
         result = result_message(
@@ -204,6 +214,22 @@ class ExecutionHandler:
             except Exception as e:
                 log.warning("publish failed; retrying", error=type(e).__name__, detail=str(e))
                 delay = min(delay * 2, ceiling)
+
+    def _request_for(self, order: ExecutionOrder) -> HttpRequest | HttpFailure:
+        """What goes on the wire, with the sealed headers opened; a failure if one does not."""
+        call = order.call
+        opened: list[tuple[str, str]] = []
+        for name, sealed in order.sealed_headers:
+            binding = header_binding(call.tenant_id, call.service_call_id, name)
+            try:
+                opened.append((name, self._secrets.open(sealed, binding).decode()))
+            except (SecretError, UnicodeDecodeError) as e:
+                # The name is safe to log; the value (sealed or not) never is.
+                log.error("sealed header does not open", header=name, reason=type(e).__name__)
+                return HttpFailure(
+                    AttemptError.SECRET_UNREADABLE, f"sealed header {name!r} does not open"
+                )
+        return order.outgoing_request(opened=tuple(opened))
 
     async def _send(self, request: HttpRequest) -> HttpResponse | HttpFailure:
         try:

@@ -55,6 +55,7 @@ async def serve(config: ExecutorConfig) -> None:
         clock=SystemClock(),
         ids=Uuid7Gen(),
         sleeper=AsyncioSleeper(),
+        secrets=config.secrets,
         executions=executions,
         events_topic=topics.execution_events,
         executor_id=config.executor_id,

@@ -11,7 +11,15 @@ from executor.domain.execution import HttpRequest
 from executor.domain.outcome import AttemptError
 from mesh.ports import OutgoingMessage
 
-__all__ = ["EventQueue", "HttpClient", "HttpFailure", "HttpRequest", "HttpResponse", "Sleeper"]
+__all__ = [
+    "EventQueue",
+    "HttpClient",
+    "HttpFailure",
+    "HttpRequest",
+    "HttpResponse",
+    "SecretOpener",
+    "Sleeper",
+]
 
 
 class EventQueue(Protocol):
@@ -57,3 +65,11 @@ class HttpClient(Protocol):
 
 class Sleeper(Protocol):
     async def sleep(self, seconds: float) -> None: ...
+
+
+class SecretOpener(Protocol):
+    """mesh.secrets.SecretBox, as far as the executor uses it."""
+
+    def open(self, sealed: bytes, bound_to: bytes) -> bytes:
+        """The plaintext; raises mesh.secrets.SecretError when the value does not open here."""
+        ...

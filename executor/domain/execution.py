@@ -42,18 +42,25 @@ class ExecutionOrder:
     request: HttpRequest
     idempotency_key: str
     snippet_bytes: int
+    # Secret header values as sealed by the orchestrator (name, sealed bytes); opened only
+    # right before sending, so plaintext never sits in a held order.
+    sealed_headers: tuple[tuple[str, bytes], ...] = ()
 
-    def outgoing_request(self) -> HttpRequest:
-        """The spec's request as given, plus the executor's headers (which win over the spec's)."""
-        kept = tuple(
-            (name, value)
-            for name, value in self.request.headers
-            if name.lower() not in _OWN_HEADERS
-        )
-        headers = (
-            *kept,
+    def outgoing_request(
+        self,
+        opened: tuple[tuple[str, str], ...] = (),
+        signature: tuple[tuple[str, str], ...] = (),
+    ) -> HttpRequest:
+        """The spec's request as given, plus the opened secret headers, then the executor's own
+        headers and the signature, each of which replaces same-named headers before it."""
+        own = (
             (IDEMPOTENCY_KEY, self.idempotency_key),
             (CALL_ID, self.call.service_call_id),
             (ATTEMPT, str(self.attempt)),
+            *signature,
         )
-        return replace(self.request, headers=headers)
+        own_names = _OWN_HEADERS | {name.lower() for name, _ in signature}
+        secret = tuple((n, v) for n, v in opened if n.lower() not in own_names)
+        replaced = own_names | {name.lower() for name, _ in secret}
+        kept = tuple((n, v) for n, v in self.request.headers if n.lower() not in replaced)
+        return replace(self.request, headers=(*kept, *secret, *own))

@@ -17,6 +17,9 @@ class AttemptError(StrEnum):
     TLS_ERROR = "tls_error"
     EGRESS_DENIED = "egress_denied"
     INVALID_REQUEST = "invalid_request"
+    # A sealed secret header did not open (wrong mesh key, tampered, or bound to another
+    # call): nothing was sent, and another attempt would fail the same way.
+    SECRET_UNREADABLE = "secret_unreadable"
 
 
 # Transient by nature: another attempt may well get through.

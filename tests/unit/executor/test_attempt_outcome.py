@@ -63,6 +63,7 @@ def test_non_2xx_fails_and_is_retryable_only_when_transient(status: int, retryab
         (AttemptError.TLS_ERROR, True),
         (AttemptError.EGRESS_DENIED, False),
         (AttemptError.INVALID_REQUEST, False),
+        (AttemptError.SECRET_UNREADABLE, False),
     ],
 )
 def test_transport_errors(error: AttemptError, retryable: bool) -> None:
@@ -77,6 +78,7 @@ def test_error_wire_values() -> None:
         "tls_error",
         "egress_denied",
         "invalid_request",
+        "secret_unreadable",
     }
 
 

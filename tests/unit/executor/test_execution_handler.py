@@ -11,13 +11,14 @@ import pytest
 from executor.domain.outcome import AttemptError
 from executor.ports import HttpFailure, HttpRequest
 from mesh.ports import OutgoingMessage
+from mesh.secrets import SecretBox, header_binding
 from mesh.timeconv import from_duration, from_timestamp
 from mesh.topics import call_key
 from servicecall.internal.v1 import events_pb2 as pb
 from servicecall.internal.v1 import executor_service_pb2 as xpb
 from servicecall.v1 import service_call_pb2 as api
 from tests.unit.executor.fakes import T0
-from tests.unit.executor.world import PORT, TOPIC, World, received, request_envelope
+from tests.unit.executor.world import PORT, TOPIC, World, received, request_envelope, seal
 
 FLOW = [
     "produce:execution_started",
@@ -350,3 +351,58 @@ async def test_a_result_failure_error_string_matches_the_enum() -> None:
     world.http.scripted.append(HttpFailure(AttemptError.TLS_ERROR, "bad cert"))
     await world.handler(received(request_envelope()))
     failed_with(0, "tls_error", True)(world.results()[0])
+
+
+async def test_sealed_headers_are_opened_and_sent_but_never_logged(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    world = World()
+    envelope = request_envelope(
+        headers={"X-Trace": "abc"},
+        sealed={
+            "Authorization": seal("Authorization", "Bearer tok-123"),
+            "X-Api-Key": seal("X-Api-Key", "key-456"),
+        },
+    )
+    await world.handler(received(envelope))
+    [sent] = world.http.requests
+    headers = dict(sent.headers)
+    assert headers["Authorization"] == "Bearer tok-123"
+    assert headers["X-Api-Key"] == "key-456"
+    assert headers["X-Trace"] == "abc"
+    assert world.results()[0].WhichOneof("payload") == "execution_succeeded"
+    out = capsys.readouterr()
+    assert "tok-123" not in out.out + out.err and "key-456" not in out.out + out.err
+    for message in world.bus.published:
+        assert b"tok-123" not in message.value and b"key-456" not in message.value
+
+
+async def test_a_sealed_header_cannot_override_the_executors_own_headers() -> None:
+    world = World()
+    envelope = request_envelope(sealed={"Idempotency-Key": seal("Idempotency-Key", "spoof")})
+    await world.handler(received(envelope))
+    assert dict(world.http.requests[0].headers)["Idempotency-Key"] == "idem-call-1"
+
+
+@pytest.mark.parametrize(
+    "sealed",
+    [
+        seal("Authorization", "Bearer x", call="another-call"),  # bound to another call
+        seal("X-Api-Key", "Bearer x"),  # bound to another header
+        seal("Authorization", "Bearer x", tenant="other"),  # bound to another tenant
+        SecretBox({1: bytes(32)}, current=1).seal(  # another mesh's key
+            b"Bearer x", header_binding("acme", "call-1", "Authorization")
+        ),
+        b"\x01garbage",
+        b"",
+    ],
+)
+async def test_a_sealed_header_that_does_not_open_fails_the_attempt_without_sending(
+    sealed: bytes, capsys: pytest.CaptureFixture[str]
+) -> None:
+    world = World()
+    await world.handler(received(request_envelope(sealed={"Authorization": sealed})))
+    assert world.http.requests == []
+    [result] = world.results()
+    failed_with(0, "secret_unreadable", False)(result)
+    assert "Bearer x" not in capsys.readouterr().out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import base64
 import ipaddress
 import sys
 from pathlib import Path
@@ -13,10 +14,11 @@ from executor.config import ExecutorConfig
 from mesh.config import ConfigError, Env
 
 EXECUTOR = Path(__file__).resolve().parents[3] / "executor"
+KEY = {"MESH_SECRET_KEY": base64.b64encode(bytes(32)).decode()}
 
 
 def test_defaults() -> None:
-    config = ExecutorConfig.from_env(Env({}))
+    config = ExecutorConfig.from_env(Env(KEY))
     assert config.common.grpc_port == 50053
     assert config.common.service_name == "executor"
     assert config.consumer_group == "executor"
@@ -32,6 +34,7 @@ def test_values_from_the_environment() -> None:
     config = ExecutorConfig.from_env(
         Env(
             {
+                **KEY,
                 "GRPC_PORT": "6000",
                 "EXECUTOR_ID": "exec-a",
                 "EXECUTOR_GROUP": "g",
@@ -62,11 +65,14 @@ def test_values_from_the_environment() -> None:
         {"MAX_RESPONSE_BYTES": "-1"},
         {"MAX_IN_FLIGHT": "many"},
         {"DRAIN_TIMEOUT_S": "-1"},
+        {"MESH_SECRET_KEY": ""},
+        {"MESH_SECRET_KEY": "not base64!"},
+        {"MESH_SECRET_KEY": base64.b64encode(bytes(16)).decode()},
     ],
 )
 def test_bad_values_fail_at_start_up(env: dict[str, str]) -> None:
     with pytest.raises(ConfigError):
-        ExecutorConfig.from_env(Env(env))
+        ExecutorConfig.from_env(Env({**KEY, **env}))
 
 
 def _imports(path: Path) -> set[str]:

@@ -12,6 +12,7 @@ from executor.grpc_api import ExecutorApi
 from executor.handler import ExecutionHandler
 from executor.registry import Executions
 from mesh.kafka import ReceivedMessage
+from mesh.secrets import SecretBox, header_binding
 from mesh.timeconv import to_duration, to_timestamp
 from servicecall.internal.v1 import events_pb2 as pb
 from servicecall.internal.v1 import executor_service_pb2 as xpb
@@ -28,6 +29,13 @@ from tests.unit.executor.fakes import (
 
 PORT = 18080
 TOPIC = "t.execution-events"
+MESH_KEY = bytes(range(32))
+BOX = SecretBox({1: MESH_KEY}, current=1)
+
+
+def seal(name: str, value: str, call: str = "call-1", tenant: str = "acme") -> bytes:
+    """Seals a header value as the orchestrator does for this call."""
+    return BOX.seal(value.encode(), header_binding(tenant, call, name))
 
 
 @dataclass
@@ -53,6 +61,7 @@ class World:
             clock=self.clock,
             ids=SeqIds(),
             sleeper=self.sleeper,
+            secrets=BOX,
             executions=self.executions,
             events_topic=TOPIC,
             executor_id="exec-1",
@@ -82,6 +91,7 @@ def request_envelope(
     attempt: int = 2,
     snippet_bytes: int = 0,
     timeout: timedelta | None = timedelta(seconds=5),
+    sealed: dict[str, bytes] | None = None,
 ) -> pb.Envelope:
     request = api.HttpRequest(
         http_method=method,
@@ -105,6 +115,7 @@ def request_envelope(
             request=request,
             idempotency_key="idem-call-1",
             max_response_snippet_bytes=snippet_bytes,
+            sealed_headers=sealed or {},
         ),
     )
 
