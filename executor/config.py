@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 import socket
 from dataclasses import dataclass
+from pathlib import Path
 
+from executor.adapters.signing_keys import load_signing_keys
 from executor.domain.egress import Network, parse_allowlist
 from mesh.config import CommonConfig, ConfigError, Env
 from mesh.secrets import SecretBox
@@ -26,6 +28,8 @@ class ExecutorConfig:
     # Opens the secret headers the orchestrator sealed (MESH_SECRET_KEY[_OLD]); required, since
     # without it every call with a secret header would fail.
     secrets: SecretBox
+    # Tenant → webhook signing secrets (executor/adapters/signing_keys.py); None: nobody signs.
+    signing_keys_file: Path | None
 
     @classmethod
     def from_env(cls, env: Env) -> ExecutorConfig:
@@ -38,6 +42,12 @@ class ExecutorConfig:
             secrets = SecretBox.from_env(env.values)
         except ValueError as e:
             raise ConfigError(str(e)) from e
+        signing_keys_file = _signing_keys_file(env)
+        if signing_keys_file is not None and signing_keys_file.exists():
+            try:
+                load_signing_keys(signing_keys_file)  # fail at start-up, not at the first call
+            except (OSError, ValueError) as e:
+                raise ConfigError(f"WEBHOOK_SIGNING_KEYS_FILE: {e}") from e
         config = cls(
             common=CommonConfig.from_env(env, "executor", DEFAULT_GRPC_PORT),
             executor_id=env.text("EXECUTOR_ID", f"{socket.gethostname()}-{os.getpid()}"),
@@ -48,6 +58,7 @@ class ExecutorConfig:
             egress_allowlist=allowlist,
             drain_timeout_s=env.number("DRAIN_TIMEOUT_S", 20.0),
             secrets=secrets,
+            signing_keys_file=signing_keys_file,
         )
         for name, value in (
             ("MAX_IN_FLIGHT", config.max_in_flight),
@@ -59,3 +70,13 @@ class ExecutorConfig:
         if config.drain_timeout_s < 0:
             raise ConfigError("DRAIN_TIMEOUT_S must not be negative")
         return config
+
+
+def _signing_keys_file(env: Env) -> Path | None:
+    """WEBHOOK_SIGNING_KEYS_FILE, else `webhook-signing-keys.json` in the mesh's run directory
+    (meshctl passes MESH_RUN_DIR), so a local mesh signs as soon as that file is written."""
+    explicit = env.values.get("WEBHOOK_SIGNING_KEYS_FILE")
+    if explicit:
+        return Path(explicit)
+    run_dir = env.values.get("MESH_RUN_DIR")
+    return Path(run_dir) / "webhook-signing-keys.json" if run_dir else None

@@ -24,12 +24,14 @@ from executor.domain.outcome import (
     classify_error,
     classify_response,
 )
+from executor.domain.signing import signature_headers
 from executor.ports import (
     EventQueue,
     HttpClient,
     HttpFailure,
     HttpResponse,
     SecretOpener,
+    SigningKeys,
     Sleeper,
 )
 from executor.registry import Executions, HeldExecution, Stage
@@ -63,6 +65,7 @@ class ExecutionHandler:
         ids: IdGen,
         sleeper: Sleeper,
         secrets: SecretOpener,
+        signing: SigningKeys,
         executions: Executions,
         events_topic: str,
         executor_id: str,
@@ -75,6 +78,7 @@ class ExecutionHandler:
         self._ids = ids
         self._sleeper = sleeper
         self._secrets = secrets
+        self._signing = signing
         self._executions = executions
         self._topic = events_topic
         self._executor_id = executor_id
@@ -229,7 +233,15 @@ class ExecutionHandler:
                 return HttpFailure(
                     AttemptError.SECRET_UNREADABLE, f"sealed header {name!r} does not open"
                 )
-        return order.outgoing_request(opened=tuple(opened))
+        # Signed at send time, so webhook-timestamp is when the request left, and with the
+        # idempotency key as webhook-id: the spec wants the same id on every retry.
+        signature = signature_headers(
+            self._signing.secrets_for(call.tenant_id),
+            order.idempotency_key,
+            self._clock.now(),
+            order.request.body,
+        )
+        return order.outgoing_request(opened=tuple(opened), signature=signature)
 
     async def _send(self, request: HttpRequest) -> HttpResponse | HttpFailure:
         try:

@@ -9,6 +9,7 @@ from functools import partial
 
 from executor.adapters.http_client import AiohttpClient
 from executor.adapters.kafka_queue import KafkaEventQueue
+from executor.adapters.signing_keys import SigningKeysFile
 from executor.adapters.sleeper import AsyncioSleeper
 from executor.config import ExecutorConfig
 from executor.grpc_api import SERVICE_NAME, ExecutorApi
@@ -56,6 +57,7 @@ async def serve(config: ExecutorConfig) -> None:
         ids=Uuid7Gen(),
         sleeper=AsyncioSleeper(),
         secrets=config.secrets,
+        signing=SigningKeysFile(config.signing_keys_file),
         executions=executions,
         events_topic=topics.execution_events,
         executor_id=config.executor_id,

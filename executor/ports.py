@@ -9,6 +9,7 @@ from typing import Protocol
 
 from executor.domain.execution import HttpRequest
 from executor.domain.outcome import AttemptError
+from executor.domain.signing import SigningSecret
 from mesh.ports import OutgoingMessage
 
 __all__ = [
@@ -18,6 +19,7 @@ __all__ = [
     "HttpRequest",
     "HttpResponse",
     "SecretOpener",
+    "SigningKeys",
     "Sleeper",
 ]
 
@@ -72,4 +74,10 @@ class SecretOpener(Protocol):
 
     def open(self, sealed: bytes, bound_to: bytes) -> bytes:
         """The plaintext; raises mesh.secrets.SecretError when the value does not open here."""
+        ...
+
+
+class SigningKeys(Protocol):
+    def secrets_for(self, tenant_id: str) -> Sequence[SigningSecret]:
+        """The tenant's webhook signing secrets, newest first; empty when it does not sign."""
         ...

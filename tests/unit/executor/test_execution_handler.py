@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 
 import pytest
 
 from executor.domain.outcome import AttemptError
+from executor.domain.signing import SigningSecret
 from executor.ports import HttpFailure, HttpRequest
 from mesh.ports import OutgoingMessage
 from mesh.secrets import SecretBox, header_binding
@@ -18,6 +20,7 @@ from servicecall.internal.v1 import events_pb2 as pb
 from servicecall.internal.v1 import executor_service_pb2 as xpb
 from servicecall.v1 import service_call_pb2 as api
 from tests.unit.executor.fakes import T0
+from tests.unit.executor.webhook_verifier import verify
 from tests.unit.executor.world import PORT, TOPIC, World, received, request_envelope, seal
 
 FLOW = [
@@ -406,3 +409,26 @@ async def test_a_sealed_header_that_does_not_open_fails_the_attempt_without_send
     [result] = world.results()
     failed_with(0, "secret_unreadable", False)(result)
     assert "Bearer x" not in capsys.readouterr().out
+
+
+async def test_a_tenant_with_signing_secrets_gets_signed_requests() -> None:
+    world = World()
+    new = "whsec_" + base64.b64encode(bytes(range(32))).decode()
+    old = "whsec_" + base64.b64encode(bytes(range(1, 33))).decode()
+    world.signing.keys["acme"] = (SigningSecret.parse(new), SigningSecret.parse(old))
+    spoofed = {"webhook-signature": "v1,forged", "X-Trace": "abc"}
+    await world.handler(received(request_envelope(headers=spoofed, body=b"payload")))
+    [sent] = world.http.requests
+    headers = dict(sent.headers)
+    assert headers["webhook-id"] == "idem-call-1"  # the same on every retry
+    assert headers["webhook-timestamp"] == str(int(T0.timestamp()))
+    assert "v1,forged" not in headers["webhook-signature"]
+    for secret in (new, old):
+        verify(secret, headers, b"payload", now=T0.timestamp())
+
+
+async def test_a_tenant_without_secrets_is_not_signed() -> None:
+    world = World()
+    world.signing.keys["other"] = (SigningSecret.parse("whsec_" + "A" * 32),)
+    await world.handler(received(request_envelope()))
+    assert not any(n.startswith("webhook-") for n, _ in world.http.requests[0].headers)

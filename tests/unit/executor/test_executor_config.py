@@ -57,6 +57,23 @@ def test_values_from_the_environment() -> None:
     assert config.drain_timeout_s == 2.5
 
 
+def test_signing_keys_file_defaults_to_the_run_dir(tmp_path: Path) -> None:
+    assert ExecutorConfig.from_env(Env(KEY)).signing_keys_file is None
+    in_run_dir = ExecutorConfig.from_env(Env({**KEY, "MESH_RUN_DIR": str(tmp_path)}))
+    assert in_run_dir.signing_keys_file == tmp_path / "webhook-signing-keys.json"
+    explicit = ExecutorConfig.from_env(
+        Env({**KEY, "MESH_RUN_DIR": str(tmp_path), "WEBHOOK_SIGNING_KEYS_FILE": "/k.json"})
+    )
+    assert explicit.signing_keys_file == Path("/k.json")
+
+
+def test_a_malformed_signing_keys_file_fails_at_start_up(tmp_path: Path) -> None:
+    path = tmp_path / "keys.json"
+    path.write_text('{"acme": ["whsec_AAAA"]}')
+    with pytest.raises(ConfigError):
+        ExecutorConfig.from_env(Env({**KEY, "WEBHOOK_SIGNING_KEYS_FILE": str(path)}))
+
+
 @pytest.mark.parametrize(
     "env",
     [

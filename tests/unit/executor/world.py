@@ -8,6 +8,7 @@ from typing import cast
 
 import grpc
 
+from executor.domain.signing import SigningSecret
 from executor.grpc_api import ExecutorApi
 from executor.handler import ExecutionHandler
 from executor.registry import Executions
@@ -39,6 +40,14 @@ def seal(name: str, value: str, call: str = "call-1", tenant: str = "acme") -> b
 
 
 @dataclass
+class FakeSigningKeys:
+    keys: dict[str, tuple[SigningSecret, ...]] = field(default_factory=dict)
+
+    def secrets_for(self, tenant_id: str) -> tuple[SigningSecret, ...]:
+        return self.keys.get(tenant_id, ())
+
+
+@dataclass
 class World:
     clock: FakeClock = field(default_factory=FakeClock)
     target: Target = field(default_factory=Target)
@@ -46,6 +55,7 @@ class World:
     executions: Executions = field(default_factory=Executions)
 
     def __post_init__(self) -> None:
+        self.signing = FakeSigningKeys()
         self.bus = FakeBus(journal=self.journal)
         self.sleeper = FakeSleeper(self.clock)
         self.http = FakeHttpClient(
@@ -62,6 +72,7 @@ class World:
             ids=SeqIds(),
             sleeper=self.sleeper,
             secrets=BOX,
+            signing=self.signing,
             executions=self.executions,
             events_topic=TOPIC,
             executor_id="exec-1",
