@@ -8,10 +8,11 @@
 #
 # Result:
 #   .venv/                 Python 3.11 venv synced exactly to requirements.lock
-#   .run/bin/{uv,grpcurl,buf}  symlinks into the cache (put .run/bin on PATH)
+#   .run/bin/{uv,grpcurl,buf,protoc-gen-openapiv2}  symlinks into the cache (put .run/bin on PATH)
 #
 # Env:
-#   BOOTSTRAP_GO_TOOLS=0   skip grpcurl/buf (e.g. a CI job that only runs Python tests)
+#   BOOTSTRAP_GO_TOOLS=0   skip grpcurl/buf/protoc-gen-openapiv2 (e.g. a CI job that only runs
+#                          Python tests; scripts/proto.sh then cannot write the OpenAPI document)
 #   BOOTSTRAP_PYTHON       interpreter used to install uv (default python3)
 #   UV_PYTHON_DOWNLOADS    passed to uv (default never: only package registries are reachable,
 #                          so a missing Python 3.11 should fail at once, not after a download timeout)
@@ -24,6 +25,8 @@ GRPCURL_MODULE=github.com/fullstorydev/grpcurl/cmd/grpcurl
 GRPCURL_VERSION=v1.9.3
 BUF_MODULE=github.com/bufbuild/buf/cmd/buf
 BUF_VERSION=v1.75.0
+OPENAPIV2_MODULE=github.com/grpc-ecosystem/grpc-gateway/v2/protoc-gen-openapiv2
+OPENAPIV2_VERSION=v2.33.0
 
 TOOLS_DIR="$SC_CACHE_DIR/tools"
 UV_HOME="$TOOLS_DIR/uv-$UV_VERSION"
@@ -96,5 +99,7 @@ if [[ "${BOOTSTRAP_GO_TOOLS:-1}" != 0 ]]; then
   # The lock keeps two concurrent bootstraps from building into the same GOBIN at once.
   sc_with_lock "$SC_CACHE_DIR/go-tools.lock" go_tool grpcurl "$GRPCURL_MODULE" "$GRPCURL_VERSION"
   sc_with_lock "$SC_CACHE_DIR/go-tools.lock" go_tool buf "$BUF_MODULE" "$BUF_VERSION"
+  sc_with_lock "$SC_CACHE_DIR/go-tools.lock" \
+    go_tool protoc-gen-openapiv2 "$OPENAPIV2_MODULE" "$OPENAPIV2_VERSION"
 fi
 sc_log "done in $(( $(sc_now_ms) - t_start )) ms; tools in $RUN_BIN"
