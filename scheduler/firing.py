@@ -1,4 +1,4 @@
-"""The firing loop: sleeps until the next timer, claims what is due, publishes, marks fired.
+"""The firing loop: sleeps exactly until the next timer, claims what is due, publishes, marks.
 
 At least once: a timer is marked fired only after Kafka acknowledged its DueTimeReached; a
 process that dies between claim and mark leaves the claim to expire, and the timer fires
@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 
 from mesh.logs import get_logger
 from mesh.ports import Clock, EventBus, OutgoingMessage
 from mesh.timeconv import to_timestamp
 from mesh.topics import Topics, call_key
-from scheduler.domain.timers import Timer, sleep_for
+from scheduler.domain.timers import Timer
+from scheduler.domain.window import TimerWindow
 from scheduler.ports import TimerStore
 from servicecall.internal.v1 import events_pb2 as pb
 
@@ -44,6 +46,24 @@ def due_time_reached(timer: Timer, fired_at: datetime, topic: str) -> OutgoingMe
 
 
 class Firer:
+    """Fires due timers at least once, sleeping exactly until the next one in between.
+
+    Waking: the near-term window (scheduler/domain/window.py) holds the next attention times,
+    loaded from Postgres in one bounded read; timers armed in this process are pushed into it
+    and wake the loop at once if earlier. The loop reloads at least every `refresh`, which is
+    how it notices timers armed by another replica, or claims another replica left unfinished
+    (a replica arms the timers of its own Kafka partitions and fires them itself in the normal
+    case; a survivor only has to take over after a death, which `refresh` bounds). LISTEN/NOTIFY
+    is not needed for that and would cost a dedicated connection per replica.
+
+    Two replicas do not fire one timer twice in the normal case: a claim is an UPDATE of rows
+    picked `FOR UPDATE SKIP LOCKED` that sets `claimed_until`; a concurrent claimer skips the
+    locked rows, and once the claim commits, its predicate (`claimed_until <= now`) excludes
+    them until the lease ends. A second fire therefore needs the lease to run out before the
+    first replica marked the timer fired: it died or stalled for longer than the lease. That
+    repeat carries the same event id, and the orchestrator's inbox drops it.
+    """
+
     def __init__(
         self,
         store: TimerStore,
@@ -54,6 +74,9 @@ class Firer:
         claim_lease: timedelta = timedelta(seconds=10),
         max_sleep: timedelta = timedelta(seconds=1),
         retention: timedelta = timedelta(hours=1),
+        window_span: timedelta = timedelta(minutes=5),
+        window_capacity: int = 4096,
+        sleeper: Sleeper | None = None,
     ) -> None:
         self._store = store
         self._bus = bus
@@ -61,62 +84,99 @@ class Firer:
         self._topics = topics
         self._batch_size = batch_size
         self._claim_lease = claim_lease
-        self._max_sleep = max_sleep
+        self._refresh = max_sleep
         self._retention = retention
+        self._window = TimerWindow(window_span, window_capacity)
+        self._window_capacity = window_capacity
+        self._sleeper = sleeper or _sleep_until_woken
         self._wake = asyncio.Event()
-        self._sleeping_until: datetime | None = None
+        self._loaded_at: datetime | None = None
         self.fired = 0
+
+    @property
+    def window(self) -> TimerWindow:
+        return self._window
 
     def armed(self, fire_at: datetime) -> None:
         """A timer was armed in this process: wake up if it is due before the current sleep."""
-        if self._sleeping_until is None or fire_at < self._sleeping_until:
+        if self._window.arm(fire_at):
             self._wake.set()
 
     async def run(self, stop: asyncio.Event) -> None:
         last_prune = self._clock.now()
         while not stop.is_set():
             try:
-                fired = await self.fire_due()
-                if fired:
-                    continue  # more may be due; sleep only once nothing is
+                await self.step(stop)
                 now = self._clock.now()
-                if now - last_prune > timedelta(minutes=1):
+                if now - last_prune > timedelta(minutes=1) and not self._window.due(now):
                     await self._store.prune(now - self._retention)
                     last_prune = now
-                await self._sleep(stop)
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("firing loop failed; retrying")
+                self._loaded_at = None  # trust nothing in memory after a failure
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), 0.5)
 
-    async def fire_due(self) -> int:
+    async def step(self, stop: asyncio.Event) -> int:
+        """One turn: reload the window if it is stale, fire what is due, else sleep until the
+        next attention time (or an earlier arm, or stop). Returns how many fired."""
         now = self._clock.now()
+        if (
+            self._loaded_at is None
+            or self._window.needs_load(now)
+            or now - self._loaded_at >= self._refresh
+        ):
+            await self._load(now)
+        if self._window.due(now):
+            return await self.fire_due(now)
+        # Clear before computing the wake time: an arm that lands after this line sets the
+        # event again, so its wake-up cannot be lost.
+        self._wake.clear()
+        wake_at = self._window.next_wake(now, self._refresh - (now - (self._loaded_at or now)))
+        await self._sleeper(self._clock, wake_at, self._wake, stop)
+        return 0
+
+    async def _load(self, now: datetime) -> None:
+        upcoming = await self._store.upcoming(now + self._window.span, self._window_capacity)
+        self._window.load(now, upcoming, truncated=len(upcoming) >= self._window_capacity)
+        self._loaded_at = now
+
+    async def fire_due(self, now: datetime | None = None) -> int:
+        now = now or self._clock.now()
         due = await self._store.claim_due(now, self._batch_size, self._claim_lease)
+        if len(due) < self._batch_size:
+            # Everything due at `now` that nobody else holds is in this claim.
+            self._window.fired_up_to(now)
         if not due:
             return 0
-        await self._bus.publish([due_time_reached(t, now, self._topics.timer_events) for t in due])
-        await self._store.mark_fired([t.timer_id for t in due], self._clock.now())
+        try:
+            await self._bus.publish(
+                [due_time_reached(t, now, self._topics.timer_events) for t in due]
+            )
+            await self._store.mark_fired([t.timer_id for t in due], self._clock.now())
+        except Exception:
+            # The claim stays until its lease ends; look again then (at least once).
+            self._window.retry_at(now + self._claim_lease)
+            raise
         self.fired += len(due)
         return len(due)
 
-    async def _sleep(self, stop: asyncio.Event) -> None:
-        # Clear before reading the next fire time: an arm that lands after the read sets the
-        # event again, so its wake-up cannot be lost.
-        self._wake.clear()
-        next_fire_at = await self._store.next_fire_at()
-        now = self._clock.now()
-        delay = sleep_for(next_fire_at, now, self._max_sleep)
-        self._sleeping_until = now + delay
-        if delay <= timedelta(0):
-            return
-        waiters = [asyncio.create_task(self._wake.wait()), asyncio.create_task(stop.wait())]
-        try:
-            await asyncio.wait(
-                waiters, timeout=delay.total_seconds(), return_when=asyncio.FIRST_COMPLETED
-            )
-        finally:
-            for waiter in waiters:
-                waiter.cancel()
-            self._sleeping_until = None
+
+Sleeper = Callable[[Clock, datetime, asyncio.Event, asyncio.Event], Awaitable[None]]
+
+
+async def _sleep_until_woken(
+    clock: Clock, until: datetime, wake: asyncio.Event, stop: asyncio.Event
+) -> None:
+    """Sleeps until the wall clock reaches `until`, or `wake` or `stop` is set."""
+    delay = (until - clock.now()).total_seconds()
+    if delay <= 0:
+        return
+    waiters = [asyncio.create_task(wake.wait()), asyncio.create_task(stop.wait())]
+    try:
+        await asyncio.wait(waiters, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()

@@ -31,6 +31,8 @@ class SchedulerConfig:
     batch_size: int
     claim_lease: timedelta
     max_sleep: timedelta
+    window_span: timedelta
+    window_capacity: int
     consumer_group: str
 
     @classmethod
@@ -39,7 +41,12 @@ class SchedulerConfig:
             common=CommonConfig.from_env(env, "scheduler", 50052),
             batch_size=env.integer("FIRE_BATCH_SIZE", 500),
             claim_lease=env.seconds("CLAIM_LEASE_S", 10.0),
+            # How often the firing loop re-reads the near-term window from Postgres even when
+            # nothing woke it: the bound on noticing timers another replica armed or left.
             max_sleep=env.seconds("MAX_SLEEP_S", 1.0),
+            window_span=env.seconds("WINDOW_SPAN_S", 300.0),
+            # Bounded memory: the window never holds more, however many timers are pending.
+            window_capacity=env.integer("WINDOW_CAPACITY", 4096),
             consumer_group=env.text("SCHEDULER_GROUP", "scheduler"),
         )
 
@@ -60,6 +67,8 @@ async def serve(config: SchedulerConfig) -> None:
         batch_size=config.batch_size,
         claim_lease=config.claim_lease,
         max_sleep=config.max_sleep,
+        window_span=config.window_span,
+        window_capacity=config.window_capacity,
     )
     api = TimerApi(store, firer, clock, Uuid7Gen())
     server = GrpcServer(

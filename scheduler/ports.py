@@ -27,6 +27,12 @@ class TimerStore(Protocol):
         claim's lease), or None when nothing is pending."""
         ...
 
+    async def upcoming(self, until: datetime, limit: int) -> Sequence[tuple[datetime, datetime]]:
+        """(fire time, attention time) of up to `limit` pending timers firing before `until`,
+        earliest fire time first. The attention time is the fire time, or the end of the
+        claim's lease when one holds it. Feeds the firing loop's near-term window."""
+        ...
+
     async def cancel(self, timer_id: str, now: datetime) -> Timer | None: ...
 
     async def prune(self, before: datetime) -> int:

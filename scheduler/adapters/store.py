@@ -63,6 +63,14 @@ _NEXT = sa.text(
     """
 )
 
+# Served by the partial index on fire_at: the cost does not depend on how many timers pend.
+_UPCOMING = sa.text(
+    """
+    SELECT fire_at, GREATEST(fire_at, claimed_until) AS attention FROM scheduler.timers
+     WHERE state = 'pending' AND fire_at < :until ORDER BY fire_at LIMIT :limit
+    """
+)
+
 _CANCEL = sa.text(
     f"""
     UPDATE scheduler.timers SET state = 'canceled', fired_at = :now
@@ -147,6 +155,11 @@ class PostgresTimerStore:
         # A claimed timer needs attention again only when its lease runs out.
         times = [max(r.fire_at, r.claimed_until) if r.claimed_until else r.fire_at for r in rows]
         return min(times) if times else None
+
+    async def upcoming(self, until: datetime, limit: int) -> Sequence[tuple[datetime, datetime]]:
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(_UPCOMING, {"until": until, "limit": limit})).all()
+        return [(r.fire_at, r.attention) for r in rows]
 
     async def cancel(self, timer_id: str, now: datetime) -> Timer | None:
         async with self._engine.begin() as conn:

@@ -84,6 +84,22 @@ class TimerStoreContract:
         # t1 is claimed: its next attention time is its lease end (T0+11s), before t2.
         assert await timers.next_fire_at() == T0 + timedelta(seconds=1) + LEASE
 
+    async def test_upcoming_is_bounded_and_sees_lease_ends(self, timers: TimerStore) -> None:
+        t1, t2, t3, far = timer(1), timer(2), timer(3), timer(3600)
+        for t in (t3, far, t1, t2):
+            await timers.arm(t)
+        await timers.claim_due(T0 + timedelta(seconds=1), 1, LEASE)  # claims t1
+        upcoming = await timers.upcoming(T0 + timedelta(minutes=1), 10)
+        assert upcoming == [
+            (t1.key.fire_at, T0 + timedelta(seconds=1) + LEASE),
+            (t2.key.fire_at, t2.key.fire_at),
+            (t3.key.fire_at, t3.key.fire_at),
+        ]
+        assert [f for f, _ in await timers.upcoming(T0 + timedelta(minutes=1), 2)] == [
+            t1.key.fire_at,
+            t2.key.fire_at,
+        ]
+
     async def test_cancel_and_list_pending(self, timers: TimerStore) -> None:
         ts = [timer(i) for i in range(5)]
         for t in ts:

@@ -61,6 +61,25 @@ class InMemoryTimerStore:
         ]
         return min(times) if times else None
 
+    async def upcoming(self, until: datetime, limit: int) -> Sequence[tuple[datetime, datetime]]:
+        rows = sorted(
+            (
+                r
+                for r in self.rows.values()
+                if r.timer.state is TimerState.PENDING and r.timer.key.fire_at < until
+            ),
+            key=lambda r: r.timer.key.fire_at,
+        )[:limit]
+        return [
+            (
+                r.timer.key.fire_at,
+                max(r.timer.key.fire_at, r.claimed_until)
+                if r.claimed_until
+                else r.timer.key.fire_at,
+            )
+            for r in rows
+        ]
+
     async def cancel(self, timer_id: str, now: datetime) -> Timer | None:
         row = self.rows.get(timer_id)
         if row is None or row.timer.state is not TimerState.PENDING:
