@@ -20,7 +20,15 @@ class ExecutorConfig:
     common: CommonConfig
     executor_id: str
     consumer_group: str
+    # Requests in flight at once: overall (also the connection pool's size), per tenant and
+    # per target host (executor/limits.py).
     max_in_flight: int
+    max_in_flight_per_tenant: int
+    max_in_flight_per_host: int
+    # Execution requests held in memory (waiting for not-before or for a slot, or in flight):
+    # past this the Kafka consumer stops fetching. Memory is bounded by this times the
+    # largest request body the API accepts.
+    max_held: int
     max_response_bytes: int
     default_snippet_bytes: int
     egress_allowlist: tuple[Network, ...]
@@ -42,6 +50,7 @@ class ExecutorConfig:
             secrets = SecretBox.from_env(env.values)
         except ValueError as e:
             raise ConfigError(str(e)) from e
+        max_in_flight = env.integer("MAX_IN_FLIGHT", 512)
         signing_keys_file = _signing_keys_file(env)
         if signing_keys_file is not None and signing_keys_file.exists():
             try:
@@ -52,7 +61,10 @@ class ExecutorConfig:
             common=CommonConfig.from_env(env, "executor", DEFAULT_GRPC_PORT),
             executor_id=env.text("EXECUTOR_ID", f"{socket.gethostname()}-{os.getpid()}"),
             consumer_group=env.text("EXECUTOR_GROUP", "executor"),
-            max_in_flight=env.integer("MAX_IN_FLIGHT", 512),
+            max_in_flight=max_in_flight,
+            max_in_flight_per_tenant=env.integer("MAX_IN_FLIGHT_PER_TENANT", max_in_flight // 2),
+            max_in_flight_per_host=env.integer("MAX_IN_FLIGHT_PER_HOST", max_in_flight // 4),
+            max_held=env.integer("MAX_HELD", max_in_flight * 4),
             max_response_bytes=env.integer("MAX_RESPONSE_BYTES", 1024 * 1024),
             default_snippet_bytes=env.integer("MAX_SNIPPET_BYTES", 1024),
             egress_allowlist=allowlist,
@@ -62,11 +74,15 @@ class ExecutorConfig:
         )
         for name, value in (
             ("MAX_IN_FLIGHT", config.max_in_flight),
+            ("MAX_IN_FLIGHT_PER_TENANT", config.max_in_flight_per_tenant),
+            ("MAX_IN_FLIGHT_PER_HOST", config.max_in_flight_per_host),
             ("MAX_RESPONSE_BYTES", config.max_response_bytes),
             ("MAX_SNIPPET_BYTES", config.default_snippet_bytes),
         ):
             if value <= 0:
                 raise ConfigError(f"{name} must be positive, got {value}")
+        if config.max_held < config.max_in_flight:
+            raise ConfigError("MAX_HELD must be at least MAX_IN_FLIGHT")
         if config.drain_timeout_s < 0:
             raise ConfigError("DRAIN_TIMEOUT_S must not be negative")
         return config

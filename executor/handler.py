@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
+from urllib.parse import urlsplit
 
 from google.protobuf.message import DecodeError
 
@@ -25,6 +26,7 @@ from executor.domain.outcome import (
     classify_response,
 )
 from executor.domain.signing import signature_headers
+from executor.limits import Limits
 from executor.ports import (
     EventQueue,
     HttpClient,
@@ -46,6 +48,15 @@ from servicecall.internal.v1 import events_pb2 as pb
 log = get_logger(__name__)
 
 
+def _host_of(url: str) -> str:
+    """The per-host cap's key: host and port as written (before resolution)."""
+    try:
+        parts = urlsplit(url)
+        return f"{(parts.hostname or '').lower()}:{parts.port or ''}"
+    except ValueError:
+        return ""
+
+
 class ExecutionHandler:
     """The ConsumerRunner's handler for `execution-requests`.
 
@@ -64,6 +75,7 @@ class ExecutionHandler:
         clock: Clock,
         ids: IdGen,
         sleeper: Sleeper,
+        limits: Limits,
         secrets: SecretOpener,
         signing: SigningKeys,
         executions: Executions,
@@ -78,6 +90,7 @@ class ExecutionHandler:
         self._ids = ids
         self._sleeper = sleeper
         self._secrets = secrets
+        self._limits = limits
         self._signing = signing
         self._executions = executions
         self._topic = events_topic
@@ -150,28 +163,32 @@ class ExecutionHandler:
             attempt=order.attempt,
             not_before=order.not_before.isoformat(),
         )
-        start_time = await wait_until(order.not_before, self._clock, self._sleeper)
-        if order.lease_expires_at is not None and start_time > order.lease_expires_at:
-            log.warning("dispatch lease expired before start; the attempt may run twice")
-        entry.stage = Stage.IN_FLIGHT
-        entry.start_time = start_time
-        request = self._request_for(order)
-        started = started_message(
-            self._topic,
-            order,
-            self._ids.new_id(),
-            at=start_time,
-            start_time=start_time,
-            executor_id=self._executor_id,
-        )
-        # Precision: the request goes out right after Started is handed to the producer, not
-        # after its ack (a broker round trip, milliseconds). Both acks are awaited below, before
-        # the offset can be committed; Started and the result share a key, so the idempotent
-        # producer keeps them in this order on their partition.
-        started_ack = self._enqueue([started])
-        sent_at = self._clock.now()
-        reply = request if isinstance(request, HttpFailure) else await self._send(request)
-        ended_at = self._clock.now()
+        await wait_until(order.not_before, self._clock, self._sleeper)
+        async with self._limits.slot(order.call.tenant_id, _host_of(order.request.url)):
+            # Read after the slot is ours: with every slot busy this is later than not_before,
+            # and Started must say when the request really went out.
+            start_time = self._clock.now()
+            if order.lease_expires_at is not None and start_time > order.lease_expires_at:
+                log.warning("dispatch lease expired before start; the attempt may run twice")
+            entry.stage = Stage.IN_FLIGHT
+            entry.start_time = start_time
+            request = self._request_for(order)
+            started = started_message(
+                self._topic,
+                order,
+                self._ids.new_id(),
+                at=start_time,
+                start_time=start_time,
+                executor_id=self._executor_id,
+            )
+            # Precision: the request goes out right after Started is handed to the producer,
+            # not after its ack (a broker round trip, milliseconds). Both acks are awaited
+            # below, before the offset can be committed; Started and the result share a key,
+            # so the idempotent producer keeps them in this order on their partition.
+            started_ack = self._enqueue([started])
+            sent_at = self._clock.now()
+            reply = request if isinstance(request, HttpFailure) else await self._send(request)
+            ended_at = self._clock.now()
         outcome, body_snippet = self._judge(reply, order, ended_at)
         result = result_message(
             self._topic,

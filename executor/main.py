@@ -14,6 +14,7 @@ from executor.adapters.sleeper import AsyncioSleeper
 from executor.config import ExecutorConfig
 from executor.grpc_api import SERVICE_NAME, ExecutorApi
 from executor.handler import ExecutionHandler
+from executor.limits import Limits
 from executor.registry import Executions
 from mesh.clock import SystemClock, Uuid7Gen
 from mesh.config import Env
@@ -56,6 +57,9 @@ async def serve(config: ExecutorConfig) -> None:
         clock=SystemClock(),
         ids=Uuid7Gen(),
         sleeper=AsyncioSleeper(),
+        limits=Limits(
+            config.max_in_flight, config.max_in_flight_per_tenant, config.max_in_flight_per_host
+        ),
         secrets=config.secrets,
         signing=SigningKeysFile(config.signing_keys_file),
         executions=executions,
@@ -79,7 +83,8 @@ async def serve(config: ExecutorConfig) -> None:
         config.consumer_group,
         [topics.execution_requests],
         handler,
-        max_in_flight=config.max_in_flight,
+        # Back-pressure: the consumer holds at most this many requests, whatever they wait for.
+        max_in_flight=config.max_held,
         # Calls are independent and each may wait for its not-before time: run them side by
         # side; a call's own attempts are sequenced by the orchestrator, not by partition order.
         ordered_by_key=False,

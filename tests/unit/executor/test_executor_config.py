@@ -23,6 +23,8 @@ def test_defaults() -> None:
     assert config.common.service_name == "executor"
     assert config.consumer_group == "executor"
     assert config.max_in_flight == 512
+    assert (config.max_in_flight_per_tenant, config.max_in_flight_per_host) == (256, 128)
+    assert config.max_held == 2048
     assert config.max_response_bytes == 1024 * 1024
     assert config.default_snippet_bytes == 1024
     assert config.egress_allowlist == ()
@@ -39,6 +41,9 @@ def test_values_from_the_environment() -> None:
                 "EXECUTOR_ID": "exec-a",
                 "EXECUTOR_GROUP": "g",
                 "MAX_IN_FLIGHT": "8",
+                "MAX_IN_FLIGHT_PER_TENANT": "3",
+                "MAX_IN_FLIGHT_PER_HOST": "2",
+                "MAX_HELD": "100",
                 "MAX_RESPONSE_BYTES": "4096",
                 "MAX_SNIPPET_BYTES": "64",
                 "EGRESS_ALLOW_CIDRS": "127.0.0.0/8, ::1/128",
@@ -49,6 +54,8 @@ def test_values_from_the_environment() -> None:
     assert config.common.grpc_port == 6000
     assert (config.executor_id, config.consumer_group) == ("exec-a", "g")
     assert (config.max_in_flight, config.max_response_bytes) == (8, 4096)
+    assert (config.max_in_flight_per_tenant, config.max_in_flight_per_host) == (3, 2)
+    assert config.max_held == 100
     assert config.default_snippet_bytes == 64
     assert config.egress_allowlist == (
         ipaddress.ip_network("127.0.0.0/8"),
@@ -79,6 +86,9 @@ def test_a_malformed_signing_keys_file_fails_at_start_up(tmp_path: Path) -> None
     [
         {"EGRESS_ALLOW_CIDRS": "127.0.0.0/8,nonsense"},
         {"MAX_IN_FLIGHT": "0"},
+        {"MAX_IN_FLIGHT_PER_TENANT": "0"},
+        {"MAX_IN_FLIGHT_PER_HOST": "-1"},
+        {"MAX_IN_FLIGHT": "10", "MAX_HELD": "5"},
         {"MAX_RESPONSE_BYTES": "-1"},
         {"MAX_IN_FLIGHT": "many"},
         {"DRAIN_TIMEOUT_S": "-1"},

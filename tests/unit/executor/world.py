@@ -11,6 +11,7 @@ import grpc
 from executor.domain.signing import SigningSecret
 from executor.grpc_api import ExecutorApi
 from executor.handler import ExecutionHandler
+from executor.limits import Limits
 from executor.registry import Executions
 from mesh.kafka import ReceivedMessage
 from mesh.secrets import SecretBox, header_binding
@@ -53,6 +54,7 @@ class World:
     target: Target = field(default_factory=Target)
     journal: list[str] = field(default_factory=list)
     executions: Executions = field(default_factory=Executions)
+    limits: Limits = field(default_factory=lambda: Limits(512, 512, 512))
 
     def __post_init__(self) -> None:
         self.signing = FakeSigningKeys()
@@ -71,6 +73,7 @@ class World:
             clock=self.clock,
             ids=SeqIds(),
             sleeper=self.sleeper,
+            limits=self.limits,
             secrets=BOX,
             signing=self.signing,
             executions=self.executions,
