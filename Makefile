@@ -9,7 +9,7 @@ export PYTHONPATH := $(CURDIR):$(CURDIR)/gen
 export PATH := $(CURDIR)/.run/bin:$(CURDIR)/.venv/bin:$(PATH)
 PY := .venv/bin/python
 PYTEST_FLAGS ?=
-SOURCES := mesh orchestrator scheduler executor gateway meshctl tests bench
+SOURCES := mesh orchestrator scheduler executor gateway meshctl tests bench k8s
 
 .PHONY: help bootstrap proto proto-check buf-lint lint typecheck check test test-unit \
         test-integration test-e2e up down status logs demo-curl demo-grpcurl clean \

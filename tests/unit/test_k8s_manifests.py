@@ -22,7 +22,7 @@ from typing import Any
 
 import kubernetes_validate
 import pytest
-import yaml  # type: ignore[import-untyped]
+import yaml
 from packaging.requirements import Requirement
 
 from executor.config import ExecutorConfig
