@@ -135,7 +135,7 @@ def envoy_config() -> dict[str, Any]:
     return config
 
 
-class _Dumper(yaml.SafeDumper):  # type: ignore[misc]
+class _Dumper(yaml.SafeDumper):
     pass
 
 
