@@ -25,6 +25,8 @@ class KafkaEventQueue(KafkaEventBus):
             futures.append(future)
             # The same two steps as KafkaEventBus.publish, minus its await.
             self._produce(message, self._on_delivery(loop, future))
+        if len(futures) == 1:
+            return futures[0]  # the common case (one event at a time): no gather to pay for
         done: asyncio.Future[None] = loop.create_future()
 
         def settle(gathered: asyncio.Future[list[None]]) -> None:
