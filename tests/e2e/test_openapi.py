@@ -217,6 +217,8 @@ def test_documented_statuses_and_shapes_are_what_envoy_answers(
         ("POST", base, b'{"delay": "soon"}', json_headers, 400),
         ("POST", f"{base}/{created['serviceCallId']}:explode", b"{}", json_headers, 404),
         ("DELETE", base, None, auth, 404),
+        # A legal HTTP header name that no gRPC metadata key may have.
+        ("GET", base, None, {**auth, "x#y": "1"}, 400),
     ):
         status, headers, raw = http(method, url, payload, hdrs)
         assert status == want, (method, url, payload, status, raw)
@@ -224,6 +226,11 @@ def test_documented_statuses_and_shapes_are_what_envoy_answers(
         error = json.loads(raw)
         assert isinstance(error["code"], int) and error["code"] > 0, error
         assert isinstance(error["message"], str) and error["message"], error
+
+    # gRPC framing headers from a JSON client are dropped, not passed on to break the call.
+    for junk in ({"x-junk-bin": "!!!"}, {"grpc-timeout": "soon"}):
+        status, _, raw = http("GET", base, None, {**auth, **junk})
+        assert status == 200, (junk, raw)
 
 
 def test_native_grpc_errors_from_the_edge_stay_grpc(running_mesh: Layout) -> None:
