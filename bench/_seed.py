@@ -39,7 +39,7 @@ HANDOFF = 1  # servicecall.internal.v1.TimerPurpose.TIMER_PURPOSE_HANDOFF
 _ID = "00000000-0000-7000-8000-00000000beef"
 # Distinct microseconds so each template time is found, and replaced, unambiguously.
 _DUE = datetime(2000, 1, 1, 0, 0, 0, 111111, tzinfo=UTC)
-_CREATED = datetime(2000, 1, 1, 0, 0, 0, 333333, tzinfo=UTC)
+_CREATED = datetime(1999, 1, 1, 0, 0, 0, 333333, tzinfo=UTC)
 
 
 def _template(url: str, lead: timedelta) -> tuple[str, int]:
