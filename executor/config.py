@@ -33,6 +33,7 @@ class ExecutorConfig:
     default_snippet_bytes: int
     egress_allowlist: tuple[Network, ...]
     drain_timeout_s: float
+    kafka_linger_ms: float
     # Opens the secret headers the orchestrator sealed (MESH_SECRET_KEY[_OLD]); required, since
     # without it every call with a secret header would fail.
     secrets: SecretBox
@@ -69,6 +70,7 @@ class ExecutorConfig:
             default_snippet_bytes=env.integer("MAX_SNIPPET_BYTES", 1024),
             egress_allowlist=allowlist,
             drain_timeout_s=env.number("DRAIN_TIMEOUT_S", 20.0),
+            kafka_linger_ms=env.number("KAFKA_LINGER_MS", 5.0),
             secrets=secrets,
             signing_keys_file=signing_keys_file,
         )
@@ -85,6 +87,8 @@ class ExecutorConfig:
             raise ConfigError("MAX_HELD must be at least MAX_IN_FLIGHT")
         if config.drain_timeout_s < 0:
             raise ConfigError("DRAIN_TIMEOUT_S must not be negative")
+        if not 0 <= config.kafka_linger_ms <= 1000:
+            raise ConfigError("KAFKA_LINGER_MS must be between 0 and 1000")
         return config
 
 

@@ -25,6 +25,7 @@ def test_defaults() -> None:
     assert config.max_in_flight == 512
     assert (config.max_in_flight_per_tenant, config.max_in_flight_per_host) == (256, 128)
     assert config.max_held == 2048
+    assert config.kafka_linger_ms == 5.0
     assert config.max_response_bytes == 1024 * 1024
     assert config.default_snippet_bytes == 1024
     assert config.egress_allowlist == ()
@@ -92,6 +93,7 @@ def test_a_malformed_signing_keys_file_fails_at_start_up(tmp_path: Path) -> None
         {"MAX_RESPONSE_BYTES": "-1"},
         {"MAX_IN_FLIGHT": "many"},
         {"DRAIN_TIMEOUT_S": "-1"},
+        {"KAFKA_LINGER_MS": "-1"},
         {"MESH_SECRET_KEY": ""},
         {"MESH_SECRET_KEY": "not base64!"},
         {"MESH_SECRET_KEY": base64.b64encode(bytes(16)).decode()},
