@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -14,6 +16,50 @@ from mesh.logs import get_logger
 log = get_logger(__name__)
 
 Registrar = Callable[[grpc.aio.Server], None]
+
+
+@dataclass(frozen=True, slots=True)
+class _Undecodable:
+    reason: str
+
+
+class RejectUndecodableRequests(grpc.aio.ServerInterceptor):
+    """grpc.aio answers UNKNOWN when a request's bytes do not parse (the deserializer's
+    exception escapes); a malformed request is the client's error, so say INVALID_ARGUMENT."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[
+            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]
+        ],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        handler = await continuation(handler_call_details)
+        if handler is None or handler.unary_unary is None or handler.request_deserializer is None:
+            return handler
+        deserialize = handler.request_deserializer
+        behavior = handler.unary_unary
+
+        def tolerant(data: bytes) -> Any:
+            try:
+                return deserialize(data)
+            except Exception as e:  # DecodeError, or invalid UTF-8 in a string field
+                return _Undecodable(type(e).__name__)
+
+        async def guarded(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            if isinstance(request, _Undecodable):
+                await context.abort(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"the request is not a valid protobuf message ({request.reason})",
+                )
+            # The stubs type handlers for sync servers; under grpc.aio they are coroutines.
+            return await behavior(request, context)  # type: ignore[arg-type]
+
+        return grpc.unary_unary_rpc_method_handler(
+            guarded,
+            request_deserializer=tolerant,
+            response_serializer=handler.response_serializer,
+        )
 
 
 class GrpcServer:
@@ -28,7 +74,10 @@ class GrpcServer:
     ) -> None:
         # so_reuseport=0: a port clash must fail loudly instead of silently sharing the port.
         self.server = grpc.aio.server(
-            interceptors=[aio_server_interceptor()],  # type: ignore[no-untyped-call]
+            interceptors=[
+                RejectUndecodableRequests(),
+                aio_server_interceptor(),  # type: ignore[no-untyped-call]
+            ],
             options=[("grpc.so_reuseport", 0)],
         )
         for register in registrars:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import NoReturn
 
 import grpc
@@ -19,7 +19,7 @@ from orchestrator.auth import Authenticator, key_from_metadata
 from orchestrator.domain.errors import DomainError, ErrorKind, VersionMismatch
 from orchestrator.domain.model import DEFAULT_RETRY_POLICY, HttpRequest, RetryPolicy
 from orchestrator.domain.states import ServiceCallState
-from orchestrator.domain.validation import FieldViolation, validate_tenant_id
+from orchestrator.domain.validation import FieldViolation, validate_tags, validate_tenant_id
 from orchestrator.mapping import (
     METHOD_FROM_PROTO,
     STATE_CLASSES,
@@ -274,6 +274,9 @@ class ServiceCallApi(svc_grpc.ServiceCallServiceServicer):
         statuses = frozenset(STATUS_FROM_PROTO[s] for s in request.states if s in STATUS_FROM_PROTO)
         if len(statuses) != len(set(request.states)):
             problems.add("states", "contains an unknown state")
+        # A tag that could never be stored can never match; say so rather than pass it to SQL.
+        for violation in validate_tags(request.tags):
+            problems.add("tags", violation.description)
 
         def ts(name: str) -> datetime | None:
             return from_timestamp(getattr(request, name)) if request.HasField(name) else None  # type: ignore[arg-type]
@@ -340,25 +343,24 @@ class ServiceCallApi(svc_grpc.ServiceCallServiceServicer):
     ) -> api.ServiceCall:
         await self._existing(request.tenant_id, request.service_call_id, context)
         problems = _Violations()
-        due_at: datetime | None = None
+        due: datetime | timedelta | None = None
         if request.HasField("schedule_time") == request.HasField("delay"):
             problems.add("schedule_time", "give exactly one of schedule_time and delay")
         elif request.HasField("schedule_time"):
-            due_at = from_timestamp(request.schedule_time)
+            due = from_timestamp(request.schedule_time)
         else:
-            delay = _duration(request.delay, "delay", problems)
-            due_at = datetime.now(UTC) + delay if delay is not None else None
+            due = _duration(request.delay, "delay", problems)
         expected = None
         if request.etag:
             expected = version_from_etag(request.etag)
             if expected is None:
                 problems.add("etag", "is not an etag this API issued")
-        if problems.items or due_at is None:
+        if problems.items or due is None:
             await _abort_invalid(context, problems.items)
         outcome = await self._orchestrator.reschedule(
             request.tenant_id,
             request.service_call_id,
-            due_at,
+            due,
             expected,
             self._correlation_id(context),
         )
@@ -391,9 +393,11 @@ class ServiceCallApi(svc_grpc.ServiceCallServiceServicer):
 
     async def _answer(
         self,
-        outcome: ServiceCallState | DomainError,
+        outcome: ServiceCallState | DomainError | Invalid,
         context: grpc.aio.ServicerContext[object, object],
     ) -> api.ServiceCall:
         if isinstance(outcome, STATE_CLASSES):
             return service_call_to_proto(outcome, svc.BASIC)
+        if isinstance(outcome, Invalid):
+            await _abort_invalid(context, outcome.violations)
         await _abort_domain(context, outcome)

@@ -112,7 +112,8 @@ def etag_of(state: ServiceCallState) -> str:
 
 def version_from_etag(etag: str) -> int | None:
     digits = etag.removeprefix("W/").strip('"')
-    return int(digits) if digits.isdigit() else None
+    # isascii: '²'.isdigit() is True but int('²') fails.
+    return int(digits) if digits.isascii() and digits.isdigit() and len(digits) < 19 else None
 
 
 def service_call_to_proto(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from mesh.logs import call_context, get_logger
 from mesh.ports import Clock, IdGen, OutgoingMessage
@@ -22,7 +22,14 @@ from orchestrator.domain.events import Event
 from orchestrator.domain.idempotency import DueSpec, fingerprint, service_call_id_for
 from orchestrator.domain.model import HttpRequest, RetryPolicy, ServiceCallSpec, Timing
 from orchestrator.domain.states import ServiceCallState
-from orchestrator.domain.validation import FieldViolation, Limits, validate_submission
+from orchestrator.domain.validation import (
+    FieldViolation,
+    Limits,
+    validate_delay,
+    validate_due_at,
+    validate_reason,
+    validate_submission,
+)
 from orchestrator.ports import ListQuery, Page, ServiceCallStore, Transition
 from orchestrator.sealing import seal_secret_headers
 
@@ -83,6 +90,8 @@ class Orchestrator:
             case datetime():
                 due_at = submission.due
             case _:
+                if problems := validate_delay(submission.due, "delay", self._limits):
+                    return Invalid(tuple(problems))
                 due_at = now + submission.due
         violations = validate_submission(
             tenant_id=submission.tenant_id,
@@ -143,7 +152,9 @@ class Orchestrator:
 
     async def cancel(
         self, tenant_id: str, service_call_id: str, reason: str, correlation_id: str
-    ) -> ServiceCallState | DomainError:
+    ) -> ServiceCallState | DomainError | Invalid:
+        if problems := validate_reason(reason, self._limits):
+            return Invalid(tuple(problems))
         return await self._command(
             tenant_id, service_call_id, CancelServiceCall(reason=reason), correlation_id
         )
@@ -152,11 +163,18 @@ class Orchestrator:
         self,
         tenant_id: str,
         service_call_id: str,
-        due_at: datetime,
+        due: DueSpec,
         expected_version: int | None,
         correlation_id: str,
-    ) -> ServiceCallState | DomainError:
-        command = RescheduleServiceCall(due_at=due_at, expected_version=expected_version)
+    ) -> ServiceCallState | DomainError | Invalid:
+        now = self._clock.now()
+        if isinstance(due, timedelta):
+            if problems := validate_delay(due, "delay", self._limits):
+                return Invalid(tuple(problems))
+            due = now + due
+        if problems := validate_due_at(due, now, self._limits):
+            return Invalid(tuple(FieldViolation("schedule_time", p.description) for p in problems))
+        command = RescheduleServiceCall(due_at=due, expected_version=expected_version)
         return await self._command(tenant_id, service_call_id, command, correlation_id)
 
     async def run_now(

@@ -27,6 +27,11 @@ class Limits:
     max_tags: int = 32
     max_idempotency_key_length: int = 256
     max_attempts: int = 100
+    # Backoffs and retry windows are added to "now": they must stay far from datetime's
+    # year-9999 limit, and a retry more than a month out is a misconfiguration anyway.
+    max_backoff: timedelta = timedelta(days=30)
+    max_retry_duration: timedelta = timedelta(days=365)
+    max_reason_length: int = 1024
 
 
 DEFAULT_LIMITS = Limits()
@@ -174,14 +179,29 @@ def validate_retry_policy(
                 f"{_POLICY}.max_attempts", f"must be between 1 and {limits.max_attempts}"
             )
         )
-    if policy.max_retry_duration is not None and policy.max_retry_duration <= timedelta(0):
+    if policy.max_retry_duration is not None and not (
+        timedelta(0) < policy.max_retry_duration <= limits.max_retry_duration
+    ):
         violations.append(
-            FieldViolation(f"{_POLICY}.max_retry_duration", "must be positive when set")
+            FieldViolation(
+                f"{_POLICY}.max_retry_duration",
+                f"must be positive and at most {limits.max_retry_duration.days} days when set",
+            )
         )
-    if policy.min_backoff <= timedelta(0):
-        violations.append(FieldViolation(f"{_POLICY}.min_backoff", "must be positive"))
-    if policy.max_backoff < policy.min_backoff:
-        violations.append(FieldViolation(f"{_POLICY}.max_backoff", "must be at least min_backoff"))
+    if not timedelta(0) < policy.min_backoff <= limits.max_backoff:
+        violations.append(
+            FieldViolation(
+                f"{_POLICY}.min_backoff",
+                f"must be positive and at most {limits.max_backoff.days} days",
+            )
+        )
+    if not policy.min_backoff <= policy.max_backoff <= limits.max_backoff:
+        violations.append(
+            FieldViolation(
+                f"{_POLICY}.max_backoff",
+                f"must be at least min_backoff and at most {limits.max_backoff.days} days",
+            )
+        )
     if not (math.isfinite(policy.multiplier) and policy.multiplier >= 1):
         violations.append(FieldViolation(f"{_POLICY}.multiplier", "must be at least 1"))
     if not (math.isfinite(policy.jitter) and 0 <= policy.jitter <= 1):
@@ -209,4 +229,25 @@ def validate_due_at(
             )
         ]
     # A due time in the past is valid: the call runs at once.
+    return []
+
+
+def validate_reason(reason: str, limits: Limits = DEFAULT_LIMITS) -> list[FieldViolation]:
+    if len(reason) > limits.max_reason_length or not reason.isprintable():
+        return [
+            FieldViolation(
+                "reason", f"must be at most {limits.max_reason_length} printable characters"
+            )
+        ]
+    return []
+
+
+def validate_delay(
+    delay: timedelta, field: str, limits: Limits = DEFAULT_LIMITS
+) -> list[FieldViolation]:
+    """A relative due time, checked before it is added to now (which could overflow)."""
+    if not timedelta(0) <= delay <= limits.max_schedule_ahead:
+        return [
+            FieldViolation(field, f"must be between 0 and {limits.max_schedule_ahead.days} days")
+        ]
     return []

@@ -8,10 +8,13 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from orchestrator.domain.model import HttpRequest, RetryPolicy
+from orchestrator.domain.model import DEFAULT_RETRY_POLICY, HttpRequest, RetryPolicy
 from orchestrator.domain.validation import (
     FieldViolation,
     Limits,
+    validate_delay,
+    validate_reason,
+    validate_retry_policy,
     validate_submission,
 )
 
@@ -139,3 +142,25 @@ def test_limits_are_parameters() -> None:
     assert fields(violations(request=replace(http_request(), body=b"x" * 21), limits=roomy)) == {
         f"{R}.body"
     }
+
+
+def test_backoffs_and_retry_window_are_bounded_so_retry_times_stay_representable() -> None:
+    huge = timedelta(days=3_652_000)  # what a fuzzer sends: ~10,000 years
+    policy = replace(
+        DEFAULT_RETRY_POLICY, min_backoff=huge, max_backoff=huge, max_retry_duration=huge
+    )
+    fields = {v.field for v in validate_retry_policy(policy)}
+    assert fields == {
+        "service_call.retry_policy.min_backoff",
+        "service_call.retry_policy.max_backoff",
+        "service_call.retry_policy.max_retry_duration",
+    }
+
+
+def test_delays_and_reasons_are_checked_before_use() -> None:
+    assert validate_delay(timedelta(days=30), "delay") == []
+    assert [v.field for v in validate_delay(timedelta(days=30, seconds=1), "delay")] == ["delay"]
+    assert [v.field for v in validate_delay(timedelta(seconds=-1), "delay")] == ["delay"]
+    assert validate_reason("no longer needed") == []
+    assert [v.field for v in validate_reason("a\x00b")] == ["reason"]
+    assert [v.field for v in validate_reason("x" * 1025)] == ["reason"]
