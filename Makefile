@@ -26,8 +26,10 @@ help:
 bootstrap:
 	@scripts/bootstrap.sh
 
+# gen/ from proto/, and what is generated from gen/ and envoy/ for Kubernetes.
 proto: bootstrap
 	scripts/proto.sh
+	$(PY) k8s/render_envoy_config.py
 
 # gen/ is committed; regenerate into a scratch dir and compare, so a stale gen/ fails CI.
 proto-check: bootstrap
