@@ -74,6 +74,8 @@ class CommonConfig:
     kafka_bootstrap: str
     topic_prefix: str
     log_level: str
+    # Stable per replica (e.g. a StatefulSet pod name); empty means dynamic membership.
+    group_instance_id: str | None
 
     DEFAULT_DATABASE_URL: ClassVar[str] = "postgresql://postgres@127.0.0.1:55432/servicecall"
 
@@ -87,4 +89,5 @@ class CommonConfig:
             kafka_bootstrap=env.text("KAFKA_BOOTSTRAP", "127.0.0.1:59092"),
             topic_prefix=env.text("TOPIC_PREFIX", "servicecall."),
             log_level=env.text("LOG_LEVEL", "info"),
+            group_instance_id=env.values.get("KAFKA_GROUP_INSTANCE_ID") or None,
         )

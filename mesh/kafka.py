@@ -131,9 +131,15 @@ class ConsumerRunner:
         max_in_flight: int = 256,
         ordered_by_key: bool = True,
         client_id: str | None = None,
+        group_instance_id: str | None = None,
     ) -> None:
+        # Static membership (a stable `group.instance.id` per replica): a restarted process
+        # gets its partitions back at once instead of after the session timeout, which is
+        # most of the delay of calls held by a process that was restarted.
+        static = {"group.instance.id": group_instance_id} if group_instance_id else {}
         self._consumer = Consumer(
             {
+                **static,
                 "bootstrap.servers": bootstrap,
                 "group.id": group_id,
                 "client.id": client_id or group_id,

@@ -115,6 +115,8 @@ class Layout:
             "KAFKA_BOOTSTRAP": self.kafka_bootstrap,
             "TOPIC_PREFIX": self.topic_prefix,
             "MESH_SECRET_KEY": self.secret_key(),
+            # One replica of each service locally: a fixed member id lets a restart resume.
+            "KAFKA_GROUP_INSTANCE_ID": f"{service}-1",
             # The local mesh calls local sinks; a production executor keeps loopback blocked.
             "EGRESS_ALLOW_CIDRS": "127.0.0.0/8,::1/128",
             **dict(self.service_env),

@@ -101,6 +101,7 @@ async def serve(config: OrchestratorConfig) -> None:
         [topics.timer_events, topics.execution_events],
         CallEventHandler(orchestrator),
         client_id="orchestrator",
+        group_instance_id=common.group_instance_id,
     )
     await Lifecycle(
         "orchestrator",

@@ -83,6 +83,7 @@ async def serve(config: SchedulerConfig) -> None:
         [topics.timer_requests],
         TimerRequestHandler(store, firer),
         client_id="scheduler",
+        group_instance_id=common.group_instance_id,
     )
     await Lifecycle(
         "scheduler",
