@@ -7,6 +7,7 @@ from google.protobuf.message import DecodeError
 from mesh.kafka import ReceivedMessage
 from mesh.logs import call_context, get_logger
 from mesh.timeconv import from_timestamp
+from scheduler.arming import ArmBatcher
 from scheduler.domain.timers import Timer, TimerKey
 from scheduler.firing import Firer
 from scheduler.ports import TimerStore
@@ -17,7 +18,7 @@ log = get_logger(__name__)
 
 class TimerRequestHandler:
     def __init__(self, store: TimerStore, firer: Firer) -> None:
-        self._store = store
+        self._arming = ArmBatcher(store)
         self._firer = firer
 
     async def __call__(self, message: ReceivedMessage) -> None:
@@ -42,7 +43,7 @@ class TimerRequestHandler:
             sequence=envelope.sequence,
         )
         with call_context(envelope.tenant_id, envelope.service_call_id, envelope.correlation_id):
-            armed = await self._store.arm(timer)
+            armed = await self._arming.arm(timer)
             if armed:
                 self._firer.armed(timer.key.fire_at)
             log.info(

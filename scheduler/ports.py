@@ -15,6 +15,11 @@ class TimerStore(Protocol):
         armed one, changes nothing (False); a new request for a fired timer re-arms it."""
         ...
 
+    async def arm_many(self, timers: Sequence[Timer]) -> set[str]:
+        """`arm` for many timers at once; returns the ids of those armed by this call. A
+        timer id repeated within `timers` is armed (at most) once, by its first occurrence."""
+        ...
+
     async def claim_due(self, now: datetime, limit: int, lease: timedelta) -> Sequence[Timer]:
         """Claims up to `limit` pending timers due at `now`, earliest first, for `lease`; a
         claim that is not marked fired within the lease may be claimed again."""

@@ -32,6 +32,30 @@ _ARM = sa.text(
     """
 )
 
+# The same upsert for many timers in one statement: each column travels as one array.
+_ARM_MANY = sa.text(
+    """
+    INSERT INTO scheduler.timers (timer_id, tenant_id, service_call_id, purpose, attempt,
+                                  fire_at, state, armed_by, correlation_id, sequence)
+    SELECT t.timer_id, t.tenant_id, t.service_call_id, t.purpose, t.attempt,
+           t.fire_at, 'pending', t.armed_by, t.correlation_id, t.sequence
+      FROM unnest(CAST(:timer_ids AS uuid[]), CAST(:tenant_ids AS text[]),
+                  CAST(:service_call_ids AS text[]), CAST(:purposes AS smallint[]),
+                  CAST(:attempts AS integer[]), CAST(:fire_ats AS timestamptz[]),
+                  CAST(:armed_bys AS text[]), CAST(:correlation_ids AS text[]),
+                  CAST(:sequences AS bigint[]))
+           AS t(timer_id, tenant_id, service_call_id, purpose, attempt, fire_at, armed_by,
+                correlation_id, sequence)
+    ON CONFLICT (timer_id) DO UPDATE
+       SET state = 'pending', armed_by = EXCLUDED.armed_by, claimed_until = NULL,
+           fired_at = NULL, correlation_id = EXCLUDED.correlation_id,
+           sequence = EXCLUDED.sequence
+     WHERE scheduler.timers.state = 'fired'
+       AND scheduler.timers.armed_by <> EXCLUDED.armed_by
+    RETURNING timer_id::text
+    """
+)
+
 # The inner SELECT takes the earliest due, unclaimed rows and locks them; SKIP LOCKED lets a
 # second replica take the next rows instead of waiting, and the lease written here keeps a
 # third from re-claiming them after this transaction commits.
@@ -137,6 +161,29 @@ class PostgresTimerStore:
             )
             # RETURNING, not rowcount: the driver reports -1 for INSERT ... ON CONFLICT.
             return armed.first() is not None
+
+    async def arm_many(self, timers: Sequence[Timer]) -> set[str]:
+        # One timer id may appear once per statement (ON CONFLICT cannot touch a row twice):
+        # a repeat in the same batch is the same request delivered twice, so the first wins.
+        unique = list({t.timer_id: t for t in reversed(timers)}.values())
+        if not unique:
+            return set()
+        async with self._engine.begin() as conn:
+            rows = await conn.execute(
+                _ARM_MANY,
+                {
+                    "timer_ids": [t.timer_id for t in unique],
+                    "tenant_ids": [t.key.tenant_id for t in unique],
+                    "service_call_ids": [t.key.service_call_id for t in unique],
+                    "purposes": [t.key.purpose for t in unique],
+                    "attempts": [t.key.attempt for t in unique],
+                    "fire_ats": [t.key.fire_at for t in unique],
+                    "armed_bys": [t.armed_by for t in unique],
+                    "correlation_ids": [t.correlation_id for t in unique],
+                    "sequences": [t.sequence for t in unique],
+                },
+            )
+            return {row[0] for row in rows}
 
     async def claim_due(self, now: datetime, limit: int, lease: timedelta) -> Sequence[Timer]:
         async with self._engine.begin() as conn:

@@ -120,3 +120,23 @@ class TimerStoreContract:
         assert await timers.prune(T0 + timedelta(seconds=1)) == 1
         assert await timers.get(done.timer_id) is None
         assert await timers.get(pending.timer_id) is not None
+
+    async def test_arm_many_arms_each_new_timer_once(self, timers: TimerStore) -> None:
+        a, b = timer(5), timer(6)
+        assert await timers.arm(a) is True
+        armed = await timers.arm_many([a, b, b, timer(7, armed_by=b.armed_by)])
+        assert b.timer_id in armed and a.timer_id not in armed
+        assert len(armed) == 2
+        assert await timers.get(b.timer_id) == b
+        assert await timers.arm_many([]) == set()
+
+    async def test_arm_many_rearms_a_fired_timer_for_a_new_request(
+        self, timers: TimerStore
+    ) -> None:
+        t = timer(0, armed_by="first")
+        await timers.arm(t)
+        await timers.claim_due(T0, 10, LEASE)
+        await timers.mark_fired([t.timer_id], T0)
+        rearm = Timer(t.key, "second", t.correlation_id, t.sequence)
+        assert await timers.arm_many([t, rearm]) == set()  # first occurrence wins: a redelivery
+        assert await timers.arm_many([rearm]) == {t.timer_id}

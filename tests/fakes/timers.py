@@ -30,6 +30,17 @@ class InMemoryTimerStore:
             return True
         return False
 
+    async def arm_many(self, timers: Sequence[Timer]) -> set[str]:
+        armed: set[str] = set()
+        seen: set[str] = set()
+        for timer in timers:
+            if timer.timer_id in seen:
+                continue
+            seen.add(timer.timer_id)
+            if await self.arm(timer):
+                armed.add(timer.timer_id)
+        return armed
+
     async def claim_due(self, now: datetime, limit: int, lease: timedelta) -> Sequence[Timer]:
         due = sorted(
             (
