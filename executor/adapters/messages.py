@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from executor.domain.execution import CallRef, ExecutionOrder, HttpRequest
 from executor.domain.outcome import Failed, Outcome, Succeeded
 from mesh.ports import OutgoingMessage
-from mesh.timeconv import from_duration, from_timestamp, to_duration, to_timestamp
+from mesh.timeconv import from_duration, from_timestamp, to_duration
 from mesh.topics import call_key
 from servicecall.internal.v1 import events_pb2 as pb
 from servicecall.v1 import service_call_pb2 as api
@@ -66,6 +68,17 @@ def order_from_envelope(envelope: pb.Envelope, default_snippet_bytes: int) -> Ex
     )
 
 
+def _timestamp(at: datetime) -> Timestamp:
+    # mesh.timeconv.to_timestamp goes through protobuf's pure-Python FromDatetime; this runs
+    # three times per attempt, so it is done with integer arithmetic (same result, UTC).
+    delta = at - _EPOCH
+    seconds = delta.days * 86_400 + delta.seconds
+    return Timestamp(seconds=seconds, nanos=delta.microseconds * 1000)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def _envelope(call: CallRef, event_id: str, at: datetime, **payload: object) -> pb.Envelope:
     return pb.Envelope(
         event_id=event_id,
@@ -73,7 +86,7 @@ def _envelope(call: CallRef, event_id: str, at: datetime, **payload: object) -> 
         service_call_id=call.service_call_id,
         correlation_id=call.correlation_id,
         sequence=call.sequence,
-        occurred_at=to_timestamp(at),
+        occurred_at=_timestamp(at),
         **payload,  # type: ignore[arg-type]
     )
 
@@ -92,7 +105,7 @@ def started_message(
         at,
         execution_started=pb.ExecutionStarted(
             attempt=order.attempt,
-            start_time=to_timestamp(start_time),
+            start_time=_timestamp(start_time),
             executor_id=executor_id,
         ),
     )
@@ -115,7 +128,7 @@ def result_message(
             result = pb.AttemptResult(
                 response_status=status,
                 response_snippet=snippet,
-                end_time=to_timestamp(ended_at),
+                end_time=_timestamp(ended_at),
                 duration=to_duration(duration),
             )
             payload = {
@@ -126,7 +139,7 @@ def result_message(
                 response_status=outcome.status,
                 response_snippet=snippet,
                 error=outcome.error.value,
-                end_time=to_timestamp(ended_at),
+                end_time=_timestamp(ended_at),
                 duration=to_duration(duration),
             )
             failed = pb.ExecutionFailed(

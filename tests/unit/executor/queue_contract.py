@@ -38,3 +38,16 @@ class EventQueueContract:
         for key in ("t/a", "t/b"):
             values = [v for k, v in records if k == key]
             assert values == [f"{key}:{i}".encode() for i in range(20)]
+
+    async def test_acks_keep_coming_after_many_rounds(
+        self, queue: EventQueue, topic: str, read_back: ReadBack
+    ) -> None:
+        # Acknowledgements are settled in batches; none may be lost between batches.
+        for round_ in range(5):
+            acks = [
+                queue.enqueue([OutgoingMessage(topic, f"t/{i}", f"{round_}:{i}".encode())])
+                for i in range(50)
+            ]
+            await asyncio.wait_for(asyncio.gather(*acks), timeout=30)
+            await asyncio.sleep(0.06)  # past one poll interval
+        assert len(await read_back(topic, 250)) == 250
