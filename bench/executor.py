@@ -4,7 +4,8 @@
 (.run/bench-executor, ports 593xx, so it runs beside `make up`, `make test` and the scheduler
 bench) or uses `--bootstrap`; a loopback sink per answer delay, each its own process; and, per
 measured cell, a fresh `python -m executor serve` on private topics (a new prefix each time),
-with MAX_IN_FLIGHT (and the per-tenant and per-host caps) set to the cell's concurrency.
+with MAX_IN_FLIGHT (and the per-tenant and per-host caps) set to the cell's concurrency and
+everything else at the executor's defaults (MAX_HELD = 4 × MAX_IN_FLIGHT, LOG_LEVEL=info).
 
 Per cell: a warm-up batch fills the connection pool and proves the consumer joined; then the
 measured batch of ExecutionRequested envelopes, all already due, is produced straight onto
@@ -175,7 +176,6 @@ def _executor(
         "MAX_IN_FLIGHT": str(concurrency),
         "MAX_IN_FLIGHT_PER_TENANT": str(concurrency),
         "MAX_IN_FLIGHT_PER_HOST": str(concurrency),
-        "MAX_HELD": str(max(4 * concurrency, 2048)),
         "EGRESS_ALLOW_CIDRS": "127.0.0.0/8",
         "MESH_SECRET_KEY": base64.b64encode(os.urandom(32)).decode(),
         "LOG_LEVEL": log_level,
