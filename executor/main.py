@@ -103,6 +103,9 @@ async def serve(config: ExecutorConfig) -> None:
         # side; a call's own attempts are sequenced by the orchestrator, not by partition order.
         ordered_by_key=False,
         client_id=f"executor-{config.executor_id}",
+        # Static membership: a restarted executor gets its partitions back at once, so the
+        # attempts it held are redelivered without waiting out the session timeout.
+        group_instance_id=common.group_instance_id,
     )
     stop = stop_on_signals()
     await server.start()
