@@ -40,8 +40,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def test_slot() -> Iterator[int]:
     """A slot of ports and run dir held for this session (an flock), so that two test runs
     on one machine (two developers, a developer and CI) never stop each other's mesh."""
-    locks = TESTS.parent / ".run"
-    locks.mkdir(exist_ok=True)
+    # Ports are machine-wide, so the locks are too (not per checkout).
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    locks = cache / "servicecall" / "test-slots"
+    locks.mkdir(parents=True, exist_ok=True)
     for slot in range(8):
         handle = (locks / f"test-slot-{slot}.lock").open("w")
         try:
