@@ -39,5 +39,10 @@ done
 echo "== the finished call, with its attempts (note the redacted Authorization header)"
 curl -sS -H "$AUTH" "$API/v1/tenants/$TENANT/service-calls/$later_id?view=FULL" | python3 -m json.tool
 echo "== the tenant's succeeded calls tagged demo"
-curl -sS -H "$AUTH" "$API/v1/tenants/$TENANT/service-calls?states=SUCCEEDED&tags=demo&pageSize=5" | python3 -m json.tool | head -40
+curl -sS -H "$AUTH" "$API/v1/tenants/$TENANT/service-calls?states=SUCCEEDED&tags=demo&pageSize=5" \
+  | python3 -c 'import json,sys
+page = json.load(sys.stdin)
+for c in page["serviceCalls"]:
+    print(c["serviceCallId"], c["state"], c["request"]["url"], c["tags"])
+print("nextPageToken:", page["nextPageToken"] or "(last page)")'
 [[ $(state "$now_id") == SUCCEEDED && $(state "$later_id") == SUCCEEDED ]]
