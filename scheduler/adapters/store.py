@@ -16,23 +16,9 @@ _COLUMNS = (
     " armed_by, correlation_id, sequence"
 )
 
-_ARM = sa.text(
-    """
-    INSERT INTO scheduler.timers (timer_id, tenant_id, service_call_id, purpose, attempt,
-                                  fire_at, state, armed_by, correlation_id, sequence)
-    VALUES (CAST(:timer_id AS uuid), :tenant_id, :service_call_id, :purpose, :attempt,
-            :fire_at, 'pending', :armed_by, :correlation_id, :sequence)
-    ON CONFLICT (timer_id) DO UPDATE
-       SET state = 'pending', armed_by = EXCLUDED.armed_by, claimed_until = NULL,
-           fired_at = NULL, correlation_id = EXCLUDED.correlation_id,
-           sequence = EXCLUDED.sequence
-     WHERE scheduler.timers.state = 'fired'
-       AND scheduler.timers.armed_by <> EXCLUDED.armed_by
-    RETURNING timer_id
-    """
-)
-
-# The same upsert for many timers in one statement: each column travels as one array.
+# Arming is an upsert: a new timer is inserted; a fired one is armed again only by a request
+# other than the one that armed it (a re-arm, not a redelivery). Each column travels as one
+# array, so one statement arms a whole batch.
 _ARM_MANY = sa.text(
     """
     INSERT INTO scheduler.timers (timer_id, tenant_id, service_call_id, purpose, attempt,
@@ -143,24 +129,7 @@ class PostgresTimerStore:
         self._engine = engine
 
     async def arm(self, timer: Timer) -> bool:
-        key = timer.key
-        async with self._engine.begin() as conn:
-            armed = await conn.execute(
-                _ARM,
-                {
-                    "timer_id": timer.timer_id,
-                    "tenant_id": key.tenant_id,
-                    "service_call_id": key.service_call_id,
-                    "purpose": key.purpose,
-                    "attempt": key.attempt,
-                    "fire_at": key.fire_at,
-                    "armed_by": timer.armed_by,
-                    "correlation_id": timer.correlation_id,
-                    "sequence": timer.sequence,
-                },
-            )
-            # RETURNING, not rowcount: the driver reports -1 for INSERT ... ON CONFLICT.
-            return armed.first() is not None
+        return timer.timer_id in await self.arm_many([timer])
 
     async def arm_many(self, timers: Sequence[Timer]) -> set[str]:
         # One timer id may appear once per statement (ON CONFLICT cannot touch a row twice):
