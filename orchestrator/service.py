@@ -88,7 +88,10 @@ class Orchestrator:
             case None:
                 due_at = now
             case datetime():
-                due_at = submission.due
+                # A due time in the past means "now" (and year 1 minus the hand-off lead would
+                # not even be a datetime).
+                due = submission.due
+                due_at = max(due, now) if due.tzinfo is not None else due  # naive: refused below
             case _:
                 if problems := validate_delay(submission.due, "delay", self._limits):
                     return Invalid(tuple(problems))
@@ -172,6 +175,8 @@ class Orchestrator:
             if problems := validate_delay(due, "delay", self._limits):
                 return Invalid(tuple(problems))
             due = now + due
+        if due.tzinfo is not None:
+            due = max(due, now)
         if problems := validate_due_at(due, now, self._limits):
             return Invalid(tuple(FieldViolation("schedule_time", p.description) for p in problems))
         command = RescheduleServiceCall(due_at=due, expected_version=expected_version)

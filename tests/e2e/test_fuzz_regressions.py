@@ -114,3 +114,18 @@ async def test_grpc_request_that_does_not_parse_is_invalid_argument(
         with pytest.raises(grpc.aio.AioRpcError) as error:
             await call(payload, metadata=metadata, timeout=10)
     assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT, error.value.details()
+
+
+def test_a_schedule_time_far_in_the_past_runs_now(json_api: JsonClient) -> None:
+    # Was 500 "OverflowError: date value out of range" (found by `make fuzz`): year 1 minus
+    # the hand-off lead is no datetime. A due time in the past means now.
+    body = {
+        "serviceCall": {
+            "request": {"url": "http://127.0.0.1:9/never"},
+            "scheduleTime": "0001-01-01T00:00:00Z",
+            "retryPolicy": {"maxAttempts": 1},
+        }
+    }
+    response = _submit(json_api, _tenant(), body)
+    assert response.status == 201, response.body
+    assert response.body["scheduleTime"] > "2026-"
