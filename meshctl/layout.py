@@ -46,18 +46,21 @@ class Layout:
     @classmethod
     def test(cls, slot: int = 0) -> Layout:
         """Ports and a run dir of its own, so tests run beside a `make up` mesh; `slot` > 0
-        moves every port by 1000 × slot so that several test sessions can run at once."""
+        moves every port by 1000 × slot so that several test sessions can run at once.
+
+        All below 32768, outside Linux's ephemeral range: the tests start servers again and
+        again, and a port that an outgoing connection happens to use makes a bind fail."""
         shift = 1000 * slot
         return cls(
             run_dir=ROOT / ".run" / ("test" if slot == 0 else f"test-{slot}"),
-            pg_port=55532 - shift,
-            kafka_port=59192 - shift,
-            kafka_controller_port=59193 - shift,
-            orchestrator_port=50151 - shift,
-            scheduler_port=50152 - shift,
-            executor_port=50153 - shift,
-            envoy_port=58180 - shift,
-            envoy_admin_port=58181 - shift,
+            pg_port=25532 - shift,
+            kafka_port=29192 - shift,
+            kafka_controller_port=29193 - shift,
+            orchestrator_port=20151 - shift,
+            scheduler_port=20152 - shift,
+            executor_port=20153 - shift,
+            envoy_port=28180 - shift,
+            envoy_admin_port=28181 - shift,
             topic_prefix="servicecall.",
             pg_fsync=False,
         )
