@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from mesh.logs import get_logger
 from orchestrator.adapters import codec
 from orchestrator.adapters.relay import NOTIFY_CHANNEL
-from orchestrator.adapters.tables import inbox, outbox, service_calls
+from orchestrator.adapters.tables import inbox, outbox, service_call_tags, service_calls
 from orchestrator.domain.states import (
     Canceled,
     Dispatched,
@@ -88,9 +88,24 @@ class PostgresServiceCallStore:
     async def list(self, query: ListQuery) -> Page:
         c = service_calls.c
         sort = c.created_at if query.order_by == "create_time" else c.due_at
+        order_id = c.service_call_id
         stmt = sa.select(c.state, sort.label("sort_value"), c.service_call_id).where(
             c.tenant_id == query.tenant_id
         )
+        if query.tags and query.order_by == "create_time":
+            # Driven by one tag's rows, already in page order; the call must carry the others.
+            t = service_call_tags.c
+            sort, order_id = t.created_at, t.service_call_id
+            stmt = (
+                sa.select(c.state, sort.label("sort_value"), c.service_call_id)
+                .select_from(
+                    service_call_tags.join(
+                        service_calls,
+                        sa.and_(c.tenant_id == t.tenant_id, c.service_call_id == t.service_call_id),
+                    )
+                )
+                .where(t.tenant_id == query.tenant_id, t.tag == min(query.tags))
+            )
         if query.statuses:
             stmt = stmt.where(c.status.in_(sorted(s.value for s in query.statuses)))
         if query.tags:
@@ -104,16 +119,16 @@ class PostgresServiceCallStore:
         if query.due_before is not None:
             stmt = stmt.where(c.due_at < query.due_before)
         if query.after is not None:
-            key = sa.tuple_(sort, c.service_call_id)
+            key = sa.tuple_(sort, order_id)
             position = sa.tuple_(
                 sa.literal(query.after.sort_value),
                 sa.cast(query.after.service_call_id, c.service_call_id.type),
             )
             stmt = stmt.where(key < position if query.descending else key > position)
         if query.descending:
-            stmt = stmt.order_by(sort.desc(), c.service_call_id.desc())
+            stmt = stmt.order_by(sort.desc(), order_id.desc())
         else:
-            stmt = stmt.order_by(sort.asc(), c.service_call_id.asc())
+            stmt = stmt.order_by(sort.asc(), order_id.asc())
         stmt = stmt.limit(query.page_size + 1)
         async with self._engine.connect() as conn:
             rows = (await conn.execute(stmt)).all()
@@ -210,6 +225,19 @@ class PostgresServiceCallStore:
                     **_columns(after, now),
                 )
             )
+            if after.spec.tags:
+                await conn.execute(
+                    sa.insert(service_call_tags),
+                    [
+                        {
+                            "tenant_id": tenant_id,
+                            "tag": tag,
+                            "created_at": after.spec.created_at,
+                            "service_call_id": service_call_id,
+                        }
+                        for tag in sorted(after.spec.tags)
+                    ],
+                )
         else:
             updated = await conn.execute(
                 sa.update(service_calls)

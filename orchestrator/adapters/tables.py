@@ -41,3 +41,15 @@ inbox = sa.Table(
     sa.Column("event_id", sa.Text, primary_key=True),
     sa.Column("received_at", sa.DateTime(timezone=True), server_default=sa.func.now()),
 )
+
+# One row per (call, tag), ordered like the creation-time listing: a tag-filtered page is a
+# range read of the primary key whatever the tag's selectivity (a GIN filter over a tenant's
+# created_at order scanned 1M rows for a tag nobody had). Tags never change after submit.
+service_call_tags = sa.Table(
+    "service_call_tags",
+    metadata,
+    sa.Column("tenant_id", sa.Text, primary_key=True),
+    sa.Column("tag", sa.Text, primary_key=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), primary_key=True),
+    sa.Column("service_call_id", pg.UUID(as_uuid=False), primary_key=True),
+)

@@ -170,3 +170,30 @@ class ServiceCallStoreContract:
                 c.service_call_id for c in reversed(calls[1:])
             ]  # later created = earlier due
             assert seen == (list(reversed(expected)) if descending else expected)
+
+    async def test_tag_filtered_pages_cover_each_match_once_in_creation_order(
+        self, store: ServiceCallStore
+    ) -> None:
+        tenant = new_tenant()
+        calls = [
+            spec(tenant, created_at=T0 + timedelta(seconds=i), tags=frozenset({"a", f"m{i % 3}"}))
+            for i in range(8)
+        ]
+        for call in calls:
+            await store.transact(
+                tenant, call.service_call_id, submit_step(call, T0 + timedelta(hours=1))
+            )
+        for tags, expected in ((frozenset({"a"}), calls), (frozenset({"a", "m1"}), calls[1::3])):
+            for descending in (False, True):
+                seen: list[str] = []
+                query = ListQuery(tenant_id=tenant, page_size=2, tags=tags, descending=descending)
+                while True:
+                    page = await store.list(query)
+                    seen.extend(s.spec.service_call_id for s in page.items)
+                    if page.next_cursor is None:
+                        break
+                    query = replace(query, after=page.next_cursor)
+                ids = [c.service_call_id for c in expected]
+                assert seen == (ids[::-1] if descending else ids), (tags, descending)
+        nothing = await store.list(ListQuery(tenant_id=tenant, page_size=5, tags=frozenset({"zz"})))
+        assert list(nothing.items) == [] and nothing.next_cursor is None
