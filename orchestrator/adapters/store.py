@@ -40,6 +40,9 @@ from orchestrator.ports import ConcurrentUpdateError, Cursor, ListQuery, Page, S
 log = get_logger(__name__)
 
 
+_TAG_COUNT_BOUND = 10_000
+
+
 def _columns(state: ServiceCallState, now: datetime) -> dict[str, Any]:
     """The queryable columns, derived from the state so they can never disagree with it."""
     columns: dict[str, Any] = {
@@ -92,7 +95,12 @@ class PostgresServiceCallStore:
         stmt = sa.select(c.state, sort.label("sort_value"), c.service_call_id).where(
             c.tenant_id == query.tenant_id
         )
+        driving_tag = None
         if query.tags and query.order_by == "create_time":
+            driving_tag = await self._rarest_tag(query.tenant_id, query.tags)
+            if driving_tag is None:
+                return Page(items=[], next_cursor=None)  # some tag is on no call at all
+        if driving_tag is not None:
             # Driven by one tag's rows, already in page order; the call must carry the others.
             t = service_call_tags.c
             sort, order_id = t.created_at, t.service_call_id
@@ -104,7 +112,7 @@ class PostgresServiceCallStore:
                         sa.and_(c.tenant_id == t.tenant_id, c.service_call_id == t.service_call_id),
                     )
                 )
-                .where(t.tenant_id == query.tenant_id, t.tag == min(query.tags))
+                .where(t.tenant_id == query.tenant_id, t.tag == driving_tag)
             )
         if query.statuses:
             stmt = stmt.where(c.status.in_(sorted(s.value for s in query.statuses)))
@@ -140,6 +148,27 @@ class PostgresServiceCallStore:
             last = rows[-1]
             cursor = Cursor(sort_value=last.sort_value, service_call_id=str(last.service_call_id))
         return Page(items=items, next_cursor=cursor)
+
+    async def _rarest_tag(self, tenant_id: str, tags: frozenset[str]) -> str | None:
+        """The tag with the fewest calls (counted up to a bound, so this stays cheap), which
+        makes the smallest range to drive a page by; None when one of them has no calls."""
+        if len(tags) == 1:
+            return next(iter(tags))
+        t = service_call_tags.c
+        counts = {}
+        async with self._engine.connect() as conn:
+            for tag in sorted(tags):
+                probe = (
+                    sa.select(sa.literal(1))
+                    .where(t.tenant_id == tenant_id, t.tag == tag)
+                    .limit(_TAG_COUNT_BOUND)
+                    .subquery()
+                )
+                counts[tag] = (
+                    await conn.execute(sa.select(sa.func.count()).select_from(probe))
+                ).scalar_one()
+        rarest = min(counts, key=lambda tag: counts[tag])
+        return None if counts[rarest] == 0 else rarest
 
     async def transact(
         self, tenant_id: str, service_call_id: str, step: Step, event_id: str | None = None
