@@ -13,7 +13,7 @@ SOURCES := mesh orchestrator scheduler executor gateway meshctl tests bench k8s
 
 .PHONY: help bootstrap proto proto-check buf-lint lint typecheck check test test-unit \
         test-integration test-e2e up down status logs demo-curl demo-grpcurl clean \
-        bench-scheduler bench-executor fuzz admin
+        bench-scheduler bench-executor bench-list fuzz admin
 
 help:
 	@echo "make up          start Postgres, Kafka, the three services and Envoy (local processes)"
@@ -83,6 +83,9 @@ admin: bootstrap
 # Figures, not pass/fail: each prints what it measured (medians of repeated runs).
 bench-scheduler: bootstrap
 	$(PY) -m bench.scheduler $(BENCH_FLAGS)
+
+bench-list: bootstrap
+	$(PY) -m bench.list_pages $(BENCH_FLAGS)
 
 bench-executor: bootstrap
 	$(PY) -m bench.executor $(BENCH_FLAGS)
