@@ -80,11 +80,11 @@ async def _abort_domain(
     raise AssertionError("unreachable")
 
 
-def _metadata(context: grpc.aio.ServicerContext[object, object], name: str) -> str | None:
-    for key, value in context.invocation_metadata() or ():
-        if key == name:
-            return value if isinstance(value, str) else value.decode()
-    return None
+def _metadata(context: grpc.aio.ServicerContext[object, object]) -> dict[str, str]:
+    return {
+        key: value if isinstance(value, str) else value.decode()
+        for key, value in context.invocation_metadata() or ()
+    }
 
 
 class _Violations:
@@ -109,16 +109,24 @@ def _retry_policy(policy: api.RetryPolicy, problems: _Violations) -> RetryPolicy
     default = DEFAULT_RETRY_POLICY
     field = "service_call.retry_policy"
 
-    def duration_or(name: str, fallback: timedelta | None) -> timedelta | None:
+    def duration_or(name: str, fallback: timedelta) -> timedelta:
+        # A field the client set is kept as given (0 s included), so validation can refuse it;
+        # only an unset one takes the default.
         if not policy.HasField(name):  # type: ignore[arg-type]
             return fallback
-        return _duration(getattr(policy, name), f"{field}.{name}", problems) or fallback
+        value = _duration(getattr(policy, name), f"{field}.{name}", problems)
+        return fallback if value is None else value
 
+    max_retry_duration = default.max_retry_duration
+    if policy.HasField("max_retry_duration"):
+        max_retry_duration = _duration(
+            policy.max_retry_duration, f"{field}.max_retry_duration", problems
+        )
     return RetryPolicy(
         max_attempts=policy.max_attempts or default.max_attempts,
-        max_retry_duration=duration_or("max_retry_duration", default.max_retry_duration),
-        min_backoff=duration_or("min_backoff", default.min_backoff) or default.min_backoff,
-        max_backoff=duration_or("max_backoff", default.max_backoff) or default.max_backoff,
+        max_retry_duration=max_retry_duration,
+        min_backoff=duration_or("min_backoff", default.min_backoff),
+        max_backoff=duration_or("max_backoff", default.max_backoff),
         multiplier=policy.multiplier if policy.HasField("multiplier") else default.multiplier,
         jitter=policy.jitter if policy.HasField("jitter") else default.jitter,
         retryable_status_codes=(
@@ -142,10 +150,8 @@ def submission_from_proto(
         problems.add("service_call.request.http_method", "is not a supported method")
     timeout = DEFAULT_ATTEMPT_TIMEOUT
     if http.HasField("attempt_timeout"):
-        timeout = (
-            _duration(http.attempt_timeout, "service_call.request.attempt_timeout", problems)
-            or DEFAULT_ATTEMPT_TIMEOUT
-        )
+        given = _duration(http.attempt_timeout, "service_call.request.attempt_timeout", problems)
+        timeout = DEFAULT_ATTEMPT_TIMEOUT if given is None else given
     due: datetime | timedelta | None = None
     if call.HasField("schedule_time") and request.HasField("delay"):
         problems.add("delay", "give either service_call.schedule_time or delay, not both")
@@ -206,11 +212,7 @@ class ServiceCallApi(svc_grpc.ServiceCallServiceServicer):
     ) -> None:
         """Every RPC runs as the tenant its API key belongs to. Another tenant's resources
         answer exactly like missing ones (`not_found`), so nothing tells them apart."""
-        metadata = {
-            k: v if isinstance(v, str) else v.decode()
-            for k, v in (context.invocation_metadata() or ())
-        }
-        caller = await self._auth.tenant_for(key_from_metadata(metadata))
+        caller = await self._auth.tenant_for(key_from_metadata(_metadata(context)))
         if caller is None:
             await context.abort(
                 grpc.StatusCode.UNAUTHENTICATED,
@@ -220,7 +222,7 @@ class ServiceCallApi(svc_grpc.ServiceCallServiceServicer):
             await context.abort(grpc.StatusCode.NOT_FOUND, not_found)
 
     def _correlation_id(self, context: grpc.aio.ServicerContext[object, object]) -> str:
-        return _metadata(context, "x-request-id") or self._ids.new_id()
+        return _metadata(context).get("x-request-id") or self._ids.new_id()
 
     async def SubmitServiceCall(  # noqa: N802 - gRPC method name
         self,
@@ -228,7 +230,7 @@ class ServiceCallApi(svc_grpc.ServiceCallServiceServicer):
         context: grpc.aio.ServicerContext[object, object],
     ) -> api.ServiceCall:
         await self._authorize(context, request.tenant_id, _tenant_not_found(request.tenant_id))
-        submission = submission_from_proto(request, _metadata(context, "idempotency-key"))
+        submission = submission_from_proto(request, _metadata(context).get("idempotency-key"))
         if isinstance(submission, list):
             await _abort_invalid(context, submission)
         outcome = await self._orchestrator.submit(submission, self._correlation_id(context))
