@@ -87,8 +87,3 @@ def decode(hint: Any, data: Any) -> Any:
         if hint in (str, int, float, bool):
             return hint(data)
     raise TypeError(f"cannot decode {hint!r}")
-
-
-def decode_as(hint: Any, data: Any) -> Any:
-    """Decodes `data` as the type `hint` (a class or a union of classes)."""
-    return decode(hint, data)

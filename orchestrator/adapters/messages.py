@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import replace
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from mesh.ports import OutgoingMessage
 from mesh.timeconv import from_duration, from_timestamp, to_timestamp
@@ -171,12 +171,14 @@ def command_from_envelope(envelope: pb.Envelope) -> Command | None:
             return None
 
 
-def _result(result: pb.AttemptResult, retryable: bool, retry_after: object) -> ExecutionResult:
+def _result(
+    result: pb.AttemptResult, retryable: bool, retry_after: timedelta | None
+) -> ExecutionResult:
     return ExecutionResult(
         response_status=result.response_status or None,
         response_snippet=result.response_snippet,
         error=result.error,
         retryable=retryable,
-        retry_after=retry_after,  # type: ignore[arg-type]
+        retry_after=retry_after,
         ended_at=from_timestamp(result.end_time),
     )
