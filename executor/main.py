@@ -8,7 +8,7 @@ import gc
 import os
 from functools import partial
 
-from executor.adapters.http_client import AiohttpClient
+from executor.adapters.h1_client import H1Client
 from executor.adapters.kafka_queue import KafkaEventQueue
 from executor.adapters.signing_keys import SigningKeysFile
 from executor.adapters.sleeper import AsyncioSleeper
@@ -62,7 +62,7 @@ async def serve(config: ExecutorConfig) -> None:
         common.kafka_bootstrap, f"executor-{config.executor_id}", linger_ms=config.kafka_linger_ms
     )
     await bus.start()
-    http = AiohttpClient.create(
+    http = H1Client.create(
         config.egress_allowlist, config.max_response_bytes, pool_size=config.max_in_flight
     )
     handler = ExecutionHandler(

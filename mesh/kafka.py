@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -132,6 +133,7 @@ class ConsumerRunner:
         ordered_by_key: bool = True,
         client_id: str | None = None,
         group_instance_id: str | None = None,
+        commit_interval_s: float = 0.1,
     ) -> None:
         # Static membership (a stable `group.instance.id` per replica): a restarted process
         # gets its partitions back at once instead of after the session timeout, which is
@@ -160,6 +162,11 @@ class ConsumerRunner:
         self._committed: dict[tuple[str, int], int] = {}
         self._tails: dict[str, asyncio.Future[None]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        # Set whenever a handler finishes: wakes a run loop waiting for room (back-pressure)
+        # without registering a callback on every held task, as asyncio.wait would each time.
+        self._room = asyncio.Event()
+        self._commit_interval = commit_interval_s
+        self._last_commit = 0.0
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{group_id}-consume")
         self._stopping = asyncio.Event()
         self.assigned = asyncio.Event()
@@ -197,19 +204,20 @@ class ConsumerRunner:
                 if budget <= 0:
                     # Back-pressure: hold off polling (the consumer stays in the group through
                     # its background heartbeat) until some handlers finish.
-                    await asyncio.wait(self._tasks, return_when=asyncio.FIRST_COMPLETED)
-                    await self._commit()
+                    self._room.clear()
+                    await self._room.wait()
+                    await self._commit_now_and_then()
                     continue
                 messages: list[Message] = await self._call(
                     self._consumer.consume, min(budget, 500), 0.05
                 )
                 for message in messages:
                     self._dispatch(message)
-                await self._commit()
+                await self._commit_now_and_then()
         finally:
             if self._tasks:
                 await asyncio.wait(self._tasks)
-            await self._commit()
+            await self._commit(asynchronous=False)
             await self._call(self._consumer.close)
             self._thread.shutdown(wait=True)
 
@@ -237,7 +245,11 @@ class ConsumerRunner:
         if self._ordered:
             self._tails[key] = task
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._room.set()
 
     async def _handle(
         self,
@@ -279,12 +291,25 @@ class ConsumerRunner:
             offsets.append(TopicPartition(topic, partition, position))
         return offsets
 
-    async def _commit(self) -> None:
+    async def _commit_now_and_then(self) -> None:
+        """Commits asynchronously, at most once per interval: a synchronous commit after every
+        poll was a broker round trip between polls, and a crash re-delivers at most an
+        interval's worth of finished messages, which handlers dedupe anyway."""
+        now = time.monotonic()
+        if now - self._last_commit < self._commit_interval:
+            return
+        self._last_commit = now
+        await self._commit(asynchronous=True)
+
+    async def _commit(self, asynchronous: bool) -> None:
         offsets = self._commit_offsets()
         if not offsets:
             return
         try:
-            await self._call(lambda: self._consumer.commit(offsets=offsets, asynchronous=False))
+            if asynchronous:
+                await self._call(lambda: self._consumer.commit(offsets=offsets, asynchronous=True))
+            else:
+                await self._call(lambda: self._consumer.commit(offsets=offsets, asynchronous=False))
         except KafkaException as e:
             # A commit can fail during a rebalance; the messages are redelivered and deduped.
             log.warning("offset commit failed", error=str(e))

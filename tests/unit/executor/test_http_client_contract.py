@@ -1,4 +1,4 @@
-"""The HttpClient contract: the in-memory fake and the aiohttp adapter both pass it."""
+"""The HttpClient contract: the in-memory fake and the real adapters all pass it."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from datetime import timedelta
 
 import pytest
 
+from executor.adapters.h1_client import H1Client
 from executor.adapters.http_client import AiohttpClient
 from executor.domain.egress import Network, parse_allowlist
 from executor.domain.outcome import AttemptError
@@ -25,13 +26,13 @@ class Harness:
     base_url: str
     closed_url: str
     make: Callable[[tuple[Network, ...]], HttpClient]
-    clients: list[AiohttpClient]
+    clients: list[AiohttpClient | H1Client]
 
     def client(self, allowlist: tuple[Network, ...] = LOOPBACK) -> HttpClient:
         return self.make(allowlist)
 
 
-@pytest.fixture(params=["fake", "aiohttp"])
+@pytest.fixture(params=["fake", "aiohttp", "h1"])
 async def harness(request: pytest.FixtureRequest) -> AsyncIterator[Harness]:
     target = Target()
     if request.param == "fake":
@@ -45,10 +46,11 @@ async def harness(request: pytest.FixtureRequest) -> AsyncIterator[Harness]:
         )
         return
     server = await serve_target(target)
-    clients: list[AiohttpClient] = []
+    clients: list[AiohttpClient | H1Client] = []
+    adapter = AiohttpClient if request.param == "aiohttp" else H1Client
 
     def make(allow: tuple[Network, ...]) -> HttpClient:
-        client = AiohttpClient.create(allow, LIMIT, pool_size=8)
+        client = adapter.create(allow, LIMIT, pool_size=8)
         clients.append(client)
         return client
 

@@ -1,4 +1,4 @@
-"""The real aiohttp adapter against a loopback sink: what arrives, and what never leaves."""
+"""The real HTTP adapters against a loopback sink: what arrives, and what never leaves."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from datetime import timedelta
 
 import pytest
 
+from executor.adapters.h1_client import H1Client
 from executor.adapters.http_client import AiohttpClient
 from executor.domain.egress import parse_allowlist
 from executor.domain.execution import CallRef, ExecutionOrder
@@ -41,16 +42,25 @@ async def sink() -> AsyncIterator[Sink]:
     await server.close()
 
 
+Client = AiohttpClient | H1Client
+
+
+@pytest.fixture(params=[AiohttpClient, H1Client], ids=["aiohttp", "h1"])
+def adapter(request: pytest.FixtureRequest) -> type[Client]:
+    kind: type[Client] = request.param
+    return kind
+
+
 @pytest.fixture
-async def client() -> AsyncIterator[AiohttpClient]:
-    client = AiohttpClient.create(LOOPBACK, LIMIT, pool_size=16)
+async def client(adapter: type[Client]) -> AsyncIterator[Client]:
+    client = adapter.create(LOOPBACK, LIMIT, pool_size=16)
     yield client
     await client.close()
 
 
 @pytest.fixture
-async def closed_client() -> AsyncIterator[AiohttpClient]:
-    client = AiohttpClient.create((), LIMIT, pool_size=16)
+async def closed_client(adapter: type[Client]) -> AsyncIterator[Client]:
+    client = adapter.create((), LIMIT, pool_size=16)
     yield client
     await client.close()
 
@@ -65,9 +75,7 @@ def request(
     return HttpRequest(method, url, headers, body, timeout)
 
 
-async def test_method_path_headers_and_body_arrive_exactly(
-    sink: Sink, client: AiohttpClient
-) -> None:
+async def test_method_path_headers_and_body_arrive_exactly(sink: Sink, client: Client) -> None:
     order = ExecutionOrder(
         call=CallRef("acme", "call-9", "corr-9", 3),
         attempt=4,
@@ -105,26 +113,26 @@ async def test_method_path_headers_and_body_arrive_exactly(
     assert result.body == bytes(range(256)) * 4
 
 
-async def test_a_url_not_in_wire_form_is_percent_encoded(sink: Sink, client: AiohttpClient) -> None:
+async def test_a_url_not_in_wire_form_is_percent_encoded(sink: Sink, client: Client) -> None:
     await client.send(request(f"{sink.url}/echo/a b/ü?q=x y"))
     assert sink.target.seen[0].path == "/echo/a%20b/%C3%BC?q=x+y"
 
 
-async def test_a_given_content_type_is_kept(sink: Sink, client: AiohttpClient) -> None:
+async def test_a_given_content_type_is_kept(sink: Sink, client: Client) -> None:
     await client.send(
         request(f"{sink.url}/echo", headers=(("Content-Type", "text/csv"),), body=b"a,b\n")
     )
     assert sink.target.seen[0].header("Content-Type") == "text/csv"
 
 
-async def test_no_response_within_the_attempt_timeout(sink: Sink, client: AiohttpClient) -> None:
+async def test_no_response_within_the_attempt_timeout(sink: Sink, client: Client) -> None:
     result = await client.send(request(f"{sink.url}/hang", timeout=timedelta(milliseconds=100)))
     assert isinstance(result, HttpFailure)
     assert result.error is AttemptError.TIMEOUT
     assert [s.path for s in sink.target.seen] == ["/hang"]
 
 
-async def test_an_oversized_body_is_cut_at_the_limit(sink: Sink, client: AiohttpClient) -> None:
+async def test_an_oversized_body_is_cut_at_the_limit(sink: Sink, client: Client) -> None:
     result = await client.send(request(f"{sink.url}/big/{8 * 1024 * 1024}"))
     assert isinstance(result, HttpResponse)
     assert result.status == 200
@@ -135,7 +143,7 @@ async def test_an_oversized_body_is_cut_at_the_limit(sink: Sink, client: Aiohttp
     assert again.body == b"next"
 
 
-async def test_a_redirect_is_not_followed(sink: Sink, client: AiohttpClient) -> None:
+async def test_a_redirect_is_not_followed(sink: Sink, client: Client) -> None:
     result = await client.send(request(f"{sink.url}/redirect"))
     assert isinstance(result, HttpResponse)
     assert result.status == 302
@@ -143,7 +151,7 @@ async def test_a_redirect_is_not_followed(sink: Sink, client: AiohttpClient) -> 
     assert [s.path for s in sink.target.seen] == ["/redirect"]
 
 
-async def test_retry_after_reaches_the_caller(sink: Sink, client: AiohttpClient) -> None:
+async def test_retry_after_reaches_the_caller(sink: Sink, client: Client) -> None:
     result = await client.send(request(f"{sink.url}/status/429?retry_after=12"))
     assert isinstance(result, HttpResponse)
     assert (result.status, result.header("Retry-After")) == (429, "12")
@@ -162,7 +170,7 @@ async def test_retry_after_reaches_the_caller(sink: Sink, client: AiohttpClient)
     ],
 )
 async def test_loopback_is_refused_when_the_allowlist_is_empty(
-    sink: Sink, closed_client: AiohttpClient, host: str
+    sink: Sink, closed_client: Client, host: str
 ) -> None:
     url = f"http://{host}:{sink.server.port}/echo"
     result = await closed_client.send(request(url, body=b"must not arrive"))
@@ -172,7 +180,7 @@ async def test_loopback_is_refused_when_the_allowlist_is_empty(
     assert sink.target.seen == []
 
 
-async def test_the_allowlist_opens_loopback_by_name(sink: Sink, client: AiohttpClient) -> None:
+async def test_the_allowlist_opens_loopback_by_name(sink: Sink, client: Client) -> None:
     result = await client.send(request(f"http://localhost:{sink.server.port}/echo", body=b"hi"))
     assert isinstance(result, HttpResponse)
     assert result.body == b"hi"

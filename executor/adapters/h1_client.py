@@ -1,0 +1,452 @@
+"""The HttpClient port as a lean HTTP/1.1 client: asyncio protocols, llhttp (httptools) parsing,
+a keep-alive pool, and the egress policy applied to the address actually connected to.
+
+Why not aiohttp's client (which this replaced; docs/executor.md has the figures): the executor is
+CPU-bound at its target rate, and a request through aiohttp's client cost about as much CPU as
+everything else the executor does per call together (request objects, header multidicts,
+stream readers, several coroutines per request). The executor needs little of HTTP: one
+request, no redirects, no cookies, no proxies, no compression, a capped body. That part is
+small enough to own, and owning it also lets the request go out as one write of pre-built
+bytes the moment its time comes.
+
+What it does, and what it deliberately does not:
+- http and https (the system's trust store, hostname checked); HTTP/1.1 only, keep-alive.
+- The host is resolved here and every address checked by the egress policy; the connection
+  goes to a checked address (TLS still verifies the name), so a second lookup that a
+  rebinding DNS server could answer differently never happens. Answers are cached briefly
+  (DNS_TTL_S), checked before caching.
+- Redirects are returned, not followed. No Accept-Encoding is sent, so bodies arrive as the
+  target wrote them. A body past the limit is cut there and the connection dropped.
+- A pooled connection is never used for two requests at once, and one the target closed while
+  idle is dropped before reuse. A request that fails on a reused connection is not resent:
+  the target may have seen it, and retrying is the orchestrator's decision.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import ssl
+import time
+from collections import OrderedDict, deque
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import cast
+from urllib.parse import SplitResult, quote, urlsplit
+
+import httptools
+
+from executor.domain.egress import (
+    Allowed,
+    Denied,
+    Network,
+    check_address,
+    check_url,
+    parse_address,
+)
+from executor.domain.outcome import AttemptError
+from executor.ports import HttpFailure, HttpRequest, HttpResponse
+
+DNS_TTL_S = 10.0
+IDLE_TIMEOUT_S = 15.0
+_DNS_CACHE_SIZE = 1024
+USER_AGENT = "ServiceCall-Executor/1"
+
+# Characters a request target may carry as they are; anything else is percent-encoded (UTF-8).
+_PATH_SAFE = "/%:@!$&'()*+,;=-._~"
+_QUERY_SAFE = "/%:@!$&'()*,;=-._~?"
+_TOKEN = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+
+Resolved = tuple[str, int, socket.AddressFamily]  # address, port, family
+AddrInfo = tuple[
+    socket.AddressFamily,
+    socket.SocketKind,
+    int,
+    str,
+    tuple[str, int] | tuple[str, int, int, int] | tuple[int, bytes],
+]
+Lookup = Callable[[str, int], Awaitable[Sequence[AddrInfo]]]
+
+
+class _RefusedError(Exception):
+    """Ends an attempt with a given failure from deep inside the request path."""
+
+    def __init__(self, failure: HttpFailure) -> None:
+        super().__init__(failure.detail)
+        self.failure = failure
+
+
+async def _getaddrinfo(host: str, port: int) -> Sequence[AddrInfo]:
+    loop = asyncio.get_running_loop()
+    return await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_ADDRCONFIG)
+
+
+def allowed_addresses(infos: Sequence[AddrInfo], allowlist: Sequence[Network]) -> list[Resolved]:
+    """The resolved addresses the egress policy allows, in resolver order."""
+    allowed: list[Resolved] = []
+    for family, _, _, _, address in infos:
+        if family not in (socket.AF_INET, socket.AF_INET6):
+            continue
+        text, port = str(address[0]), int(address[1])
+        ip = parse_address(text)
+        if ip is None or not check_address(ip, allowlist):
+            continue
+        if family == socket.AF_INET6 and len(address) > 3 and address[3]:
+            text = f"{text.split('%', 1)[0]}%{address[3]}"  # keep the zone
+        allowed.append((text, port, family))
+    return allowed
+
+
+@dataclass(frozen=True, slots=True)
+class _Target:
+    scheme: str
+    host: str  # as in the URL, lowercased; IDNA-encoded for names
+    port: int
+    request_target: str
+    host_header: str
+
+    @property
+    def pool_key(self) -> tuple[str, str, int]:
+        return (self.scheme, self.host, self.port)
+
+
+def _request_target(parts: SplitResult) -> str:
+    path = quote(parts.path or "/", safe=_PATH_SAFE)
+    if not parts.query:
+        return path
+    # As browsers and aiohttp send a query written with spaces: "+" for a space.
+    return f"{path}?{quote(parts.query, safe=_QUERY_SAFE + ' ').replace(' ', '+')}"
+
+
+def _target(url: str, allowed: Allowed) -> _Target:
+    parts = urlsplit(url)
+    host = allowed.host.lower()
+    if ":" in host:
+        literal = f"[{host}]"
+    else:
+        try:
+            host = host.encode("idna").decode("ascii")
+        except UnicodeError as e:
+            failure = HttpFailure(AttemptError.INVALID_REQUEST, "invalid host name")
+            raise _RefusedError(failure) from e
+        literal = host
+    default_port = 443 if allowed.scheme == "https" else 80
+    host_header = literal if allowed.port == default_port else f"{literal}:{allowed.port}"
+    return _Target(allowed.scheme, host, allowed.port, _request_target(parts), host_header)
+
+
+def _head(request: HttpRequest, target: _Target) -> bytes:
+    """The request line and headers, as bytes; refuses what would break the framing."""
+    lines = [f"{request.method} {target.request_target} HTTP/1.1", f"Host: {target.host_header}"]
+    given = set()
+    for name, value in request.headers:
+        if not name or not _TOKEN.issuperset(name):
+            raise _RefusedError(HttpFailure(AttemptError.INVALID_REQUEST, "invalid header name"))
+        if "\r" in value or "\n" in value or "\0" in value:
+            raise _RefusedError(HttpFailure(AttemptError.INVALID_REQUEST, "invalid header value"))
+        lowered = name.lower()
+        if lowered in ("host", "content-length", "transfer-encoding", "connection"):
+            continue  # framing is this client's, not the caller's
+        given.add(lowered)
+        lines.append(f"{name}: {value}")
+    if "user-agent" not in given:
+        lines.append(f"User-Agent: {USER_AGENT}")
+    if request.body or request.method not in ("GET", "HEAD", "DELETE", "OPTIONS"):
+        lines.append(f"Content-Length: {len(request.body)}")
+    lines.append("\r\n")
+    return "\r\n".join(lines).encode("utf-8")
+
+
+class _Connection(asyncio.Protocol):
+    """One TCP (or TLS) connection: one request at a time, parsed by llhttp as bytes arrive."""
+
+    def __init__(self, max_body: int) -> None:
+        self._max_body = max_body
+        self._parser = httptools.HttpResponseParser(self)
+        self.transport: asyncio.Transport | None = None
+        self.closed = False
+        self.idle_since = 0.0
+        # True from a request's write until its whole answer was read: a connection given
+        # back while busy (its attempt timed out) is dropped, never reused.
+        self.busy = False
+        self._waiter: asyncio.Future[None] | None = None
+        self._head_only = False
+        self._status = 0
+        self._headers: list[tuple[str, str]] = []
+        self._body: list[bytes] = []
+        self._body_size = 0
+        self._complete = False
+        self._truncated = False
+        self._error: str | None = None
+
+    # -- asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports are not subclasses of asyncio.Transport; both have its methods.
+        self.transport = cast(asyncio.Transport, transport)
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def data_received(self, data: bytes) -> None:
+        if self._waiter is None:
+            # Nothing was asked: bytes on an idle connection mean it is unusable.
+            self.abort()
+            return
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserError as e:
+            self._finish(f"invalid response: {type(e).__name__}")
+
+    def eof_received(self) -> bool | None:
+        self._on_eof()
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self._on_eof()
+
+    # -- llhttp callbacks
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers.append((name.decode("latin-1"), value.decode("latin-1")))
+
+    def on_headers_complete(self) -> None:
+        self._status = self._parser.get_status_code()
+        if 100 <= self._status < 200:
+            return  # informational (100 Continue, 103 Early Hints): the answer follows
+        if self._head_only:
+            # llhttp cannot be told that a HEAD response has no body; the answer is complete
+            # here, and the connection (whose parser now expects a body) is not reused.
+            self._complete = True
+            self._finish(None, reusable=False)
+
+    def on_body(self, body: bytes) -> None:
+        room = self._max_body - self._body_size
+        if room <= 0:
+            return
+        chunk = body[:room]
+        self._body.append(chunk)
+        self._body_size += len(chunk)
+        if len(body) > room:
+            # The rest is never read: the connection is dropped rather than drained.
+            self._truncated = True
+            self._complete = True
+            self._finish(None, reusable=False)
+
+    def on_message_complete(self) -> None:
+        if 100 <= self._status < 200:
+            self._headers.clear()
+            return
+        self._complete = True
+        self._finish(None, reusable=self._parser.should_keep_alive())
+
+    # -- the request
+
+    def _on_eof(self) -> None:
+        if self._waiter is None or self._waiter.done():
+            return
+        if self._status >= 200 and not self._complete and not self._has_length():
+            # A body delimited by the connection's end: it ended.
+            self._complete = True
+            self._finish(None, reusable=False)
+        else:
+            self._finish("connection closed before the response was complete")
+
+    def _has_length(self) -> bool:
+        return any(n.lower() in ("content-length", "transfer-encoding") for n, _ in self._headers)
+
+    def _finish(self, error: str | None, reusable: bool = False) -> None:
+        waiter = self._waiter
+        if waiter is None or waiter.done():
+            return
+        self._error = error
+        if error is not None or not reusable:
+            self.abort()
+        waiter.set_result(None)
+
+    def abort(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.abort()
+
+    async def exchange(self, head: bytes, body: bytes, head_only: bool) -> HttpResponse:
+        loop = asyncio.get_running_loop()
+        self._waiter = loop.create_future()
+        self._head_only = head_only
+        self._status = 0
+        self._headers = []
+        self._body = []
+        self._body_size = 0
+        self._complete = False
+        self._error = None
+        self.busy = True
+        assert self.transport is not None
+        self.transport.write(head + body if len(body) < 64 * 1024 else head)
+        if len(body) >= 64 * 1024:
+            self.transport.write(body)
+        try:
+            await self._waiter
+        finally:
+            self._waiter = None
+        if self._error is not None:
+            raise ConnectionError(self._error)
+        self.busy = False
+        return HttpResponse(self._status, tuple(self._headers), b"".join(self._body))
+
+
+class H1Client:
+    """Build it inside the running loop; `close()` drops every pooled connection."""
+
+    def __init__(
+        self,
+        allowlist: Sequence[Network],
+        max_response_bytes: int,
+        pool_size: int,
+        *,
+        lookup: Lookup | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        idle_timeout_s: float = IDLE_TIMEOUT_S,
+    ) -> None:
+        self._allowlist = tuple(allowlist)
+        self._max_body = max_response_bytes
+        self._max_idle = pool_size
+        self._lookup = lookup or _getaddrinfo
+        self._ssl = ssl_context
+        self._idle_timeout = idle_timeout_s
+        self._idle: dict[tuple[str, str, int], deque[_Connection]] = {}
+        self._idle_count = 0
+        self._dns: OrderedDict[tuple[str, int], tuple[float, list[Resolved]]] = OrderedDict()
+
+    @classmethod
+    def create(
+        cls, allowlist: Sequence[Network], max_response_bytes: int, pool_size: int
+    ) -> H1Client:
+        return cls(allowlist, max_response_bytes, pool_size)
+
+    async def close(self) -> None:
+        for connections in self._idle.values():
+            for connection in connections:
+                connection.abort()
+        self._idle.clear()
+        self._idle_count = 0
+
+    async def send(self, request: HttpRequest) -> HttpResponse | HttpFailure:
+        verdict = check_url(request.url)
+        if isinstance(verdict, Denied):
+            return HttpFailure(AttemptError.EGRESS_DENIED, verdict.reason)
+        try:
+            target = _target(request.url, verdict)
+            head = _head(request, target)
+        except _RefusedError as e:
+            return e.failure
+        connection: _Connection | None = None
+        try:
+            async with asyncio.timeout(request.timeout.total_seconds()):
+                connection = self._pooled(target) or await self._connect(target)
+                return await connection.exchange(
+                    head, request.body, head_only=request.method == "HEAD"
+                )
+        except _RefusedError as e:
+            return e.failure
+        except TimeoutError:
+            return HttpFailure(AttemptError.TIMEOUT, f"no response within {request.timeout}")
+        except (ssl.SSLError, ssl.CertificateError) as e:
+            return HttpFailure(AttemptError.TLS_ERROR, type(e).__name__)
+        except OSError as e:  # ConnectionError included
+            return HttpFailure(AttemptError.CONNECTION_ERROR, _os_detail(e))
+        finally:
+            if connection is not None:
+                self._release(connection, target.pool_key)
+
+    # -- connections
+
+    def _pooled(self, target: _Target) -> _Connection | None:
+        idle = self._idle.get(target.pool_key)
+        now = time.monotonic()
+        while idle:
+            connection = idle.pop()  # the most recently used: least likely closed by the peer
+            self._idle_count -= 1
+            if not connection.closed and now - connection.idle_since < self._idle_timeout:
+                return connection
+            connection.abort()
+        return None
+
+    def _release(self, connection: _Connection, key: tuple[str, str, int]) -> None:
+        if connection.closed or connection.busy:
+            connection.abort()  # broken, or abandoned mid-exchange by a timeout
+            return
+        connection.idle_since = time.monotonic()
+        self._idle.setdefault(key, deque()).append(connection)
+        self._idle_count += 1
+        if self._idle_count > self._max_idle:
+            self._drop_oldest_idle()
+
+    def _drop_oldest_idle(self) -> None:
+        key, idle = min(
+            ((k, q) for k, q in self._idle.items() if q), key=lambda kq: kq[1][0].idle_since
+        )
+        idle.popleft().abort()
+        self._idle_count -= 1
+        if not idle:
+            del self._idle[key]
+
+    async def _connect(self, target: _Target) -> _Connection:
+        loop = asyncio.get_running_loop()
+        context = None
+        if target.scheme == "https":
+            context = self._ssl or ssl.create_default_context()
+        last_error: OSError | None = None
+        for address, port, _family in await self._addresses(target):
+            try:
+                _, protocol = await loop.create_connection(
+                    lambda: _Connection(self._max_body),
+                    address,
+                    port,
+                    ssl=context,
+                    server_hostname=target.host if context is not None else None,
+                )
+                return protocol
+            except (ssl.SSLError, ssl.CertificateError):
+                raise
+            except OSError as e:
+                last_error = e
+        assert last_error is not None
+        raise last_error
+
+    async def _addresses(self, target: _Target) -> list[Resolved]:
+        literal = parse_address(target.host)
+        if literal is not None:
+            if not check_address(literal, self._allowlist):
+                raise _RefusedError(
+                    HttpFailure(AttemptError.EGRESS_DENIED, "address refused by egress policy")
+                )
+            family = socket.AF_INET6 if ":" in target.host else socket.AF_INET
+            return [(target.host, target.port, family)]
+        key = (target.host, target.port)
+        now = time.monotonic()
+        cached = self._dns.get(key)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        try:
+            infos = await self._lookup(target.host, target.port)
+        except OSError as e:
+            failure = HttpFailure(AttemptError.CONNECTION_ERROR, "dns lookup failed")
+            raise _RefusedError(failure) from e
+        allowed = allowed_addresses(infos, self._allowlist)
+        if not allowed:
+            raise _RefusedError(
+                HttpFailure(AttemptError.EGRESS_DENIED, "address refused by egress policy")
+            )
+        self._dns[key] = (now + DNS_TTL_S, allowed)
+        self._dns.move_to_end(key)
+        if len(self._dns) > _DNS_CACHE_SIZE:
+            self._dns.popitem(last=False)
+        return allowed
+
+
+def _os_detail(e: OSError) -> str:
+    """Safe to log: the kind of failure, never the request."""
+    if isinstance(e, ConnectionError) and e.args and isinstance(e.args[0], str):
+        return e.args[0] if e.args[0].startswith(("connection", "invalid")) else type(e).__name__
+    return type(e).__name__
