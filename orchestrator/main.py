@@ -9,7 +9,7 @@ from functools import partial
 from pathlib import Path
 
 from mesh.clock import SystemClock, Uuid7Gen
-from mesh.config import CommonConfig, Env
+from mesh.config import CommonConfig, ConfigError, Env
 from mesh.db import make_engine
 from mesh.grpc_server import GrpcServer
 from mesh.kafka import ConsumerRunner, KafkaEventBus
@@ -28,6 +28,7 @@ from orchestrator.domain.validation import Limits
 from orchestrator.grpc_api import ServiceCallApi
 from orchestrator.page_tokens import PageTokens
 from orchestrator.service import Orchestrator
+from orchestrator.watchdog import Watchdog
 from servicecall.v1 import service_call_service_pb2, service_call_service_pb2_grpc
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -44,9 +45,19 @@ class OrchestratorConfig:
     consumer_group: str
     secrets: SecretBox
     api_key_cache_s: float
+    # How often each replica sweeps for calls past their dispatch lease or attempt deadline
+    # (orchestrator/watchdog.py), and how many it reads at a time.
+    watchdog_interval_s: float
+    watchdog_batch: int
 
     @classmethod
     def from_env(cls, env: Env) -> OrchestratorConfig:
+        watchdog_interval_s = env.number("WATCHDOG_INTERVAL_S", 1.0)
+        if watchdog_interval_s <= 0:
+            raise ConfigError(f"WATCHDOG_INTERVAL_S must be positive, got {watchdog_interval_s}")
+        watchdog_batch = env.integer("WATCHDOG_BATCH", 256)
+        if watchdog_batch < 1:
+            raise ConfigError(f"WATCHDOG_BATCH must be at least 1, got {watchdog_batch}")
         return cls(
             common=CommonConfig.from_env(env, "orchestrator", 50051),
             timing=Timing(
@@ -61,6 +72,8 @@ class OrchestratorConfig:
             consumer_group=env.text("ORCHESTRATOR_GROUP", "orchestrator"),
             secrets=SecretBox.from_env(env.values),
             api_key_cache_s=env.number("API_KEY_CACHE_S", 30.0),
+            watchdog_interval_s=watchdog_interval_s,
+            watchdog_batch=watchdog_batch,
         )
 
 
@@ -71,9 +84,11 @@ async def serve(config: OrchestratorConfig) -> None:
     bus = KafkaEventBus(common.kafka_bootstrap, "orchestrator")
     await bus.start()
     ids = Uuid7Gen()
+    clock = SystemClock()
+    store = PostgresServiceCallStore(engine)
     orchestrator = Orchestrator(
-        store=PostgresServiceCallStore(engine),
-        clock=SystemClock(),
+        store=store,
+        clock=clock,
         ids=ids,
         timing=config.timing,
         limits=config.limits,
@@ -95,6 +110,13 @@ async def serve(config: OrchestratorConfig) -> None:
         [SERVICE_NAME],
     )
     relay = OutboxRelay(common.database_url, bus)
+    watchdog = Watchdog(
+        orchestrator,
+        store,
+        clock,
+        interval_s=config.watchdog_interval_s,
+        batch_size=config.watchdog_batch,
+    )
     consumer = ConsumerRunner(
         common.kafka_bootstrap,
         config.consumer_group,
@@ -106,7 +128,11 @@ async def serve(config: OrchestratorConfig) -> None:
     await Lifecycle(
         "orchestrator",
         server,
-        loops={"outbox-relay": relay.run, "consumer": lambda _stop: consumer.run()},
+        loops={
+            "outbox-relay": relay.run,
+            "consumer": lambda _stop: consumer.run(),
+            "watchdog": watchdog.run,
+        },
         on_stop=[consumer.stop],
         closers=[bus.close, engine.dispose],
     ).run()

@@ -99,3 +99,9 @@ class ServiceCallStore(Protocol):
         the inbox mark for `event_id` in ONE transaction. Returns None, without calling
         `step`, when `event_id` was already applied."""
         ...
+
+    async def overdue_watchdogs(self, now: datetime, limit: int) -> Sequence[ServiceCallState]:
+        """Calls whose watchdog timer (`decide.watchdog_timer`) fires at or before `now`,
+        earliest first, at most `limit`. A plain read: a call may move on before the caller
+        acts on it, which the core's guards against stale timers are for."""
+        ...

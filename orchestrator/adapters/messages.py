@@ -32,6 +32,14 @@ PURPOSE_TO_PROTO = {
 }
 PURPOSE_FROM_PROTO = {v: k for k, v in PURPOSE_TO_PROTO.items()}
 
+# Timers the orchestrator keeps itself (orchestrator/watchdog.py sweeps the calls'
+# `watchdog_at` column), so their TimerRequested never reaches the scheduler. Nearly every
+# lease and deadline ends stale (the call moved on first), yet through the scheduler each
+# cost an arm, a claim, two Kafka hops and an orchestrator transaction: the load that made
+# the hand-offs late on 2 cores. They need no precision; a sweep once a second is enough.
+# Only the hand-off, whose timing is the product, stays a durable scheduler timer.
+KEPT_BY_ORCHESTRATOR = frozenset({TimerPurpose.DISPATCH_LEASE, TimerPurpose.ATTEMPT_DEADLINE})
+
 _TERMINAL_STATE = {
     Status.SUCCEEDED: api.ServiceCall.SUCCEEDED,
     Status.FAILED: api.ServiceCall.FAILED,
@@ -81,6 +89,8 @@ def outbox_messages(
                         due_time=to_timestamp(event.due_at), tags=sorted(spec.tags)
                     ),
                 )
+            case ev.TimerRequested() if event.purpose in KEPT_BY_ORCHESTRATOR:
+                pass  # the store's watchdog_at column is this timer
             case ev.TimerRequested():
                 emit(
                     topics.timer_requests,

@@ -22,6 +22,9 @@ service_calls = sa.Table(
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("completed_at", sa.DateTime(timezone=True)),
+    # When the orchestrator's own watchdog must look at the call: the dispatch lease of a
+    # Dispatched call, the attempt deadline of a Running one, else NULL (migration 0005).
+    sa.Column("watchdog_at", sa.DateTime(timezone=True)),
 )
 
 outbox = sa.Table(

@@ -250,6 +250,30 @@ def _fire_timer(state: ActiveState, command: FireTimer, now: datetime, timing: T
             assert_never(state)
 
 
+def watchdog_timer(state: ServiceCallState) -> FireTimer | None:
+    """The timer that guards a handed-off attempt, as the command its firing is: the dispatch
+    lease of a Dispatched call, the attempt deadline of a Running one; None in any other state.
+
+    It passes `_fire_timer`'s guards by construction (same purpose, attempt and fire time the
+    state holds), so whoever keeps the timer only has to apply it once `fire_at` has passed.
+    """
+    match state:
+        case Dispatched():
+            return FireTimer(
+                purpose=TimerPurpose.DISPATCH_LEASE,
+                attempt=state.attempt,
+                fire_at=state.lease_expires_at,
+            )
+        case Running():
+            return FireTimer(
+                purpose=TimerPurpose.ATTEMPT_DEADLINE, attempt=state.attempt, fire_at=state.deadline
+            )
+        case Scheduled() | Succeeded() | Failed() | Canceled():
+            return None
+        case _:
+            assert_never(state)
+
+
 def _reported_on(
     state: ActiveState, kind: CommandKind, attempt: int
 ) -> Dispatched | Running | DomainError:

@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from mesh.ports import OutgoingMessage
-from orchestrator.domain.commands import CancelServiceCall, RunServiceCallNow
-from orchestrator.domain.states import Canceled, Dispatched, Scheduled, Status
+from orchestrator.domain.commands import (
+    CancelServiceCall,
+    RecordExecutionStarted,
+    RecordExecutionSucceeded,
+    RunServiceCallNow,
+)
+from orchestrator.domain.model import DEFAULT_TIMING, ExecutionResult
+from orchestrator.domain.states import Canceled, Dispatched, Running, Scheduled, Status
 from orchestrator.ports import ListQuery, ServiceCallStore, Step, Transition
 from tests.builders import T0, new_tenant, spec, step_for, submit_step
 
@@ -197,3 +203,42 @@ class ServiceCallStoreContract:
                 assert seen == (ids[::-1] if descending else ids), (tags, descending)
         nothing = await store.list(ListQuery(tenant_id=tenant, page_size=5, tags=frozenset({"zz"})))
         assert list(nothing.items) == [] and nothing.next_cursor is None
+
+    async def test_overdue_watchdogs_are_calls_past_their_lease_or_deadline(
+        self, store: ServiceCallStore
+    ) -> None:
+        tenant = new_tenant()
+        lost, running, finished, later = (spec(tenant) for _ in range(4))
+        for call in (lost, running, finished):
+            await store.transact(tenant, call.service_call_id, submit_step(call, T0))
+        await store.transact(
+            tenant, later.service_call_id, submit_step(later, T0 + timedelta(hours=1))
+        )
+        started = RecordExecutionStarted(attempt=1, started_at=T0 + timedelta(seconds=1))
+        for call in (running, finished):
+            await store.transact(tenant, call.service_call_id, step_for(started, T0))
+        ok = ExecutionResult(200, "{}", "", False, None, T0 + timedelta(seconds=2))
+        await store.transact(
+            tenant,
+            finished.service_call_id,
+            step_for(RecordExecutionSucceeded(attempt=1, result=ok), T0),
+        )
+        dispatched = await store.get(tenant, lost.service_call_id)
+        in_flight = await store.get(tenant, running.service_call_id)
+        assert isinstance(dispatched, Dispatched) and isinstance(in_flight, Running)
+        lease = dispatched.lease_expires_at
+        assert lease == T0 + DEFAULT_TIMING.dispatch_lease
+        assert in_flight.deadline > lease
+
+        async def overdue(now: datetime, limit: int = 10) -> list[str]:
+            return [s.spec.service_call_id for s in await store.overdue_watchdogs(now, limit)]
+
+        tick = timedelta(microseconds=1)
+        assert await overdue(lease - tick) == []
+        assert await overdue(lease) == [lost.service_call_id]
+        assert await overdue(in_flight.deadline) == [
+            lost.service_call_id,
+            running.service_call_id,
+        ]
+        assert await overdue(T0 + timedelta(days=1), limit=1) == [lost.service_call_id]
+        assert await store.overdue_watchdogs(lease, 10) == [dispatched]

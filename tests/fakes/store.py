@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from mesh.ports import OutgoingMessage
+from orchestrator.domain.decide import watchdog_timer
 from orchestrator.domain.states import (
     Dispatched,
     Running,
@@ -67,6 +69,15 @@ class InMemoryServiceCallStore:
             last = page[-1]
             cursor = Cursor(sort_value(last), last.spec.service_call_id)
         return Page(items=page, next_cursor=cursor)
+
+    async def overdue_watchdogs(self, now: datetime, limit: int) -> Sequence[ServiceCallState]:
+        overdue = [
+            (timer.fire_at, state)
+            for state in self.calls.values()
+            if (timer := watchdog_timer(state)) is not None and timer.fire_at <= now
+        ]
+        overdue.sort(key=lambda pair: pair[0])
+        return [state for _, state in overdue[:limit]]
 
     async def transact(
         self, tenant_id: str, service_call_id: str, step: Step, event_id: str | None = None
