@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import datetime, timedelta
 from urllib.parse import urlsplit
 
 from google.protobuf.message import DecodeError
@@ -46,6 +46,10 @@ from mesh.secrets import SecretError, header_binding
 from servicecall.internal.v1 import events_pb2 as pb
 
 log = get_logger(__name__)
+
+# How long before not_before an attempt takes its slot and builds its request (opening sealed
+# headers, signing): a few milliseconds of work done early instead of after the due instant.
+PREPARE_AHEAD = timedelta(milliseconds=5)
 
 
 def _host_of(url: str) -> str:
@@ -160,8 +164,12 @@ class ExecutionHandler:
         log.debug(
             "attempt held until not-before", not_before=order.not_before.isoformat(), **_ids(order)
         )
-        await wait_until(order.not_before, self._clock, self._sleeper)
+        # Everything a send needs is made ready a moment ahead (slot, secrets opened, signed),
+        # so that at not_before only the write is left; see docs/timing.md.
+        await wait_until(order.not_before - PREPARE_AHEAD, self._clock, self._sleeper)
         async with self._limits.slot(order.call.tenant_id, _host_of(order.request.url)):
+            request = self._request_for(order)
+            await wait_until(order.not_before, self._clock, self._sleeper)
             # Read after the slot is ours: with every slot busy this is later than not_before,
             # and Started must say when the request really went out.
             start_time = self._clock.now()
@@ -172,7 +180,6 @@ class ExecutionHandler:
                 )
             entry.stage = Stage.IN_FLIGHT
             entry.start_time = start_time
-            request = self._request_for(order)
             started = started_message(
                 self._topic,
                 order,
@@ -269,12 +276,13 @@ class ExecutionHandler:
                 return HttpFailure(
                     AttemptError.SECRET_UNREADABLE, f"sealed header {name!r} does not open"
                 )
-        # Signed at send time, so webhook-timestamp is when the request left, and with the
-        # idempotency key as webhook-id: the spec wants the same id on every retry.
+        # Signed just before the send (never before not_before's second), so webhook-timestamp
+        # is when the request left, and with the idempotency key as webhook-id: the spec wants
+        # the same id on every retry.
         signature = signature_headers(
             self._signing.secrets_for(call.tenant_id),
             order.idempotency_key,
-            self._clock.now(),
+            max(self._clock.now(), order.not_before),
             order.request.body,
         )
         return order.outgoing_request(opened=tuple(opened), signature=signature)

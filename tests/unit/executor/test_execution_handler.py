@@ -11,6 +11,7 @@ import pytest
 
 from executor.domain.outcome import AttemptError
 from executor.domain.signing import SigningSecret
+from executor.handler import PREPARE_AHEAD
 from executor.ports import HttpFailure, HttpRequest
 from mesh.ports import OutgoingMessage
 from mesh.secrets import SecretBox, header_binding
@@ -111,8 +112,10 @@ async def test_waits_for_not_before_and_never_sends_earlier() -> None:
     assert sent_at and sent_at[0] >= due
     started = world.bus.envelopes()[0].execution_started
     assert from_timestamp(started.start_time) >= due
-    assert world.sleeper.calls[0] == 1.5
-    assert len(world.sleeper.calls) >= 2  # re-armed after the early wake-up
+    # First to the moment the request is prepared, then to not_before itself.
+    assert world.sleeper.calls[0] == (timedelta(seconds=1.5) - PREPARE_AHEAD).total_seconds()
+    assert sum(world.sleeper.calls) >= 1.5
+    assert len(world.sleeper.calls) >= 3  # re-armed after the early wake-ups
 
 
 async def test_http_goes_out_before_the_started_ack_but_the_handler_waits_for_it() -> None:
