@@ -1,7 +1,7 @@
 """Throughput of ONE executor process: calls/s and its CPU% against a loopback sink.
 
 `make bench-executor` (or `python -m bench.executor --help`). It starts a Kafka of its own
-(.run/bench-executor, ports 593xx, so it runs beside `make up`, `make test` and the scheduler
+(.run/bench-executor, ports 313xx, so it runs beside `make up`, `make test` and the scheduler
 bench) or uses `--bootstrap`; a loopback sink per answer delay, each its own process; and, per
 measured cell, a fresh `python -m executor serve` on private topics (a new prefix each time),
 with MAX_IN_FLIGHT (and the per-tenant and per-host caps) set to the cell's concurrency and
@@ -44,17 +44,18 @@ from meshctl.layout import ROOT, Layout
 from servicecall.internal.v1 import events_pb2 as pb
 from servicecall.v1 import service_call_pb2 as api
 
-# Ports of its own, 593xx (the scheduler bench uses 564xx, the test mesh 591xx/555xx).
+# Ports of its own, 313xx (the scheduler bench uses 314xx, test meshes 20xxx-29xxx), below
+# Linux's ephemeral range so no outgoing connection holds one.
 BENCH_LAYOUT = Layout(
     run_dir=ROOT / ".run" / "bench-executor",
-    pg_port=59332,  # unused: the executor needs no database
-    kafka_port=59392,
-    kafka_controller_port=59393,
-    orchestrator_port=59351,
-    scheduler_port=59352,
-    executor_port=59353,
-    envoy_port=59380,
-    envoy_admin_port=59381,
+    pg_port=31332,  # unused: the executor needs no database
+    kafka_port=31392,
+    kafka_controller_port=31393,
+    orchestrator_port=31351,
+    scheduler_port=31352,
+    executor_port=31353,
+    envoy_port=31380,
+    envoy_admin_port=31381,
 )
 PARTITIONS = 12
 TENANTS = 8

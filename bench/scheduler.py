@@ -38,18 +38,19 @@ from servicecall.v1 import service_call_pb2 as api
 from servicecall.v1 import service_call_service_pb2 as svc
 from servicecall.v1 import service_call_service_pb2_grpc as svc_grpc
 
-# Ports of its own, all 564xx (the test mesh uses 555xx/591xx/501xx/581xx, `make up` the
-# defaults, the executor bench 593xx), and a run dir of its own.
+# Ports of its own, all 314xx (test meshes use 20xxx-29xxx, `make up` the defaults, the
+# executor bench 313xx), and a run dir of its own. Below 32768, outside Linux's ephemeral range,
+# so an outgoing connection can never be holding one when the mesh starts.
 BENCH_LAYOUT = Layout(
     run_dir=ROOT / ".run" / "bench-scheduler",
-    pg_port=56432,
-    kafka_port=56492,
-    kafka_controller_port=56493,
-    orchestrator_port=56451,
-    scheduler_port=56452,
-    executor_port=56453,
-    envoy_port=56480,
-    envoy_admin_port=56481,
+    pg_port=31432,
+    kafka_port=31492,
+    kafka_controller_port=31493,
+    orchestrator_port=31451,
+    scheduler_port=31452,
+    executor_port=31453,
+    envoy_port=31480,
+    envoy_admin_port=31481,
     pg_fsync=True,
 )
 
