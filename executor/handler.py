@@ -37,7 +37,7 @@ from executor.ports import (
     Sleeper,
 )
 from executor.registry import Executions, HeldExecution, Stage
-from executor.timing import wait_until
+from executor.timing import LatenessReport, wait_until
 from mesh.kafka import ReceivedMessage
 from mesh.logs import get_logger
 from mesh.ports import Clock, IdGen, OutgoingMessage
@@ -102,6 +102,7 @@ class ExecutionHandler:
         self._default_snippet_bytes = default_snippet_bytes
         self._backoff = publish_backoff
         self._active: set[asyncio.Task[object]] = set()
+        self._lateness = LatenessReport()
 
     async def __call__(self, message: ReceivedMessage) -> None:
         try:
@@ -322,6 +323,8 @@ class ExecutionHandler:
         # attempts ledger). Failures are what an operator reads logs for.
         duration_ms = round((ended_at - sent_at).total_seconds() * 1000, 3)
         late_ms = round((sent_at - order.not_before).total_seconds() * 1000, 3)
+        if (summary := self._lateness.add(late_ms, ended_at.timestamp())) is not None:
+            log.info("requests sent", **summary)
         match outcome:
             case Succeeded(status=status):
                 log.debug(

@@ -21,3 +21,34 @@ async def wait_until(not_before: datetime, clock: Clock, sleeper: Sleeper) -> da
         if remaining <= 0:
             return now
         await sleeper.sleep(remaining)
+
+
+class LatenessReport:
+    """How late requests went out, summarised in one log line per interval.
+
+    Successful attempts are not logged one by one, so without this an operator could not see
+    the executor's precision at all; one line per interval costs nothing at any rate.
+    """
+
+    def __init__(self, interval_s: float = 10.0) -> None:
+        self._interval = interval_s
+        self._late_ms: list[float] = []
+        self._since: float | None = None
+
+    def add(self, late_ms: float, now_s: float) -> dict[str, float] | None:
+        """Records one send; returns the summary (and starts a new interval) when one is due."""
+        if self._since is None:
+            self._since = now_s
+        self._late_ms.append(late_ms)
+        if now_s - self._since < self._interval:
+            return None
+        values = sorted(self._late_ms)
+        self._late_ms = []
+        self._since = now_s
+        count = len(values)
+        return {
+            "sent": count,
+            "late_ms_p50": values[count // 2],
+            "late_ms_p99": values[min(count - 1, (count * 99) // 100)],
+            "late_ms_max": values[-1],
+        }

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from executor.timing import wait_until
+from executor.timing import LatenessReport, wait_until
 from tests.unit.executor.fakes import T0, FakeClock, FakeSleeper
 
 
@@ -47,3 +47,20 @@ async def test_a_wall_clock_jump_forward_ends_the_wait() -> None:
     reached = await wait_until(T0 + timedelta(seconds=10), clock, sleeper)
     assert reached == T0 + timedelta(minutes=5)
     assert sleeper.calls == [10.0]
+
+
+def test_lateness_report_summarises_once_per_interval() -> None:
+    report = LatenessReport(interval_s=10.0)
+    assert report.add(5.0, now_s=100.0) is None
+    for i in range(98):
+        assert report.add(1.0 + i / 100, now_s=101.0 + i / 100) is None
+    summary = report.add(50.0, now_s=110.0)
+    assert summary == {"sent": 100, "late_ms_p50": 1.5, "late_ms_p99": 50.0, "late_ms_max": 50.0}
+    # a new interval starts empty
+    assert report.add(2.0, now_s=111.0) is None
+    assert report.add(3.0, now_s=120.0) == {
+        "sent": 2,
+        "late_ms_p50": 3.0,
+        "late_ms_p99": 3.0,
+        "late_ms_max": 3.0,
+    }
