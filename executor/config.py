@@ -39,6 +39,11 @@ class ExecutorConfig:
     secrets: SecretBox
     # Tenant → webhook signing secrets (executor/adapters/signing_keys.py); None: nobody signs.
     signing_keys_file: Path | None
+    # Scheduling priority (nice, -20..19) the executor asks for at start. Its sends are due to
+    # the millisecond, its CPU per call is small, and on a host it shares with busier processes
+    # (Kafka, Postgres, the orchestrator) waiting for a CPU is what made sends late
+    # (docs/timing.md). Below 0 needs CAP_SYS_NICE; without it the executor warns and runs at 0.
+    nice: int = 0
 
     @classmethod
     def from_env(cls, env: Env) -> ExecutorConfig:
@@ -73,6 +78,7 @@ class ExecutorConfig:
             kafka_linger_ms=env.number("KAFKA_LINGER_MS", 5.0),
             secrets=secrets,
             signing_keys_file=signing_keys_file,
+            nice=env.integer("EXECUTOR_NICE", 0),
         )
         for name, value in (
             ("MAX_IN_FLIGHT", config.max_in_flight),
@@ -87,6 +93,8 @@ class ExecutorConfig:
             raise ConfigError("MAX_HELD must be at least MAX_IN_FLIGHT")
         if config.drain_timeout_s < 0:
             raise ConfigError("DRAIN_TIMEOUT_S must not be negative")
+        if not -20 <= config.nice <= 19:
+            raise ConfigError(f"EXECUTOR_NICE must be between -20 and 19, got {config.nice}")
         if not 0 <= config.kafka_linger_ms <= 1000:
             raise ConfigError("KAFKA_LINGER_MS must be between 0 and 1000")
         return config

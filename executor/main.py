@@ -51,7 +51,19 @@ def tune_gc() -> None:
     gc.set_threshold(50_000, 50, 100)
 
 
+def ask_for_priority(nice: int) -> None:
+    """Sets this thread's nice value; threads started later (librdkafka's, gRPC's, asyncio's
+    workers) inherit it, so call it before any of them exist."""
+    if nice == 0:
+        return
+    try:
+        os.setpriority(os.PRIO_PROCESS, 0, nice)
+    except PermissionError:
+        log.warning("EXECUTOR_NICE not applied: no permission (needs CAP_SYS_NICE)", nice=nice)
+
+
 async def serve(config: ExecutorConfig) -> None:
+    ask_for_priority(config.nice)
     common = config.common
     topics = Topics.with_prefix(common.topic_prefix)
     executions = Executions()

@@ -26,6 +26,7 @@ def test_defaults() -> None:
     assert (config.max_in_flight_per_tenant, config.max_in_flight_per_host) == (256, 128)
     assert config.max_held == 2048
     assert config.kafka_linger_ms == 5.0
+    assert config.nice == 0
     assert config.max_response_bytes == 1024 * 1024
     assert config.default_snippet_bytes == 1024
     assert config.egress_allowlist == ()
@@ -49,6 +50,7 @@ def test_values_from_the_environment() -> None:
                 "MAX_SNIPPET_BYTES": "64",
                 "EGRESS_ALLOW_CIDRS": "127.0.0.0/8, ::1/128",
                 "DRAIN_TIMEOUT_S": "2.5",
+                "EXECUTOR_NICE": "-5",
             }
         )
     )
@@ -63,6 +65,7 @@ def test_values_from_the_environment() -> None:
         ipaddress.ip_network("::1/128"),
     )
     assert config.drain_timeout_s == 2.5
+    assert config.nice == -5
 
 
 def test_signing_keys_file_defaults_to_the_run_dir(tmp_path: Path) -> None:
@@ -94,6 +97,8 @@ def test_a_malformed_signing_keys_file_fails_at_start_up(tmp_path: Path) -> None
         {"MAX_IN_FLIGHT": "many"},
         {"DRAIN_TIMEOUT_S": "-1"},
         {"KAFKA_LINGER_MS": "-1"},
+        {"EXECUTOR_NICE": "-21"},
+        {"EXECUTOR_NICE": "20"},
         {"MESH_SECRET_KEY": ""},
         {"MESH_SECRET_KEY": "not base64!"},
         {"MESH_SECRET_KEY": base64.b64encode(bytes(16)).decode()},
@@ -121,6 +126,7 @@ def test_domain_imports_only_the_standard_library(path: Path) -> None:
         assert top in sys.stdlib_module_names or name.startswith("executor.domain"), name
 
 
-def test_the_handler_does_not_know_aiohttp() -> None:
+def test_the_handler_does_not_know_the_http_library() -> None:
     for name in ("handler.py", "timing.py", "ports.py", "registry.py"):
-        assert not any(n.split(".")[0] == "aiohttp" for n in _imports(EXECUTOR / name)), name
+        imported = {n.split(".")[0] for n in _imports(EXECUTOR / name)}
+        assert not imported & {"aiohttp", "httptools"}, name
