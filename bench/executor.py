@@ -358,7 +358,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--concurrency", default="16,128,512")
     parser.add_argument("--delays-ms", default="0,50")
     parser.add_argument("--calls", type=int, help="measured calls per run (default: by cell)")
-    parser.add_argument("--seconds", type=float, default=3.0, help="target length of a run")
+    parser.add_argument("--seconds", type=float, default=10.0, help="target length of a run")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--log-level", default="info", help="the executor's (info, as deployed)")
     args = parser.parse_args(argv)
