@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
+from functools import lru_cache
 from urllib.parse import urlsplit
 
 from google.protobuf.message import DecodeError
@@ -52,8 +53,10 @@ log = get_logger(__name__)
 PREPARE_AHEAD = timedelta(milliseconds=5)
 
 
+@lru_cache(maxsize=4096)
 def _host_of(url: str) -> str:
-    """The per-host cap's key: host and port as written (before resolution)."""
+    """The per-host cap's key: host and port as written (before resolution). Cached: calls to
+    one endpoint repeat the same URL."""
     try:
         parts = urlsplit(url)
         return f"{(parts.hostname or '').lower()}:{parts.port or ''}"

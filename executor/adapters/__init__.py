@@ -1,1 +1,1 @@
-"""The executor's adapters: Kafka message mapping and the aiohttp client."""
+"""The executor's adapters: Kafka message mapping and the HTTP/1.1 client."""

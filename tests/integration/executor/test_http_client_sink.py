@@ -1,4 +1,4 @@
-"""The real HTTP adapters against a loopback sink: what arrives, and what never leaves."""
+"""The real HTTP adapter against a loopback sink: what arrives, and what never leaves."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ from datetime import timedelta
 import pytest
 
 from executor.adapters.h1_client import H1Client
-from executor.adapters.http_client import AiohttpClient
 from executor.domain.egress import parse_allowlist
 from executor.domain.execution import CallRef, ExecutionOrder
 from executor.domain.outcome import AttemptError
@@ -42,25 +41,19 @@ async def sink() -> AsyncIterator[Sink]:
     await server.close()
 
 
-Client = AiohttpClient | H1Client
-
-
-@pytest.fixture(params=[AiohttpClient, H1Client], ids=["aiohttp", "h1"])
-def adapter(request: pytest.FixtureRequest) -> type[Client]:
-    kind: type[Client] = request.param
-    return kind
+Client = H1Client
 
 
 @pytest.fixture
-async def client(adapter: type[Client]) -> AsyncIterator[Client]:
-    client = adapter.create(LOOPBACK, LIMIT, pool_size=16)
+async def client() -> AsyncIterator[Client]:
+    client = H1Client.create(LOOPBACK, LIMIT, pool_size=16)
     yield client
     await client.close()
 
 
 @pytest.fixture
-async def closed_client(adapter: type[Client]) -> AsyncIterator[Client]:
-    client = adapter.create((), LIMIT, pool_size=16)
+async def closed_client() -> AsyncIterator[Client]:
+    client = H1Client.create((), LIMIT, pool_size=16)
     yield client
     await client.close()
 

@@ -9,7 +9,6 @@ from datetime import timedelta
 import pytest
 
 from executor.adapters.h1_client import H1Client
-from executor.adapters.http_client import AiohttpClient
 from executor.domain.egress import Network, parse_allowlist
 from executor.domain.outcome import AttemptError
 from executor.ports import HttpClient, HttpFailure, HttpRequest, HttpResponse
@@ -26,13 +25,13 @@ class Harness:
     base_url: str
     closed_url: str
     make: Callable[[tuple[Network, ...]], HttpClient]
-    clients: list[AiohttpClient | H1Client]
+    clients: list[H1Client]
 
     def client(self, allowlist: tuple[Network, ...] = LOOPBACK) -> HttpClient:
         return self.make(allowlist)
 
 
-@pytest.fixture(params=["fake", "aiohttp", "h1"])
+@pytest.fixture(params=["fake", "h1"])
 async def harness(request: pytest.FixtureRequest) -> AsyncIterator[Harness]:
     target = Target()
     if request.param == "fake":
@@ -46,11 +45,10 @@ async def harness(request: pytest.FixtureRequest) -> AsyncIterator[Harness]:
         )
         return
     server = await serve_target(target)
-    clients: list[AiohttpClient | H1Client] = []
-    adapter = AiohttpClient if request.param == "aiohttp" else H1Client
+    clients: list[H1Client] = []
 
     def make(allow: tuple[Network, ...]) -> HttpClient:
-        client = adapter.create(allow, LIMIT, pool_size=8)
+        client = H1Client.create(allow, LIMIT, pool_size=8)
         clients.append(client)
         return client
 
