@@ -360,6 +360,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--calls", type=int, help="measured calls per run (default: by cell)")
     parser.add_argument("--seconds", type=float, default=10.0, help="target length of a run")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--broker-warmup",
+        type=int,
+        default=20000,
+        help="calls through one unmeasured run first, so the JVM broker's JIT is warm (0: none)",
+    )
     parser.add_argument("--log-level", default="info", help="the executor's (info, as deployed)")
     args = parser.parse_args(argv)
     if args.command == "sink":
@@ -371,8 +377,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     delays = [float(d) for d in args.delays_ms.split(",")]
     rows: list[Cell] = []
     with _kafka(args.bootstrap, args.keep_kafka) as bootstrap:
+        warm_calls = args.broker_warmup
         for delay in delays:
             with _sink(delay) as port:
+                if warm_calls > 0:
+                    # A fresh broker spends its first minute compiling itself, on the cores the
+                    # executor is measured on; the first cells measured that, not the executor.
+                    warm = run_cell(bootstrap, port, delay, 128, warm_calls, args.log_level)
+                    print(f"  broker warm-up: {warm.calls_per_s:,.0f} calls/s", file=sys.stderr)
+                    warm_calls = 0
                 for concurrency in concurrencies:
                     calls = args.calls or _default_calls(delay, concurrency, args.seconds)
                     runs = [
