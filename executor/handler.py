@@ -89,6 +89,7 @@ class ExecutionHandler:
         events_topic: str,
         executor_id: str,
         default_snippet_bytes: int = 1024,
+        started_after: timedelta | None = None,
         publish_backoff: tuple[float, float] = (0.05, 5.0),
     ) -> None:
         self._bus = bus
@@ -104,6 +105,8 @@ class ExecutionHandler:
         self._executor_id = executor_id
         self._default_snippet_bytes = default_snippet_bytes
         self._backoff = publish_backoff
+        # None: Started goes out before every request; else only for one still in flight then.
+        self._started_after = None if started_after is None else started_after.total_seconds()
         self._active: set[asyncio.Task[object]] = set()
         self._lateness = LatenessReport()
 
@@ -184,24 +187,37 @@ class ExecutionHandler:
                 )
             entry.stage = Stage.IN_FLIGHT
             entry.start_time = start_time
-            started = started_message(
-                self._topic,
-                order,
-                self._ids.new_id(),
-                at=start_time,
-                start_time=start_time,
-                executor_id=self._executor_id,
-            )
-            # Precision: the request goes out right after Started is handed to the producer,
-            # not after its ack (a broker round trip, milliseconds). Both acks are awaited
-            # below, before the offset can be committed; Started and the result share a key,
-            # so the idempotent producer keeps them in this order on their partition.
-            started_ack = self._enqueue([started])
+            announced: list[tuple[OutgoingMessage, asyncio.Future[None]]] = []
+
+            def announce() -> None:
+                started = started_message(
+                    self._topic,
+                    order,
+                    self._ids.new_id(),
+                    at=self._clock.now(),
+                    start_time=start_time,
+                    executor_id=self._executor_id,
+                )
+                announced.append((started, self._enqueue([started])))
+
+            # Precision: the request never waits for Started's ack (a broker round trip);
+            # both acks are awaited below, before the offset can be committed. Started and the
+            # result share a key, so the idempotent producer keeps them in this order on their
+            # partition. With a `started_after`, Started is only sent for an attempt still in
+            # flight by then: a quick attempt's result says when it started, and one message
+            # (and one orchestrator transaction) per call is saved; see docs/executor.md.
+            timer: asyncio.TimerHandle | None = None
+            if self._started_after is None:
+                announce()
+            else:
+                timer = asyncio.get_running_loop().call_later(self._started_after, announce)
             sent_at = self._clock.now()
             reply = (
                 request if isinstance(request, HttpFailure) else await self._send(order, request)
             )
             ended_at = self._clock.now()
+            if timer is not None:
+                timer.cancel()
         outcome, body_snippet = self._judge(reply, order, ended_at)
         result = result_message(
             self._topic,
@@ -214,7 +230,7 @@ class ExecutionHandler:
         )
         result_ack = self._enqueue([result])
         self._log_outcome(order, outcome, reply, sent_at, ended_at)
-        await self._settle(order, [(started, started_ack), (result, result_ack)])
+        await self._settle(order, [*announced, (result, result_ack)])
 
     def _enqueue(self, messages: list[OutgoingMessage]) -> asyncio.Future[None]:
         try:

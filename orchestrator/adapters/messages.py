@@ -191,4 +191,9 @@ def _result(
         retryable=retryable,
         retry_after=retry_after,
         ended_at=from_timestamp(result.end_time),
+        started_at=(
+            from_timestamp(result.end_time) - from_duration(result.duration)
+            if result.HasField("duration")
+            else None
+        ),
     )

@@ -346,9 +346,11 @@ def _failed(
 def _result_too_early(
     state: Dispatched | Running, attempt: int, result: ExecutionResult
 ) -> StartedTooEarly | None:
-    # Without a Started event the result time stands in for the start (see evolve).
-    if isinstance(state, Dispatched) and result.ended_at < state.due_at:
-        return StartedTooEarly(attempt, result.ended_at, state.due_at)
+    # Without a Started event the result's start (or its end) stands in (see evolve).
+    if isinstance(state, Dispatched):
+        started = result.started_at or result.ended_at
+        if started < state.due_at:
+            return StartedTooEarly(attempt, started, state.due_at)
     return None
 
 
@@ -544,9 +546,14 @@ def _finished_attempt(
 ) -> Attempt:
     return Attempt(
         number=state.attempt,
-        # Without a Started event the start time is unknown; the result time is the closest
-        # fact we have, and it is still at or after due_at (decide checks it).
-        started_at=state.started_at if isinstance(state, Running) else result.ended_at,
+        # Without a Started event the result says when the request went out (executors send
+        # Started only for slow attempts); from an older executor that did not, the result
+        # time is the closest fact. Either is at or after due_at (decide checks it).
+        started_at=(
+            state.started_at
+            if isinstance(state, Running)
+            else (result.started_at or result.ended_at)
+        ),
         ended_at=result.ended_at,
         outcome=outcome,
         response_status=result.response_status,

@@ -91,6 +91,9 @@ class ExecutionResult:
     retryable: bool
     retry_after: timedelta | None
     ended_at: datetime
+    # When the request went out, as the executor reports it with the result; the executor
+    # sends no Started for an attempt that finishes quickly (docs/executor.md).
+    started_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)

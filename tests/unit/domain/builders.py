@@ -93,6 +93,7 @@ def execution_result(
     error: str = "",
     retryable: bool = False,
     retry_after: timedelta | None = None,
+    started_at: datetime | None = None,
 ) -> ExecutionResult:
     return ExecutionResult(
         response_status=status,
@@ -101,6 +102,7 @@ def execution_result(
         retryable=retryable,
         retry_after=retry_after,
         ended_at=ended_at,
+        started_at=started_at,
     )
 
 

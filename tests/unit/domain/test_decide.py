@@ -242,6 +242,27 @@ def test_result_without_started_is_accepted_from_dispatched() -> None:
     assert state.attempts[0].started_at == ok.ended_at
 
 
+def test_a_result_carrying_its_start_records_that_start() -> None:
+    # Executors send Started only for slow attempts; a quick one's result says when it began.
+    ok = execution_result(ended_at=DUE + 2 * SECOND, started_at=DUE + SECOND)
+
+    state = step(dispatched(), RecordExecutionSucceeded(attempt=1, result=ok), DUE + 2 * SECOND)
+
+    assert isinstance(state, Succeeded)
+    assert (state.attempts[0].started_at, state.attempts[0].ended_at) == (
+        DUE + SECOND,
+        DUE + 2 * SECOND,
+    )
+
+
+def test_a_result_whose_start_is_before_due_at_is_refused() -> None:
+    early = execution_result(ended_at=DUE + SECOND, started_at=DUE - SECOND)
+
+    decision = decide(dispatched(), RecordExecutionSucceeded(attempt=1, result=early), DUE, TIMING)
+
+    assert isinstance(decision, StartedTooEarly)
+
+
 def test_result_without_started_before_due_at_is_refused() -> None:
     ok = execution_result(ended_at=DUE - SECOND)
 

@@ -169,12 +169,16 @@ class FakeHttpClient:
         # Returned (or raised) first, target untouched.
         self.scripted: list[HttpResponse | HttpFailure | Exception] = []
         self.on_send: Callable[[HttpRequest], None] | None = None
+        # When set, every request is held in flight until it is set (a slow target).
+        self.gate: asyncio.Event | None = None
 
     async def send(self, request: HttpRequest) -> HttpResponse | HttpFailure:
         self.requests.append(request)
         self.journal.append("http:send")
         if self.on_send is not None:
             self.on_send(request)
+        if self.gate is not None:
+            await self.gate.wait()
         if self.scripted:
             scripted = self.scripted.pop(0)
             if isinstance(scripted, Exception):

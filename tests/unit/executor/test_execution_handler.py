@@ -435,3 +435,29 @@ async def test_a_tenant_without_secrets_is_not_signed() -> None:
     world.signing.keys["other"] = (SigningSecret.parse("whsec_" + "A" * 32),)
     await world.handler(received(request_envelope()))
     assert not any(n.startswith("webhook-") for n, _ in world.http.requests[0].headers)
+
+
+async def test_a_quick_attempt_reports_its_start_in_the_result_and_sends_no_started() -> None:
+    world = World(started_after=timedelta(seconds=30))
+    await world.handler(received(request_envelope()))
+
+    [succeeded] = world.bus.envelopes()
+    result = succeeded.execution_succeeded.result
+    start = from_timestamp(result.end_time) - from_duration(result.duration)
+    assert start == T0
+    assert len(world.http.requests) == 1
+
+
+async def test_a_slow_attempt_is_announced_while_in_flight_then_reported() -> None:
+    world = World(started_after=timedelta(milliseconds=5))
+    world.http.gate = asyncio.Event()
+    task = asyncio.create_task(world.handler(received(request_envelope())))
+
+    await asyncio.wait_for(world.bus.publishing.wait(), timeout=5)  # the first hand-over
+    assert "produce:execution_started" in world.journal
+    assert world.results() == []  # still in flight
+    world.http.gate.set()
+    await asyncio.wait_for(task, timeout=5)
+    started, result = world.bus.envelopes()
+    assert started.execution_started.attempt == result.execution_succeeded.attempt == 2
+    assert from_timestamp(started.execution_started.start_time) == T0

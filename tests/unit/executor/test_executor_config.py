@@ -6,6 +6,7 @@ import ast
 import base64
 import ipaddress
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -27,6 +28,7 @@ def test_defaults() -> None:
     assert config.max_held == 2048
     assert config.kafka_linger_ms == 5.0
     assert config.nice == 0
+    assert config.started_after == timedelta(seconds=1)
     assert config.max_response_bytes == 1024 * 1024
     assert config.default_snippet_bytes == 1024
     assert config.egress_allowlist == ()
@@ -51,6 +53,7 @@ def test_values_from_the_environment() -> None:
                 "EGRESS_ALLOW_CIDRS": "127.0.0.0/8, ::1/128",
                 "DRAIN_TIMEOUT_S": "2.5",
                 "EXECUTOR_NICE": "-5",
+                "REPORT_STARTED_AFTER_S": "0",
             }
         )
     )
@@ -66,6 +69,7 @@ def test_values_from_the_environment() -> None:
     )
     assert config.drain_timeout_s == 2.5
     assert config.nice == -5
+    assert config.started_after is None  # 0: Started before every request
 
 
 def test_signing_keys_file_defaults_to_the_run_dir(tmp_path: Path) -> None:
@@ -99,6 +103,8 @@ def test_a_malformed_signing_keys_file_fails_at_start_up(tmp_path: Path) -> None
         {"KAFKA_LINGER_MS": "-1"},
         {"EXECUTOR_NICE": "-21"},
         {"EXECUTOR_NICE": "20"},
+        {"REPORT_STARTED_AFTER_S": "-1"},
+        {"REPORT_STARTED_AFTER_S": "11"},
         {"MESH_SECRET_KEY": ""},
         {"MESH_SECRET_KEY": "not base64!"},
         {"MESH_SECRET_KEY": base64.b64encode(bytes(16)).decode()},

@@ -55,6 +55,7 @@ class World:
     journal: list[str] = field(default_factory=list)
     executions: Executions = field(default_factory=Executions)
     limits: Limits = field(default_factory=lambda: Limits(512, 512, 512))
+    started_after: timedelta | None = None
 
     def __post_init__(self) -> None:
         self.signing = FakeSigningKeys()
@@ -80,6 +81,7 @@ class World:
             events_topic=TOPIC,
             executor_id="exec-1",
             default_snippet_bytes=16,
+            started_after=self.started_after,
         )
 
     def results(self) -> list[pb.Envelope]:
