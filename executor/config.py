@@ -45,6 +45,8 @@ class ExecutorConfig:
     # (Kafka, Postgres, the orchestrator) waiting for a CPU is what made sends late
     # (docs/timing.md). Below 0 needs CAP_SYS_NICE; without it the executor warns and runs at 0.
     nice: int = 0
+    # Allocations between young-generation collections (executor/main.py, tune_gc).
+    gc_gen0_threshold: int = 50_000
     # ExecutionStarted only for an attempt still in flight this long after its request went out
     # (None: before every request). A quicker attempt's result carries its start time, and the
     # call goes from Dispatched straight to its result: one Kafka message and one orchestrator
@@ -86,6 +88,7 @@ class ExecutorConfig:
             secrets=secrets,
             signing_keys_file=signing_keys_file,
             nice=env.integer("EXECUTOR_NICE", 0),
+            gc_gen0_threshold=env.integer("EXECUTOR_GC_GEN0", 50_000),
             started_after=_started_after(env.number("REPORT_STARTED_AFTER_S", 1.0)),
         )
         for name, value in (
@@ -94,6 +97,7 @@ class ExecutorConfig:
             ("MAX_IN_FLIGHT_PER_HOST", config.max_in_flight_per_host),
             ("MAX_RESPONSE_BYTES", config.max_response_bytes),
             ("MAX_SNIPPET_BYTES", config.default_snippet_bytes),
+            ("EXECUTOR_GC_GEN0", config.gc_gen0_threshold),
         ):
             if value <= 0:
                 raise ConfigError(f"{name} must be positive, got {value}")

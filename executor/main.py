@@ -41,14 +41,16 @@ async def drain(consuming: asyncio.Task[None], handler: ExecutionHandler, timeou
         await consuming
 
 
-def tune_gc() -> None:
+def tune_gc(gen0_threshold: int) -> None:
     """Fewer, cheaper garbage collections. An executor at full rate holds thousands of live
     attempts (tasks, futures, messages) and allocates a few hundred objects per call; with the
-    default gen-0 threshold (700) the collector ran hundreds of times a second, re-scanning
-    them. Freezing what start-up built keeps it out of every later full collection. Measured
-    in docs/executor.md."""
+    default thresholds (700, 10, 10) a full collection, re-scanning all of them, came every few
+    tens of milliseconds. Freezing what start-up built keeps it out of every later full
+    collection. The gen-0 threshold trades throughput for pauses (each young collection scans
+    up to that many objects, and nothing is sent meanwhile): EXECUTOR_GC_GEN0, measured in
+    docs/executor.md and docs/timing.md."""
     gc.freeze()
-    gc.set_threshold(50_000, 50, 100)
+    gc.set_threshold(gen0_threshold, 50, 100)
 
 
 def ask_for_priority(nice: int) -> None:
@@ -126,7 +128,7 @@ async def serve(config: ExecutorConfig) -> None:
     )
     stop = stop_on_signals()
     await server.start()
-    tune_gc()
+    tune_gc(config.gc_gen0_threshold)
     consuming = asyncio.create_task(consumer.run(), name="consumer")
     log.info(
         "executor ready",

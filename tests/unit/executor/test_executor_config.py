@@ -29,6 +29,7 @@ def test_defaults() -> None:
     assert config.kafka_linger_ms == 5.0
     assert config.nice == 0
     assert config.started_after == timedelta(seconds=1)
+    assert config.gc_gen0_threshold == 50_000
     assert config.max_response_bytes == 1024 * 1024
     assert config.default_snippet_bytes == 1024
     assert config.egress_allowlist == ()
@@ -105,6 +106,7 @@ def test_a_malformed_signing_keys_file_fails_at_start_up(tmp_path: Path) -> None
         {"EXECUTOR_NICE": "20"},
         {"REPORT_STARTED_AFTER_S": "-1"},
         {"REPORT_STARTED_AFTER_S": "11"},
+        {"EXECUTOR_GC_GEN0": "0"},
         {"MESH_SECRET_KEY": ""},
         {"MESH_SECRET_KEY": "not base64!"},
         {"MESH_SECRET_KEY": base64.b64encode(bytes(16)).decode()},
