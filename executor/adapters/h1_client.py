@@ -179,6 +179,7 @@ class _Connection(asyncio.Protocol):
         self._complete = False
         self._truncated = False
         self._error: str | None = None
+        self._response: HttpResponse | None = None
 
     # -- asyncio.Protocol
 
@@ -190,8 +191,9 @@ class _Connection(asyncio.Protocol):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def data_received(self, data: bytes) -> None:
-        if self._waiter is None:
-            # Nothing was asked: bytes on an idle connection mean it is unusable.
+        if self._waiter is None or self._waiter.done():
+            # Nothing was asked (or the answer is complete): bytes on an idle connection, or
+            # after the answer, mean it is unusable; the answer already read stands.
             self.abort()
             return
         try:
@@ -208,6 +210,11 @@ class _Connection(asyncio.Protocol):
         self._on_eof()
 
     # -- llhttp callbacks
+
+    def on_message_begin(self) -> None:
+        if self._waiter is not None and self._waiter.done():
+            # A second answer in the same read as the first: the connection is out of step.
+            self.abort()
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._headers.append((name.decode("latin-1"), value.decode("latin-1")))
@@ -262,6 +269,9 @@ class _Connection(asyncio.Protocol):
         if waiter is None or waiter.done():
             return
         self._error = error
+        if error is None:
+            # Taken now: nothing the connection receives later can change the answer.
+            self._response = HttpResponse(self._status, tuple(self._headers), b"".join(self._body))
         if error is not None or not reusable:
             self.abort()
         waiter.set_result(None)
@@ -281,6 +291,7 @@ class _Connection(asyncio.Protocol):
         self._body_size = 0
         self._complete = False
         self._error = None
+        self._response = None
         self.busy = True
         assert self.transport is not None
         self.transport.write(head + body if len(body) < 64 * 1024 else head)
@@ -290,10 +301,11 @@ class _Connection(asyncio.Protocol):
             await self._waiter
         finally:
             self._waiter = None
-        if self._error is not None:
-            raise ConnectionError(self._error)
+        if self._error is not None or self._response is None:
+            raise ConnectionError(self._error or "no response")
         self.busy = False
-        return HttpResponse(self._status, tuple(self._headers), b"".join(self._body))
+        response, self._response = self._response, None
+        return response
 
 
 class H1Client:

@@ -184,6 +184,20 @@ async def test_a_head_answer_has_no_body_whatever_its_length_says(
     assert (result.status, result.body) == (200, b"")
 
 
+async def test_bytes_after_a_complete_answer_keep_it_and_drop_the_connection(
+    raw: Callable[..., RawServer], client: H1Client
+) -> None:
+    server = await started(
+        raw, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 500 Oops\r\n\r\n"
+    )
+    for _ in range(2):
+        result = await client.send(get(f"http://127.0.0.1:{server.port}/"))
+        assert isinstance(result, HttpResponse)
+        assert (result.status, result.body) == (200, b"ok")
+        await asyncio.sleep(0.01)  # let the stray bytes arrive while the connection is idle
+    assert server.connections == 2  # the first connection was not reused
+
+
 async def test_garbage_is_a_connection_error(
     raw: Callable[..., RawServer], client: H1Client
 ) -> None:
