@@ -67,11 +67,11 @@ def _host_of(url: str) -> str:
 class ExecutionHandler:
     """The ConsumerRunner's handler for `execution-requests`.
 
-    It returns only after the attempt's Started and result were acknowledged by Kafka, so the
-    offset is committed only then; a crash before that redelivers the request and the target
-    may see the attempt twice (with the same Idempotency-Key). Publishing is retried here rather
-    than by raising, because the runner would retry the whole message and send the HTTP request
-    again.
+    It returns only after the attempt's result (and its Started, if one was sent) were
+    acknowledged by Kafka, so the offset is committed only then; a crash before that
+    redelivers the request and the target may see the attempt twice (with the same
+    Idempotency-Key). Publishing is retried here rather than by raising, because the runner
+    would retry the whole message and send the HTTP request again.
     """
 
     def __init__(

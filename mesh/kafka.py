@@ -215,7 +215,9 @@ class ConsumerRunner:
                 # What librdkafka has already fetched is taken here, without waiting (a thread
                 # hop per poll was a visible share of a busy consumer's CPU); only an empty
                 # queue is waited on, in the consumer's thread. The two never overlap: every
-                # call on the consumer is made from this loop, one at a time.
+                # call on the consumer is made from this loop, one at a time. (A rebalance's
+                # revoke callback, which commits synchronously, may so run on the loop's
+                # thread and hold it for that round trip; rebalances are rare.)
                 messages: list[Message] = self._consumer.consume(min(budget, 500), 0)
                 if not messages:
                     messages = await self._call(self._consumer.consume, min(budget, 500), 0.05)
