@@ -121,6 +121,10 @@ def _request_target(parts: SplitResult) -> str:
 
 def _target(url: str, allowed: Allowed) -> _Target:
     parts = urlsplit(url)
+    if "@" in parts.netloc:
+        # The API refuses these (credentials belong in a sealed header); never send them, and
+        # never drop them silently either.
+        raise _RefusedError(HttpFailure(AttemptError.INVALID_REQUEST, "url carries user info"))
     host = allowed.host.lower()
     if ":" in host:
         literal = f"[{host}]"

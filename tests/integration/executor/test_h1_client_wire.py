@@ -250,6 +250,17 @@ async def test_headers_that_would_break_framing_are_refused(
     assert server.connections == 0
 
 
+async def test_a_url_with_user_info_is_refused_unsent(
+    raw: Callable[..., RawServer], client: H1Client
+) -> None:
+    server = await started(raw, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+    result = await client.send(get(f"http://user:secret@127.0.0.1:{server.port}/"))
+    assert isinstance(result, HttpFailure)
+    assert result.error is AttemptError.INVALID_REQUEST
+    assert "secret" not in result.detail
+    assert server.connections == 0
+
+
 def _self_signed(directory: Path) -> tuple[Path, Path]:
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
