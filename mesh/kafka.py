@@ -25,6 +25,9 @@ from mesh.ports import OutgoingMessage
 
 log = get_logger(__name__)
 
+# Messages started per event-loop pass (ConsumerRunner.run).
+DISPATCH_CHUNK = 16
+
 
 class KafkaEventBus:
     """Publishes with the idempotent producer (acks=all), so retries never duplicate or reorder
@@ -221,8 +224,14 @@ class ConsumerRunner:
                 messages: list[Message] = self._consumer.consume(min(budget, 500), 0)
                 if not messages:
                     messages = await self._call(self._consumer.consume, min(budget, 500), 0.05)
-                for message in messages:
-                    self._dispatch(message)
+                for start in range(0, len(messages), DISPATCH_CHUNK):
+                    if start:
+                        # Let the loop run what is due (timers) between chunks: each handler's
+                        # first step runs in the loop pass after its dispatch, so a whole poll's
+                        # worth at once can hold a due timer for all of them.
+                        await asyncio.sleep(0)
+                    for message in messages[start : start + DISPATCH_CHUNK]:
+                        self._dispatch(message)
                 await self._commit_now_and_then()
         finally:
             if self._tasks:

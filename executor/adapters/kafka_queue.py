@@ -11,6 +11,9 @@ from confluent_kafka import KafkaError, KafkaException, Message
 from mesh.kafka import KafkaEventBus
 from mesh.ports import OutgoingMessage
 
+# Delivery reports settled per event-loop pass.
+SETTLE_CHUNK = 32
+
 
 class KafkaEventQueue(KafkaEventBus):
     """KafkaEventBus whose hand-over to librdkafka happens in the call itself.
@@ -67,8 +70,9 @@ class KafkaEventQueue(KafkaEventBus):
 
         return record
 
-    def _settle_reports(self) -> None:
-        count = len(self._reports)
+    def _settle_reports(self, most: int | None = None) -> int:
+        """Settles up to `most` recorded reports (all when None); returns how many are left."""
+        count = len(self._reports) if most is None else min(most, len(self._reports))
         reports = self._reports[:count]
         del self._reports[:count]
         for future, err in reports:
@@ -78,12 +82,17 @@ class KafkaEventQueue(KafkaEventBus):
                 future.set_exception(KafkaException(err))
             else:
                 future.set_result(None)
+        return len(self._reports)
 
     async def _poll_forever(self) -> None:
         loop = asyncio.get_running_loop()
         while not self._closing:
             await loop.run_in_executor(self._thread, self._producer.poll, 0.05)
-            self._settle_reports()
+            # A settled ack resumes its attempt in the next loop pass; a whole poll's worth at
+            # once makes that pass long enough to hold a due send. In chunks, with the loop
+            # free to run timers in between.
+            while self._settle_reports(SETTLE_CHUNK):  # noqa: ASYNC110 - yields, not a wait
+                await asyncio.sleep(0)
 
     async def close(self) -> None:
         await super().close()
