@@ -53,19 +53,28 @@ def tune_gc(gen0_threshold: int) -> None:
     gc.set_threshold(gen0_threshold, 50, 100)
 
 
-def ask_for_priority(nice: int) -> None:
-    """Sets this thread's nice value; threads started later (librdkafka's, gRPC's, asyncio's
-    workers) inherit it, so call it before any of them exist."""
-    if nice == 0:
-        return
-    try:
-        os.setpriority(os.PRIO_PROCESS, 0, nice)
-    except PermissionError:
-        log.warning("EXECUTOR_NICE not applied: no permission (needs CAP_SYS_NICE)", nice=nice)
+def ask_for_priority(nice: int, rt_priority: int = 0) -> None:
+    """Sets this thread's nice value and, with `rt_priority`, the SCHED_FIFO policy; threads
+    started later (librdkafka's, gRPC's, asyncio's workers) inherit both, so call it before any
+    of them exist. All threads alike, on purpose: the loop thread waits for the GIL held by
+    the others, and a lower-priority holder would make it wait behind ordinary processes."""
+    if nice != 0:
+        try:
+            os.setpriority(os.PRIO_PROCESS, 0, nice)
+        except PermissionError:
+            log.warning("EXECUTOR_NICE not applied: no permission (needs CAP_SYS_NICE)", nice=nice)
+    if rt_priority > 0:
+        try:
+            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(rt_priority))
+        except PermissionError:
+            log.warning(
+                "EXECUTOR_RT_PRIORITY not applied: no permission (needs CAP_SYS_NICE)",
+                rt_priority=rt_priority,
+            )
 
 
 async def serve(config: ExecutorConfig) -> None:
-    ask_for_priority(config.nice)
+    ask_for_priority(config.nice, config.rt_priority)
     common = config.common
     topics = Topics.with_prefix(common.topic_prefix)
     executions = Executions()

@@ -68,10 +68,16 @@ def start(
 
 def _at_normal_priority(argv: Sequence[str]) -> list[str]:
     """A caller running at a raised priority (the timing bench raises its own for its sink)
-    must not hand it to every service it starts; each asks for its own (EXECUTOR_NICE). `nice`
-    execs the command (same pid) and only lowers the priority, which needs no privilege."""
+    must not hand it to every service it starts; each asks for its own (EXECUTOR_NICE,
+    EXECUTOR_RT_PRIORITY). `chrt --other` and `nice` exec the command (same pid) and only
+    lower the priority, which needs no privilege."""
+    argv = list(argv)
     raised = -os.getpriority(os.PRIO_PROCESS, 0)
-    return ["nice", "-n", str(raised), *argv] if raised > 0 else list(argv)
+    if raised > 0:
+        argv = ["nice", "-n", str(raised), *argv]
+    if os.sched_getscheduler(0) & ~os.SCHED_RESET_ON_FORK != os.SCHED_OTHER:
+        argv = ["chrt", "--other", "0", *argv]
+    return argv
 
 
 def stop(pid_file: Path, marker: str, timeout: float = 15.0) -> bool:

@@ -54,6 +54,7 @@ def test_values_from_the_environment() -> None:
                 "EGRESS_ALLOW_CIDRS": "127.0.0.0/8, ::1/128",
                 "DRAIN_TIMEOUT_S": "2.5",
                 "EXECUTOR_NICE": "-5",
+                "EXECUTOR_RT_PRIORITY": "7",
                 "REPORT_STARTED_AFTER_S": "0",
             }
         )
@@ -70,6 +71,7 @@ def test_values_from_the_environment() -> None:
     )
     assert config.drain_timeout_s == 2.5
     assert config.nice == -5
+    assert config.rt_priority == 7
     assert config.started_after is None  # 0: Started before every request
 
 
@@ -104,6 +106,8 @@ def test_a_malformed_signing_keys_file_fails_at_start_up(tmp_path: Path) -> None
         {"KAFKA_LINGER_MS": "-1"},
         {"EXECUTOR_NICE": "-21"},
         {"EXECUTOR_NICE": "20"},
+        {"EXECUTOR_RT_PRIORITY": "-1"},
+        {"EXECUTOR_RT_PRIORITY": "100"},
         {"REPORT_STARTED_AFTER_S": "-1"},
         {"REPORT_STARTED_AFTER_S": "11"},
         {"EXECUTOR_GC_GEN0": "0"},
