@@ -86,7 +86,9 @@ class ExecutorConfig:
             max_in_flight=max_in_flight,
             max_in_flight_per_tenant=env.integer("MAX_IN_FLIGHT_PER_TENANT", max_in_flight // 2),
             max_in_flight_per_host=env.integer("MAX_IN_FLIGHT_PER_HOST", max_in_flight // 4),
-            max_held=env.integer("MAX_HELD", max_in_flight * 4),
+            # Room for a crowd of calls due together, all handed off before their due time
+            # (scheduler/domain/window.py): held calls cost memory only while held.
+            max_held=env.integer("MAX_HELD", max(max_in_flight * 4, 16384)),
             max_response_bytes=env.integer("MAX_RESPONSE_BYTES", 1024 * 1024),
             default_snippet_bytes=env.integer("MAX_SNIPPET_BYTES", 1024),
             egress_allowlist=allowlist,

@@ -64,6 +64,9 @@ class OrchestratorConfig:
                 handoff_lead=env.seconds("HANDOFF_LEAD_S", 2.0),
                 dispatch_lease=env.seconds("DISPATCH_LEASE_S", 30.0),
                 attempt_grace=env.seconds("ATTEMPT_GRACE_S", 30.0),
+                # At least the scheduler's HANDOFF_PULL_MAX_S: a hand-off pulled further is
+                # only re-armed for its fire time, never lost (decide.py, _fire_timer).
+                handoff_early_max=env.seconds("HANDOFF_EARLY_MAX_S", 15.0),
             ),
             limits=Limits(max_body_bytes=env.integer("MAX_BODY_BYTES", 1024 * 1024)),
             # Tokens only need to survive between two list calls; replicas must share it.

@@ -9,7 +9,7 @@ from functools import partial
 from pathlib import Path
 
 from mesh.clock import SystemClock, Uuid7Gen
-from mesh.config import CommonConfig, Env
+from mesh.config import CommonConfig, ConfigError, Env
 from mesh.db import make_engine
 from mesh.grpc_server import GrpcServer
 from mesh.kafka import ConsumerRunner, KafkaEventBus
@@ -33,11 +33,13 @@ class SchedulerConfig:
     max_sleep: timedelta
     window_span: timedelta
     window_capacity: int
+    handoff_pull_rate: float
+    handoff_pull_max: timedelta
     consumer_group: str
 
     @classmethod
     def from_env(cls, env: Env) -> SchedulerConfig:
-        return cls(
+        config = cls(
             common=CommonConfig.from_env(env, "scheduler", 50052),
             batch_size=env.integer("FIRE_BATCH_SIZE", 500),
             claim_lease=env.seconds("CLAIM_LEASE_S", 10.0),
@@ -46,9 +48,23 @@ class SchedulerConfig:
             max_sleep=env.seconds("MAX_SLEEP_S", 1.0),
             window_span=env.seconds("WINDOW_SPAN_S", 300.0),
             # Bounded memory: the window never holds more, however many timers are pending.
-            window_capacity=env.integer("WINDOW_CAPACITY", 4096),
+            # Also what the crowded-hand-off rule can see ahead (scheduler/domain/window.py):
+            # at least HANDOFF_PULL_RATE x HANDOFF_PULL_MAX_S.
+            window_capacity=env.integer("WINDOW_CAPACITY", 16384),
+            # Hand-offs per second the pipeline (orchestrator, Kafka) is counted on for when
+            # many calls are due together, and how early that may fire one (at most the
+            # orchestrator's HANDOFF_EARLY_MAX_S); 0 turns the rule off. docs/timing.md.
+            handoff_pull_rate=env.number("HANDOFF_PULL_RATE", 1000.0),
+            handoff_pull_max=env.seconds("HANDOFF_PULL_MAX_S", 10.0),
             consumer_group=env.text("SCHEDULER_GROUP", "scheduler"),
         )
+        if config.handoff_pull_rate < 0:
+            raise ConfigError("HANDOFF_PULL_RATE must not be negative (0 turns it off)")
+        if config.handoff_pull_max < timedelta(0):
+            raise ConfigError("HANDOFF_PULL_MAX_S must not be negative")
+        if config.window_capacity < 1:
+            raise ConfigError("WINDOW_CAPACITY must be positive")
+        return config
 
 
 async def serve(config: SchedulerConfig) -> None:
@@ -69,6 +85,8 @@ async def serve(config: SchedulerConfig) -> None:
         max_sleep=config.max_sleep,
         window_span=config.window_span,
         window_capacity=config.window_capacity,
+        handoff_pull_rate=config.handoff_pull_rate,
+        handoff_pull_max=config.handoff_pull_max,
     )
     api = TimerApi(store, firer, clock, Uuid7Gen())
     server = GrpcServer(

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from scheduler.domain.timers import Timer
+from scheduler.domain.timers import Timer, Upcoming
 
 
 class TimerStore(Protocol):
@@ -20,9 +20,17 @@ class TimerStore(Protocol):
         timer id repeated within `timers` is armed (at most) once, by its first occurrence."""
         ...
 
-    async def claim_due(self, now: datetime, limit: int, lease: timedelta) -> Sequence[Timer]:
-        """Claims up to `limit` pending timers due at `now`, earliest first, for `lease`; a
-        claim that is not marked fired within the lease may be claimed again."""
+    async def claim_due(
+        self,
+        now: datetime,
+        limit: int,
+        lease: timedelta,
+        handoffs_until: datetime | None = None,
+    ) -> Sequence[Timer]:
+        """Claims up to `limit` pending timers due at `now`, and hand-off timers firing by
+        `handoffs_until` (crowded hand-offs fired early, scheduler/domain/window.py), earliest
+        first, for `lease`; a claim that is not marked fired within the lease may be claimed
+        again."""
         ...
 
     async def mark_fired(self, timer_ids: Sequence[str], now: datetime) -> None: ...
@@ -32,10 +40,10 @@ class TimerStore(Protocol):
         claim's lease), or None when nothing is pending."""
         ...
 
-    async def upcoming(self, until: datetime, limit: int) -> Sequence[tuple[datetime, datetime]]:
-        """(fire time, attention time) of up to `limit` pending timers firing before `until`,
-        earliest fire time first. The attention time is the fire time, or the end of the
-        claim's lease when one holds it. Feeds the firing loop's near-term window."""
+    async def upcoming(self, until: datetime, limit: int) -> Sequence[Upcoming]:
+        """Up to `limit` pending timers firing before `until`, earliest fire time first. The
+        attention time is the fire time, or the end of the claim's lease when one holds it.
+        Feeds the firing loop's near-term window."""
         ...
 
     async def cancel(self, timer_id: str, now: datetime) -> Timer | None: ...

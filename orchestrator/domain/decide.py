@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import assert_never
 
 from orchestrator.domain import events as ev
@@ -225,9 +225,13 @@ def _fire_timer(state: ActiveState, command: FireTimer, now: datetime, timing: T
                 return stale
         case _:
             assert_never(command.purpose)
-    if now < command.fire_at:
-        # The scheduler's clock ran ahead of ours. Acting now would hand off early; dropping
-        # the timer would strand the call. Arm it again instead.
+    # A hand-off may come early by design, up to handoff_early_max (crowded due times, see
+    # Timing); any other timer, or a hand-off earlier still, means the scheduler's clock ran
+    # ahead of ours.
+    early_ok = timing.handoff_early_max if command.purpose is TimerPurpose.HANDOFF else timedelta(0)
+    if now < command.fire_at - early_ok:
+        # Acting now would act too early; dropping the timer would strand the call. Arm it
+        # again instead.
         return (
             ev.TimerRequested(
                 at=now, purpose=command.purpose, attempt=command.attempt, fire_at=command.fire_at

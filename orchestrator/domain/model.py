@@ -53,6 +53,12 @@ class Timing:
     handoff_lead: timedelta
     dispatch_lease: timedelta
     attempt_grace: timedelta
+    # How much earlier than its fire time a hand-off timer may be applied. The scheduler fires
+    # the hand-offs of calls crowded into a short stretch early, spread at the rate the
+    # pipeline takes them, so that all of them reach the executor before their due time
+    # (scheduler/domain/window.py); such a call is refused cancel/reschedule that much earlier.
+    # The executor still sends at due_at, and the lease runs from due_at.
+    handoff_early_max: timedelta = timedelta(0)
 
 
 # Lead covers a couple of Kafka hops and a Postgres commit; the lease must outlast a consumer
@@ -61,6 +67,7 @@ DEFAULT_TIMING = Timing(
     handoff_lead=timedelta(seconds=2),
     dispatch_lease=timedelta(seconds=30),
     attempt_grace=timedelta(seconds=30),
+    handoff_early_max=timedelta(seconds=15),
 )
 
 

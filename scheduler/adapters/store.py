@@ -9,7 +9,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from scheduler.domain.timers import Timer, TimerKey, TimerState
+from scheduler.domain.timers import HANDOFF_PURPOSE, Timer, TimerKey, TimerState, Upcoming
 
 _COLUMNS = (
     "timer_id::text AS timer_id, tenant_id, service_call_id, purpose, attempt, fire_at, state,"
@@ -49,7 +49,8 @@ _CLAIM = sa.text(
     f"""
     UPDATE scheduler.timers AS t SET claimed_until = :lease_until
       FROM (SELECT timer_id FROM scheduler.timers
-             WHERE state = 'pending' AND fire_at <= :now
+             WHERE state = 'pending' AND fire_at <= :handoffs_until
+               AND (fire_at <= :now OR purpose = {HANDOFF_PURPOSE})
                AND (claimed_until IS NULL OR claimed_until <= :now)
              ORDER BY fire_at
              LIMIT :limit
@@ -75,8 +76,10 @@ _NEXT = sa.text(
 
 # Served by the partial index on fire_at: the cost does not depend on how many timers pend.
 _UPCOMING = sa.text(
-    """
-    SELECT fire_at, GREATEST(fire_at, claimed_until) AS attention FROM scheduler.timers
+    f"""
+    SELECT fire_at, GREATEST(fire_at, claimed_until) AS attention,
+           purpose = {HANDOFF_PURPOSE} AND claimed_until IS NULL AS may_fire_early
+      FROM scheduler.timers
      WHERE state = 'pending' AND fire_at < :until ORDER BY fire_at LIMIT :limit
     """
 )
@@ -154,11 +157,21 @@ class PostgresTimerStore:
             )
             return {row[0] for row in rows}
 
-    async def claim_due(self, now: datetime, limit: int, lease: timedelta) -> Sequence[Timer]:
+    async def claim_due(
+        self,
+        now: datetime,
+        limit: int,
+        lease: timedelta,
+        handoffs_until: datetime | None = None,
+    ) -> Sequence[Timer]:
+        params = {
+            "now": now,
+            "handoffs_until": max(now, handoffs_until or now),
+            "limit": limit,
+            "lease_until": now + lease,
+        }
         async with self._engine.begin() as conn:
-            rows = (
-                await conn.execute(_CLAIM, {"now": now, "limit": limit, "lease_until": now + lease})
-            ).all()
+            rows = (await conn.execute(_CLAIM, params)).all()
         return sorted((_timer(r) for r in rows), key=lambda t: t.key.fire_at)
 
     async def mark_fired(self, timer_ids: Sequence[str], now: datetime) -> None:
@@ -172,10 +185,10 @@ class PostgresTimerStore:
         times = [max(r.fire_at, r.claimed_until) if r.claimed_until else r.fire_at for r in rows]
         return min(times) if times else None
 
-    async def upcoming(self, until: datetime, limit: int) -> Sequence[tuple[datetime, datetime]]:
+    async def upcoming(self, until: datetime, limit: int) -> Sequence[Upcoming]:
         async with self._engine.connect() as conn:
             rows = (await conn.execute(_UPCOMING, {"until": until, "limit": limit})).all()
-        return [(r.fire_at, r.attention) for r in rows]
+        return [Upcoming(r.fire_at, r.attention, r.may_fire_early) for r in rows]
 
     async def cancel(self, timer_id: str, now: datetime) -> Timer | None:
         async with self._engine.begin() as conn:

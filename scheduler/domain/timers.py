@@ -6,9 +6,26 @@ import enum
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import NamedTuple
 
 # Never change: timer ids of armed timers depend on it.
 TIMER_NAMESPACE = uuid.UUID("0b7f6a51-2f43-5d6e-9a38-51b1e7c6a0d4")
+
+
+# servicecall.internal.v1.TimerPurpose.TIMER_PURPOSE_HANDOFF (tests/unit/scheduler checks it):
+# the one purpose whose timers may fire early, because the orchestrator accepts an early
+# hand-off (Timing.handoff_early_max) and the executor still sends at the due time.
+HANDOFF_PURPOSE = 1
+
+
+class Upcoming(NamedTuple):
+    """A pending timer as the firing loop's window sees it."""
+
+    fire_at: datetime
+    # The fire time, or the end of the lease of a claim that holds it.
+    attention: datetime
+    # A hand-off timer no claim holds: the window may pull it forward.
+    may_fire_early: bool = False
 
 
 class TimerState(enum.Enum):

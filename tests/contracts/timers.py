@@ -5,19 +5,21 @@ from __future__ import annotations
 import uuid
 from datetime import timedelta
 
-from scheduler.domain.timers import Timer, TimerKey, TimerState
+from scheduler.domain.timers import HANDOFF_PURPOSE, Timer, TimerKey, TimerState, Upcoming
 from scheduler.ports import TimerStore
 from tests.builders import T0
 
 LEASE = timedelta(seconds=10)
 
 
-def timer(fire_in: float, armed_by: str | None = None, attempt: int = 1) -> Timer:
+def timer(
+    fire_in: float, armed_by: str | None = None, attempt: int = 1, purpose: int = HANDOFF_PURPOSE
+) -> Timer:
     return Timer(
         key=TimerKey(
             tenant_id="t",
             service_call_id=str(uuid.uuid4()),
-            purpose=1,
+            purpose=purpose,
             attempt=attempt,
             fire_at=T0 + timedelta(seconds=fire_in),
         ),
@@ -91,14 +93,38 @@ class TimerStoreContract:
         await timers.claim_due(T0 + timedelta(seconds=1), 1, LEASE)  # claims t1
         upcoming = await timers.upcoming(T0 + timedelta(minutes=1), 10)
         assert upcoming == [
-            (t1.key.fire_at, T0 + timedelta(seconds=1) + LEASE),
-            (t2.key.fire_at, t2.key.fire_at),
-            (t3.key.fire_at, t3.key.fire_at),
+            # Claimed: not pulled forward again, whatever its purpose.
+            Upcoming(t1.key.fire_at, T0 + timedelta(seconds=1) + LEASE, False),
+            Upcoming(t2.key.fire_at, t2.key.fire_at, True),
+            Upcoming(t3.key.fire_at, t3.key.fire_at, True),
         ]
-        assert [f for f, _ in await timers.upcoming(T0 + timedelta(minutes=1), 2)] == [
+        assert [u.fire_at for u in await timers.upcoming(T0 + timedelta(minutes=1), 2)] == [
             t1.key.fire_at,
             t2.key.fire_at,
         ]
+
+    async def test_only_hand_off_timers_are_claimed_before_their_fire_time(
+        self, timers: TimerStore
+    ) -> None:
+        handoff, other, later = timer(5), timer(5, purpose=HANDOFF_PURPOSE + 1), timer(9)
+        for t in (handoff, other, later):
+            await timers.arm(t)
+        assert [u.may_fire_early for u in await timers.upcoming(T0 + timedelta(minutes=1), 10)] == [
+            True,
+            False,
+            True,
+        ]
+        claimed = await timers.claim_due(T0, 10, LEASE, handoffs_until=T0 + timedelta(seconds=6))
+        assert [t.timer_id for t in claimed] == [handoff.timer_id]
+        # Without the bound, nothing fires before its time.
+        assert await timers.claim_due(T0 + timedelta(seconds=4), 10, LEASE) == []
+        # The other purpose waits for its own time even under a later bound.
+        claimed = await timers.claim_due(
+            T0 + timedelta(seconds=4), 10, LEASE, handoffs_until=T0 + timedelta(seconds=10)
+        )
+        assert [t.timer_id for t in claimed] == [later.timer_id]
+        claimed = await timers.claim_due(T0 + timedelta(seconds=5), 10, LEASE)
+        assert [t.timer_id for t in claimed] == [other.timer_id]
 
     async def test_cancel_and_list_pending(self, timers: TimerStore) -> None:
         ts = [timer(i) for i in range(5)]

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
-from scheduler.domain.timers import Timer, TimerState
+from scheduler.domain.timers import HANDOFF_PURPOSE, Timer, TimerState, Upcoming
 
 
 @dataclass
@@ -41,13 +41,26 @@ class InMemoryTimerStore:
                 armed.add(timer.timer_id)
         return armed
 
-    async def claim_due(self, now: datetime, limit: int, lease: timedelta) -> Sequence[Timer]:
+    async def claim_due(
+        self,
+        now: datetime,
+        limit: int,
+        lease: timedelta,
+        handoffs_until: datetime | None = None,
+    ) -> Sequence[Timer]:
+        handoffs_until = max(now, handoffs_until or now)
         due = sorted(
             (
                 r
                 for r in self.rows.values()
                 if r.timer.state is TimerState.PENDING
-                and r.timer.key.fire_at <= now
+                and (
+                    r.timer.key.fire_at <= now
+                    or (
+                        r.timer.key.purpose == HANDOFF_PURPOSE
+                        and r.timer.key.fire_at <= handoffs_until
+                    )
+                )
                 and (r.claimed_until is None or r.claimed_until <= now)
             ),
             key=lambda r: r.timer.key.fire_at,
@@ -72,7 +85,7 @@ class InMemoryTimerStore:
         ]
         return min(times) if times else None
 
-    async def upcoming(self, until: datetime, limit: int) -> Sequence[tuple[datetime, datetime]]:
+    async def upcoming(self, until: datetime, limit: int) -> Sequence[Upcoming]:
         rows = sorted(
             (
                 r
@@ -82,11 +95,12 @@ class InMemoryTimerStore:
             key=lambda r: r.timer.key.fire_at,
         )[:limit]
         return [
-            (
+            Upcoming(
                 r.timer.key.fire_at,
                 max(r.timer.key.fire_at, r.claimed_until)
                 if r.claimed_until
                 else r.timer.key.fire_at,
+                r.timer.key.purpose == HANDOFF_PURPOSE and r.claimed_until is None,
             )
             for r in rows
         ]

@@ -112,10 +112,24 @@ def test_handoff_dispatches_with_not_before_due_at() -> None:
     )
 
 
-def test_handoff_timer_never_fires_early() -> None:
+def test_handoff_timer_fired_early_within_the_allowance_dispatches_for_due_at() -> None:
+    # Crowded due times: the scheduler fires hand-offs early; the send still waits for due_at.
     state = scheduled()
     fire = FireTimer(purpose=TimerPurpose.HANDOFF, attempt=1, fire_at=DUE - LEAD)
-    early = DUE - LEAD - timedelta(milliseconds=5)
+    early = DUE - LEAD - TIMING.handoff_early_max
+
+    events = events_of(decide(state, fire, early, TIMING))
+
+    assert events[0] == ev.ExecutionRequested(
+        at=early, attempt=1, not_before=DUE, lease_expires_at=DUE + LEASE
+    )
+    assert isinstance(apply(state, events), Dispatched)
+
+
+def test_handoff_timer_never_fires_earlier_than_the_allowance() -> None:
+    state = scheduled()
+    fire = FireTimer(purpose=TimerPurpose.HANDOFF, attempt=1, fire_at=DUE - LEAD)
+    early = DUE - LEAD - TIMING.handoff_early_max - timedelta(milliseconds=5)
 
     events = events_of(decide(state, fire, early, TIMING))
 

@@ -25,7 +25,7 @@ def test_defaults() -> None:
     assert config.consumer_group == "executor"
     assert config.max_in_flight == 512
     assert (config.max_in_flight_per_tenant, config.max_in_flight_per_host) == (256, 128)
-    assert config.max_held == 2048
+    assert config.max_held == 16384
     assert config.kafka_linger_ms == 5.0
     assert config.nice == 0
     assert config.started_after == timedelta(seconds=1)

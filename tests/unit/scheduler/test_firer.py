@@ -16,7 +16,7 @@ import pytest
 from mesh.ports import Clock, OutgoingMessage
 from mesh.topics import Topics
 from scheduler.domain.timers import Timer, TimerKey, TimerState
-from scheduler.firing import Firer
+from scheduler.firing import EARLY_CHUNK, Firer
 from servicecall.internal.v1 import events_pb2 as pb
 from tests.fakes.bus import InMemoryEventBus
 from tests.fakes.clock import T0, FakeClock
@@ -170,3 +170,35 @@ async def test_a_claim_left_unpublished_fires_again_after_its_lease(clock: FakeC
     assert await f.step(asyncio.Event()) == 1
     stored = await store.get(t.timer_id)
     assert stored is not None and stored.state is TimerState.FIRED
+
+
+async def test_crowded_hand_offs_all_fire_by_their_time_at_the_pull_rate(
+    clock: FakeClock,
+) -> None:
+    store, bus, sleeper = InMemoryTimerStore(), InMemoryEventBus(), RecordingSleeper(clock)
+    due = T0 + timedelta(seconds=5)
+    for _ in range(300):
+        await store.arm(timer(due))
+    f = firer(
+        store,
+        bus,
+        clock,
+        sleeper,
+        batch_size=50,
+        max_sleep=timedelta(minutes=1),
+        handoff_pull_rate=100.0,
+        handoff_pull_max=timedelta(seconds=10),
+    )
+    stop = asyncio.Event()
+    while f.fired < 300:
+        await f.step(stop)
+    fired_at = []
+    for _key, value in bus.on(TOPICS.timer_events):
+        fired = pb.Envelope.FromString(value).due_time_reached
+        fired_at.append(fired.fired_time.ToDatetime(tzinfo=T0.tzinfo))
+    # 300 at 100/s: the first goes 2.99 s early, and every one has gone by its fire time.
+    assert min(fired_at) == due - timedelta(seconds=2.99)
+    assert max(fired_at) <= due
+    # Never much faster than the rate asks for: each one at most a chunk before its turn.
+    for i, at in enumerate(sorted(fired_at)):
+        assert at >= due - timedelta(seconds=(299 - i) / 100) - EARLY_CHUNK
