@@ -99,6 +99,8 @@ class Options:
     scale: float
     repeat: int
     lead_s: float
+    # How early the scheduler may fire a crowd's hand-offs (HANDOFF_PULL_MAX_S).
+    pull_s: float
     pending_levels: tuple[int, ...]
     downtime_s: float
     idle_s: float
@@ -216,9 +218,11 @@ class Bench:
 
     def start_margin(self, count: int) -> timedelta:
         # Submissions go first, so that the timed part is only firing and sending; every
-        # call must be in before its own hand-off time, or it is dispatched on submission.
+        # call must be in before its own hand-off time, or it is dispatched on submission,
+        # and a crowd's hand-offs may start up to the pull maximum before that.
         # The rate is what the submissions so far achieved (a pilot run, then each scenario).
-        return timedelta(seconds=count / (0.8 * self.submit_rate) + self.options.lead_s + 3)
+        o = self.options
+        return timedelta(seconds=count / (0.8 * self.submit_rate) + o.lead_s + o.pull_s + 3)
 
     async def pilot(self, count: int = 300) -> None:
         """Measures the submission rate with calls due far in the future (they stay pending,
@@ -231,7 +235,7 @@ class Bench:
 
     def _check_margin(self, result: Result, t0: datetime) -> None:
         result.extra["submit_per_s"] = self.last_submit_rate
-        if datetime.now(UTC) > t0 - timedelta(seconds=self.options.lead_s):
+        if datetime.now(UTC) > t0 - timedelta(seconds=self.options.lead_s + self.options.pull_s):
             result.note = "submission overran the start margin"
 
     # -- scenarios --------------------------------------------------------------------------
@@ -513,10 +517,12 @@ def main(argv: list[str] | None = None) -> None:
     )
     layout = layout.with_service_env(**env)
     lead = float(dict(layout.service_env).get("HANDOFF_LEAD_S", "2.0"))
+    pull = float(dict(layout.service_env).get("HANDOFF_PULL_MAX_S", "10.0"))
     options = Options(
         scale=args.scale,
         repeat=args.repeat,
         lead_s=lead,
+        pull_s=pull,
         pending_levels=tuple(int(x) for x in args.pending.split(",")),
         downtime_s=args.downtime,
         idle_s=args.idle_seconds,
