@@ -30,6 +30,8 @@ class ExecutorConfig:
     # past this the Kafka consumer stops fetching. Memory is bounded by this times the
     # largest request body the API accepts.
     max_held: int
+    # The same cap in message bytes: MAX_HELD large bodies must not exhaust memory.
+    max_held_bytes: int
     max_response_bytes: int
     default_snippet_bytes: int
     egress_allowlist: tuple[Network, ...]
@@ -89,6 +91,7 @@ class ExecutorConfig:
             # Room for a crowd of calls due together, all handed off before their due time
             # (scheduler/domain/window.py): held calls cost memory only while held.
             max_held=env.integer("MAX_HELD", max(max_in_flight * 4, 16384)),
+            max_held_bytes=env.integer("MAX_HELD_BYTES", 256 * 1024 * 1024),
             max_response_bytes=env.integer("MAX_RESPONSE_BYTES", 1024 * 1024),
             default_snippet_bytes=env.integer("MAX_SNIPPET_BYTES", 1024),
             egress_allowlist=allowlist,
@@ -108,6 +111,7 @@ class ExecutorConfig:
             ("MAX_RESPONSE_BYTES", config.max_response_bytes),
             ("MAX_SNIPPET_BYTES", config.default_snippet_bytes),
             ("EXECUTOR_GC_GEN0", config.gc_gen0_threshold),
+            ("MAX_HELD_BYTES", config.max_held_bytes),
         ):
             if value <= 0:
                 raise ConfigError(f"{name} must be positive, got {value}")

@@ -123,6 +123,7 @@ async def serve(config: ExecutorConfig) -> None:
         handler,
         # Back-pressure: the consumer holds at most this many requests, whatever they wait for.
         max_in_flight=config.max_held,
+        max_bytes_in_flight=config.max_held_bytes,
         # Calls are independent and each may wait for its not-before time: run them side by
         # side; a call's own attempts are sequenced by the orchestrator, not by partition order.
         ordered_by_key=False,

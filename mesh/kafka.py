@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -137,6 +138,7 @@ class ConsumerRunner:
         client_id: str | None = None,
         group_instance_id: str | None = None,
         commit_interval_s: float = 0.1,
+        max_bytes_in_flight: int | None = None,
     ) -> None:
         # Static membership (a stable `group.instance.id` per replica): a restarted process
         # gets its partitions back at once instead of after the session timeout, which is
@@ -172,6 +174,13 @@ class ConsumerRunner:
         # Set whenever a handler finishes: wakes a run loop waiting for room (back-pressure)
         # without registering a callback on every held task, as asyncio.wait would each time.
         self._room = asyncio.Event()
+        # Message bytes held by unfinished handlers, and the cap on them: a count alone bounds
+        # memory only by count × the largest message. Polled messages wait in the backlog
+        # until both caps leave room; the loop polls again only once it is empty.
+        self._max_bytes = max_bytes_in_flight
+        self._held_bytes = 0
+        self._sizes: dict[asyncio.Task[None], int] = {}
+        self._backlog: collections.deque[Message] = collections.deque()
         self._commit_interval = commit_interval_s
         self._last_commit = 0.0
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{group_id}-consume")
@@ -208,11 +217,15 @@ class ConsumerRunner:
         try:
             while not self._stopping.is_set():
                 budget = self._max_in_flight - len(self._tasks)
-                if budget <= 0:
+                if budget <= 0 or self._over_bytes():
                     # Back-pressure: hold off polling (the consumer stays in the group through
                     # its background heartbeat) until some handlers finish.
                     self._room.clear()
                     await self._room.wait()
+                    await self._commit_now_and_then()
+                    continue
+                if self._backlog:
+                    await self._dispatch_backlog()
                     await self._commit_now_and_then()
                     continue
                 # What librdkafka has already fetched is taken here, without waiting (a thread
@@ -224,14 +237,8 @@ class ConsumerRunner:
                 messages: list[Message] = self._consumer.consume(min(budget, 500), 0)
                 if not messages:
                     messages = await self._call(self._consumer.consume, min(budget, 500), 0.05)
-                for start in range(0, len(messages), DISPATCH_CHUNK):
-                    if start:
-                        # Let the loop run what is due (timers) between chunks: each handler's
-                        # first step runs in the loop pass after its dispatch, so a whole poll's
-                        # worth at once can hold a due timer for all of them.
-                        await asyncio.sleep(0)
-                    for message in messages[start : start + DISPATCH_CHUNK]:
-                        self._dispatch(message)
+                self._backlog.extend(messages)
+                await self._dispatch_backlog()
                 await self._commit_now_and_then()
         finally:
             if self._tasks:
@@ -242,6 +249,21 @@ class ConsumerRunner:
 
     def stop(self) -> None:
         self._stopping.set()
+
+    def _over_bytes(self) -> bool:
+        return self._max_bytes is not None and self._held_bytes >= self._max_bytes
+
+    async def _dispatch_backlog(self) -> None:
+        """Starts handlers for backlog messages, in order, while both caps leave room."""
+        started = 0
+        while self._backlog and len(self._tasks) < self._max_in_flight and not self._over_bytes():
+            if started and started % DISPATCH_CHUNK == 0:
+                # Let the loop run what is due (timers) between chunks: each handler's first
+                # step runs in the loop pass after its dispatch, so a whole poll's worth at
+                # once can hold a due timer for all of them.
+                await asyncio.sleep(0)
+            self._dispatch(self._backlog.popleft())
+            started += 1
 
     def _dispatch(self, message: Message) -> None:
         error = message.error()
@@ -264,10 +286,13 @@ class ConsumerRunner:
         if self._ordered:
             self._tails[key] = task
         self._tasks.add(task)
+        self._sizes[task] = len(received.value)
+        self._held_bytes += len(received.value)
         task.add_done_callback(self._finished)
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
+        self._held_bytes -= self._sizes.pop(task, 0)
         self._room.set()
 
     async def _handle(

@@ -26,6 +26,7 @@ def test_defaults() -> None:
     assert config.max_in_flight == 512
     assert (config.max_in_flight_per_tenant, config.max_in_flight_per_host) == (256, 128)
     assert config.max_held == 16384
+    assert config.max_held_bytes == 256 * 1024 * 1024
     assert config.kafka_linger_ms == 5.0
     assert config.nice == 0
     assert config.started_after == timedelta(seconds=1)
@@ -49,6 +50,7 @@ def test_values_from_the_environment() -> None:
                 "MAX_IN_FLIGHT_PER_TENANT": "3",
                 "MAX_IN_FLIGHT_PER_HOST": "2",
                 "MAX_HELD": "100",
+                "MAX_HELD_BYTES": "5000",
                 "MAX_RESPONSE_BYTES": "4096",
                 "MAX_SNIPPET_BYTES": "64",
                 "EGRESS_ALLOW_CIDRS": "127.0.0.0/8, ::1/128",
@@ -64,6 +66,7 @@ def test_values_from_the_environment() -> None:
     assert (config.max_in_flight, config.max_response_bytes) == (8, 4096)
     assert (config.max_in_flight_per_tenant, config.max_in_flight_per_host) == (3, 2)
     assert config.max_held == 100
+    assert config.max_held_bytes == 5000
     assert config.default_snippet_bytes == 64
     assert config.egress_allowlist == (
         ipaddress.ip_network("127.0.0.0/8"),
@@ -101,6 +104,7 @@ def test_a_malformed_signing_keys_file_fails_at_start_up(tmp_path: Path) -> None
         {"MAX_IN_FLIGHT_PER_HOST": "-1"},
         {"MAX_IN_FLIGHT": "10", "MAX_HELD": "5"},
         {"MAX_RESPONSE_BYTES": "-1"},
+        {"MAX_HELD_BYTES": "0"},
         {"MAX_IN_FLIGHT": "many"},
         {"DRAIN_TIMEOUT_S": "-1"},
         {"KAFKA_LINGER_MS": "-1"},
