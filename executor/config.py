@@ -62,6 +62,9 @@ class ExecutorConfig:
     # transaction fewer per call. Kept well under the dispatch lease (30 s), which is what
     # covers an attempt lost before its Started.
     started_after: timedelta | None = timedelta(seconds=1)
+    # How long a finished attempt's report may wait while other attempts are about to send
+    # (ExecutionHandler._reports_may_go); None: reports never wait.
+    report_defer: timedelta | None = timedelta(seconds=2)
 
     @classmethod
     def from_env(cls, env: Env) -> ExecutorConfig:
@@ -103,6 +106,7 @@ class ExecutorConfig:
             rt_priority=env.integer("EXECUTOR_RT_PRIORITY", 0),
             gc_gen0_threshold=env.integer("EXECUTOR_GC_GEN0", 50_000),
             started_after=_started_after(env.number("REPORT_STARTED_AFTER_S", 1.0)),
+            report_defer=_report_defer(env.number("REPORT_DEFER_MAX_S", 2.0)),
         )
         for name, value in (
             ("MAX_IN_FLIGHT", config.max_in_flight),
@@ -130,6 +134,12 @@ class ExecutorConfig:
         if not 0 <= config.kafka_linger_ms <= 1000:
             raise ConfigError("KAFKA_LINGER_MS must be between 0 and 1000")
         return config
+
+
+def _report_defer(seconds: float) -> timedelta | None:
+    if not 0 <= seconds <= 10:
+        raise ConfigError(f"REPORT_DEFER_MAX_S must be between 0 and 10, got {seconds}")
+    return timedelta(seconds=seconds) if seconds > 0 else None
 
 
 def _started_after(seconds: float) -> timedelta | None:

@@ -104,6 +104,7 @@ async def serve(config: ExecutorConfig) -> None:
         executor_id=config.executor_id,
         default_snippet_bytes=config.default_snippet_bytes,
         started_after=config.started_after,
+        report_defer=config.report_defer,
     )
     server = GrpcServer(
         common.grpc_host,

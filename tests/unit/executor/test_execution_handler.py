@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import pytest
@@ -461,3 +462,64 @@ async def test_a_slow_attempt_is_announced_while_in_flight_then_reported() -> No
     started, result = world.bus.envelopes()
     assert started.execution_started.attempt == result.execution_succeeded.attempt == 2
     assert from_timestamp(started.execution_started.start_time) == T0
+
+
+@dataclass
+class TwoAttempts:
+    """The first attempt is held in flight until `release`; the second is sent meanwhile and
+    answered at once."""
+
+    first: asyncio.Task[None]
+    second: asyncio.Task[None]
+    release: asyncio.Event
+    second_sent: asyncio.Event
+
+
+async def start_two(world: World) -> TwoAttempts:
+    release, first_sent, second_sent = asyncio.Event(), asyncio.Event(), asyncio.Event()
+
+    def on_send(_request: HttpRequest) -> None:
+        # The first send awaits the gate it found; the next ones find none.
+        world.http.gate = release if len(world.http.requests) == 1 else None
+        (first_sent if len(world.http.requests) == 1 else second_sent).set()
+
+    world.http.on_send = on_send
+    first = asyncio.create_task(world.handler(received(request_envelope(attempt=1), 0)))
+    await first_sent.wait()
+    second = asyncio.create_task(world.handler(received(request_envelope(attempt=2), 1)))
+    return TwoAttempts(first, second, release, second_sent)
+
+
+async def test_reports_wait_while_another_attempt_is_sending() -> None:
+    world = World(report_defer=timedelta(seconds=30), started_after=timedelta(seconds=30))
+    two = await start_two(world)
+    await two.second_sent.wait()
+    for _ in range(10):
+        await asyncio.sleep(0)
+    # The second attempt has its reply, but its report waits for the first one's reply.
+    assert world.journal == ["http:send", "http:send"]
+    assert not two.second.done()
+    two.release.set()
+    await asyncio.gather(two.first, two.second)
+    assert world.journal[2:4] == ["produce:execution_succeeded", "produce:execution_succeeded"]
+    assert sorted(e.execution_succeeded.attempt for e in world.results()) == [1, 2]
+
+
+async def test_a_report_waits_no_longer_than_the_bound() -> None:
+    world = World(report_defer=timedelta(milliseconds=50), started_after=timedelta(seconds=30))
+    two = await start_two(world)
+    # The first request gets no reply in this time; the second reports anyway.
+    await asyncio.wait_for(two.second, 5)
+    assert not two.first.done()
+    assert [e.execution_succeeded.attempt for e in world.results()] == [2]
+    two.release.set()
+    await two.first
+
+
+async def test_without_a_bound_reports_do_not_wait() -> None:
+    world = World(started_after=timedelta(seconds=30))
+    two = await start_two(world)
+    await asyncio.wait_for(two.second, 5)
+    assert not two.first.done()
+    two.release.set()
+    await two.first

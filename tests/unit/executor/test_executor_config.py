@@ -30,6 +30,7 @@ def test_defaults() -> None:
     assert config.kafka_linger_ms == 5.0
     assert config.nice == 0
     assert config.started_after == timedelta(seconds=1)
+    assert config.report_defer == timedelta(seconds=2)
     assert config.gc_gen0_threshold == 50_000
     assert config.max_response_bytes == 1024 * 1024
     assert config.default_snippet_bytes == 1024
@@ -58,6 +59,7 @@ def test_values_from_the_environment() -> None:
                 "EXECUTOR_NICE": "-5",
                 "EXECUTOR_RT_PRIORITY": "7",
                 "REPORT_STARTED_AFTER_S": "0",
+                "REPORT_DEFER_MAX_S": "0",
             }
         )
     )
@@ -76,6 +78,7 @@ def test_values_from_the_environment() -> None:
     assert config.nice == -5
     assert config.rt_priority == 7
     assert config.started_after is None  # 0: Started before every request
+    assert config.report_defer is None  # 0: reports never wait
 
 
 def test_signing_keys_file_defaults_to_the_run_dir(tmp_path: Path) -> None:
@@ -114,6 +117,8 @@ def test_a_malformed_signing_keys_file_fails_at_start_up(tmp_path: Path) -> None
         {"EXECUTOR_RT_PRIORITY": "100"},
         {"REPORT_STARTED_AFTER_S": "-1"},
         {"REPORT_STARTED_AFTER_S": "11"},
+        {"REPORT_DEFER_MAX_S": "-1"},
+        {"REPORT_DEFER_MAX_S": "11"},
         {"EXECUTOR_GC_GEN0": "0"},
         {"MESH_SECRET_KEY": ""},
         {"MESH_SECRET_KEY": "not base64!"},

@@ -56,6 +56,7 @@ class World:
     executions: Executions = field(default_factory=Executions)
     limits: Limits = field(default_factory=lambda: Limits(512, 512, 512))
     started_after: timedelta | None = None
+    report_defer: timedelta | None = None
 
     def __post_init__(self) -> None:
         self.signing = FakeSigningKeys()
@@ -82,6 +83,7 @@ class World:
             executor_id="exec-1",
             default_snippet_bytes=16,
             started_after=self.started_after,
+            report_defer=self.report_defer,
         )
 
     def results(self) -> list[pb.Envelope]:
