@@ -154,11 +154,17 @@ class Firer:
     async def fire_due(self, now: datetime | None = None) -> int:
         now = now or self._clock.now()
         due = list(await self._store.claim_due(now, self._batch_size, self._claim_lease))
-        early, until = self._window.early_handoffs(now, EARLY_CHUNK)
-        if early and len(due) < self._batch_size:
-            # Crowded hand-offs whose pulled-forward time has come (window.py).
-            room = min(early, self._batch_size - len(due))
-            due += await self._store.claim_due(now, room, self._claim_lease, handoffs_until=until)
+        if len(due) < self._batch_size:
+            # Crowded hand-offs whose pulled-forward time has come (window.py). Looked for only
+            # once the overdue timers are all claimed: while a backlog fills whole batches the
+            # window still holds every overdue entry, and counting through them each batch
+            # would cost more than the claim.
+            early, until = self._window.early_handoffs(now, EARLY_CHUNK)
+            if early:
+                room = min(early, self._batch_size - len(due))
+                due += await self._store.claim_due(
+                    now, room, self._claim_lease, handoffs_until=until
+                )
         if len(due) < self._batch_size:
             # Everything due at `now` that nobody else holds is in these claims.
             self._window.fired_up_to(now, EARLY_CHUNK)
