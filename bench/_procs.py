@@ -64,3 +64,35 @@ def sample(pid: int) -> Sample:
 
 def cpu_percent(before: Sample, after: Sample) -> float:
     return 100.0 * (after.cpu_s - before.cpu_s) / max(after.at - before.at, 1e-9)
+
+
+def _extra_executor_pid_file(layout: Layout, index: int) -> Path:
+    return layout.run_dir / f"executor-{index}.pid"
+
+
+def start_extra_executors(layout: Layout, count: int) -> None:
+    """Executors 2..count beside the mesh's own, in the same consumer group (each its own
+    member id and port), as replicas would run; they share the topic's partitions."""
+    for index in range(2, count + 1):
+        port = layout.executor_port + 100 * (index - 1)
+        env = layout.service_env_for("executor") | {
+            "GRPC_PORT": str(port),
+            "KAFKA_GROUP_INSTANCE_ID": f"executor-{index}",
+        }
+        processes.start(
+            [layout.python, "-m", "executor", "serve"],
+            env,
+            layout.run_dir / "logs" / f"executor-{index}.log",
+            _extra_executor_pid_file(layout, index),
+            str(layout.run_dir),
+        )
+        deadline = time.monotonic() + 60
+        while not mesh.service_healthy(port):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"executor {index} not healthy after 60 s")
+            time.sleep(0.1)
+
+
+def stop_extra_executors(layout: Layout, up_to: int = 9) -> None:
+    for index in range(2, up_to + 1):
+        processes.stop(_extra_executor_pid_file(layout, index), str(layout.run_dir))

@@ -497,6 +497,12 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--keep-mesh", action="store_true", help="leave the bench mesh running")
     parser.add_argument(
+        "--executors",
+        type=int,
+        default=1,
+        help="executor processes in the bench mesh (replicas in one consumer group)",
+    )
+    parser.add_argument(
         "--env",
         action="append",
         default=[],
@@ -527,19 +533,26 @@ def main(argv: list[str] | None = None) -> None:
         downtime_s=args.downtime,
         idle_s=args.idle_seconds,
     )
+    if args.executors > 1 and args.mesh != "own":
+        parser.error("--executors needs the bench's own mesh")
     if args.mesh == "own":
         print(f"starting the bench mesh in {layout.run_dir} ...", file=sys.stderr, flush=True)
-        mesh.stop_mesh_processes(layout)  # never measure services left by an older run
+        # Never measure services left by an older run.
+        procs.stop_extra_executors(layout)
+        mesh.stop_mesh_processes(layout)
         mesh.up(layout)
+        procs.start_extra_executors(layout, args.executors)
     sink_priority = _raise_own_priority()  # after the mesh started: it must not inherit it
     try:
         results = asyncio.run(run(layout, options, chosen))
     finally:
         if args.mesh == "own" and not args.keep_mesh:
+            procs.stop_extra_executors(layout)
             mesh.down(layout)
     print()
     print(f"command: python -m bench.scheduler {' '.join(argv or sys.argv[1:])}")
     print(f"service env: {dict(layout.service_env) or '(defaults)'}")
+    print(f"executor processes: {args.executors}")
     print(f"sink (this process): {sink_priority}")
     print_table(results)
 

@@ -27,10 +27,10 @@ class ExecutorConfig:
     max_in_flight_per_tenant: int
     max_in_flight_per_host: int
     # Execution requests held in memory (waiting for not-before or for a slot, or in flight):
-    # past this the Kafka consumer stops fetching. Memory is bounded by this times the
-    # largest request body the API accepts.
+    # past this the Kafka consumer stops fetching.
     max_held: int
-    # The same cap in message bytes: MAX_HELD large bodies must not exhaust memory.
+    # The same cap in message bytes: a count alone bounds memory only by the count times the
+    # largest request body the API accepts.
     max_held_bytes: int
     max_response_bytes: int
     default_snippet_bytes: int

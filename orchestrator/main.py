@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from dataclasses import dataclass
+from datetime import timedelta
 from functools import partial
 from pathlib import Path
 
@@ -58,6 +59,9 @@ class OrchestratorConfig:
         watchdog_batch = env.integer("WATCHDOG_BATCH", 256)
         if watchdog_batch < 1:
             raise ConfigError(f"WATCHDOG_BATCH must be at least 1, got {watchdog_batch}")
+        handoff_early_max = env.seconds("HANDOFF_EARLY_MAX_S", 15.0)
+        if handoff_early_max < timedelta(0):
+            raise ConfigError("HANDOFF_EARLY_MAX_S must not be negative")
         return cls(
             common=CommonConfig.from_env(env, "orchestrator", 50051),
             timing=Timing(
@@ -66,7 +70,7 @@ class OrchestratorConfig:
                 attempt_grace=env.seconds("ATTEMPT_GRACE_S", 30.0),
                 # At least the scheduler's HANDOFF_PULL_MAX_S: a hand-off pulled further is
                 # only re-armed for its fire time, never lost (decide.py, _fire_timer).
-                handoff_early_max=env.seconds("HANDOFF_EARLY_MAX_S", 15.0),
+                handoff_early_max=handoff_early_max,
             ),
             limits=Limits(max_body_bytes=env.integer("MAX_BODY_BYTES", 1024 * 1024)),
             # Tokens only need to survive between two list calls; replicas must share it.
