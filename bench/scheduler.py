@@ -32,9 +32,10 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from bench import _procs as procs
 from bench._seed import pending_count, remove_pending, seed_pending
+from bench._sink import FastSink
 from meshctl import mesh
 from meshctl.layout import ROOT, Layout
-from meshctl.sink import Arrival, Sink
+from meshctl.sink import Arrival
 from orchestrator.adapters.tenants import TenantAdmin
 from servicecall.v1 import service_call_pb2 as api
 from servicecall.v1 import service_call_service_pb2 as svc
@@ -110,7 +111,7 @@ class Bench:
     def __init__(self, layout: Layout, options: Options) -> None:
         self.layout = layout
         self.options = options
-        self.sink = Sink()
+        self.sink = FastSink()
         self._expected: dict[str, datetime] = {}
         self._arrived: dict[str, list[Arrival]] = {}
         self._remaining = 0
