@@ -7,12 +7,13 @@ import time
 import aiohttp
 
 from bench._sink import FastSink
+from meshctl.sink import Arrival
 
 
 async def test_notes_each_request_and_answers_on_one_connection() -> None:
     sink = FastSink()
     await sink.start()
-    seen = []
+    seen: list[Arrival] = []
     sink.on_arrival = seen.append
     before = time.time()
     try:
