@@ -105,6 +105,9 @@ class Options:
     pending_levels: tuple[int, ...]
     downtime_s: float
     idle_s: float
+    # Calls of an unmeasured burst run first: a freshly started broker (a JVM) is slower until
+    # its JIT has compiled the hot paths, and the first heavy scenario paid for that.
+    warmup: int = 0
 
 
 class Bench:
@@ -364,6 +367,13 @@ async def run(layout: Layout, options: Options, chosen: Sequence[str]) -> list[R
     try:
         await bench.pilot()
         levels = sorted(options.pending_levels)
+        if options.warmup:
+            print(
+                f"- warm-up burst of {options.warmup} (not counted) ...",
+                file=sys.stderr,
+                flush=True,
+            )
+            report_progress(await bench.burst("warm-up", options.warmup, 0))
         # Scenarios without a pending level run with the smallest one, before any seeding.
         bench.ensure_pending(levels[0])
         for name in chosen:
@@ -491,6 +501,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--downtime", type=float, default=3.0, help="seconds a killed one is down")
     parser.add_argument("--idle-seconds", type=float, default=10.0)
     parser.add_argument(
+        "--warmup",
+        type=int,
+        default=2000,
+        help="calls of an unmeasured burst first, to warm a fresh broker (0: none)",
+    )
+    parser.add_argument(
         "--mesh",
         choices=("own", "dev"),
         default="own",
@@ -533,6 +549,7 @@ def main(argv: list[str] | None = None) -> None:
         pending_levels=tuple(int(x) for x in args.pending.split(",")),
         downtime_s=args.downtime,
         idle_s=args.idle_seconds,
+        warmup=args.warmup,
     )
     if args.executors > 1 and args.mesh != "own":
         parser.error("--executors needs the bench's own mesh")
