@@ -66,6 +66,11 @@ def cpu_percent(before: Sample, after: Sample) -> float:
     return 100.0 * (after.cpu_s - before.cpu_s) / max(after.at - before.at, 1e-9)
 
 
+# Extra executors take ports executor_port + 100, + 200, ...; stop_extra_executors looks for
+# this many.
+MAX_EXECUTORS = 9
+
+
 def _extra_executor_pid_file(layout: Layout, index: int) -> Path:
     return layout.run_dir / f"executor-{index}.pid"
 
@@ -93,6 +98,6 @@ def start_extra_executors(layout: Layout, count: int) -> None:
             time.sleep(0.1)
 
 
-def stop_extra_executors(layout: Layout, up_to: int = 9) -> None:
-    for index in range(2, up_to + 1):
+def stop_extra_executors(layout: Layout) -> None:
+    for index in range(2, MAX_EXECUTORS + 1):
         processes.stop(_extra_executor_pid_file(layout, index), str(layout.run_dir))

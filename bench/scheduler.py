@@ -551,6 +551,8 @@ def main(argv: list[str] | None = None) -> None:
         idle_s=args.idle_seconds,
         warmup=args.warmup,
     )
+    if not 1 <= args.executors <= procs.MAX_EXECUTORS:
+        parser.error(f"--executors must be between 1 and {procs.MAX_EXECUTORS}")
     if args.executors > 1 and args.mesh != "own":
         parser.error("--executors needs the bench's own mesh")
     if args.mesh == "own":
