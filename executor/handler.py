@@ -33,6 +33,7 @@ from executor.ports import (
     HttpClient,
     HttpFailure,
     HttpResponse,
+    PreparedRequest,
     SecretOpener,
     SigningKeys,
     Sleeper,
@@ -179,15 +180,22 @@ class ExecutionHandler:
         log.debug(
             "attempt held until not-before", not_before=order.not_before.isoformat(), **_ids(order)
         )
-        # Everything a send needs is made ready a moment ahead (slot, secrets opened, signed),
-        # so that at not_before only the write is left; see docs/timing.md.
+        # Everything a send needs is made ready ahead, so that at not_before only the write is
+        # left (docs/timing.md): now, the request as far as it is known (URL checked, head
+        # encoded) - when crowds are due at once this work is spread over their hand-offs
+        # instead of piling up at the due instant; a moment before not_before, the slot and
+        # what must be fresh (sealed headers opened, the signature).
+        host = _host_of(order.request.url)
+        # A request with secret headers is prepared only once they are opened: plaintext
+        # never waits in a held attempt.
+        ahead = None if order.sealed_headers else self._prepare(order, order.outgoing_request())
         await wait_until(order.not_before - PREPARE_AHEAD, self._clock, self._sleeper)
         # From here until its reply the attempt counts as sending: reports of other attempts
         # wait for it (see _reports_may_go).
         self._begin_send()
         try:
-            async with self._limits.slot(order.call.tenant_id, _host_of(order.request.url)):
-                request = self._request_for(order)
+            async with self._limits.slot(order.call.tenant_id, host):
+                request = self._request_for(order, ahead)
                 await wait_until(order.not_before, self._clock, self._sleeper)
                 # Read after the slot is ours: with every slot busy this is later than not_before,
                 # and Started must say when the request really went out.
@@ -331,9 +339,24 @@ class ExecutionHandler:
                 )
                 delay = min(delay * 2, ceiling)
 
-    def _request_for(self, order: ExecutionOrder) -> HttpRequest | HttpFailure:
-        """What goes on the wire, with the sealed headers opened; a failure if one does not."""
+    def _request_for(
+        self, order: ExecutionOrder, ahead: PreparedRequest | HttpFailure | None
+    ) -> PreparedRequest | HttpFailure:
+        """What goes on the wire, with the sealed headers opened and signed; a failure if a
+        header does not open. `ahead`: the request prepared at hand-off, if it had no sealed
+        headers; used as it is unless the tenant signs."""
         call = order.call
+        # Signed just before the send (never before not_before's second), so webhook-timestamp
+        # is when the request left, and with the idempotency key as webhook-id: the spec wants
+        # the same id on every retry.
+        signature = signature_headers(
+            self._signing.secrets_for(call.tenant_id),
+            order.idempotency_key,
+            max(self._clock.now(), order.not_before),
+            order.request.body,
+        )
+        if ahead is not None and not signature:
+            return ahead
         opened: list[tuple[str, str]] = []
         for name, sealed in order.sealed_headers:
             binding = header_binding(call.tenant_id, call.service_call_id, name)
@@ -350,19 +373,22 @@ class ExecutionHandler:
                 return HttpFailure(
                     AttemptError.SECRET_UNREADABLE, f"sealed header {name!r} does not open"
                 )
-        # Signed just before the send (never before not_before's second), so webhook-timestamp
-        # is when the request left, and with the idempotency key as webhook-id: the spec wants
-        # the same id on every retry.
-        signature = signature_headers(
-            self._signing.secrets_for(call.tenant_id),
-            order.idempotency_key,
-            max(self._clock.now(), order.not_before),
-            order.request.body,
+        return self._prepare(
+            order, order.outgoing_request(opened=tuple(opened), signature=signature)
         )
-        return order.outgoing_request(opened=tuple(opened), signature=signature)
+
+    def _prepare(
+        self, order: ExecutionOrder, request: HttpRequest
+    ) -> PreparedRequest | HttpFailure:
+        try:
+            return self._http.prepare(request)
+        except Exception as e:
+            # As in _send: an adapter that breaks its promise still gives one result.
+            log.error("http client raised", error=type(e).__name__, **_ids(order))
+            return HttpFailure(AttemptError.CONNECTION_ERROR, f"unexpected {type(e).__name__}")
 
     async def _send(
-        self, order: ExecutionOrder, request: HttpRequest
+        self, order: ExecutionOrder, request: PreparedRequest
     ) -> HttpResponse | HttpFailure:
         try:
             return await self._http.send(request)

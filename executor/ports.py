@@ -18,6 +18,7 @@ __all__ = [
     "HttpFailure",
     "HttpRequest",
     "HttpResponse",
+    "PreparedRequest",
     "SecretOpener",
     "SigningKeys",
     "Sleeper",
@@ -55,8 +56,28 @@ class HttpFailure:
     detail: str
 
 
+@dataclass(frozen=True, slots=True)
+class PreparedRequest:
+    """A request a client checked and encoded ahead of its send (HttpClient.prepare)."""
+
+    request: HttpRequest
+    # The preparing client's own form of it (H1Client: the parsed target and the request
+    # head's bytes); a client that finds something else here prepares `request` itself.
+    encoded: object = None
+
+
 class HttpClient(Protocol):
-    async def send(self, request: HttpRequest) -> HttpResponse | HttpFailure:
+    def prepare(self, request: HttpRequest) -> PreparedRequest | HttpFailure:
+        """Everything about sending `request` that needs no I/O, done now: the URL parsed and
+        checked by the egress policy (its scheme, and an address written in it), the request
+        encoded. A failure here is what `send` would have returned, with nothing sent.
+
+        The executor prepares a request when the attempt is handed to it, seconds before it
+        is due, so that at the due instant only the write is left (docs/timing.md).
+        """
+        ...
+
+    async def send(self, request: HttpRequest | PreparedRequest) -> HttpResponse | HttpFailure:
         """Sends the request once, without following redirects, within `request.timeout`.
 
         Never raises for target or network trouble: it returns an HttpFailure. A target the

@@ -13,7 +13,7 @@ from google.protobuf.message import DecodeError
 
 from executor.domain.egress import Denied, Network, check_address, check_url, parse_address
 from executor.domain.outcome import AttemptError
-from executor.ports import HttpFailure, HttpRequest, HttpResponse
+from executor.ports import HttpFailure, HttpRequest, HttpResponse, PreparedRequest
 from mesh.ports import OutgoingMessage
 from servicecall.internal.v1 import events_pb2 as pb
 from tests.fakes.clock import T0, FakeClock, SeqIds
@@ -166,13 +166,24 @@ class FakeHttpClient:
         self.dns = dict(dns or {"localhost": ("127.0.0.1", "::1")})
         self.journal = journal if journal is not None else []
         self.requests: list[HttpRequest] = []
+        self.prepared: list[HttpRequest] = []
         # Returned (or raised) first, target untouched.
         self.scripted: list[HttpResponse | HttpFailure | Exception] = []
         self.on_send: Callable[[HttpRequest], None] | None = None
         # When set, every request is held in flight until it is set (a slow target).
         self.gate: asyncio.Event | None = None
 
-    async def send(self, request: HttpRequest) -> HttpResponse | HttpFailure:
+    def prepare(self, request: HttpRequest) -> PreparedRequest | HttpFailure:
+        """Checks what the real client checks without I/O: the URL's verdict."""
+        self.prepared.append(request)
+        verdict = check_url(request.url)
+        if isinstance(verdict, Denied):
+            return HttpFailure(AttemptError.EGRESS_DENIED, verdict.reason)
+        return PreparedRequest(request)
+
+    async def send(self, request: HttpRequest | PreparedRequest) -> HttpResponse | HttpFailure:
+        if isinstance(request, PreparedRequest):
+            request = request.request
         self.requests.append(request)
         self.journal.append("http:send")
         if self.on_send is not None:

@@ -6,7 +6,7 @@ import asyncio
 from datetime import timedelta
 
 from executor.limits import KeyedLimit, Limits
-from executor.ports import HttpFailure, HttpRequest, HttpResponse
+from executor.ports import HttpFailure, HttpRequest, HttpResponse, PreparedRequest
 from tests.unit.executor.world import World, received, request_envelope
 
 
@@ -84,7 +84,12 @@ class BlockingHttp:
         self.sent: list[str] = []
         self.release = asyncio.Event()
 
-    async def send(self, request: HttpRequest) -> HttpResponse | HttpFailure:
+    def prepare(self, request: HttpRequest) -> PreparedRequest:
+        return PreparedRequest(request)
+
+    async def send(self, request: HttpRequest | PreparedRequest) -> HttpResponse | HttpFailure:
+        if isinstance(request, PreparedRequest):
+            request = request.request
         self.sent.append(request.url)
         if "slow" in request.url:
             await self.release.wait()
