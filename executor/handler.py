@@ -39,7 +39,7 @@ from executor.ports import (
     Sleeper,
 )
 from executor.registry import Executions, HeldExecution, Stage
-from executor.timing import LatenessReport, wait_until
+from executor.timing import DelayedCalls, LatenessReport, wait_until
 from mesh.kafka import ReceivedMessage
 from mesh.logs import get_logger
 from mesh.ports import Clock, IdGen, OutgoingMessage
@@ -108,7 +108,9 @@ class ExecutionHandler:
         self._default_snippet_bytes = default_snippet_bytes
         self._backoff = publish_backoff
         # None: Started goes out before every request; else only for one still in flight then.
-        self._started_after = None if started_after is None else started_after.total_seconds()
+        self._started_later = (
+            None if started_after is None else DelayedCalls(started_after.total_seconds())
+        )
         self._active: set[asyncio.Task[object]] = set()
         self._lateness = LatenessReport()
         # Sends before reports: attempts between their prepare time and their reply, and
@@ -226,11 +228,11 @@ class ExecutionHandler:
                 # partition. With a `started_after`, Started is only sent for an attempt still in
                 # flight by then: a quick attempt's result says when it started, and one message
                 # (and one orchestrator transaction) per call is saved; see docs/executor.md.
-                timer: asyncio.TimerHandle | None = None
-                if self._started_after is None:
+                if self._started_later is None:
                     announce()
+                    pending_started = None
                 else:
-                    timer = asyncio.get_running_loop().call_later(self._started_after, announce)
+                    pending_started = self._started_later.add(announce)
                 sent_at = self._clock.now()
                 reply = (
                     request
@@ -238,8 +240,8 @@ class ExecutionHandler:
                     else await self._send(order, request)
                 )
                 ended_at = self._clock.now()
-                if timer is not None:
-                    timer.cancel()
+                if pending_started is not None:
+                    pending_started.cancel()
         finally:
             self._end_send()
         await self._reports_may_go()

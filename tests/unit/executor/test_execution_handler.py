@@ -523,3 +523,55 @@ async def test_without_a_bound_reports_do_not_wait() -> None:
     assert not two.first.done()
     two.release.set()
     await two.first
+
+
+DUE = timedelta(seconds=3)
+
+
+async def test_the_request_is_prepared_when_the_attempt_arrives_not_when_it_is_due() -> None:
+    world = World()
+    world.sleeper.gate = asyncio.Event()  # time stands still before the due instant
+    task = asyncio.create_task(world.handler(received(request_envelope(not_before=T0 + DUE))))
+    await asyncio.wait_for(world.sleeper.sleeping.wait(), 5)
+    [prepared] = world.http.prepared
+    assert world.http.requests == []
+    assert dict(prepared.headers)["Idempotency-Key"] == "idem-call-1"
+    world.sleeper.gate.set()
+    await asyncio.wait_for(task, 5)
+    assert world.http.requests == [prepared]  # sent as prepared, not prepared again
+    assert len(world.http.prepared) == 1
+
+
+async def test_a_request_with_sealed_headers_is_prepared_only_once_they_are_opened() -> None:
+    world = World()
+    world.sleeper.gate = asyncio.Event()
+    envelope = request_envelope(
+        not_before=T0 + DUE, sealed={"Authorization": seal("Authorization", "Bearer tok-123")}
+    )
+    task = asyncio.create_task(world.handler(received(envelope)))
+    await asyncio.wait_for(world.sleeper.sleeping.wait(), 5)
+    assert world.http.prepared == []  # no plaintext waits in a held attempt
+    world.sleeper.gate.set()
+    await asyncio.wait_for(task, 5)
+    [prepared] = world.http.prepared
+    assert dict(prepared.headers)["Authorization"] == "Bearer tok-123"
+
+
+async def test_a_signing_tenants_request_is_prepared_again_with_its_signature() -> None:
+    world = World()
+    world.signing.keys["acme"] = (SigningSecret.parse("whsec_" + "A" * 32),)
+    await world.handler(received(request_envelope(not_before=T0 + DUE)))
+    early, signed = world.http.prepared
+    assert not any(n.startswith("webhook-") for n, _ in early.headers)
+    assert world.http.requests == [signed]
+    assert dict(signed.headers)["webhook-timestamp"] == str(int((T0 + DUE).timestamp()))
+
+
+async def test_a_url_refused_when_prepared_fails_at_its_due_time_without_sending() -> None:
+    world = World()
+    envelope = request_envelope(url="ftp://target.example/x", not_before=T0 + DUE)
+    await world.handler(received(envelope))
+    assert world.http.requests == []
+    [result] = world.results()
+    failed_with(0, "egress_denied", False)(result)
+    assert world.clock.now() >= T0 + DUE  # reported at its due time, as a send would have been

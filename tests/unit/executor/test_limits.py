@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from datetime import timedelta
 
-from executor.limits import KeyedLimit, Limits
+from executor.limits import FifoSlots, KeyedLimit, Limits
 from executor.ports import HttpFailure, HttpRequest, HttpResponse, PreparedRequest
 from tests.unit.executor.world import World, received, request_envelope
 
@@ -141,3 +141,30 @@ async def test_started_says_when_the_slot_was_free_not_when_it_was_due() -> None
         if e.WhichOneof("payload") == "execution_started"
     ]
     assert starts[1] - starts[0] == timedelta(seconds=3)
+
+
+async def test_a_waiter_cancelled_in_the_queue_is_skipped() -> None:
+    slots = FifoSlots(1)
+    await slots.acquire()
+    gone = asyncio.create_task(slots.acquire())
+    after = asyncio.create_task(slots.acquire())
+    await settle()
+    gone.cancel()
+    await settle()
+    slots.release()
+    await asyncio.wait_for(after, 5)  # the slot went past the cancelled waiter
+    assert gone.cancelled()
+    slots.release()
+    await asyncio.wait_for(slots.acquire(), 5)  # and it is free again afterwards
+
+
+async def test_a_slot_handed_to_a_waiter_cancelled_before_it_ran_is_passed_on() -> None:
+    slots = FifoSlots(1)
+    await slots.acquire()
+    unlucky = asyncio.create_task(slots.acquire())
+    next_in_line = asyncio.create_task(slots.acquire())
+    await settle()
+    slots.release()  # handed to `unlucky`, which has not run yet ...
+    unlucky.cancel()  # ... and is cancelled before it does
+    await asyncio.wait_for(next_in_line, 5)
+    assert unlucky.cancelled()
