@@ -39,7 +39,7 @@ from executor.ports import (
     Sleeper,
 )
 from executor.registry import Executions, HeldExecution, Stage
-from executor.timing import DelayedCalls, LatenessReport, wait_until
+from executor.timing import DelayedCalls, LatenessReport, SharedWakeups, wait_until
 from mesh.kafka import ReceivedMessage
 from mesh.logs import get_logger
 from mesh.ports import Clock, IdGen, OutgoingMessage
@@ -113,6 +113,7 @@ class ExecutionHandler:
         )
         self._active: set[asyncio.Task[object]] = set()
         self._lateness = LatenessReport()
+        self._prepare_moments = SharedWakeups(clock, sleeper)
         # Sends before reports: attempts between their prepare time and their reply, and
         # whether none is (reports may go). None: reports never wait.
         self._report_defer = None if report_defer is None else report_defer.total_seconds()
@@ -191,7 +192,7 @@ class ExecutionHandler:
         # A request with secret headers is prepared only once they are opened: plaintext
         # never waits in a held attempt.
         ahead = None if order.sealed_headers else self._prepare(order, order.outgoing_request())
-        await wait_until(order.not_before - PREPARE_AHEAD, self._clock, self._sleeper)
+        await self._prepare_moments.until(order.not_before - PREPARE_AHEAD)
         # From here until its reply the attempt counts as sending: reports of other attempts
         # wait for it (see _reports_may_go).
         self._begin_send()

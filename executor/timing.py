@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from executor.ports import Sleeper
 from mesh.ports import Clock
@@ -24,6 +24,48 @@ async def wait_until(not_before: datetime, clock: Clock, sleeper: Sleeper) -> da
         if remaining <= 0:
             return now
         await sleeper.sleep(remaining)
+
+
+class SharedWakeups:
+    """Wakes everyone waiting for the same `resolution`-long slice of time together, at its
+    start: one sleeping task per slice instead of one timer per waiter.
+
+    For waits that need no precision (the executor's prepare moment, 5 ms ahead of a send).
+    When thousands of attempts are due at one instant, a timer each meant thousands of entries
+    in the event loop's timer heap, every push and pop paying a Python-level comparison per
+    level, and a wall-clock check each; that wake-up work came before the first send went out
+    (docs/timing.md). A waiter wakes at most `resolution` before `when`, never after it
+    (bar the event loop being busy).
+    """
+
+    def __init__(
+        self, clock: Clock, sleeper: Sleeper, resolution: timedelta = timedelta(milliseconds=1)
+    ) -> None:
+        self._clock = clock
+        self._sleeper = sleeper
+        self._step_us = max(1, resolution // timedelta(microseconds=1))
+        self._slices: dict[datetime, asyncio.Event] = {}
+        self._wakers: set[asyncio.Task[None]] = set()
+
+    async def until(self, when: datetime) -> None:
+        start = when - timedelta(microseconds=when.microsecond % self._step_us)
+        if start <= self._clock.now():
+            return
+        event = self._slices.get(start)
+        if event is None:
+            event = self._slices[start] = asyncio.Event()
+            waker = asyncio.create_task(self._wake(start, event))
+            self._wakers.add(waker)  # a task nobody references may be collected mid-sleep
+            waker.add_done_callback(self._wakers.discard)
+        await event.wait()
+
+    async def _wake(self, start: datetime, event: asyncio.Event) -> None:
+        try:
+            await wait_until(start, self._clock, self._sleeper)
+        finally:
+            # Also when cancelled (shutdown): nobody may wait forever on a slice.
+            del self._slices[start]
+            event.set()
 
 
 class LatenessReport:

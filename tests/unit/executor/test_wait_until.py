@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+import asyncio
+from datetime import datetime, timedelta
 
-from executor.timing import LatenessReport, wait_until
+from executor.timing import LatenessReport, SharedWakeups, wait_until
 from tests.unit.executor.fakes import T0, FakeClock, FakeSleeper
 
 
@@ -64,3 +65,37 @@ def test_lateness_report_summarises_once_per_interval() -> None:
         "late_ms_p99": 3.0,
         "late_ms_max": 3.0,
     }
+
+
+async def test_waiters_in_one_millisecond_share_one_wake_up_at_its_start() -> None:
+    clock = FakeClock(T0)
+    sleeper = FakeSleeper(clock)
+    wakeups = SharedWakeups(clock, sleeper)
+    slice_start = T0 + timedelta(seconds=2)
+    whens = [slice_start + timedelta(microseconds=us) for us in (0, 250, 999)]
+    woke_at: list[datetime] = []
+
+    async def wait(when: datetime) -> None:
+        await wakeups.until(when)
+        woke_at.append(clock.now())
+
+    await asyncio.gather(*(wait(w) for w in whens))
+    assert sleeper.calls == [2.0]  # one sleep for the three of them
+    assert woke_at == [slice_start] * 3  # never after `when`, at most 1 ms before it
+
+
+async def test_a_waiter_whose_millisecond_has_begun_does_not_wait() -> None:
+    clock = FakeClock(T0 + timedelta(microseconds=400))
+    sleeper = FakeSleeper(clock)
+    await SharedWakeups(clock, sleeper).until(T0 + timedelta(microseconds=900))
+    assert sleeper.calls == []
+
+
+async def test_a_later_millisecond_gets_a_wake_up_of_its_own() -> None:
+    clock = FakeClock(T0)
+    sleeper = FakeSleeper(clock)
+    wakeups = SharedWakeups(clock, sleeper)
+    await wakeups.until(T0 + timedelta(milliseconds=1))
+    await wakeups.until(T0 + timedelta(milliseconds=3, microseconds=500))
+    assert clock.now() == T0 + timedelta(milliseconds=3)
+    assert len(sleeper.calls) == 2
