@@ -13,7 +13,7 @@ SOURCES := mesh orchestrator scheduler executor gateway meshctl tests bench k8s
 
 .PHONY: help bootstrap proto proto-check buf-lint lint typecheck check test test-unit \
         test-integration test-e2e up down status logs demo-curl demo-grpcurl clean \
-        bench-scheduler bench-executor bench-list fuzz admin
+        bench-scheduler bench-executor bench-burst bench-list fuzz admin
 
 help:
 	@echo "make up          start Postgres, Kafka, the three services and Envoy (local processes)"
@@ -89,6 +89,9 @@ bench-list: bootstrap
 
 bench-executor: bootstrap
 	$(PY) -m bench.executor $(BENCH_FLAGS)
+
+bench-burst: bootstrap
+	$(PY) -m bench.executor_burst $(BENCH_FLAGS)
 
 # A longer fuzz run than the bounded one inside `make test` (tests/e2e/test_fuzz.py).
 fuzz: bootstrap

@@ -139,13 +139,16 @@ class DelayedCalls:
         loop = asyncio.get_running_loop()
         now = loop.time()
         queue = self._queue
-        while queue and (queue[0].callback is None or queue[0].due <= now):
-            callback = queue.popleft().callback
-            if callback is not None:
-                callback()
-        self._timer = (
-            loop.call_at(max(queue[0].due, now + self._tick), self._run) if queue else None
-        )
+        try:
+            while queue and (queue[0].callback is None or queue[0].due <= now):
+                callback = queue.popleft().callback
+                if callback is not None:
+                    callback()
+        finally:
+            # Re-armed even if a callback raised (the loop logs it): the rest still run.
+            self._timer = (
+                loop.call_at(max(queue[0].due, now + self._tick), self._run) if queue else None
+            )
 
     def close(self) -> None:
         if self._timer is not None:

@@ -55,3 +55,20 @@ async def test_close_drops_what_is_waiting() -> None:
     assert calls._timer is None  # nothing is left to run it
     assert not calls._queue
     assert ran == []
+
+
+async def test_a_callback_that_raises_does_not_stop_the_others() -> None:
+    loop = asyncio.get_running_loop()
+    errors: list[object] = []
+    loop.set_exception_handler(lambda _loop, context: errors.append(context.get("exception")))
+    calls = DelayedCalls(0.005, tick_s=0.005)
+    later = asyncio.Event()
+
+    def broken() -> None:
+        raise RuntimeError("boom")
+
+    calls.add(broken)
+    calls.add(later.set)  # due with it, so left in the queue when it raised
+    await asyncio.wait_for(later.wait(), 5)
+    assert [type(e) for e in errors] == [RuntimeError]
+    loop.set_exception_handler(None)
