@@ -29,7 +29,7 @@ from datetime import UTC, datetime, timedelta
 
 from executor.adapters.h1_client import H1Client
 from executor.adapters.signing_keys import SigningKeysFile
-from executor.adapters.sleeper import PreciseSleeper
+from executor.adapters.sleeper import LoopSleeper, PreciseSleeper
 from executor.domain.egress import parse_allowlist
 from executor.handler import ExecutionHandler
 from executor.limits import Limits
@@ -113,6 +113,7 @@ async def _run(sink_port: int, calls: int) -> tuple[list[float], int]:
         clock=SystemClock(),
         ids=Uuid7Gen(),
         sleeper=PreciseSleeper(),
+        coarse_sleeper=LoopSleeper(),
         limits=Limits(512, 256, 128),
         secrets=SecretBox({1: bytes(32)}, 1),
         signing=SigningKeysFile(None),

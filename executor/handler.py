@@ -93,6 +93,7 @@ class ExecutionHandler:
         started_after: timedelta | None = None,
         report_defer: timedelta | None = None,
         publish_backoff: tuple[float, float] = (0.05, 5.0),
+        coarse_sleeper: Sleeper | None = None,
     ) -> None:
         self._bus = bus
         self._http = http
@@ -113,7 +114,8 @@ class ExecutionHandler:
         )
         self._active: set[asyncio.Task[object]] = set()
         self._lateness = LatenessReport()
-        self._prepare_moments = SharedWakeups(clock, sleeper)
+        # The prepare moment needs no precision, and must not block the loop (LoopSleeper).
+        self._prepare_moments = SharedWakeups(clock, coarse_sleeper or sleeper)
         # Sends before reports: attempts between their prepare time and their reply, and
         # whether none is (reports may go). None: reports never wait.
         self._report_defer = None if report_defer is None else report_defer.total_seconds()

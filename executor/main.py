@@ -11,7 +11,7 @@ from functools import partial
 from executor.adapters.h1_client import H1Client
 from executor.adapters.kafka_queue import KafkaEventQueue
 from executor.adapters.signing_keys import SigningKeysFile
-from executor.adapters.sleeper import PreciseSleeper
+from executor.adapters.sleeper import LoopSleeper, PreciseSleeper
 from executor.config import ExecutorConfig
 from executor.grpc_api import SERVICE_NAME, ExecutorApi
 from executor.handler import ExecutionHandler
@@ -94,6 +94,7 @@ async def serve(config: ExecutorConfig) -> None:
         clock=SystemClock(),
         ids=Uuid7Gen(),
         sleeper=PreciseSleeper(),
+        coarse_sleeper=LoopSleeper(),
         limits=Limits(
             config.max_in_flight, config.max_in_flight_per_tenant, config.max_in_flight_per_host
         ),

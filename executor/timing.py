@@ -43,7 +43,9 @@ class SharedWakeups:
     ) -> None:
         self._clock = clock
         self._sleeper = sleeper
-        self._step_us = max(1, resolution // timedelta(microseconds=1))
+        self._step_us = resolution // timedelta(microseconds=1)
+        if not 0 < self._step_us <= 1_000_000 or 1_000_000 % self._step_us:
+            raise ValueError("resolution must divide a second")
         self._slices: dict[datetime, asyncio.Event] = {}
         self._wakers: set[asyncio.Task[None]] = set()
 
@@ -149,9 +151,3 @@ class DelayedCalls:
             self._timer = (
                 loop.call_at(max(queue[0].due, now + self._tick), self._run) if queue else None
             )
-
-    def close(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        self._queue.clear()

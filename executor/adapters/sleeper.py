@@ -25,3 +25,13 @@ class PreciseSleeper:
             await asyncio.sleep(seconds - self._fine)
         elif seconds > 0:
             time.sleep(seconds)  # noqa: ASYNC251 - on purpose, bounded by FINE_SLEEP_S
+
+
+class LoopSleeper:
+    """asyncio's timers only, for waits that need no precision (the moment an attempt prepares,
+    5 ms ahead of its send). PreciseSleeper's last stretch blocks the event loop, which is right
+    before a send (nothing else can be due in it sooner) but not before a prepare moment: a
+    send due inside that stretch would wait for it."""
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)

@@ -47,16 +47,6 @@ async def test_the_timer_stops_when_nothing_waits_and_starts_again_for_a_new_cal
     await asyncio.wait_for(second.wait(), 5)
 
 
-async def test_close_drops_what_is_waiting() -> None:
-    calls = DelayedCalls(0.005)
-    ran: list[int] = []
-    calls.add(lambda: ran.append(1))
-    calls.close()
-    assert calls._timer is None  # nothing is left to run it
-    assert not calls._queue
-    assert ran == []
-
-
 async def test_a_callback_that_raises_does_not_stop_the_others() -> None:
     loop = asyncio.get_running_loop()
     errors: list[object] = []

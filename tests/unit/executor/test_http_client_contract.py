@@ -11,7 +11,7 @@ import pytest
 from executor.adapters.h1_client import H1Client
 from executor.domain.egress import Network, parse_allowlist
 from executor.domain.outcome import AttemptError
-from executor.ports import HttpClient, HttpFailure, HttpRequest, HttpResponse
+from executor.ports import HttpClient, HttpFailure, HttpRequest, HttpResponse, PreparedRequest
 from tests.unit.executor.fakes import FakeHttpClient, Target
 from tests.unit.executor.loopback import closed_port, serve_target
 
@@ -74,7 +74,7 @@ def response(result: HttpResponse | HttpFailure) -> HttpResponse:
     return result
 
 
-def failure(result: HttpResponse | HttpFailure) -> HttpFailure:
+def failure(result: HttpResponse | HttpFailure | PreparedRequest) -> HttpFailure:
     assert isinstance(result, HttpFailure), result
     return result
 
@@ -139,4 +139,26 @@ async def test_loopback_is_refused_without_an_allowlist(harness: Harness, host: 
 async def test_other_schemes_and_hostless_urls_are_refused(harness: Harness, url: str) -> None:
     result = failure(await harness.client().send(req(url)))
     assert result.error is AttemptError.EGRESS_DENIED
+    assert harness.target.seen == []
+
+
+async def test_a_prepared_request_is_sent_as_it_was_given(harness: Harness) -> None:
+    client = harness.client()
+    prepared = client.prepare(req(f"{harness.base_url}/echo/p", body=b"ahead"))
+    assert isinstance(prepared, PreparedRequest)
+    assert harness.target.seen == []  # preparing sends nothing
+    result = response(await client.send(prepared))
+    assert result.body == b"ahead"
+    [seen] = harness.target.seen
+    assert (seen.path, seen.header("X-Trace")) == ("/echo/p", "abc")
+
+
+@pytest.mark.parametrize("url", ["ftp://127.0.0.1/x", "http:///nohost"])
+async def test_a_url_refused_when_prepared_is_the_failure_send_would_give(
+    harness: Harness, url: str
+) -> None:
+    client = harness.client()
+    refused = failure(client.prepare(req(url)))
+    assert refused == failure(await client.send(req(url)))
+    assert refused.error is AttemptError.EGRESS_DENIED
     assert harness.target.seen == []
