@@ -28,7 +28,8 @@ async def wait_until(not_before: datetime, clock: Clock, sleeper: Sleeper) -> da
 
 class SharedWakeups:
     """Wakes everyone waiting for the same `resolution`-long slice of time together, at its
-    start: one sleeping task per slice instead of one timer per waiter.
+    start: the first waiter of a slice sleeps, the others wait for it. One timer per slice
+    instead of one per waiter.
 
     For waits that need no precision (the executor's prepare moment, 5 ms ahead of a send).
     When thousands of attempts are due at one instant, a timer each meant thousands of entries
@@ -47,27 +48,23 @@ class SharedWakeups:
         if not 0 < self._step_us <= 1_000_000 or 1_000_000 % self._step_us:
             raise ValueError("resolution must divide a second")
         self._slices: dict[datetime, asyncio.Event] = {}
-        self._wakers: set[asyncio.Task[None]] = set()
 
     async def until(self, when: datetime) -> None:
         start = when - timedelta(microseconds=when.microsecond % self._step_us)
         if start <= self._clock.now():
             return
-        event = self._slices.get(start)
-        if event is None:
-            event = self._slices[start] = asyncio.Event()
-            waker = asyncio.create_task(self._wake(start, event))
-            self._wakers.add(waker)  # a task nobody references may be collected mid-sleep
-            waker.add_done_callback(self._wakers.discard)
-        await event.wait()
-
-    async def _wake(self, start: datetime, event: asyncio.Event) -> None:
+        woken = self._slices.get(start)
+        if woken is not None:
+            await woken.wait()
+            return
+        woken = self._slices[start] = asyncio.Event()
         try:
             await wait_until(start, self._clock, self._sleeper)
         finally:
-            # Also when cancelled (shutdown): nobody may wait forever on a slice.
+            # Also when this waiter is cancelled: the others then wake early, which for a
+            # wait that needs no precision is harmless, where waiting forever would not be.
             del self._slices[start]
-            event.set()
+            woken.set()
 
 
 class LatenessReport:

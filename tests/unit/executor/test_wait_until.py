@@ -99,3 +99,17 @@ async def test_a_later_millisecond_gets_a_wake_up_of_its_own() -> None:
     await wakeups.until(T0 + timedelta(milliseconds=3, microseconds=500))
     assert clock.now() == T0 + timedelta(milliseconds=3)
     assert len(sleeper.calls) == 2
+
+
+async def test_the_others_of_a_slice_wake_if_its_sleeper_is_cancelled() -> None:
+    clock = FakeClock(T0)
+    sleeper = FakeSleeper(clock)
+    sleeper.gate = asyncio.Event()  # the first waiter's sleep never ends by itself
+    wakeups = SharedWakeups(clock, sleeper)
+    first = asyncio.create_task(wakeups.until(T0 + timedelta(seconds=1)))
+    await asyncio.wait_for(sleeper.sleeping.wait(), 5)
+    second = asyncio.create_task(wakeups.until(T0 + timedelta(seconds=1, microseconds=10)))
+    await asyncio.sleep(0)
+    first.cancel()
+    await asyncio.wait_for(second, 5)  # woken, not left waiting forever
+    assert first.cancelled()
