@@ -207,7 +207,8 @@ def _executor(
 # ---- one cell -------------------------------------------------------------------------------
 
 
-def _request(call_id: str, tenant: str, url: str, now: datetime) -> bytes:
+def execution_request(call_id: str, tenant: str, url: str, now: datetime) -> bytes:
+    """An ExecutionRequested envelope for one attempt due at `now` (also bench.executor_burst's)."""
     return pb.Envelope(
         event_id=str(uuid.uuid4()),
         tenant_id=tenant,
@@ -280,7 +281,7 @@ def _produce(producer: Producer, topic: str, ids: Sequence[str], url: str) -> No
     now = datetime.now(UTC)
     for i, call_id in enumerate(ids):
         tenant = f"bench-{i % TENANTS}"
-        value = _request(call_id, tenant, f"{url}/{call_id}", now)
+        value = execution_request(call_id, tenant, f"{url}/{call_id}", now)
         while True:
             try:
                 producer.produce(topic, key=call_key(tenant, call_id), value=value)

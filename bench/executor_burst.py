@@ -27,6 +27,7 @@ import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
+from bench.executor import execution_request
 from executor.adapters.h1_client import H1Client
 from executor.adapters.signing_keys import SigningKeysFile
 from executor.adapters.sleeper import LoopSleeper, PreciseSleeper
@@ -41,9 +42,6 @@ from mesh.kafka import ReceivedMessage
 from mesh.logs import configure_logging
 from mesh.ports import OutgoingMessage
 from mesh.secrets import SecretBox
-from mesh.timeconv import to_timestamp
-from servicecall.internal.v1 import events_pb2 as pb
-from servicecall.v1 import service_call_pb2 as api
 
 LEAD_S = 3.0  # requests reach the handler this long before they are due
 WARM_CALLS = 600  # due at once first, unmeasured: fills the connection pool
@@ -79,24 +77,8 @@ class _Timed:
 
 def _message(offset: int, url: str, due: datetime) -> ReceivedMessage:
     call_id = str(uuid.uuid4())
-    envelope = pb.Envelope(
-        event_id=str(uuid.uuid4()),
-        tenant_id="bench",
-        service_call_id=call_id,
-        correlation_id=call_id,
-        sequence=1,
-        occurred_at=to_timestamp(due),
-        execution_requested=pb.ExecutionRequested(
-            attempt=1,
-            not_before=to_timestamp(due),
-            request=api.HttpRequest(http_method=api.POST, url=url),
-            idempotency_key=call_id,
-            max_response_snippet_bytes=64,
-        ),
-    )
-    return ReceivedMessage(
-        "bench.execution-requests", 0, offset, call_id, envelope.SerializeToString()
-    )
+    value = execution_request(call_id, "bench", url, due)
+    return ReceivedMessage("bench.execution-requests", 0, offset, call_id, value)
 
 
 async def _crowd(handler: ExecutionHandler, base_url: str, count: int, due: datetime) -> None:
