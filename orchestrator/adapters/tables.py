@@ -56,3 +56,22 @@ service_call_tags = sa.Table(
     sa.Column("created_at", sa.DateTime(timezone=True), primary_key=True),
     sa.Column("service_call_id", pg.UUID(as_uuid=False), primary_key=True),
 )
+
+# Messages and outbox rows that could not be handled after bounded tries (migration 0006).
+parked_messages = sa.Table(
+    "parked_messages",
+    metadata,
+    sa.Column("id", sa.BigInteger, primary_key=True, autoincrement=True),
+    sa.Column("source", sa.Text, nullable=False),
+    sa.Column("topic", sa.Text, nullable=False),
+    sa.Column("kafka_partition", sa.Integer),
+    sa.Column("kafka_offset", sa.BigInteger),
+    sa.Column("outbox_id", sa.BigInteger),
+    sa.Column("key", sa.Text, nullable=False),
+    sa.Column("payload", sa.LargeBinary, nullable=False),
+    sa.Column("error", sa.Text, nullable=False),
+    sa.Column("tenant_id", sa.Text),
+    sa.Column("service_call_id", sa.Text),
+    sa.Column("parked_at", sa.DateTime(timezone=True), server_default=sa.func.now()),
+    sa.Column("replayed_at", sa.DateTime(timezone=True)),
+)
