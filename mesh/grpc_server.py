@@ -11,6 +11,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from opentelemetry.instrumentation.grpc import aio_server_interceptor
 
+from mesh.errors import is_transient
 from mesh.logs import get_logger
 
 log = get_logger(__name__)
@@ -25,7 +26,11 @@ class _Undecodable:
 
 class RejectUndecodableRequests(grpc.aio.ServerInterceptor):
     """grpc.aio answers UNKNOWN when a request's bytes do not parse (the deserializer's
-    exception escapes); a malformed request is the client's error, so say INVALID_ARGUMENT."""
+    exception escapes); a malformed request is the client's error, so say INVALID_ARGUMENT.
+
+    Likewise an outage of Postgres or Kafka under a handler (mesh.errors.is_transient) is
+    answered UNAVAILABLE, which clients and Envoy (HTTP 503) know to retry, not UNKNOWN (500).
+    """
 
     async def intercept_service(
         self,
@@ -52,8 +57,17 @@ class RejectUndecodableRequests(grpc.aio.ServerInterceptor):
                     grpc.StatusCode.INVALID_ARGUMENT,
                     f"the request is not a valid protobuf message ({request.reason})",
                 )
-            # The stubs type handlers for sync servers; under grpc.aio they are coroutines.
-            return await behavior(request, context)  # type: ignore[arg-type]
+            try:
+                # The stubs type handlers for sync servers; under grpc.aio they are coroutines.
+                return await behavior(request, context)  # type: ignore[arg-type]
+            except Exception as e:
+                if not is_transient(e):
+                    raise
+                log.warning("request failed: a dependency is unavailable", error=repr(e))
+                await context.abort(
+                    grpc.StatusCode.UNAVAILABLE,
+                    "the service is temporarily unavailable (a dependency is down); retry",
+                )
 
         return grpc.unary_unary_rpc_method_handler(
             guarded,
