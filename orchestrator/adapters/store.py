@@ -18,7 +18,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from mesh.logs import get_logger
@@ -472,7 +472,10 @@ class _Batcher:
             results: Sequence[Transition | None]
             try:
                 results = await self._store._transact_batch(batch)
-            except (IntegrityError, ConcurrentUpdateError, DBAPIError) as e:
+            except Exception as e:
+                # Any failure, not only a guard or a database error: a step that raises (a fact
+                # the core or the mapping cannot handle) must fail its own fact alone, not the
+                # other tenants' facts batched with it.
                 log.info("batch rolled back; applying its facts one by one", error=type(e).__name__)
                 results = [await self._one(p) for p in batch]
             for p, result in zip(batch, results, strict=True):

@@ -93,6 +93,49 @@ class ServiceCallStoreContract:
         final = await store.get(call.tenant_id, call.service_call_id)
         assert isinstance(final, Dispatched)
 
+    async def test_a_step_that_raises_fails_only_its_own_fact(
+        self, store: ServiceCallStore
+    ) -> None:
+        """Facts arriving together may be written in one batch (the Postgres store does):
+        one that cannot be applied must not fail the others, nor be marked as applied."""
+        calls = [spec(new_tenant()) for _ in range(6)]
+        for call in calls:
+            await store.transact(
+                call.tenant_id, call.service_call_id, submit_step(call, T0 + timedelta(hours=1))
+            )
+        poisoned = calls[2]
+
+        def raising(_state):  # type: ignore[no-untyped-def]
+            raise ValueError("this fact cannot be applied")
+
+        cancel = step_for(CancelServiceCall(reason="r"), T0)
+        results = await asyncio.gather(
+            *(
+                store.transact(
+                    call.tenant_id,
+                    call.service_call_id,
+                    raising if call is poisoned else cancel,
+                    event_id=f"{call.service_call_id}-cancel",
+                )
+                for call in calls
+            ),
+            return_exceptions=True,
+        )
+        for call, result in zip(calls, results, strict=True):
+            if call is poisoned:
+                assert isinstance(result, ValueError)
+                assert isinstance(await store.get(call.tenant_id, call.service_call_id), Scheduled)
+            else:
+                assert isinstance(result, Transition) and isinstance(result.state, Canceled)
+        # Not marked applied: the same fact, once it can be applied, still is.
+        retried = await store.transact(
+            poisoned.tenant_id,
+            poisoned.service_call_id,
+            cancel,
+            event_id=f"{poisoned.service_call_id}-cancel",
+        )
+        assert retried is not None and isinstance(retried.state, Canceled)
+
     async def test_messages_are_kept_with_the_change(self, store: ServiceCallStore) -> None:
         call = spec(new_tenant())
         message = OutgoingMessage("t", f"{call.tenant_id}/{call.service_call_id}", b"x")

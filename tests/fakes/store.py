@@ -84,12 +84,12 @@ class InMemoryServiceCallStore:
     ) -> Transition | None:
         key = (tenant_id, service_call_id)
         async with self._locks[key]:
-            if event_id is not None:
-                if event_id in self.inbox:
-                    return None
-                self.inbox.add(event_id)
+            if event_id is not None and event_id in self.inbox:
+                return None
             before = self.calls.get(key)
-            transition = step(before)
+            transition = step(before)  # a step that raises leaves the fact unapplied, unmarked
+            if event_id is not None:
+                self.inbox.add(event_id)
             if transition.events and transition.state is not None:
                 after = transition.state
                 self.calls[key] = after
