@@ -1,4 +1,4 @@
-"""`python -m orchestrator admin ...`: create tenants and API keys, revoke and list keys."""
+"""`python -m orchestrator admin ...`: tenants and API keys; parked messages (list, replay)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from orchestrator.adapters.parking import ParkingAdmin
 from orchestrator.adapters.tenants import TenantAdmin
 from orchestrator.domain.validation import validate_tenant_id
 
@@ -25,7 +26,19 @@ def run(database_url: str, argv: Sequence[str]) -> int:
     revoke.add_argument("key_id")
     list_keys = commands.add_parser("list-keys", help="a tenant's keys (ids only)")
     list_keys.add_argument("tenant_id")
+    parked = commands.add_parser("parked", help="messages the mesh could not handle")
+    parked_commands = parked.add_subparsers(dest="parked_command", required=True)
+    parked_list = parked_commands.add_parser("list", help="parked messages not yet replayed")
+    parked_list.add_argument("--all", action="store_true", help="replayed ones too")
+    parked_list.add_argument("--limit", type=int, default=100)
+    parked_replay = parked_commands.add_parser(
+        "replay", help="publish a parked message again to its topic (through the outbox)"
+    )
+    parked_replay.add_argument("parked_id", type=int)
     args = parser.parse_args(list(argv))
+
+    if args.command == "parked":
+        return _parked(ParkingAdmin(database_url), args)
 
     admin = TenantAdmin(database_url)
     if args.command in ("create-tenant", "create-key", "list-keys"):
@@ -56,4 +69,25 @@ def run(database_url: str, argv: Sequence[str]) -> int:
         for info in admin.list_keys(args.tenant_id):
             state = f"revoked {info.revoked_at:%F %T}" if info.revoked_at else "active"
             print(f"{info.key_id}  created {info.created_at:%F %T}  {state}")
+    return 0
+
+
+def _parked(admin: ParkingAdmin, args: argparse.Namespace) -> int:
+    if args.parked_command == "replay":
+        done = admin.replay(args.parked_id)
+        outcome = "replayed" if done else "not found or already replayed"
+        print(f"parked #{args.parked_id} {outcome}")
+        return 0 if done else 1
+    for row in admin.list(include_replayed=args.all, limit=args.limit):
+        item = row.item
+        where = (
+            f"outbox row {item.outbox_id}"
+            if item.outbox_id is not None
+            else f"{item.topic}[{item.kafka_partition}]@{item.kafka_offset}"
+        )
+        replayed = f"  replayed {row.replayed_at:%F %T}" if row.replayed_at else ""
+        print(
+            f"#{row.id}  {row.parked_at:%F %T}  {item.source}  {where}  key={item.key}"
+            f"  {len(item.payload)} bytes  error={item.error!r}{replayed}"
+        )
     return 0

@@ -6,7 +6,7 @@ from google.protobuf.message import DecodeError
 
 from mesh.kafka import ReceivedMessage
 from mesh.logs import call_context, get_logger
-from orchestrator.adapters.messages import command_from_envelope
+from orchestrator.adapters.messages import UnreadableMessageError, command_from_envelope
 from orchestrator.service import Orchestrator
 from servicecall.internal.v1 import events_pb2 as pb
 
@@ -20,10 +20,10 @@ class CallEventHandler:
     async def __call__(self, message: ReceivedMessage) -> None:
         try:
             envelope = pb.Envelope.FromString(message.value)
-        except DecodeError:
-            # Retrying cannot make it readable; dropping it is the only way forward.
-            log.error("undecodable message dropped", topic=message.topic, offset=message.offset)
-            return
+        except DecodeError as e:
+            # Retrying cannot make it readable: the consumer parks it after its bounded tries,
+            # so an operator sees it, and the call it names is failed rather than left stuck.
+            raise UnreadableMessageError(f"the message does not decode: {e}") from e
         command = command_from_envelope(envelope)
         if command is None:
             return

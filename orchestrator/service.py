@@ -10,6 +10,7 @@ from mesh.logs import call_context, get_logger
 from mesh.ports import Clock, IdGen, OutgoingMessage
 from mesh.secrets import SecretBox
 from orchestrator.domain.commands import (
+    AbandonServiceCall,
     CancelServiceCall,
     Command,
     RescheduleServiceCall,
@@ -198,6 +199,20 @@ class Orchestrator:
         """Applies a fact from another service (a fired timer, an executor report) once."""
         return await self._run(
             tenant_id, service_call_id, command, self._clock.now(), correlation_id, event_id
+        )
+
+    async def abandon(
+        self, tenant_id: str, service_call_id: str, reason: str, event_id: str
+    ) -> Transition | None:
+        """Fails a call the mesh cannot carry further (see orchestrator/parking.py), once per
+        `event_id`; refused (and so harmless) when the call is unknown or already terminal."""
+        return await self._run(
+            tenant_id,
+            service_call_id,
+            AbandonServiceCall(reason=reason),
+            self._clock.now(),
+            event_id,
+            event_id,
         )
 
     async def _command(

@@ -133,6 +133,8 @@ def outbox_messages(
                     event.at,
                     rescheduled=pb.ServiceCallRescheduled(due_time=to_timestamp(event.due_at)),
                 )
+            case ev.Abandoned():
+                pass  # the terminal summary below says it
             case ev.ExecutionStarted() | ev.ExecutionSucceeded() | ev.ExecutionFailed():
                 pass  # the executor already announced these; the terminal summary follows
     status = status_of(after)
@@ -149,13 +151,21 @@ def outbox_messages(
     return tuple(out)
 
 
+class UnreadableMessageError(ValueError):
+    """A message that decodes but does not make sense (e.g. an enum value this version does
+    not know): retrying cannot help, so the consumer parks it (mesh/kafka.py)."""
+
+
 def command_from_envelope(envelope: pb.Envelope) -> Command | None:
     """The core command an incoming fact asks for; None for messages the orchestrator ignores."""
     match envelope.WhichOneof("payload"):
         case "due_time_reached":
             fired = envelope.due_time_reached
+            purpose = PURPOSE_FROM_PROTO.get(fired.purpose)
+            if purpose is None:
+                raise UnreadableMessageError(f"unknown timer purpose {fired.purpose}")
             return FireTimer(
-                purpose=PURPOSE_FROM_PROTO[fired.purpose],
+                purpose=purpose,
                 attempt=fired.attempt,
                 fire_at=from_timestamp(fired.fire_time),
             )

@@ -69,6 +69,14 @@ class RunServiceCallNow:
     pass
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AbandonServiceCall:
+    # The mesh cannot carry the call any further (a fact about it could not be applied, or
+    # its execution request was refused by the broker): it fails with this reason rather than
+    # staying non-terminal forever. Never a client's command.
+    reason: str
+
+
 Command = (
     SubmitServiceCall
     | FireTimer
@@ -78,6 +86,7 @@ Command = (
     | CancelServiceCall
     | RescheduleServiceCall
     | RunServiceCallNow
+    | AbandonServiceCall
 )
 
 
@@ -93,6 +102,7 @@ class CommandKind(enum.Enum):
     CANCEL = "CANCEL"
     RESCHEDULE = "RESCHEDULE"
     RUN_NOW = "RUN_NOW"
+    ABANDON = "ABANDON"
 
 
 _TIMER_KINDS = {
@@ -120,5 +130,7 @@ def kind_of(command: Command) -> CommandKind:
             return CommandKind.RESCHEDULE
         case RunServiceCallNow():
             return CommandKind.RUN_NOW
+        case AbandonServiceCall():
+            return CommandKind.ABANDON
         case _:
             assert_never(command)

@@ -9,6 +9,7 @@ from typing import assert_never
 
 from orchestrator.domain import events as ev
 from orchestrator.domain.commands import (
+    AbandonServiceCall,
     CancelServiceCall,
     Command,
     CommandKind,
@@ -94,6 +95,7 @@ TRANSITIONS: Mapping[Status | None, Mapping[CommandKind, Moves | Refused]] = {
         CommandKind.CANCEL: Refused(ServiceCallNotFound),
         CommandKind.RESCHEDULE: Refused(ServiceCallNotFound),
         CommandKind.RUN_NOW: Refused(ServiceCallNotFound),
+        CommandKind.ABANDON: Refused(ServiceCallNotFound),
     },
     Status.SCHEDULED: {
         CommandKind.SUBMIT: Refused(AlreadySubmitted),
@@ -106,6 +108,7 @@ TRANSITIONS: Mapping[Status | None, Mapping[CommandKind, Moves | Refused]] = {
         CommandKind.CANCEL: Moves(frozenset({Status.CANCELED})),
         CommandKind.RESCHEDULE: Moves(frozenset({Status.SCHEDULED, Status.DISPATCHED})),
         CommandKind.RUN_NOW: Moves(frozenset({Status.DISPATCHED})),
+        CommandKind.ABANDON: Moves(frozenset({Status.FAILED})),
     },
     Status.DISPATCHED: {
         CommandKind.SUBMIT: Refused(AlreadySubmitted),
@@ -118,6 +121,7 @@ TRANSITIONS: Mapping[Status | None, Mapping[CommandKind, Moves | Refused]] = {
         CommandKind.CANCEL: Refused(NotCancelable),
         CommandKind.RESCHEDULE: Refused(NotReschedulable),
         CommandKind.RUN_NOW: Refused(NotReschedulable),
+        CommandKind.ABANDON: Moves(frozenset({Status.FAILED})),
     },
     Status.RUNNING: {
         CommandKind.SUBMIT: Refused(AlreadySubmitted),
@@ -130,6 +134,7 @@ TRANSITIONS: Mapping[Status | None, Mapping[CommandKind, Moves | Refused]] = {
         CommandKind.CANCEL: Refused(NotCancelable),
         CommandKind.RESCHEDULE: Refused(NotReschedulable),
         CommandKind.RUN_NOW: Refused(NotReschedulable),
+        CommandKind.ABANDON: Moves(frozenset({Status.FAILED})),
     },
     Status.SUCCEEDED: _ON_TERMINAL,
     Status.FAILED: _ON_TERMINAL,
@@ -161,6 +166,8 @@ def decide(
             return _reschedule(state, command.due_at, command.expected_version, now, timing)
         case RunServiceCallNow():
             return _reschedule(state, now, None, now, timing)
+        case AbandonServiceCall():
+            return (ev.Abandoned(at=now, reason=command.reason),)
         case _:
             assert_never(command)
 
@@ -519,6 +526,16 @@ def evolve(state: ServiceCallState | None, event: ev.Event) -> ServiceCallState:
             if not isinstance(state, Scheduled):
                 raise _illegal(state, event)
             return replace(state, version=state.version + 1, due_at=event.due_at, handoff_at=None)
+        case ev.Abandoned():
+            if not isinstance(state, Scheduled | Dispatched | Running):
+                raise _illegal(state, event)
+            return Failed(
+                spec=state.spec,
+                version=state.version + 1,
+                attempts=state.attempts,
+                completed_at=event.at,
+                reason=event.reason,
+            )
         case _:
             assert_never(event)
 

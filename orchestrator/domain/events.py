@@ -73,6 +73,12 @@ class Rescheduled:
     due_at: datetime
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Abandoned:
+    at: datetime
+    reason: str
+
+
 Event = (
     Submitted
     | TimerRequested
@@ -82,4 +88,5 @@ Event = (
     | ExecutionFailed
     | Canceled
     | Rescheduled
+    | Abandoned
 )

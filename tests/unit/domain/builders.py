@@ -6,6 +6,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from orchestrator.domain.commands import (
+    AbandonServiceCall,
     CancelServiceCall,
     Command,
     CommandKind,
@@ -220,3 +221,5 @@ def well_formed(kind: CommandKind, state: ServiceCallState | None) -> tuple[Comm
             return RescheduleServiceCall(due_at=DUE + timedelta(hours=1)), T0
         case CommandKind.RUN_NOW:
             return RunServiceCallNow(), T0
+        case CommandKind.ABANDON:
+            return AbandonServiceCall(reason="parked: cannot be applied"), T0

@@ -1,0 +1,126 @@
+"""The parking lot over Postgres: messages and outbox rows that could not be handled.
+
+Writes are async (the consumer and the relay park); the operator's side (list, replay) is
+sync for the admin CLI. Replay puts the parked payload back into the outbox in the same
+transaction that marks it replayed, so the relay publishes it again to its topic like any
+other row: no second Kafka producer, and a replay is never lost or doubled by a crash.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+import psycopg
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from mesh.db import libpq_url
+from orchestrator.adapters.relay import NOTIFY_CHANNEL
+from orchestrator.adapters.tables import parked_messages
+
+# An error text is kept for people, bounded so a huge exception message cannot bloat a row.
+MAX_ERROR_CHARS = 2000
+
+
+@dataclass(frozen=True, slots=True)
+class ParkedItem:
+    """What was parked: a Kafka message (partition and offset set) or an outbox row."""
+
+    topic: str
+    key: str
+    payload: bytes
+    error: str
+    source: str
+    tenant_id: str | None = None
+    service_call_id: str | None = None
+    kafka_partition: int | None = None
+    kafka_offset: int | None = None
+    outbox_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ParkedRow:
+    id: int
+    item: ParkedItem
+    parked_at: datetime
+    replayed_at: datetime | None
+
+
+class PostgresParkingLot:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+
+    async def park(self, item: ParkedItem) -> int:
+        async with self._engine.begin() as conn:
+            result = await conn.execute(
+                sa.insert(parked_messages)
+                .values(
+                    source=item.source,
+                    topic=item.topic,
+                    kafka_partition=item.kafka_partition,
+                    kafka_offset=item.kafka_offset,
+                    outbox_id=item.outbox_id,
+                    key=item.key,
+                    payload=item.payload,
+                    error=item.error[:MAX_ERROR_CHARS],
+                    tenant_id=item.tenant_id,
+                    service_call_id=item.service_call_id,
+                )
+                .returning(parked_messages.c.id)
+            )
+            return int(result.scalar_one())
+
+
+class ParkingAdmin:
+    """What `python -m orchestrator admin parked ...` does."""
+
+    def __init__(self, database_url: str) -> None:
+        self._url = libpq_url(database_url)
+
+    def list(self, include_replayed: bool = False, limit: int = 100) -> list[ParkedRow]:
+        where = "" if include_replayed else " WHERE replayed_at IS NULL"
+        with psycopg.connect(self._url) as conn:
+            rows = conn.execute(
+                "SELECT id, topic, key, payload, error, source, tenant_id, service_call_id,"
+                " kafka_partition, kafka_offset, outbox_id, parked_at, replayed_at"
+                f" FROM orchestrator.parked_messages{where} ORDER BY id LIMIT %s",
+                (limit,),
+            ).fetchall()
+        return [
+            ParkedRow(
+                id=r[0],
+                item=ParkedItem(
+                    topic=r[1],
+                    key=r[2],
+                    payload=bytes(r[3]),
+                    error=r[4],
+                    source=r[5],
+                    tenant_id=r[6],
+                    service_call_id=r[7],
+                    kafka_partition=r[8],
+                    kafka_offset=r[9],
+                    outbox_id=r[10],
+                ),
+                parked_at=r[11],
+                replayed_at=r[12],
+            )
+            for r in rows
+        ]
+
+    def replay(self, parked_id: int) -> bool:
+        """Publishes a parked message again (through the outbox); False if it is unknown or
+        was already replayed."""
+        with psycopg.connect(self._url) as conn:
+            row = conn.execute(
+                "UPDATE orchestrator.parked_messages SET replayed_at = now()"
+                " WHERE id = %s AND replayed_at IS NULL RETURNING topic, key, payload",
+                (parked_id,),
+            ).fetchone()
+            if row is None:
+                return False
+            conn.execute(
+                "INSERT INTO orchestrator.outbox (topic, key, payload) VALUES (%s, %s, %s)", row
+            )
+            conn.execute("SELECT pg_notify(%s, '')", (NOTIFY_CHANNEL,))
+        return True
