@@ -10,6 +10,7 @@ from pathlib import Path
 
 from executor.adapters.signing_keys import load_signing_keys
 from executor.domain.egress import Network, parse_allowlist
+from executor.registry import FINISHED_BYTES, FINISHED_REMEMBERED
 from mesh.config import CommonConfig, ConfigError, Env
 from mesh.secrets import SecretBox
 
@@ -65,6 +66,10 @@ class ExecutorConfig:
     # How long a finished attempt's report may wait while other attempts are about to send
     # (ExecutionHandler._reports_may_go); None: reports never wait.
     report_defer: timedelta | None = timedelta(seconds=2)
+    # Results of finished attempts kept to answer a redelivered request without sending it
+    # again (executor/registry.py, FinishedAttempts): at most this many, and this many bytes.
+    finished_remembered: int = FINISHED_REMEMBERED
+    finished_bytes: int = FINISHED_BYTES
 
     @classmethod
     def from_env(cls, env: Env) -> ExecutorConfig:
@@ -107,6 +112,8 @@ class ExecutorConfig:
             gc_gen0_threshold=env.integer("EXECUTOR_GC_GEN0", 50_000),
             started_after=_started_after(env.number("REPORT_STARTED_AFTER_S", 1.0)),
             report_defer=_report_defer(env.number("REPORT_DEFER_MAX_S", 2.0)),
+            finished_remembered=env.integer("FINISHED_ATTEMPTS_REMEMBERED", FINISHED_REMEMBERED),
+            finished_bytes=env.integer("FINISHED_ATTEMPTS_BYTES", FINISHED_BYTES),
         )
         for name, value in (
             ("MAX_IN_FLIGHT", config.max_in_flight),
@@ -116,6 +123,8 @@ class ExecutorConfig:
             ("MAX_SNIPPET_BYTES", config.default_snippet_bytes),
             ("EXECUTOR_GC_GEN0", config.gc_gen0_threshold),
             ("MAX_HELD_BYTES", config.max_held_bytes),
+            ("FINISHED_ATTEMPTS_REMEMBERED", config.finished_remembered),
+            ("FINISHED_ATTEMPTS_BYTES", config.finished_bytes),
         ):
             if value <= 0:
                 raise ConfigError(f"{name} must be positive, got {value}")

@@ -77,7 +77,7 @@ async def serve(config: ExecutorConfig) -> None:
     ask_for_priority(config.nice, config.rt_priority)
     common = config.common
     topics = Topics.with_prefix(common.topic_prefix)
-    executions = Executions()
+    executions = Executions(config.finished_remembered, config.finished_bytes)
     # A short linger batches Started and results into fewer produce requests (measured in
     # docs/executor.md); it no longer delays any request, which goes out before Started is
     # acknowledged, only the offset commit behind the acks.
