@@ -9,6 +9,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from executor.adapters.signing_keys import load_signing_keys
+from executor.adapters.h1_client import MAX_RESPONSE_HEADER_BYTES, MAX_RESPONSE_HEADERS
 from executor.domain.egress import Network, parse_allowlist
 from executor.registry import FINISHED_BYTES, FINISHED_REMEMBERED
 from mesh.config import CommonConfig, ConfigError, Env
@@ -70,6 +71,10 @@ class ExecutorConfig:
     # again (executor/registry.py, FinishedAttempts): at most this many, and this many bytes.
     finished_remembered: int = FINISHED_REMEMBERED
     finished_bytes: int = FINISHED_BYTES
+    # A response with more headers, or more header bytes, fails its attempt (connection_error,
+    # retryable, like a malformed response) and its connection is dropped.
+    max_response_headers: int = MAX_RESPONSE_HEADERS
+    max_response_header_bytes: int = MAX_RESPONSE_HEADER_BYTES
 
     @classmethod
     def from_env(cls, env: Env) -> ExecutorConfig:
@@ -114,6 +119,10 @@ class ExecutorConfig:
             report_defer=_report_defer(env.number("REPORT_DEFER_MAX_S", 2.0)),
             finished_remembered=env.integer("FINISHED_ATTEMPTS_REMEMBERED", FINISHED_REMEMBERED),
             finished_bytes=env.integer("FINISHED_ATTEMPTS_BYTES", FINISHED_BYTES),
+            max_response_headers=env.integer("MAX_RESPONSE_HEADERS", MAX_RESPONSE_HEADERS),
+            max_response_header_bytes=env.integer(
+                "MAX_RESPONSE_HEADER_BYTES", MAX_RESPONSE_HEADER_BYTES
+            ),
         )
         for name, value in (
             ("MAX_IN_FLIGHT", config.max_in_flight),
@@ -125,6 +134,8 @@ class ExecutorConfig:
             ("MAX_HELD_BYTES", config.max_held_bytes),
             ("FINISHED_ATTEMPTS_REMEMBERED", config.finished_remembered),
             ("FINISHED_ATTEMPTS_BYTES", config.finished_bytes),
+            ("MAX_RESPONSE_HEADERS", config.max_response_headers),
+            ("MAX_RESPONSE_HEADER_BYTES", config.max_response_header_bytes),
         ):
             if value <= 0:
                 raise ConfigError(f"{name} must be positive, got {value}")

@@ -86,7 +86,11 @@ async def serve(config: ExecutorConfig) -> None:
     )
     await bus.start()
     http = H1Client.create(
-        config.egress_allowlist, config.max_response_bytes, pool_size=config.max_in_flight
+        config.egress_allowlist,
+        config.max_response_bytes,
+        pool_size=config.max_in_flight,
+        max_headers=config.max_response_headers,
+        max_header_bytes=config.max_response_header_bytes,
     )
     handler = ExecutionHandler(
         bus=bus,
