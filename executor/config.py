@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
-from executor.adapters.signing_keys import load_signing_keys
 from executor.adapters.h1_client import MAX_RESPONSE_HEADER_BYTES, MAX_RESPONSE_HEADERS
+from executor.adapters.signing_keys import load_signing_keys
 from executor.domain.egress import Network, parse_allowlist
 from executor.registry import FINISHED_BYTES, FINISHED_REMEMBERED
 from mesh.config import CommonConfig, ConfigError, Env
