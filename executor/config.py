@@ -9,6 +9,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from executor.adapters.h1_client import MAX_RESPONSE_HEADER_BYTES, MAX_RESPONSE_HEADERS
+from executor.adapters.resolver import DNS_LOOKUPS_PER_TENANT, DNS_THREADS, DNS_TIMEOUT_S
 from executor.adapters.signing_keys import load_signing_keys
 from executor.domain.egress import Network, parse_allowlist
 from executor.registry import FINISHED_BYTES, FINISHED_REMEMBERED
@@ -75,6 +76,12 @@ class ExecutorConfig:
     # retryable, like a malformed response) and its connection is dropped.
     max_response_headers: int = MAX_RESPONSE_HEADERS
     max_response_header_bytes: int = MAX_RESPONSE_HEADER_BYTES
+    # Name lookups (executor/adapters/resolver.py): threads of their own, at most this many
+    # per tenant at once (counted until a timed-out lookup's thread is free), each given up
+    # after the timeout.
+    dns_threads: int = DNS_THREADS
+    dns_lookups_per_tenant: int = DNS_LOOKUPS_PER_TENANT
+    dns_timeout_s: float = DNS_TIMEOUT_S
 
     @classmethod
     def from_env(cls, env: Env) -> ExecutorConfig:
@@ -123,6 +130,9 @@ class ExecutorConfig:
             max_response_header_bytes=env.integer(
                 "MAX_RESPONSE_HEADER_BYTES", MAX_RESPONSE_HEADER_BYTES
             ),
+            dns_threads=env.integer("DNS_THREADS", DNS_THREADS),
+            dns_lookups_per_tenant=env.integer("DNS_LOOKUPS_PER_TENANT", DNS_LOOKUPS_PER_TENANT),
+            dns_timeout_s=env.number("DNS_TIMEOUT_S", DNS_TIMEOUT_S),
         )
         for name, value in (
             ("MAX_IN_FLIGHT", config.max_in_flight),
@@ -136,11 +146,17 @@ class ExecutorConfig:
             ("FINISHED_ATTEMPTS_BYTES", config.finished_bytes),
             ("MAX_RESPONSE_HEADERS", config.max_response_headers),
             ("MAX_RESPONSE_HEADER_BYTES", config.max_response_header_bytes),
+            ("DNS_THREADS", config.dns_threads),
+            ("DNS_LOOKUPS_PER_TENANT", config.dns_lookups_per_tenant),
         ):
             if value <= 0:
                 raise ConfigError(f"{name} must be positive, got {value}")
         if config.max_held < config.max_in_flight:
             raise ConfigError("MAX_HELD must be at least MAX_IN_FLIGHT")
+        if config.dns_lookups_per_tenant > config.dns_threads:
+            raise ConfigError("DNS_LOOKUPS_PER_TENANT must be at most DNS_THREADS")
+        if config.dns_timeout_s <= 0:
+            raise ConfigError(f"DNS_TIMEOUT_S must be positive, got {config.dns_timeout_s}")
         if config.drain_timeout_s < 0:
             raise ConfigError("DRAIN_TIMEOUT_S must not be negative")
         if config.started_after is not None and config.started_after > timedelta(seconds=10):

@@ -10,6 +10,7 @@ from functools import partial
 
 from executor.adapters.h1_client import H1Client
 from executor.adapters.kafka_queue import KafkaEventQueue
+from executor.adapters.resolver import Resolver
 from executor.adapters.signing_keys import SigningKeysFile
 from executor.adapters.sleeper import LoopSleeper, PreciseSleeper
 from executor.config import ExecutorConfig
@@ -91,6 +92,11 @@ async def serve(config: ExecutorConfig) -> None:
         pool_size=config.max_in_flight,
         max_headers=config.max_response_headers,
         max_header_bytes=config.max_response_header_bytes,
+        resolver=Resolver(
+            threads=config.dns_threads,
+            per_tenant=config.dns_lookups_per_tenant,
+            timeout_s=config.dns_timeout_s,
+        ),
     )
     handler = ExecutionHandler(
         bus=bus,

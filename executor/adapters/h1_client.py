@@ -14,7 +14,8 @@ What it does, and what it deliberately does not:
 - The host is resolved here and every address checked by the egress policy; the connection
   goes to a checked address (TLS still verifies the name), so a second lookup that a
   rebinding DNS server could answer differently never happens. Answers are cached briefly
-  (DNS_TTL_S), checked before caching.
+  (DNS_TTL_S), checked before caching. Lookups run on the resolver's own threads, with a
+  timeout each and a share per tenant (resolver.py).
 - Redirects are returned, not followed. No Accept-Encoding is sent, so bodies arrive as the
   target wrote them. A body past the limit is cut there and the connection dropped; a head
   with more headers or header bytes than its limits fails the attempt like a malformed one.
@@ -37,6 +38,7 @@ from urllib.parse import SplitResult, quote, urlsplit
 
 import httptools
 
+from executor.adapters.resolver import AddrInfo, Resolver
 from executor.domain.egress import (
     Allowed,
     Denied,
@@ -69,14 +71,8 @@ _QUERY_SAFE = "/%:@!$&'()*,;=-._~?"
 _TOKEN = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
 
 Resolved = tuple[str, int, socket.AddressFamily]  # address, port, family
-AddrInfo = tuple[
-    socket.AddressFamily,
-    socket.SocketKind,
-    int,
-    str,
-    tuple[str, int] | tuple[str, int, int, int] | tuple[int, bytes],
-]
-Lookup = Callable[[str, int], Awaitable[Sequence[AddrInfo]]]
+# host, port, tenant → the addresses (Resolver.lookup); raises OSError when there are none.
+Lookup = Callable[[str, int, str], Awaitable[Sequence[AddrInfo]]]
 
 
 class _HeadRefusedError(Exception):
@@ -89,11 +85,6 @@ class _RefusedError(Exception):
     def __init__(self, failure: HttpFailure) -> None:
         super().__init__(failure.detail)
         self.failure = failure
-
-
-async def _getaddrinfo(host: str, port: int) -> Sequence[AddrInfo]:
-    loop = asyncio.get_running_loop()
-    return await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_ADDRCONFIG)
 
 
 def allowed_addresses(infos: Sequence[AddrInfo], allowlist: Sequence[Network]) -> list[Resolved]:
@@ -394,6 +385,7 @@ class H1Client:
         max_headers: int = MAX_RESPONSE_HEADERS,
         max_header_bytes: int = MAX_RESPONSE_HEADER_BYTES,
         lookup: Lookup | None = None,
+        resolver: Resolver | None = None,
         ssl_context: ssl.SSLContext | None = None,
         idle_timeout_s: float = IDLE_TIMEOUT_S,
     ) -> None:
@@ -402,7 +394,9 @@ class H1Client:
         self._max_headers = max_headers
         self._max_header_bytes = max_header_bytes
         self._max_idle = pool_size
-        self._lookup = lookup or _getaddrinfo
+        # `lookup` (tests) replaces the resolver; without either, one with the defaults.
+        self._resolver = resolver if resolver is not None or lookup is not None else Resolver()
+        self._lookup: Lookup = lookup or cast(Resolver, self._resolver).lookup
         self._ssl = ssl_context
         self._idle_timeout = idle_timeout_s
         self._idle: dict[tuple[str, str, int], deque[_Connection]] = {}
@@ -422,6 +416,7 @@ class H1Client:
         *,
         max_headers: int = MAX_RESPONSE_HEADERS,
         max_header_bytes: int = MAX_RESPONSE_HEADER_BYTES,
+        resolver: Resolver | None = None,
     ) -> H1Client:
         return cls(
             allowlist,
@@ -429,6 +424,7 @@ class H1Client:
             pool_size,
             max_headers=max_headers,
             max_header_bytes=max_header_bytes,
+            resolver=resolver,
         )
 
     async def close(self) -> None:
@@ -440,6 +436,8 @@ class H1Client:
                 connection.abort()
         self._idle.clear()
         self._idle_count = 0
+        if self._resolver is not None:
+            self._resolver.close()
 
     def _parsed(self, url: str) -> _Target | HttpFailure:
         """The URL's verdict and request target, remembered per URL: calls to one endpoint
@@ -494,7 +492,7 @@ class H1Client:
             connection = self._pooled(target)
             if connection is None:
                 async with asyncio.timeout_at(deadline):
-                    connection = await self._connect(target)
+                    connection = await self._connect(target, request.tenant_id)
             # The answer's deadline is kept by one sweep for all requests, not a timer each:
             # asyncio.timeout cost ~13 us per request, a sixth of a send (docs/timing.md).
             self._exchanging.add(connection)
@@ -558,13 +556,13 @@ class H1Client:
         if not idle:
             del self._idle[key]
 
-    async def _connect(self, target: _Target) -> _Connection:
+    async def _connect(self, target: _Target, tenant_id: str) -> _Connection:
         loop = asyncio.get_running_loop()
         context = None
         if target.scheme == "https":
             context = self._ssl or ssl.create_default_context()
         last_error: OSError | None = None
-        for address, port, _family in await self._addresses(target):
+        for address, port, _family in await self._addresses(target, tenant_id):
             try:
                 _, protocol = await loop.create_connection(
                     lambda: _Connection(self._max_body, self._max_headers, self._max_header_bytes),
@@ -581,7 +579,7 @@ class H1Client:
         assert last_error is not None
         raise last_error
 
-    async def _addresses(self, target: _Target) -> list[Resolved]:
+    async def _addresses(self, target: _Target, tenant_id: str) -> list[Resolved]:
         literal = parse_address(target.host)
         if literal is not None:
             if not check_address(literal, self._allowlist):
@@ -596,7 +594,10 @@ class H1Client:
         if cached is not None and cached[0] > now:
             return cached[1]
         try:
-            infos = await self._lookup(target.host, target.port)
+            infos = await self._lookup(target.host, target.port, tenant_id)
+        except TimeoutError as e:
+            failure = HttpFailure(AttemptError.CONNECTION_ERROR, "dns lookup timed out")
+            raise _RefusedError(failure) from e
         except OSError as e:
             failure = HttpFailure(AttemptError.CONNECTION_ERROR, "dns lookup failed")
             raise _RefusedError(failure) from e

@@ -61,6 +61,7 @@ def order_from_envelope(envelope: pb.Envelope, default_snippet_bytes: int) -> Ex
             headers=tuple(spec.headers.items()),
             body=spec.body,
             timeout=timeout if timeout > timedelta(0) else DEFAULT_ATTEMPT_TIMEOUT,
+            tenant_id=envelope.tenant_id,
         ),
         idempotency_key=requested.idempotency_key,
         snippet_bytes=requested.max_response_snippet_bytes or default_snippet_bytes,
