@@ -14,6 +14,7 @@ from google.protobuf.message import DecodeError
 from executor.adapters.messages import (
     UnreadableOrderError,
     order_from_envelope,
+    result_again,
     result_message,
     started_message,
 )
@@ -149,7 +150,7 @@ class ExecutionHandler:
             while True:
                 done = self._executions.result_of(order)
                 if done is not None:
-                    await self._report_again(order, done)
+                    await self._report_again(order, result_again(self._topic, order, done))
                     return
                 entry, mine = self._executions.hold(order)
                 if mine:

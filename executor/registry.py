@@ -15,8 +15,9 @@ from mesh.ports import OutgoingMessage
 # Defaults for the memory of finished attempts (FINISHED_ATTEMPTS_REMEMBERED/_BYTES).
 FINISHED_REMEMBERED = 100_000
 FINISHED_BYTES = 64 * 1024 * 1024
-# What one remembered result costs besides its key and value bytes (dict slot, tuple, message).
-_ENTRY_OVERHEAD = 300
+# What one remembered result costs besides its envelope's bytes (the ordered dict's slot and
+# link, the key tuple, the bytes object's header).
+_ENTRY_OVERHEAD = 200
 
 
 class Stage(Enum):
@@ -78,35 +79,36 @@ class FinishedAttempts:
     the default 1 KiB snippet are about 130 MB, so the byte bound is the one that usually
     applies. A redelivery later than this memory reaches is sent again, as before; so is one
     delivered to another executor (after a rebalance or a restart), which never saw the first.
+
+    Only the envelope's bytes are kept, under a tuple of strings and an int: none of these is
+    an object the garbage collector tracks (such tuples are untracked at their first
+    collection), so a full memory adds nothing to the executor's collections, which pause it.
     """
 
     def __init__(self, max_entries: int = FINISHED_REMEMBERED, max_bytes: int = FINISHED_BYTES):
         self._max_entries = max_entries
         self._max_bytes = max_bytes
-        self._results: OrderedDict[AttemptKey, OutgoingMessage] = OrderedDict()
+        self._results: OrderedDict[AttemptKey, bytes] = OrderedDict()
         self.bytes = 0
 
-    def remember(self, key: AttemptKey, result: OutgoingMessage) -> None:
+    def remember(self, key: AttemptKey, envelope: bytes) -> None:
+        """`envelope`: the result message's value, as acknowledged."""
         old = self._results.pop(key, None)
         if old is not None:
-            self.bytes -= _cost(old)
-        self._results[key] = result
-        self.bytes += _cost(result)
+            self.bytes -= len(old) + _ENTRY_OVERHEAD
+        self._results[key] = envelope
+        self.bytes += len(envelope) + _ENTRY_OVERHEAD
         while self._results and (
             len(self._results) > self._max_entries or self.bytes > self._max_bytes
         ):
             _, dropped = self._results.popitem(last=False)
-            self.bytes -= _cost(dropped)
+            self.bytes -= len(dropped) + _ENTRY_OVERHEAD
 
-    def result_of(self, key: AttemptKey) -> OutgoingMessage | None:
+    def result_of(self, key: AttemptKey) -> bytes | None:
         return self._results.get(key)
 
     def __len__(self) -> int:
         return len(self._results)
-
-
-def _cost(message: OutgoingMessage) -> int:
-    return len(message.value) + len(message.key) + _ENTRY_OVERHEAD
 
 
 class Executions:
@@ -118,8 +120,9 @@ class Executions:
         self._held: dict[AttemptKey, HeldExecution] = {}
         self.finished = FinishedAttempts(finished_remembered, finished_bytes)
 
-    def result_of(self, order: ExecutionOrder) -> OutgoingMessage | None:
-        """The acknowledged result of this attempt if it finished here lately, else None."""
+    def result_of(self, order: ExecutionOrder) -> bytes | None:
+        """The acknowledged result (the envelope's bytes) of this attempt if it finished here
+        lately, else None."""
         return self.finished.result_of(attempt_key(order))
 
     def hold(self, order: ExecutionOrder) -> tuple[HeldExecution, bool]:
@@ -138,7 +141,7 @@ class Executions:
         key = entry.key
         if result is not None:
             # Remembered before the entry goes, so that no redelivery sees neither.
-            self.finished.remember(key, result)
+            self.finished.remember(key, result.value)
         if self._held.get(key) is entry:
             del self._held[key]
         if not entry.finished.done():

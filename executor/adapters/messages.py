@@ -153,5 +153,10 @@ def result_message(
     return OutgoingMessage(topic, _key(order.call), envelope.SerializeToString())
 
 
+def result_again(topic: str, order: ExecutionOrder, envelope: bytes) -> OutgoingMessage:
+    """A result message published before (its envelope's bytes), to publish once more."""
+    return OutgoingMessage(topic, _key(order.call), envelope)
+
+
 def _key(call: CallRef) -> str:
     return call_key(call.tenant_id, call.service_call_id)

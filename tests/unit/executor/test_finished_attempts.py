@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from executor.registry import FinishedAttempts
-from mesh.ports import OutgoingMessage
 
 
-def message(size: int, n: int = 0) -> OutgoingMessage:
-    return OutgoingMessage("t", f"k{n}", b"x" * size)
+def message(size: int, n: int = 0) -> bytes:
+    return str(n).encode() * size
 
 
 def test_finished_attempts_forget_the_oldest_past_their_count() -> None:
