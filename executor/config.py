@@ -8,8 +8,11 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
+from executor.adapters.h1_client import MAX_RESPONSE_HEADER_BYTES, MAX_RESPONSE_HEADERS
+from executor.adapters.resolver import DNS_LOOKUPS_PER_TENANT, DNS_THREADS, DNS_TIMEOUT_S
 from executor.adapters.signing_keys import load_signing_keys
 from executor.domain.egress import Network, parse_allowlist
+from executor.registry import FINISHED_BYTES, FINISHED_REMEMBERED
 from mesh.config import CommonConfig, ConfigError, Env
 from mesh.secrets import SecretBox
 
@@ -65,6 +68,20 @@ class ExecutorConfig:
     # How long a finished attempt's report may wait while other attempts are about to send
     # (ExecutionHandler._reports_may_go); None: reports never wait.
     report_defer: timedelta | None = timedelta(seconds=2)
+    # Results of finished attempts kept to answer a redelivered request without sending it
+    # again (executor/registry.py, FinishedAttempts): at most this many, and this many bytes.
+    finished_remembered: int = FINISHED_REMEMBERED
+    finished_bytes: int = FINISHED_BYTES
+    # A response with more headers, or more header bytes, fails its attempt (connection_error,
+    # retryable, like a malformed response) and its connection is dropped.
+    max_response_headers: int = MAX_RESPONSE_HEADERS
+    max_response_header_bytes: int = MAX_RESPONSE_HEADER_BYTES
+    # Name lookups (executor/adapters/resolver.py): threads of their own, at most this many
+    # per tenant at once (counted until a timed-out lookup's thread is free), each given up
+    # after the timeout.
+    dns_threads: int = DNS_THREADS
+    dns_lookups_per_tenant: int = DNS_LOOKUPS_PER_TENANT
+    dns_timeout_s: float = DNS_TIMEOUT_S
 
     @classmethod
     def from_env(cls, env: Env) -> ExecutorConfig:
@@ -107,6 +124,15 @@ class ExecutorConfig:
             gc_gen0_threshold=env.integer("EXECUTOR_GC_GEN0", 50_000),
             started_after=_started_after(env.number("REPORT_STARTED_AFTER_S", 1.0)),
             report_defer=_report_defer(env.number("REPORT_DEFER_MAX_S", 2.0)),
+            finished_remembered=env.integer("FINISHED_ATTEMPTS_REMEMBERED", FINISHED_REMEMBERED),
+            finished_bytes=env.integer("FINISHED_ATTEMPTS_BYTES", FINISHED_BYTES),
+            max_response_headers=env.integer("MAX_RESPONSE_HEADERS", MAX_RESPONSE_HEADERS),
+            max_response_header_bytes=env.integer(
+                "MAX_RESPONSE_HEADER_BYTES", MAX_RESPONSE_HEADER_BYTES
+            ),
+            dns_threads=env.integer("DNS_THREADS", DNS_THREADS),
+            dns_lookups_per_tenant=env.integer("DNS_LOOKUPS_PER_TENANT", DNS_LOOKUPS_PER_TENANT),
+            dns_timeout_s=env.number("DNS_TIMEOUT_S", DNS_TIMEOUT_S),
         )
         for name, value in (
             ("MAX_IN_FLIGHT", config.max_in_flight),
@@ -116,11 +142,21 @@ class ExecutorConfig:
             ("MAX_SNIPPET_BYTES", config.default_snippet_bytes),
             ("EXECUTOR_GC_GEN0", config.gc_gen0_threshold),
             ("MAX_HELD_BYTES", config.max_held_bytes),
+            ("FINISHED_ATTEMPTS_REMEMBERED", config.finished_remembered),
+            ("FINISHED_ATTEMPTS_BYTES", config.finished_bytes),
+            ("MAX_RESPONSE_HEADERS", config.max_response_headers),
+            ("MAX_RESPONSE_HEADER_BYTES", config.max_response_header_bytes),
+            ("DNS_THREADS", config.dns_threads),
+            ("DNS_LOOKUPS_PER_TENANT", config.dns_lookups_per_tenant),
         ):
             if value <= 0:
                 raise ConfigError(f"{name} must be positive, got {value}")
         if config.max_held < config.max_in_flight:
             raise ConfigError("MAX_HELD must be at least MAX_IN_FLIGHT")
+        if config.dns_lookups_per_tenant > config.dns_threads:
+            raise ConfigError("DNS_LOOKUPS_PER_TENANT must be at most DNS_THREADS")
+        if config.dns_timeout_s <= 0:
+            raise ConfigError(f"DNS_TIMEOUT_S must be positive, got {config.dns_timeout_s}")
         if config.drain_timeout_s < 0:
             raise ConfigError("DRAIN_TIMEOUT_S must not be negative")
         if config.started_after is not None and config.started_after > timedelta(seconds=10):

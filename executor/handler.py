@@ -14,6 +14,7 @@ from google.protobuf.message import DecodeError
 from executor.adapters.messages import (
     UnreadableOrderError,
     order_from_envelope,
+    result_again,
     result_message,
     started_message,
 )
@@ -71,7 +72,9 @@ class ExecutionHandler:
     It returns only after the attempt's result (and its Started, if one was sent) were
     acknowledged by Kafka, so the offset is committed only then; a crash before that
     redelivers the request and the target may see the attempt twice (with the same
-    Idempotency-Key). Publishing is retried here rather than by raising, because the runner
+    Idempotency-Key). A redelivery to this process is not sent again: it joins the attempt
+    if still held, or gets its remembered result published again if finished (registry.py).
+    Publishing is retried here rather than by raising, because the runner
     would retry the whole message and send the HTTP request again.
     """
 
@@ -145,6 +148,10 @@ class ExecutionHandler:
         # successful attempt does not write.
         with self._tracked():
             while True:
+                done = self._executions.result_of(order)
+                if done is not None:
+                    await self._report_again(order, result_again(self._topic, order, done))
+                    return
                 entry, mine = self._executions.hold(order)
                 if mine:
                     break
@@ -152,12 +159,25 @@ class ExecutionHandler:
                 log.info("duplicate execution request joins the held attempt", **_ids(order))
                 if await asyncio.shield(entry.finished):
                     return
-            completed = False
+            result: OutgoingMessage | None = None
             try:
-                await self._perform(order, entry)
-                completed = True
+                result = await self._perform(order, entry)
             finally:
-                self._executions.release(entry, completed)
+                self._executions.release(entry, result)
+
+    async def _report_again(self, order: ExecutionOrder, result: OutgoingMessage) -> None:
+        """A redelivered request for an attempt that finished here: the target is not asked
+        again; its result goes out once more, the same message with the same event id.
+
+        Redeliveries come after a relay crash between publishing and marking a row, a
+        rebalance, or a restart of the consumer before the offset was committed. The first
+        result was acknowledged, but the orchestrator may not have applied it yet (or ever,
+        if this copy is why); a copy it had applied is dropped by its inbox.
+        """
+        log.info(
+            "redelivered request for a finished attempt; result published again", **_ids(order)
+        )
+        await self._settle(order, [(result, self._enqueue([result]))])
 
     @contextmanager
     def _tracked(self) -> Iterator[None]:
@@ -179,7 +199,8 @@ class ExecutionHandler:
             task.cancel()
         return len(tasks)
 
-    async def _perform(self, order: ExecutionOrder, entry: HeldExecution) -> None:
+    async def _perform(self, order: ExecutionOrder, entry: HeldExecution) -> OutgoingMessage:
+        """Returns the attempt's result once it (and Started, if sent) were acknowledged."""
         # Debug only: at thousands of calls per second each info line is CPU taken from sending.
         # The outcome line below carries the attempt's facts (late_ms, status, duration).
         log.debug(
@@ -261,6 +282,7 @@ class ExecutionHandler:
         result_ack = self._enqueue([result])
         self._log_outcome(order, outcome, reply, sent_at, ended_at)
         await self._settle(order, [*announced, (result, result_ack)])
+        return result
 
     def _begin_send(self) -> None:
         self._sending += 1

@@ -10,6 +10,7 @@ from functools import partial
 
 from executor.adapters.h1_client import H1Client
 from executor.adapters.kafka_queue import KafkaEventQueue
+from executor.adapters.resolver import Resolver
 from executor.adapters.signing_keys import SigningKeysFile
 from executor.adapters.sleeper import LoopSleeper, PreciseSleeper
 from executor.config import ExecutorConfig
@@ -77,7 +78,7 @@ async def serve(config: ExecutorConfig) -> None:
     ask_for_priority(config.nice, config.rt_priority)
     common = config.common
     topics = Topics.with_prefix(common.topic_prefix)
-    executions = Executions()
+    executions = Executions(config.finished_remembered, config.finished_bytes)
     # A short linger batches Started and results into fewer produce requests (measured in
     # docs/executor.md); it no longer delays any request, which goes out before Started is
     # acknowledged, only the offset commit behind the acks.
@@ -86,7 +87,16 @@ async def serve(config: ExecutorConfig) -> None:
     )
     await bus.start()
     http = H1Client.create(
-        config.egress_allowlist, config.max_response_bytes, pool_size=config.max_in_flight
+        config.egress_allowlist,
+        config.max_response_bytes,
+        pool_size=config.max_in_flight,
+        max_headers=config.max_response_headers,
+        max_header_bytes=config.max_response_header_bytes,
+        resolver=Resolver(
+            threads=config.dns_threads,
+            per_tenant=config.dns_lookups_per_tenant,
+            timeout_s=config.dns_timeout_s,
+        ),
     )
     handler = ExecutionHandler(
         bus=bus,

@@ -14,9 +14,11 @@ What it does, and what it deliberately does not:
 - The host is resolved here and every address checked by the egress policy; the connection
   goes to a checked address (TLS still verifies the name), so a second lookup that a
   rebinding DNS server could answer differently never happens. Answers are cached briefly
-  (DNS_TTL_S), checked before caching.
+  (DNS_TTL_S), checked before caching. Lookups run on the resolver's own threads, with a
+  timeout each and a share per tenant (resolver.py).
 - Redirects are returned, not followed. No Accept-Encoding is sent, so bodies arrive as the
-  target wrote them. A body past the limit is cut there and the connection dropped.
+  target wrote them. A body past the limit is cut there and the connection dropped; a head
+  with more headers or header bytes than its limits fails the attempt like a malformed one.
 - A pooled connection is never used for two requests at once, and one the target closed while
   idle is dropped before reuse. A request that fails on a reused connection is not resent:
   the target may have seen it, and retrying is the orchestrator's decision.
@@ -36,6 +38,7 @@ from urllib.parse import SplitResult, quote, urlsplit
 
 import httptools
 
+from executor.adapters.resolver import AddrInfo, Resolver
 from executor.domain.egress import (
     Allowed,
     Denied,
@@ -53,6 +56,12 @@ IDLE_TIMEOUT_S = 15.0
 # this much after its timeout (which is seconds).
 DEADLINE_SWEEP_S = 0.05
 _DNS_CACHE_SIZE = 1024
+# A response's head beyond either bound fails the attempt (as a malformed response would) and
+# drops the connection: the body is capped, and without these a target could make the
+# executor hold any number of header bytes (200k headers grew it by 59 MB). 100 headers is
+# Python's http.client limit; 64 KiB is the order of common servers' and clients' limits.
+MAX_RESPONSE_HEADERS = 100
+MAX_RESPONSE_HEADER_BYTES = 64 * 1024
 _URL_CACHE_SIZE = 4096
 USER_AGENT = "ServiceCall-Executor/1"
 
@@ -62,14 +71,12 @@ _QUERY_SAFE = "/%:@!$&'()*,;=-._~?"
 _TOKEN = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
 
 Resolved = tuple[str, int, socket.AddressFamily]  # address, port, family
-AddrInfo = tuple[
-    socket.AddressFamily,
-    socket.SocketKind,
-    int,
-    str,
-    tuple[str, int] | tuple[str, int, int, int] | tuple[int, bytes],
-]
-Lookup = Callable[[str, int], Awaitable[Sequence[AddrInfo]]]
+# host, port, tenant → the addresses (Resolver.lookup); raises OSError when there are none.
+Lookup = Callable[[str, int, str], Awaitable[Sequence[AddrInfo]]]
+
+
+class _HeadRefusedError(Exception):
+    """Raised from llhttp's header callback to stop parsing a head past its limits."""
 
 
 class _RefusedError(Exception):
@@ -78,11 +85,6 @@ class _RefusedError(Exception):
     def __init__(self, failure: HttpFailure) -> None:
         super().__init__(failure.detail)
         self.failure = failure
-
-
-async def _getaddrinfo(host: str, port: int) -> Sequence[AddrInfo]:
-    loop = asyncio.get_running_loop()
-    return await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_ADDRCONFIG)
 
 
 def allowed_addresses(infos: Sequence[AddrInfo], allowlist: Sequence[Network]) -> list[Resolved]:
@@ -176,8 +178,15 @@ def _head(request: HttpRequest, target: _Target) -> bytes:
 class _Connection(asyncio.Protocol):
     """One TCP (or TLS) connection: one request at a time, parsed by llhttp as bytes arrive."""
 
-    def __init__(self, max_body: int) -> None:
+    def __init__(
+        self,
+        max_body: int,
+        max_headers: int = MAX_RESPONSE_HEADERS,
+        max_header_bytes: int = MAX_RESPONSE_HEADER_BYTES,
+    ) -> None:
         self._max_body = max_body
+        self._max_headers = max_headers
+        self._max_header_bytes = max_header_bytes
         self._parser = httptools.HttpResponseParser(self)
         self.transport: asyncio.Transport | None = None
         self.closed = False
@@ -190,6 +199,14 @@ class _Connection(asyncio.Protocol):
         self._head_only = False
         self._status = 0
         self._headers: list[tuple[str, str]] = []
+        # Bytes received while the final answer's head is not complete (1xx heads count too):
+        # llhttp gathers a header's name and value before on_header, so one endless header
+        # is only seen here.
+        self._head_bytes = 0
+        self._head_done = False
+        self._header_count = 0
+        self._header_bytes = 0  # the headers' own bytes, exactly (a chunk may end the head)
+        self._head_refused: str | None = None
         self._body: list[bytes] = []
         self._body_size = 0
         self._complete = False
@@ -212,10 +229,15 @@ class _Connection(asyncio.Protocol):
             # after the answer, mean it is unusable; the answer already read stands.
             self.abort()
             return
+        if not self._head_done:
+            self._head_bytes += len(data)
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserError as e:
-            self._finish(f"invalid response: {type(e).__name__}")
+            self._finish(self._head_refused or f"invalid response: {type(e).__name__}")
+            return
+        if not self._head_done and self._head_bytes > self._max_header_bytes:
+            self._finish(f"invalid response: headers over {self._max_header_bytes} bytes")
 
     def eof_received(self) -> bool | None:
         self._on_eof()
@@ -233,12 +255,21 @@ class _Connection(asyncio.Protocol):
             self.abort()
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        self._header_count += 1
+        self._header_bytes += len(name) + len(value) + 4
+        if self._header_count > self._max_headers:
+            self._head_refused = f"invalid response: more than {self._max_headers} headers"
+            raise _HeadRefusedError  # stops the parser; data_received ends the attempt
+        if self._header_bytes > self._max_header_bytes:
+            self._head_refused = f"invalid response: headers over {self._max_header_bytes} bytes"
+            raise _HeadRefusedError
         self._headers.append((name.decode("latin-1"), value.decode("latin-1")))
 
     def on_headers_complete(self) -> None:
         self._status = self._parser.get_status_code()
         if 100 <= self._status < 200:
             return  # informational (100 Continue, 103 Early Hints): the answer follows
+        self._head_done = True
         if self._head_only:
             # llhttp cannot be told that a HEAD response has no body; the answer is complete
             # here, and the connection (whose parser now expects a body) is not reused.
@@ -316,6 +347,11 @@ class _Connection(asyncio.Protocol):
         self._head_only = head_only
         self._status = 0
         self._headers = []
+        self._head_bytes = 0
+        self._head_done = False
+        self._header_count = 0
+        self._header_bytes = 0
+        self._head_refused = None
         self._body = []
         self._body_size = 0
         self._complete = False
@@ -346,14 +382,21 @@ class H1Client:
         max_response_bytes: int,
         pool_size: int,
         *,
+        max_headers: int = MAX_RESPONSE_HEADERS,
+        max_header_bytes: int = MAX_RESPONSE_HEADER_BYTES,
         lookup: Lookup | None = None,
+        resolver: Resolver | None = None,
         ssl_context: ssl.SSLContext | None = None,
         idle_timeout_s: float = IDLE_TIMEOUT_S,
     ) -> None:
         self._allowlist = tuple(allowlist)
         self._max_body = max_response_bytes
+        self._max_headers = max_headers
+        self._max_header_bytes = max_header_bytes
         self._max_idle = pool_size
-        self._lookup = lookup or _getaddrinfo
+        # `lookup` (tests) replaces the resolver; without either, one with the defaults.
+        self._resolver = resolver if resolver is not None or lookup is not None else Resolver()
+        self._lookup: Lookup = lookup or cast(Resolver, self._resolver).lookup
         self._ssl = ssl_context
         self._idle_timeout = idle_timeout_s
         self._idle: dict[tuple[str, str, int], deque[_Connection]] = {}
@@ -366,9 +409,23 @@ class H1Client:
 
     @classmethod
     def create(
-        cls, allowlist: Sequence[Network], max_response_bytes: int, pool_size: int
+        cls,
+        allowlist: Sequence[Network],
+        max_response_bytes: int,
+        pool_size: int,
+        *,
+        max_headers: int = MAX_RESPONSE_HEADERS,
+        max_header_bytes: int = MAX_RESPONSE_HEADER_BYTES,
+        resolver: Resolver | None = None,
     ) -> H1Client:
-        return cls(allowlist, max_response_bytes, pool_size)
+        return cls(
+            allowlist,
+            max_response_bytes,
+            pool_size,
+            max_headers=max_headers,
+            max_header_bytes=max_header_bytes,
+            resolver=resolver,
+        )
 
     async def close(self) -> None:
         if self._sweeper is not None:
@@ -379,6 +436,8 @@ class H1Client:
                 connection.abort()
         self._idle.clear()
         self._idle_count = 0
+        if self._resolver is not None:
+            self._resolver.close()
 
     def _parsed(self, url: str) -> _Target | HttpFailure:
         """The URL's verdict and request target, remembered per URL: calls to one endpoint
@@ -433,7 +492,7 @@ class H1Client:
             connection = self._pooled(target)
             if connection is None:
                 async with asyncio.timeout_at(deadline):
-                    connection = await self._connect(target)
+                    connection = await self._connect(target, request.tenant_id)
             # The answer's deadline is kept by one sweep for all requests, not a timer each:
             # asyncio.timeout cost ~13 us per request, a sixth of a send (docs/timing.md).
             self._exchanging.add(connection)
@@ -497,16 +556,16 @@ class H1Client:
         if not idle:
             del self._idle[key]
 
-    async def _connect(self, target: _Target) -> _Connection:
+    async def _connect(self, target: _Target, tenant_id: str) -> _Connection:
         loop = asyncio.get_running_loop()
         context = None
         if target.scheme == "https":
             context = self._ssl or ssl.create_default_context()
         last_error: OSError | None = None
-        for address, port, _family in await self._addresses(target):
+        for address, port, _family in await self._addresses(target, tenant_id):
             try:
                 _, protocol = await loop.create_connection(
-                    lambda: _Connection(self._max_body),
+                    lambda: _Connection(self._max_body, self._max_headers, self._max_header_bytes),
                     address,
                     port,
                     ssl=context,
@@ -520,7 +579,7 @@ class H1Client:
         assert last_error is not None
         raise last_error
 
-    async def _addresses(self, target: _Target) -> list[Resolved]:
+    async def _addresses(self, target: _Target, tenant_id: str) -> list[Resolved]:
         literal = parse_address(target.host)
         if literal is not None:
             if not check_address(literal, self._allowlist):
@@ -535,7 +594,10 @@ class H1Client:
         if cached is not None and cached[0] > now:
             return cached[1]
         try:
-            infos = await self._lookup(target.host, target.port)
+            infos = await self._lookup(target.host, target.port, tenant_id)
+        except TimeoutError as e:
+            failure = HttpFailure(AttemptError.CONNECTION_ERROR, "dns lookup timed out")
+            raise _RefusedError(failure) from e
         except OSError as e:
             failure = HttpFailure(AttemptError.CONNECTION_ERROR, "dns lookup failed")
             raise _RefusedError(failure) from e

@@ -61,6 +61,7 @@ def order_from_envelope(envelope: pb.Envelope, default_snippet_bytes: int) -> Ex
             headers=tuple(spec.headers.items()),
             body=spec.body,
             timeout=timeout if timeout > timedelta(0) else DEFAULT_ATTEMPT_TIMEOUT,
+            tenant_id=envelope.tenant_id,
         ),
         idempotency_key=requested.idempotency_key,
         snippet_bytes=requested.max_response_snippet_bytes or default_snippet_bytes,
@@ -150,6 +151,11 @@ def result_message(
             payload = {"execution_failed": failed}
     envelope = _envelope(order.call, event_id, ended_at, **payload)
     return OutgoingMessage(topic, _key(order.call), envelope.SerializeToString())
+
+
+def result_again(topic: str, order: ExecutionOrder, envelope: bytes) -> OutgoingMessage:
+    """A result message published before (its envelope's bytes), to publish once more."""
+    return OutgoingMessage(topic, _key(order.call), envelope)
 
 
 def _key(call: CallRef) -> str:

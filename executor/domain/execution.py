@@ -31,6 +31,9 @@ class HttpRequest:
     headers: tuple[tuple[str, str], ...]
     body: bytes
     timeout: timedelta
+    # Whose request it is: not sent, but shares of the client's own resources (name lookups)
+    # are per tenant.
+    tenant_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -55,5 +55,5 @@ async def test_list_executions_and_health_over_grpc() -> None:
             health = await health_stub.Check(health_pb2.HealthCheckRequest(service=SERVICE_NAME))
             assert health.status == health_pb2.HealthCheckResponse.SERVING
     finally:
-        executions.release(entry, completed=True)
+        executions.release(entry, result=None)
         await server.stop(grace=0.1)

@@ -316,3 +316,79 @@ async def test_https_verifies_the_name_on_a_pinned_address(
         assert untrusted.error is AttemptError.TLS_ERROR
     finally:
         await default_trust.close()
+
+
+# A response head is bounded like the body (issue 12, defect 6): a target answering with
+# endless headers fails the attempt as a malformed response would, and the connection goes.
+
+
+def head_with(headers: int, value: bytes = b"v") -> bytes:
+    lines = b"".join(b"X-H%d: %s\r\n" % (n, value) for n in range(headers))
+    return b"HTTP/1.1 200 OK\r\n" + lines + b"Content-Length: 2\r\n\r\nok"
+
+
+async def test_a_response_with_too_many_headers_fails_and_drops_the_connection(
+    raw: Callable[..., RawServer], client: H1Client
+) -> None:
+    server = await started(raw, head_with(200_000))
+    url = f"http://127.0.0.1:{server.port}/"
+    result = await client.send(get(url))
+    assert isinstance(result, HttpFailure)
+    # Retryable, like any malformed response: another attempt may meet a sane target.
+    assert result.error is AttemptError.CONNECTION_ERROR
+    assert result.detail == "invalid response: more than 100 headers"
+    await client.send(get(url))
+    assert server.connections == 2  # the first connection was not reused
+
+
+async def test_response_headers_over_their_bytes_fail(
+    raw: Callable[..., RawServer], client: H1Client
+) -> None:
+    server = await started(raw, head_with(50, b"v" * 2000))  # 50 headers, ~100 KB
+    result = await client.send(get(f"http://127.0.0.1:{server.port}/"))
+    assert isinstance(result, HttpFailure)
+    assert result.error is AttemptError.CONNECTION_ERROR
+    assert result.detail == "invalid response: headers over 65536 bytes"
+
+
+async def test_one_endless_header_fails_before_it_ends(
+    raw: Callable[..., RawServer], client: H1Client
+) -> None:
+    # llhttp gathers a header before reporting it; this one never ends, so only the bytes
+    # received for the head can tell.
+    server = await started(raw, b"HTTP/1.1 200 OK\r\nX-Long: " + b"v" * 4_000_000)
+    result = await client.send(get(f"http://127.0.0.1:{server.port}/", timeout_s=3))
+    assert isinstance(result, HttpFailure)
+    assert result.detail == "invalid response: headers over 65536 bytes"
+
+
+async def test_endless_informational_heads_count_towards_the_limit(
+    raw: Callable[..., RawServer], client: H1Client
+) -> None:
+    early_hints = b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n"
+    server = await started(raw, early_hints * 5_000)
+    result = await client.send(get(f"http://127.0.0.1:{server.port}/", timeout_s=3))
+    assert isinstance(result, HttpFailure)
+    assert result.error is AttemptError.CONNECTION_ERROR
+
+
+async def test_headers_within_the_limits_are_kept(
+    raw: Callable[..., RawServer], client: H1Client
+) -> None:
+    server = await started(raw, head_with(99))  # and Content-Length: 100
+    result = await client.send(get(f"http://127.0.0.1:{server.port}/"))
+    assert isinstance(result, HttpResponse) and result.body == b"ok"
+    assert len(result.headers) == 100
+
+
+async def test_the_header_limits_are_the_clients_settings(
+    raw: Callable[..., RawServer],
+) -> None:
+    server = await started(raw, head_with(20))
+    client = H1Client(LOOPBACK, 1000, pool_size=2, max_headers=10, max_header_bytes=1 << 20)
+    try:
+        result = await client.send(get(f"http://127.0.0.1:{server.port}/"))
+    finally:
+        await client.close()
+    assert isinstance(result, HttpFailure)
+    assert result.detail == "invalid response: more than 10 headers"

@@ -10,7 +10,8 @@ from datetime import timedelta
 
 import pytest
 
-from executor.adapters.h1_client import AddrInfo, H1Client, Lookup, allowed_addresses
+from executor.adapters.h1_client import H1Client, Lookup, allowed_addresses
+from executor.adapters.resolver import AddrInfo
 from executor.domain.egress import parse_allowlist
 from executor.domain.outcome import AttemptError
 from executor.ports import HttpFailure, HttpRequest, HttpResponse
@@ -31,7 +32,7 @@ def infos(port: int, *addresses: str) -> list[AddrInfo]:
 
 
 def fake_dns(*addresses: str, calls: list[str] | None = None) -> Lookup:
-    async def lookup(host: str, port: int) -> Sequence[AddrInfo]:
+    async def lookup(host: str, port: int, tenant_id: str) -> Sequence[AddrInfo]:
         if calls is not None:
             calls.append(host)
         return infos(port, *addresses)

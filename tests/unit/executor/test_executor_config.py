@@ -37,6 +37,10 @@ def test_defaults() -> None:
     assert config.egress_allowlist == ()
     assert config.executor_id  # hostname-pid
     assert config.executor_id.rsplit("-", 1)[1].isdigit()
+    assert (config.finished_remembered, config.finished_bytes) == (100_000, 64 * 1024 * 1024)
+    assert (config.max_response_headers, config.max_response_header_bytes) == (100, 65536)
+    assert (config.dns_threads, config.dns_lookups_per_tenant) == (8, 2)
+    assert config.dns_timeout_s == 5.0
 
 
 def test_values_from_the_environment() -> None:
@@ -60,6 +64,13 @@ def test_values_from_the_environment() -> None:
                 "EXECUTOR_RT_PRIORITY": "7",
                 "REPORT_STARTED_AFTER_S": "0",
                 "REPORT_DEFER_MAX_S": "0",
+                "FINISHED_ATTEMPTS_REMEMBERED": "10",
+                "FINISHED_ATTEMPTS_BYTES": "20000",
+                "MAX_RESPONSE_HEADERS": "50",
+                "MAX_RESPONSE_HEADER_BYTES": "8192",
+                "DNS_THREADS": "4",
+                "DNS_LOOKUPS_PER_TENANT": "1",
+                "DNS_TIMEOUT_S": "1.5",
             }
         )
     )
@@ -79,6 +90,9 @@ def test_values_from_the_environment() -> None:
     assert config.rt_priority == 7
     assert config.started_after is None  # 0: Started before every request
     assert config.report_defer is None  # 0: reports never wait
+    assert (config.finished_remembered, config.finished_bytes) == (10, 20000)
+    assert (config.max_response_headers, config.max_response_header_bytes) == (50, 8192)
+    assert (config.dns_threads, config.dns_lookups_per_tenant, config.dns_timeout_s) == (4, 1, 1.5)
 
 
 def test_signing_keys_file_defaults_to_the_run_dir(tmp_path: Path) -> None:
@@ -120,6 +134,14 @@ def test_a_malformed_signing_keys_file_fails_at_start_up(tmp_path: Path) -> None
         {"REPORT_DEFER_MAX_S": "-1"},
         {"REPORT_DEFER_MAX_S": "11"},
         {"EXECUTOR_GC_GEN0": "0"},
+        {"FINISHED_ATTEMPTS_REMEMBERED": "0"},
+        {"FINISHED_ATTEMPTS_BYTES": "-1"},
+        {"MAX_RESPONSE_HEADERS": "0"},
+        {"MAX_RESPONSE_HEADER_BYTES": "0"},
+        {"DNS_THREADS": "0"},
+        {"DNS_LOOKUPS_PER_TENANT": "0"},
+        {"DNS_THREADS": "2", "DNS_LOOKUPS_PER_TENANT": "3"},
+        {"DNS_TIMEOUT_S": "0"},
         {"MESH_SECRET_KEY": ""},
         {"MESH_SECRET_KEY": "not base64!"},
         {"MESH_SECRET_KEY": base64.b64encode(bytes(16)).decode()},
