@@ -294,6 +294,7 @@ class ServiceCallApi(svc_grpc.ServiceCallServiceServicer):
             due_before=ts("schedule_time_end"),
             order_by=order_by,
             descending=direction.strip() == "desc",
+            full=request.view == svc.FULL,
         )
         filter_key = repr(
             (

@@ -50,6 +50,9 @@ class OrchestratorConfig:
     # (orchestrator/watchdog.py), and how many it reads at a time.
     watchdog_interval_s: float
     watchdog_batch: int
+    # How long past its hand-off time a Scheduled call waits for the scheduler's
+    # DueTimeReached before the watchdog hands it off itself (a lost timer request or fact).
+    handoff_backstop: timedelta
 
     @classmethod
     def from_env(cls, env: Env) -> OrchestratorConfig:
@@ -59,6 +62,9 @@ class OrchestratorConfig:
         watchdog_batch = env.integer("WATCHDOG_BATCH", 256)
         if watchdog_batch < 1:
             raise ConfigError(f"WATCHDOG_BATCH must be at least 1, got {watchdog_batch}")
+        handoff_backstop = env.seconds("HANDOFF_BACKSTOP_S", 30.0)
+        if handoff_backstop <= timedelta(0):
+            raise ConfigError("HANDOFF_BACKSTOP_S must be positive")
         handoff_early_max = env.seconds("HANDOFF_EARLY_MAX_S", 15.0)
         if handoff_early_max < timedelta(0):
             raise ConfigError("HANDOFF_EARLY_MAX_S must not be negative")
@@ -81,6 +87,7 @@ class OrchestratorConfig:
             api_key_cache_s=env.number("API_KEY_CACHE_S", 30.0),
             watchdog_interval_s=watchdog_interval_s,
             watchdog_batch=watchdog_batch,
+            handoff_backstop=handoff_backstop,
         )
 
 
@@ -92,7 +99,7 @@ async def serve(config: OrchestratorConfig) -> None:
     await bus.start()
     ids = Uuid7Gen()
     clock = SystemClock()
-    store = PostgresServiceCallStore(engine)
+    store = PostgresServiceCallStore(engine, handoff_backstop=config.handoff_backstop)
     orchestrator = Orchestrator(
         store=store,
         clock=clock,

@@ -53,6 +53,9 @@ class ListQuery:
     order_by: OrderBy = "create_time"
     descending: bool = False
     after: Cursor | None = None
+    # False: the items are for the BASIC view, which shows neither the request body nor the
+    # attempts' response snippets; the store may leave those empty and not read them.
+    full: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +104,8 @@ class ServiceCallStore(Protocol):
         ...
 
     async def overdue_watchdogs(self, now: datetime, limit: int) -> Sequence[ServiceCallState]:
-        """Calls whose watchdog timer (`decide.watchdog_timer`) fires at or before `now`,
-        earliest first, at most `limit`. A plain read: a call may move on before the caller
+        """Calls whose watchdog timer (`decide.watchdog_timer`) is due (`decide.watchdog_due`,
+        with the store's hand-off backstop) at or before `now`, earliest first, at most
+        `limit`. A plain read: a call may move on before the caller
         acts on it, which the core's guards against stale timers are for."""
         ...

@@ -174,11 +174,18 @@ class Firer:
             await self._bus.publish(
                 [due_time_reached(t, now, self._topics.timer_events) for t in due]
             )
-            await self._store.mark_fired([t.timer_id for t in due], self._clock.now())
+            # claim_due holds its timers until now + lease: that names this firer's claim.
+            marked = await self._store.mark_fired(
+                [t.timer_id for t in due], self._clock.now(), now + self._claim_lease
+            )
         except Exception:
             # The claim stays until its lease ends; look again then (at least once).
             self._window.retry_at(now + self._claim_lease)
             raise
+        if marked < len(due):
+            # Our lease ran out before the mark (a stall); another firer claimed them and
+            # fires them too. The orchestrator's inbox and guards take the repeat.
+            log.warning("timers fired after their claim was lost", fired=len(due), marked=marked)
         self.fired += len(due)
         return len(due)
 

@@ -33,7 +33,14 @@ class TimerStore(Protocol):
         again."""
         ...
 
-    async def mark_fired(self, timer_ids: Sequence[str], now: datetime) -> None: ...
+    async def mark_fired(
+        self, timer_ids: Sequence[str], now: datetime, claimed_until: datetime
+    ) -> int:
+        """Marks fired those of `timer_ids` still held by the claim that ends at
+        `claimed_until` (the `now + lease` of the `claim_due` that returned them); returns how
+        many. A firer whose lease ran out and whose timers another claimed, fired, or saw
+        re-armed meanwhile marks none of them: only the claim's holder may end a timer."""
+        ...
 
     async def next_fire_at(self) -> datetime | None:
         """When the earliest pending timer needs attention (its fire time, or the end of its

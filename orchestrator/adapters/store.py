@@ -13,10 +13,11 @@ import contextlib
 import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql as pg
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -25,7 +26,7 @@ from mesh.logs import get_logger
 from orchestrator.adapters import codec
 from orchestrator.adapters.relay import NOTIFY_CHANNEL
 from orchestrator.adapters.tables import inbox, outbox, service_call_tags, service_calls
-from orchestrator.domain.decide import watchdog_timer
+from orchestrator.domain.decide import watchdog_due
 from orchestrator.domain.states import (
     Canceled,
     Dispatched,
@@ -42,17 +43,21 @@ log = get_logger(__name__)
 
 
 _TAG_COUNT_BOUND = 10_000
+# How long a Scheduled call waits past its hand-off time for the scheduler's DueTimeReached
+# before the watchdog hands it off itself (HANDOFF_BACKSTOP_S; decide.watchdog_due).
+DEFAULT_HANDOFF_BACKSTOP = timedelta(seconds=30)
+# Rows the watchdog's one-time pass (see `_backfill_scheduled`) reads per sweep.
+_BACKFILL_PAGE = 5_000
 
 
-def _columns(state: ServiceCallState, now: datetime) -> dict[str, Any]:
+def _columns(state: ServiceCallState, now: datetime, handoff_backstop: timedelta) -> dict[str, Any]:
     """The queryable columns, derived from the state so they can never disagree with it."""
-    watchdog = watchdog_timer(state)
     columns: dict[str, Any] = {
         "status": status_of(state).value,
         "version": state.version,
         "state": codec.encode(state),
         "updated_at": now,
-        "watchdog_at": None if watchdog is None else watchdog.fire_at,
+        "watchdog_at": watchdog_due(state, handoff_backstop),
     }
     match state:
         case Scheduled() | Dispatched() | Running():
@@ -67,6 +72,50 @@ def _columns(state: ServiceCallState, now: datetime) -> dict[str, Any]:
     return columns
 
 
+# The state as the BASIC view needs it, projected in Postgres so that a page of calls never
+# carries their request bodies (up to MAX_BODY_BYTES each) or the attempts' response
+# snippets to us: both emptied, everything else (the status, times, counts) as stored.
+_BASIC_STATE = sa.literal_column(
+    """jsonb_set(
+        jsonb_set(orchestrator.service_calls.state, '{spec,request,body}', '""'),
+        '{attempts}',
+        COALESCE(
+            (SELECT jsonb_agg(a.attempt || '{"response_snippet": ""}' ORDER BY a.n)
+               FROM jsonb_array_elements(orchestrator.service_calls.state->'attempts')
+                    WITH ORDINALITY AS a(attempt, n)),
+            '[]'))""",
+    type_=pg.JSONB,
+).label("state")
+
+_NIL_UUID = "00000000-0000-0000-0000-000000000000"
+
+# One page of the primary key after the last one seen; of it, the Scheduled calls without a
+# watchdog time get handoff_at + backstop (the cast is exact: the codec writes ISO 8601 with
+# an offset). A call changed meanwhile is skipped or re-checked under its row lock by
+# Postgres; the version is left alone, so no concurrent transaction's guard fails.
+_BACKFILL_SCHEDULED = sa.text(
+    """
+    WITH page AS (
+        SELECT tenant_id, service_call_id FROM orchestrator.service_calls
+         WHERE (tenant_id, service_call_id) > (:tenant_id, CAST(:service_call_id AS uuid))
+         ORDER BY tenant_id, service_call_id
+         LIMIT :page
+    ), backfilled AS (
+        UPDATE orchestrator.service_calls AS s
+           SET watchdog_at = (s.state->>'handoff_at')::timestamptz + :backstop
+          FROM page
+         WHERE s.tenant_id = page.tenant_id AND s.service_call_id = page.service_call_id
+           AND s.status = 'SCHEDULED' AND s.watchdog_at IS NULL
+           AND s.state->>'handoff_at' IS NOT NULL
+        RETURNING 1
+    )
+    SELECT (SELECT count(*) FROM backfilled) AS backfilled,
+           tenant_id, service_call_id::text AS service_call_id
+      FROM page ORDER BY tenant_id DESC, service_call_id DESC LIMIT 1
+    """
+)
+
+
 def _decode(data: Any) -> ServiceCallState:
     state: ServiceCallState = codec.decode(ServiceCallState, data)
     return state
@@ -74,9 +123,16 @@ def _decode(data: Any) -> ServiceCallState:
 
 class PostgresServiceCallStore:
     def __init__(
-        self, engine: AsyncEngine, max_batch: int = 64, concurrent_batches: int = 3
+        self,
+        engine: AsyncEngine,
+        max_batch: int = 64,
+        concurrent_batches: int = 3,
+        handoff_backstop: timedelta = DEFAULT_HANDOFF_BACKSTOP,
     ) -> None:
         self._engine = engine
+        self._handoff_backstop = handoff_backstop
+        # Position of the one-time pass over the calls (`_backfill_scheduled`); None once done.
+        self._backfill_after: tuple[str, str] | None = ("", _NIL_UUID)
         self._batcher = _Batcher(self, max_batch, concurrent_batches) if max_batch > 1 else None
 
     async def get(self, tenant_id: str, service_call_id: str) -> ServiceCallState | None:
@@ -95,7 +151,8 @@ class PostgresServiceCallStore:
         c = service_calls.c
         sort = c.created_at if query.order_by == "create_time" else c.due_at
         order_id = c.service_call_id
-        stmt = sa.select(c.state, sort.label("sort_value"), c.service_call_id).where(
+        state = c.state if query.full else _BASIC_STATE
+        stmt = sa.select(state, sort.label("sort_value"), c.service_call_id).where(
             c.tenant_id == query.tenant_id
         )
         driving_tag = None
@@ -108,7 +165,7 @@ class PostgresServiceCallStore:
             t = service_call_tags.c
             sort, order_id = t.created_at, t.service_call_id
             stmt = (
-                sa.select(c.state, sort.label("sort_value"), c.service_call_id)
+                sa.select(state, sort.label("sort_value"), c.service_call_id)
                 .select_from(
                     service_call_tags.join(
                         service_calls,
@@ -174,6 +231,8 @@ class PostgresServiceCallStore:
         return None if counts[rarest] == 0 else rarest
 
     async def overdue_watchdogs(self, now: datetime, limit: int) -> Sequence[ServiceCallState]:
+        if self._backfill_after is not None:
+            await self._backfill_scheduled()
         c = service_calls.c
         async with self._engine.connect() as conn:
             rows = (
@@ -188,19 +247,19 @@ class PostgresServiceCallStore:
         repairs: list[dict[str, Any]] = []
         for row in rows:
             state = _decode(row.state)
-            watchdog = watchdog_timer(state)
-            fire_at = None if watchdog is None else watchdog.fire_at
-            if fire_at is not None and fire_at <= now:
+            due_at = watchdog_due(state, self._handoff_backstop)
+            if due_at is not None and due_at <= now:
                 due.append(state)
-            if fire_at != row.watchdog_at:
+            if due_at != row.watchdog_at:
                 # Written by a replica older than migration 0005, which does not know the
-                # column (see its docstring); left alone it would be read on every sweep.
+                # column (see its docstring), or with another HANDOFF_BACKSTOP_S; left alone
+                # it would be read on every sweep.
                 repairs.append(
                     {
                         "b_tenant_id": row.tenant_id,
                         "b_service_call_id": str(row.service_call_id),
                         "b_version": row.version,
-                        "watchdog_at": fire_at,
+                        "watchdog_at": due_at,
                     }
                 )
         if repairs:
@@ -208,6 +267,35 @@ class PostgresServiceCallStore:
                 await conn.execute(_guarded_update(("watchdog_at",)), repairs)
             log.info("watchdog_at rewritten from the state", calls=len(repairs))
         return due
+
+    async def _backfill_scheduled(self) -> None:
+        """Gives Scheduled calls written before the hand-off backstop existed (watchdog_at
+        NULL) their backstop, one page of the primary key per sweep, once per process.
+
+        No migration: the backstop is a setting, and one pass in pages holds no long lock.
+        Rows an older replica writes during a rolling upgrade still get the scheduler's
+        hand-off; they get the backstop with their next write or the next process's pass.
+        """
+        assert self._backfill_after is not None
+        tenant_id, service_call_id = self._backfill_after
+        async with self._engine.begin() as conn:
+            row = (
+                await conn.execute(
+                    _BACKFILL_SCHEDULED,
+                    {
+                        "tenant_id": tenant_id,
+                        "service_call_id": service_call_id,
+                        "page": _BACKFILL_PAGE,
+                        "backstop": self._handoff_backstop,
+                    },
+                )
+            ).first()
+        if row is None:
+            self._backfill_after = None
+            return
+        self._backfill_after = (row.tenant_id, row.service_call_id)
+        if row.backfilled:
+            log.info("hand-off backstop set on older Scheduled calls", calls=row.backfilled)
 
     async def transact(
         self, tenant_id: str, service_call_id: str, step: Step, event_id: str | None = None
@@ -290,7 +378,7 @@ class PostgresServiceCallStore:
                     tags=sorted(after.spec.tags),
                     idempotency_key=after.spec.idempotency_key,
                     created_at=after.spec.created_at,
-                    **_columns(after, now),
+                    **_columns(after, now, self._handoff_backstop),
                 )
             )
             if after.spec.tags:
@@ -314,7 +402,7 @@ class PostgresServiceCallStore:
                     service_calls.c.service_call_id == service_call_id,
                     service_calls.c.version == before.version,
                 )
-                .values(**_columns(after, now))
+                .values(**_columns(after, now, self._handoff_backstop))
             )
             if updated.rowcount != 1:
                 raise ConcurrentUpdateError(f"{tenant_id}/{service_call_id} changed concurrently")
@@ -368,7 +456,9 @@ class PostgresServiceCallStore:
                         conn, p.tenant_id, p.service_call_id, before, transition
                     )
                     continue
-                columns = _columns(transition.state, _event_time(transition))
+                columns = _columns(
+                    transition.state, _event_time(transition), self._handoff_backstop
+                )
                 updates.setdefault(tuple(sorted(columns)), []).append(
                     {
                         **columns,

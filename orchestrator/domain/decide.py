@@ -262,13 +262,19 @@ def _fire_timer(state: ActiveState, command: FireTimer, now: datetime, timing: T
 
 
 def watchdog_timer(state: ServiceCallState) -> FireTimer | None:
-    """The timer that guards a handed-off attempt, as the command its firing is: the dispatch
-    lease of a Dispatched call, the attempt deadline of a Running one; None in any other state.
+    """The timer the orchestrator's watchdog keeps for a call, as the command its firing is:
+    the dispatch lease of a Dispatched call, the attempt deadline of a Running one, the
+    hand-off of a Scheduled one (a backstop for the scheduler's, see `watchdog_due`); None
+    once the call is finished.
 
     It passes `_fire_timer`'s guards by construction (same purpose, attempt and fire time the
-    state holds), so whoever keeps the timer only has to apply it once `fire_at` has passed.
+    state holds), so whoever keeps the timer only has to apply it once its time has passed.
     """
     match state:
+        case Scheduled(handoff_at=datetime() as handoff_at):
+            return FireTimer(
+                purpose=TimerPurpose.HANDOFF, attempt=state.attempt, fire_at=handoff_at
+            )
         case Dispatched():
             return FireTimer(
                 purpose=TimerPurpose.DISPATCH_LEASE,
@@ -283,6 +289,20 @@ def watchdog_timer(state: ServiceCallState) -> FireTimer | None:
             return None
         case _:
             assert_never(state)
+
+
+def watchdog_due(state: ServiceCallState, handoff_backstop: timedelta) -> datetime | None:
+    """When the watchdog applies `watchdog_timer(state)`: at the fire time of a lease or a
+    deadline (the watchdog is their only keeper), but only `handoff_backstop` after a
+    hand-off's, which the scheduler keeps on the millisecond; the watchdog hands the call off
+    itself only when the timer request or its DueTimeReached was lost. Whichever of the two
+    comes second finds the call Dispatched and is refused as a stale timer."""
+    timer = watchdog_timer(state)
+    if timer is None:
+        return None
+    if timer.purpose is TimerPurpose.HANDOFF:
+        return timer.fire_at + handoff_backstop
+    return timer.fire_at
 
 
 def _reported_on(

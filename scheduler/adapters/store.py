@@ -64,6 +64,7 @@ _MARK_FIRED = sa.text(
     """
     UPDATE scheduler.timers SET state = 'fired', fired_at = :now, claimed_until = NULL
      WHERE timer_id = ANY(CAST(:ids AS uuid[])) AND state = 'pending'
+       AND claimed_until = :claimed_until
     """
 )
 
@@ -174,9 +175,15 @@ class PostgresTimerStore:
             rows = (await conn.execute(_CLAIM, params)).all()
         return sorted((_timer(r) for r in rows), key=lambda t: t.key.fire_at)
 
-    async def mark_fired(self, timer_ids: Sequence[str], now: datetime) -> None:
+    async def mark_fired(
+        self, timer_ids: Sequence[str], now: datetime, claimed_until: datetime
+    ) -> int:
         async with self._engine.begin() as conn:
-            await conn.execute(_MARK_FIRED, {"ids": list(timer_ids), "now": now})
+            marked = await conn.execute(
+                _MARK_FIRED,
+                {"ids": list(timer_ids), "now": now, "claimed_until": claimed_until},
+            )
+        return marked.rowcount
 
     async def next_fire_at(self) -> datetime | None:
         async with self._engine.connect() as conn:

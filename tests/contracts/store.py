@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 from mesh.ports import OutgoingMessage
 from orchestrator.domain.commands import (
     CancelServiceCall,
+    RecordExecutionFailed,
     RecordExecutionStarted,
     RecordExecutionSucceeded,
     RunServiceCallNow,
@@ -17,6 +18,8 @@ from orchestrator.domain.model import DEFAULT_TIMING, ExecutionResult
 from orchestrator.domain.states import Canceled, Dispatched, Running, Scheduled, Status
 from orchestrator.ports import ListQuery, ServiceCallStore, Step, Transition
 from tests.builders import T0, new_tenant, spec, step_for, submit_step
+
+MIB = 1024 * 1024
 
 
 class ServiceCallStoreContract:
@@ -285,3 +288,35 @@ class ServiceCallStoreContract:
         ]
         assert await overdue(T0 + timedelta(days=1), limit=1) == [lost.service_call_id]
         assert await store.overdue_watchdogs(lease, 10) == [dispatched]
+
+    async def test_a_basic_list_leaves_out_bodies_and_snippets(
+        self, store: ServiceCallStore
+    ) -> None:
+        # Regression (issue #12, 8): a BASIC page carried every call's whole state, bodies of
+        # up to 1 MiB included. A failed attempt gives the call a response snippet too.
+        tenant = new_tenant()
+        call = spec(tenant)
+        call = replace(call, request=replace(call.request, body=b"x" * MIB))
+        await store.transact(tenant, call.service_call_id, submit_step(call, T0))
+        started = RecordExecutionStarted(attempt=1, started_at=T0)
+        await store.transact(tenant, call.service_call_id, step_for(started, T0))
+        failed = ExecutionResult(503, '{"error": "busy"}', "", True, None, T0)
+        await store.transact(
+            tenant,
+            call.service_call_id,
+            step_for(RecordExecutionFailed(attempt=1, result=failed), T0),
+        )
+        stored = await store.get(tenant, call.service_call_id)
+        assert stored is not None and len(stored.spec.request.body) == MIB
+        assert [a.response_snippet for a in stored.attempts] == ['{"error": "busy"}']
+
+        (full,) = (await store.list(ListQuery(tenant_id=tenant, page_size=10))).items
+        assert full == stored
+        (basic,) = (await store.list(ListQuery(tenant_id=tenant, page_size=10, full=False))).items
+        assert basic.spec.request.body == b""
+        assert [a.response_snippet for a in basic.attempts] == [""]
+        # Everything else is the stored state: what the BASIC view shows comes out the same.
+        unshown = replace(stored.spec, request=replace(stored.spec.request, body=b""))
+        assert basic.spec == unshown
+        assert replace(basic, spec=stored.spec, attempts=stored.attempts) == stored
+        assert [replace(a, response_snippet="") for a in stored.attempts] == list(basic.attempts)

@@ -58,7 +58,7 @@ class TimerStoreContract:
         t = timer(0)
         await timers.arm(t)
         await timers.claim_due(T0, 10, LEASE)
-        await timers.mark_fired([t.timer_id], T0)
+        await timers.mark_fired([t.timer_id], T0, T0 + LEASE)
         assert await timers.claim_due(T0 + timedelta(hours=1), 10, LEASE) == []
         stored = await timers.get(t.timer_id)
         assert stored is not None and stored.state is TimerState.FIRED
@@ -69,7 +69,7 @@ class TimerStoreContract:
         t = timer(0, armed_by="first")
         await timers.arm(t)
         await timers.claim_due(T0, 10, LEASE)
-        await timers.mark_fired([t.timer_id], T0)
+        await timers.mark_fired([t.timer_id], T0, T0 + LEASE)
         assert await timers.arm(t) is False
         rearmed = Timer(t.key, "second", t.correlation_id, t.sequence)
         assert await timers.arm(rearmed) is True
@@ -142,7 +142,7 @@ class TimerStoreContract:
         await timers.arm(done)
         await timers.arm(pending)
         await timers.claim_due(T0, 10, LEASE)
-        await timers.mark_fired([done.timer_id], T0)
+        await timers.mark_fired([done.timer_id], T0, T0 + LEASE)
         assert await timers.prune(T0 + timedelta(seconds=1)) == 1
         assert await timers.get(done.timer_id) is None
         assert await timers.get(pending.timer_id) is not None
@@ -162,7 +162,27 @@ class TimerStoreContract:
         t = timer(0, armed_by="first")
         await timers.arm(t)
         await timers.claim_due(T0, 10, LEASE)
-        await timers.mark_fired([t.timer_id], T0)
+        await timers.mark_fired([t.timer_id], T0, T0 + LEASE)
         rearm = Timer(t.key, "second", t.correlation_id, t.sequence)
         assert await timers.arm_many([t, rearm]) == set()  # first occurrence wins: a redelivery
         assert await timers.arm_many([rearm]) == {t.timer_id}
+
+    async def test_only_the_claims_holder_marks_a_timer_fired(self, timers: TimerStore) -> None:
+        # Regression (issue #12, 10): mark_fired did not check the claim, so a firer that
+        # stalled past its lease could end a timer another firer held, or one re-armed since.
+        t = timer(0, armed_by="first")
+        await timers.arm(t)
+        assert len(await timers.claim_due(T0, 10, LEASE)) == 1  # the first firer, then stalls
+        assert len(await timers.claim_due(T0 + LEASE, 10, LEASE)) == 1  # the second
+        # The first wakes up while the second holds it: its mark is refused.
+        assert await timers.mark_fired([t.timer_id], T0 + LEASE, T0 + LEASE) == 0
+        assert (await timers.get(t.timer_id)) == t
+        assert await timers.mark_fired([t.timer_id], T0 + LEASE, T0 + 2 * LEASE) == 1
+
+        # Fired and re-armed by a new request: a late mark of the first claim leaves it armed.
+        rearmed = Timer(t.key, "second", t.correlation_id, t.sequence)
+        assert await timers.arm(rearmed) is True
+        assert await timers.mark_fired([t.timer_id], T0 + 3 * LEASE, T0 + LEASE) == 0
+        assert await timers.get(t.timer_id) == rearmed
+        claimed = await timers.claim_due(T0 + 3 * LEASE, 10, LEASE)
+        assert [x.armed_by for x in claimed] == ["second"]

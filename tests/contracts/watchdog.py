@@ -6,7 +6,7 @@ import asyncio
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import partial
 
 from mesh.clock import Uuid7Gen
@@ -14,7 +14,14 @@ from mesh.ports import OutgoingMessage
 from mesh.secrets import SecretBox
 from mesh.topics import Topics
 from orchestrator.adapters.messages import outbox_messages
-from orchestrator.domain.commands import RecordExecutionStarted, RecordExecutionSucceeded
+from orchestrator.adapters.store import DEFAULT_HANDOFF_BACKSTOP
+from orchestrator.domain.commands import (
+    FireTimer,
+    RecordExecutionStarted,
+    RecordExecutionSucceeded,
+    TimerPurpose,
+)
+from orchestrator.domain.errors import StaleTimer
 from orchestrator.domain.model import (
     DEFAULT_RETRY_POLICY,
     DEFAULT_TIMING,
@@ -30,7 +37,7 @@ from orchestrator.domain.states import (
     Succeeded,
 )
 from orchestrator.domain.validation import Limits
-from orchestrator.ports import ServiceCallStore
+from orchestrator.ports import ServiceCallStore, Transition
 from orchestrator.service import Accepted, Orchestrator, Submission
 from orchestrator.watchdog import Watchdog
 from servicecall.internal.v1 import events_pb2 as pb
@@ -38,6 +45,7 @@ from tests.fakes.clock import FakeClock
 
 TOPICS = Topics.with_prefix("watchdog-test.")
 TIMING = DEFAULT_TIMING
+HANDOFF_BACKSTOP = DEFAULT_HANDOFF_BACKSTOP
 ATTEMPT_TIMEOUT = timedelta(seconds=10)
 Sent = Callable[[], Awaitable[Sequence[OutgoingMessage]]]
 
@@ -94,6 +102,16 @@ class World:
         state = await self.state(call)
         assert isinstance(state, Succeeded)
         return state
+
+    async def fire_handoff(
+        self, call: ServiceCallState, fire_at: datetime, event_id: str
+    ) -> Transition | None:
+        """The scheduler's DueTimeReached for the call's hand-off, as the consumer applies it."""
+        spec = call.spec
+        fired = FireTimer(purpose=TimerPurpose.HANDOFF, attempt=1, fire_at=fire_at)
+        return await self.orchestrator.apply(
+            spec.tenant_id, spec.service_call_id, fired, event_id, "test"
+        )
 
     async def _apply(
         self, call: ServiceCallState, command: RecordExecutionStarted | RecordExecutionSucceeded
@@ -178,12 +196,51 @@ class WatchdogContract:
         assert await world.state(call) == done
         assert list(await world.sent()) == before
 
-    async def test_a_scheduled_call_is_left_to_the_schedulers_hand_off(self, world: World) -> None:
+    async def test_a_scheduled_call_is_left_to_the_scheduler_until_the_backstop(
+        self, world: World
+    ) -> None:
         call = await world.submit(due_in=timedelta(hours=1))
-        assert isinstance(call, Scheduled)
-        world.clock.advance(timedelta(hours=2))
-        await world.watchdog().sweep()
+        assert isinstance(call, Scheduled) and call.handoff_at is not None
+        world.clock.current = call.handoff_at + HANDOFF_BACKSTOP - timedelta(microseconds=1)
+        assert await world.watchdog().sweep() is False
         assert await world.state(call) == call
+        assert await world.execution_requests(call) == []
+
+    async def test_a_hand_off_whose_timer_never_fired_is_made_after_the_backstop(
+        self, world: World
+    ) -> None:
+        # Regression (issue #12, 10): the timer request or its DueTimeReached was lost; the
+        # call used to stay Scheduled for ever.
+        call = await world.submit(due_in=timedelta(hours=1))
+        assert isinstance(call, Scheduled) and call.handoff_at is not None
+        world.clock.current = call.handoff_at + HANDOFF_BACKSTOP
+        await world.watchdog().sweep()
+
+        handed_off = await world.state(call)
+        assert isinstance(handed_off, Dispatched) and handed_off.attempt == 1
+        assert handed_off.due_at == call.due_at
+        assert [r.attempt for r in await world.execution_requests(call)] == [1]
+
+        # The scheduler's fact, late: refused as stale, nothing is dispatched twice.
+        late = await world.fire_handoff(call, call.handoff_at, "scheduler-fact")
+        assert late is not None and isinstance(late.rejection, StaleTimer), late
+        assert await world.state(call) == handed_off
+        assert [r.attempt for r in await world.execution_requests(call)] == [1]
+
+    async def test_a_hand_off_the_scheduler_made_is_not_made_again(self, world: World) -> None:
+        call = await world.submit(due_in=timedelta(hours=1))
+        assert isinstance(call, Scheduled) and call.handoff_at is not None
+        world.clock.current = call.handoff_at
+        fired = await world.fire_handoff(call, call.handoff_at, "scheduler-fact")
+        assert fired is not None and fired.rejection is None, fired
+        handed_off = await world.state(call)
+        assert isinstance(handed_off, Dispatched)
+
+        world.clock.current = call.handoff_at + HANDOFF_BACKSTOP
+        assert handed_off.lease_expires_at > world.clock.current  # only the backstop is due
+        await world.watchdog().sweep()
+        assert await world.state(call) == handed_off
+        assert [r.attempt for r in await world.execution_requests(call)] == [1]
 
     async def test_replicas_sweeping_at_once_fire_a_timer_once(self, world: World) -> None:
         calls = [await world.submit() for _ in range(3)]

@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from datetime import datetime
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
 
 from mesh.ports import OutgoingMessage
-from orchestrator.domain.decide import watchdog_timer
+from orchestrator.adapters.store import DEFAULT_HANDOFF_BACKSTOP
+from orchestrator.domain.decide import watchdog_due
 from orchestrator.domain.states import (
     Dispatched,
     Running,
@@ -29,6 +30,7 @@ class InMemoryServiceCallStore:
         default_factory=lambda: defaultdict(asyncio.Lock)
     )
     _due: dict[tuple[str, str], datetime] = field(default_factory=dict)
+    handoff_backstop: timedelta = DEFAULT_HANDOFF_BACKSTOP
 
     async def get(self, tenant_id: str, service_call_id: str) -> ServiceCallState | None:
         return self.calls.get((tenant_id, service_call_id))
@@ -68,13 +70,13 @@ class InMemoryServiceCallStore:
         if len(rows) > query.page_size:
             last = page[-1]
             cursor = Cursor(sort_value(last), last.spec.service_call_id)
-        return Page(items=page, next_cursor=cursor)
+        return Page(items=page if query.full else [basic(s) for s in page], next_cursor=cursor)
 
     async def overdue_watchdogs(self, now: datetime, limit: int) -> Sequence[ServiceCallState]:
         overdue = [
-            (timer.fire_at, state)
+            (due_at, state)
             for state in self.calls.values()
-            if (timer := watchdog_timer(state)) is not None and timer.fire_at <= now
+            if (due_at := watchdog_due(state, self.handoff_backstop)) is not None and due_at <= now
         ]
         overdue.sort(key=lambda pair: pair[0])
         return [state for _, state in overdue[:limit]]
@@ -97,3 +99,13 @@ class InMemoryServiceCallStore:
                     self._due[key] = after.due_at
                 self.outbox.extend(transition.messages)
             return transition
+
+
+def basic(state: ServiceCallState) -> ServiceCallState:
+    """What the Postgres store's BASIC list reads: no request body, no response snippets."""
+    request = replace(state.spec.request, body=b"")
+    return replace(
+        state,
+        spec=replace(state.spec, request=request),
+        attempts=tuple(replace(a, response_snippet="") for a in state.attempts),
+    )

@@ -69,13 +69,22 @@ class InMemoryTimerStore:
             row.claimed_until = now + lease
         return [r.timer for r in due]
 
-    async def mark_fired(self, timer_ids: Sequence[str], now: datetime) -> None:
+    async def mark_fired(
+        self, timer_ids: Sequence[str], now: datetime, claimed_until: datetime
+    ) -> int:
+        marked = 0
         for timer_id in timer_ids:
             row = self.rows.get(timer_id)
-            if row is not None and row.timer.state is TimerState.PENDING:
+            if (
+                row is not None
+                and row.timer.state is TimerState.PENDING
+                and row.claimed_until == claimed_until
+            ):
                 row.timer = replace(row.timer, state=TimerState.FIRED)
                 row.claimed_until = None
                 row.ended_at = now
+                marked += 1
+        return marked
 
     async def next_fire_at(self) -> datetime | None:
         times = [

@@ -234,6 +234,39 @@ def test_grpc_probes_on_the_port_the_service_listens_on(kind: list[Obj], service
     assert svc["ports"][0]["port"] == port and svc["ports"][0]["targetPort"] == "grpc"
 
 
+def test_only_the_orchestrator_reaches_the_internal_grpc_apis(kind: list[Obj]) -> None:
+    # Regression (issue #12, 10): the scheduler's TimerService listened on 0.0.0.0 with no
+    # policy, so any pod in the cluster could arm, cancel or list timers unauthenticated.
+    policies = [o for o in kind if o["kind"] == "NetworkPolicy"]
+    assert [p["metadata"]["name"] for p in policies] == ["internal-grpc-from-orchestrator"]
+    spec = policies[0]["spec"]
+    assert spec["podSelector"] == {
+        "matchExpressions": [
+            {
+                "key": "app.kubernetes.io/name",
+                "operator": "In",
+                "values": ["scheduler", "executor"],
+            }
+        ]
+    }
+    assert spec["policyTypes"] == ["Ingress"]
+    (rule,) = spec["ingress"]
+    assert rule["from"] == [
+        {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "orchestrator"}}}
+    ]
+    assert rule["ports"] == [{"protocol": "TCP", "port": "grpc"}]
+    # The named port the rule opens is the one each selected pod serves gRPC and probes on.
+    for service in ("scheduler", "executor"):
+        labels = find(kind, "Deployment", service)["spec"]["template"]["metadata"]["labels"]
+        assert labels["app.kubernetes.io/name"] == service
+        ports = service_container(kind, service)["ports"]
+        assert [p["name"] for p in ports] == ["grpc"]
+    orchestrator = find(kind, "Deployment", "orchestrator")["spec"]["template"]["metadata"]
+    assert orchestrator["labels"]["app.kubernetes.io/name"] == "orchestrator"
+    # Why the policy is needed: in the cluster every service listens on all addresses.
+    assert find(kind, "ConfigMap", "servicecall-config")["data"]["GRPC_HOST"] == "0.0.0.0"
+
+
 def test_termination_grace_covers_the_graceful_stop(kind: list[Obj]) -> None:
     grpc_grace = 5  # mesh/lifecycle.py Lifecycle.grace
     for service in ("orchestrator", "scheduler"):

@@ -14,9 +14,9 @@ from alembic.config import Config
 from mesh.db import make_engine, sqlalchemy_url
 from mesh.ports import OutgoingMessage
 from orchestrator.adapters.store import PostgresServiceCallStore
-from orchestrator.domain.states import Dispatched, Running, ServiceCallState
+from orchestrator.domain.states import Dispatched, Running, Scheduled, ServiceCallState
 from orchestrator.main import MIGRATIONS
-from tests.contracts.watchdog import TIMING, Sent, WatchdogContract, World
+from tests.contracts.watchdog import HANDOFF_BACKSTOP, TIMING, Sent, WatchdogContract, World
 
 
 def outbox_of(url: str) -> Sent:
@@ -91,7 +91,10 @@ async def test_the_column_follows_the_state(
 ) -> None:
     world = World(stores[0], outbox_of(fresh_database))
     later = await world.submit(due_in=timedelta(hours=1))
-    assert await watchdog_at(fresh_database, later) is None
+    # Regression (issue #12, 10): a Scheduled call is watched too, as a backstop for its
+    # hand-off timer; it used to be NULL.
+    assert isinstance(later, Scheduled) and later.handoff_at is not None
+    assert await watchdog_at(fresh_database, later) == later.handoff_at + HANDOFF_BACKSTOP
     call = await world.submit()
     assert isinstance(call, Dispatched)
     assert await watchdog_at(fresh_database, call) == call.lease_expires_at
@@ -124,6 +127,36 @@ async def test_a_column_an_older_replica_left_stale_is_rewritten(
     assert await world.state(finished) == done
     assert await world.state(running) == running
     assert list(await world.sent()) == sent
+
+
+async def test_scheduled_calls_written_before_the_backstop_get_one(
+    stores: list[PostgresServiceCallStore], fresh_database: str
+) -> None:
+    # Rows written by an orchestrator without the backstop have watchdog_at NULL while
+    # Scheduled; a new process's sweeps set it (no migration), then it acts as for any call.
+    world = World(stores[0], outbox_of(fresh_database))
+    old = [await world.submit(due_in=timedelta(hours=1)) for _ in range(3)]
+    for call in old:
+        await set_watchdog_at(fresh_database, call, None)
+    engine = make_engine(fresh_database, pool_size=2)
+    try:
+        fresh = World(PostgresServiceCallStore(engine), outbox_of(fresh_database))
+        fresh.clock.current = world.clock.current
+        await fresh.watchdog().sweep()
+        for call in old:
+            assert isinstance(call, Scheduled) and call.handoff_at is not None
+            assert await watchdog_at(fresh_database, call) == call.handoff_at + HANDOFF_BACKSTOP
+            assert await fresh.state(call) == call
+
+        first = old[0]
+        assert isinstance(first, Scheduled) and first.handoff_at is not None
+        fresh.clock.current = first.handoff_at + HANDOFF_BACKSTOP
+        await fresh.watchdog().sweep()
+        for call in old:
+            assert isinstance(await fresh.state(call), Dispatched)
+            assert [r.attempt for r in await fresh.execution_requests(call)] == [1]
+    finally:
+        await engine.dispose()
 
 
 async def test_migration_0005_backfills_calls_in_flight(fresh_database: str) -> None:
