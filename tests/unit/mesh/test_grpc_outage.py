@@ -38,7 +38,7 @@ async def call_raising() -> AsyncIterator[Any]:
         servers.append(server)
         await server.start()
         async with grpc.aio.insecure_channel(f"127.0.0.1:{server.bound_port}") as channel:
-            rpc = channel.unary_unary(METHOD)
+            rpc: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(METHOD)
             with pytest.raises(grpc.aio.AioRpcError) as raised:
                 await rpc(b"x")
         return raised.value.code()
