@@ -13,13 +13,14 @@ from mesh.clock import SystemClock, Uuid7Gen
 from mesh.config import CommonConfig, ConfigError, Env
 from mesh.db import make_engine
 from mesh.grpc_server import GrpcServer
-from mesh.kafka import ConsumerRunner, KafkaEventBus
+from mesh.kafka import MAX_MESSAGE_BYTES, ConsumerRunner, KafkaEventBus
 from mesh.lifecycle import Lifecycle, service_main
+from mesh.logs import get_logger
 from mesh.secrets import SecretBox
 from mesh.topics import Topics
 from orchestrator import admin
 from orchestrator.adapters.messages import outbox_messages
-from orchestrator.adapters.relay import OutboxRelay
+from orchestrator.adapters.relay import INBOX_RETENTION, OutboxRelay
 from orchestrator.adapters.store import PostgresServiceCallStore
 from orchestrator.adapters.tenants import PostgresKeyLookup
 from orchestrator.auth import Authenticator
@@ -28,9 +29,12 @@ from orchestrator.domain.model import Timing
 from orchestrator.domain.validation import Limits
 from orchestrator.grpc_api import ServiceCallApi
 from orchestrator.page_tokens import PageTokens
+from orchestrator.ports import OutboxRow
 from orchestrator.service import Orchestrator
 from orchestrator.watchdog import Watchdog
 from servicecall.v1 import service_call_service_pb2, service_call_service_pb2_grpc
+
+log = get_logger(__name__)
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 SERVICE_NAME = service_call_service_pb2.DESCRIPTOR.services_by_name["ServiceCallService"].full_name
@@ -50,6 +54,8 @@ class OrchestratorConfig:
     # (orchestrator/watchdog.py), and how many it reads at a time.
     watchdog_interval_s: float
     watchdog_batch: int
+    # How long applied event ids are kept for deduplication (orchestrator/adapters/relay.py).
+    inbox_retention: timedelta
 
     @classmethod
     def from_env(cls, env: Env) -> OrchestratorConfig:
@@ -72,7 +78,15 @@ class OrchestratorConfig:
                 # only re-armed for its fire time, never lost (decide.py, _fire_timer).
                 handoff_early_max=handoff_early_max,
             ),
-            limits=Limits(max_body_bytes=env.integer("MAX_BODY_BYTES", 1024 * 1024)),
+            limits=Limits(
+                max_body_bytes=env.integer("MAX_BODY_BYTES", 1024 * 1024),
+                max_headers=env.integer("MAX_HEADERS", 100),
+                max_header_bytes=env.integer("MAX_HEADER_BYTES", 64 * 1024),
+                # The producer's message.max.bytes as well: keep it at or below the brokers'
+                # message.max.bytes minus their margin (docs/operations.md, size limits).
+                max_message_bytes=env.integer("MAX_MESSAGE_BYTES", MAX_MESSAGE_BYTES),
+            ),
+            inbox_retention=env.seconds("INBOX_RETENTION_S", INBOX_RETENTION.total_seconds()),
             # Tokens only need to survive between two list calls; replicas must share it.
             page_token_secret=env.text("PAGE_TOKEN_SECRET", "dev-only-page-token-secret").encode(),
             max_snippet_bytes=env.integer("MAX_SNIPPET_BYTES", 1024),
@@ -88,7 +102,9 @@ async def serve(config: OrchestratorConfig) -> None:
     common = config.common
     topics = Topics.with_prefix(common.topic_prefix)
     engine = make_engine(common.database_url)
-    bus = KafkaEventBus(common.kafka_bootstrap, "orchestrator")
+    bus = KafkaEventBus(
+        common.kafka_bootstrap, "orchestrator", max_message_bytes=config.limits.max_message_bytes
+    )
     await bus.start()
     ids = Uuid7Gen()
     clock = SystemClock()
@@ -116,7 +132,12 @@ async def serve(config: OrchestratorConfig) -> None:
         [partial(service_call_service_pb2_grpc.add_ServiceCallServiceServicer_to_server, api)],
         [SERVICE_NAME],
     )
-    relay = OutboxRelay(common.database_url, bus)
+    relay = OutboxRelay(
+        common.database_url,
+        bus,
+        refuse=_report_refused_row,
+        inbox_retention=config.inbox_retention,
+    )
     watchdog = Watchdog(
         orchestrator,
         store,
@@ -143,6 +164,12 @@ async def serve(config: OrchestratorConfig) -> None:
         on_stop=[consumer.stop],
         closers=[bus.close, engine.dispose],
     ).run()
+
+
+async def _report_refused_row(row: OutboxRow, error: str) -> None:
+    # Stand-in until refused rows are parked (orchestrator.parked_messages) and their call
+    # failed: the relay has already logged the row; its copy stays in the outbox until pruned.
+    log.error("refused outbox row is not parked", outbox_id=row.id, error=error)
 
 
 def main(argv: list[str] | None = None) -> None:
