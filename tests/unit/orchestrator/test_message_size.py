@@ -30,9 +30,7 @@ def largest_valid_request() -> HttpRequest:
     count = limits.max_headers
     value = "v" * 16
     name_length = limits.max_header_bytes // count - len(value)
-    headers = tuple(
-        (f"X-Api-Key-{i:03d}-" + "n" * (name_length - 15), value) for i in range(count)
-    )
+    headers = tuple((f"X-Api-Key-{i:03d}-" + "n" * (name_length - 15), value) for i in range(count))
     header_bytes = sum(len(n) + len(v) for n, v in headers)
     body = b"b" * (limits.max_request_bytes - header_bytes - len(url))
     request = http_request(url=url, headers=headers, body=body)
