@@ -22,7 +22,7 @@ from confluent_kafka import (
 
 from mesh.logs import get_logger
 from mesh.offsets import PartitionProgress
-from mesh.ports import OutgoingMessage, PublishFailed, Undelivered
+from mesh.ports import OutgoingMessage, PublishError, Undelivered
 
 log = get_logger(__name__)
 
@@ -48,7 +48,7 @@ REFUSED_MESSAGE_ERRORS = frozenset(
 )
 
 
-def is_refused(error: BaseException) -> bool:
+def is_refused(error: BaseException | None) -> bool:
     """True when `error` says the broker (or the producer, on its behalf) refuses the message."""
     if not isinstance(error, KafkaException) or not error.args:
         return False
@@ -59,7 +59,7 @@ def is_refused(error: BaseException) -> bool:
 class KafkaEventBus:
     """Publishes with the idempotent producer (acks=all), so retries never duplicate or reorder
     messages of one partition; `publish` returns once every message is acknowledged, or raises
-    PublishFailed naming the messages that were not, once all the others are."""
+    PublishError naming the messages that were not, once all the others are."""
 
     def __init__(
         self,
@@ -125,7 +125,7 @@ class KafkaEventBus:
             if isinstance(result, BaseException)
         ]
         if undelivered:
-            raise PublishFailed(undelivered)
+            raise PublishError(undelivered)
 
     async def _publish_alone(
         self, loop: asyncio.AbstractEventLoop, message: OutgoingMessage

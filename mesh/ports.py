@@ -40,7 +40,7 @@ class Undelivered:
     refused: bool
 
 
-class PublishFailed(Exception):
+class PublishError(Exception):
     """Raised by `EventBus.publish` when some messages were not delivered; every message not
     listed in `undelivered` was acknowledged by the broker before it was raised."""
 
@@ -57,7 +57,7 @@ class EventBus(Protocol):
     async def publish(self, messages: Sequence[OutgoingMessage]) -> None:
         """Publishes all messages, in order per key; returns once the broker acknowledged all.
 
-        When some are not delivered, raises PublishFailed naming each of them (by index) with
+        When some are not delivered, raises PublishError naming each of them (by index) with
         its error, and only once every other message is settled, i.e. acknowledged: a caller
         can treat each message not named as delivered. Any other exception means the bus knows
         nothing of what was delivered (treat all as not delivered; sending again duplicates).

@@ -13,7 +13,7 @@ idempotent producer keeps the order within a partition; so Kafka sees each call'
 commit order. Other relay replicas wait as hot standbys and take over when the lock frees.
 
 Why one bad row cannot stop it: the bus reports which messages of a batch were not delivered
-(mesh.ports.PublishFailed). Every delivered row is marked at once, so it is never sent again;
+(mesh.ports.PublishError). Every delivered row is marked at once, so it is never sent again;
 a row the broker refuses for good (too large, malformed) is handed to `refuse`, which keeps a
 copy, and is then marked too; only rows the broker could not take right now stay pending and
 are retried after a backoff, while rows behind them keep flowing.
@@ -32,7 +32,7 @@ from confluent_kafka import KafkaException
 from mesh.db import libpq_url
 from mesh.errors import is_transient
 from mesh.logs import get_logger
-from mesh.ports import EventBus, OutgoingMessage, PublishFailed
+from mesh.ports import EventBus, OutgoingMessage, PublishError
 from orchestrator.ports import OutboxRow
 
 log = get_logger(__name__)
@@ -169,7 +169,7 @@ class OutboxRelay:
         """Publishes `rows`; marks what was delivered or refused. False when some must wait."""
         try:
             await self._bus.publish([row.message for row in rows])
-        except PublishFailed as failed:
+        except PublishError as failed:
             undelivered = {u.index: u for u in failed.undelivered}
         else:
             undelivered = {}
@@ -203,9 +203,11 @@ class OutboxRelay:
             )
             try:
                 await self._refuse(row, str(failure.error))
-            except Exception as e:  # noqa: BLE001 - the row stays pending and comes back
+            except Exception as e:
                 waiting += 1
-                log.error("could not set a refused outbox row aside", outbox_id=row.id, error=str(e))
+                log.error(
+                    "could not set a refused outbox row aside", outbox_id=row.id, error=str(e)
+                )
                 continue
             await outbox.mark_published([row.id])
             self.refused += 1

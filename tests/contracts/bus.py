@@ -6,7 +6,7 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
-from mesh.ports import EventBus, OutgoingMessage, PublishFailed
+from mesh.ports import EventBus, OutgoingMessage, PublishError
 
 # Reads back (key, value) pairs of a topic once at least `count` are there.
 ReadBack = Callable[[str, int], Awaitable[list[tuple[str, bytes]]]]
@@ -46,7 +46,7 @@ class EventBusContract:
             OutgoingMessage(topic, "b/2", b"x" * too_large),
             OutgoingMessage(topic, "a/1", b"after"),
         ]
-        with pytest.raises(PublishFailed) as failed:
+        with pytest.raises(PublishError) as failed:
             await bus.publish(messages)
         [undelivered] = failed.value.undelivered
         assert undelivered.index == 1

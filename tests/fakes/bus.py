@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from mesh.ports import OutgoingMessage, PublishFailed, Undelivered
+from mesh.ports import OutgoingMessage, PublishError, Undelivered
 
 
-class MessageTooLarge(Exception):
+class MessageTooLargeError(Exception):
     """The fake's refusal, standing in for Kafka's MSG_SIZE_TOO_LARGE."""
 
 
@@ -23,12 +23,12 @@ class InMemoryEventBus:
         for index, message in enumerate(messages):
             size = len(message.key.encode()) + len(message.value)
             if self.max_message_bytes is not None and size > self.max_message_bytes:
-                error = MessageTooLarge(f"{size} bytes; at most {self.max_message_bytes}")
+                error = MessageTooLargeError(f"{size} bytes; at most {self.max_message_bytes}")
                 undelivered.append(Undelivered(index, error, refused=True))
             else:
                 self.published.append(message)
         if undelivered:
-            raise PublishFailed(undelivered)
+            raise PublishError(undelivered)
 
     def on(self, topic: str) -> list[tuple[str, bytes]]:
         return [(m.key, m.value) for m in self.published if m.topic == topic]

@@ -6,7 +6,6 @@ from collections.abc import AsyncIterator
 
 import psycopg
 import pytest
-
 from confluent_kafka.admin import (  # type: ignore[attr-defined]
     AdminClient,
     AlterConfigOpType,
@@ -16,7 +15,7 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
 )
 
 from mesh.kafka import MAX_MESSAGE_BYTES, KafkaEventBus
-from mesh.ports import OutgoingMessage, PublishFailed
+from mesh.ports import OutgoingMessage, PublishError
 from meshctl.layout import Layout
 from orchestrator.adapters.relay import PostgresOutbox
 from tests.contracts.bus import EventBusContract, ReadBack
@@ -67,7 +66,7 @@ async def test_a_message_the_broker_refuses_fails_alone(infra: Layout) -> None:
     await bus.start()
     reader = TopicReader(infra.kafka_bootstrap, topic)
     try:
-        with pytest.raises(PublishFailed) as failed:
+        with pytest.raises(PublishError) as failed:
             await bus.publish(
                 [
                     OutgoingMessage(topic, "a/1", b"before"),

@@ -232,8 +232,7 @@ async def remaining(url: str) -> tuple[list[str], list[bytes]]:
             "SELECT payload FROM orchestrator.outbox WHERE published_at IS NOT NULL"
         )
         return [str(r[0]) for r in await inbox.fetchall()], [
-            bytes(r[0])  # type: ignore[call-overload]
-            for r in await outbox.fetchall()
+            bytes(r[0]) for r in await outbox.fetchall()
         ]
 
 
