@@ -22,7 +22,7 @@ from confluent_kafka import (
 
 from mesh.logs import get_logger
 from mesh.offsets import PartitionProgress
-from mesh.ports import OutgoingMessage
+from mesh.ports import OutgoingMessage, PublishError, Undelivered
 
 log = get_logger(__name__)
 
@@ -30,11 +30,44 @@ log = get_logger(__name__)
 DISPATCH_CHUNK = 16
 
 
+# The largest message (key, value and record overhead) the mesh's producers send: librdkafka's
+# `message.max.bytes`. Brokers are configured to accept a little more (scripts/infra/kafka.sh,
+# k8s/overlays/kind/kafka.yaml), so what the producer accepts the broker never refuses for its
+# size; the orchestrator refuses at submit any call whose execution request would not fit
+# (orchestrator/domain/validation.py, docs/operations.md).
+MAX_MESSAGE_BYTES = 1024 * 1024
+
+# Errors that are about the message itself, not the broker's health: sending the same message
+# again gets the same answer, so a caller must set it aside instead of retrying it.
+REFUSED_MESSAGE_ERRORS = frozenset(
+    {
+        KafkaError.MSG_SIZE_TOO_LARGE,
+        KafkaError.RECORD_LIST_TOO_LARGE,
+        KafkaError.INVALID_RECORD,
+    }
+)
+
+
+def is_refused(error: BaseException | None) -> bool:
+    """True when `error` says the broker (or the producer, on its behalf) refuses the message."""
+    if not isinstance(error, KafkaException) or not error.args:
+        return False
+    kafka_error = error.args[0]
+    return isinstance(kafka_error, KafkaError) and kafka_error.code() in REFUSED_MESSAGE_ERRORS
+
+
 class KafkaEventBus:
     """Publishes with the idempotent producer (acks=all), so retries never duplicate or reorder
-    messages of one partition; `publish` returns once every message is acknowledged."""
+    messages of one partition; `publish` returns once every message is acknowledged, or raises
+    PublishError naming the messages that were not, once all the others are."""
 
-    def __init__(self, bootstrap: str, client_id: str, linger_ms: float = 1.0) -> None:
+    def __init__(
+        self,
+        bootstrap: str,
+        client_id: str,
+        linger_ms: float = 1.0,
+        max_message_bytes: int = MAX_MESSAGE_BYTES,
+    ) -> None:
         self._producer = Producer(
             {
                 "bootstrap.servers": bootstrap,
@@ -43,6 +76,9 @@ class KafkaEventBus:
                 "acks": "all",
                 "linger.ms": linger_ms,
                 "socket.nagle.disable": True,
+                # Set, not left to librdkafka's default (1,000,000): the submit-time check and
+                # the broker's limit are both derived from this number.
+                "message.max.bytes": max_message_bytes,
             }
         )
         self._poller: asyncio.Task[None] | None = None
@@ -66,8 +102,41 @@ class KafkaEventBus:
         for message in messages:
             future: asyncio.Future[None] = loop.create_future()
             futures.append(future)
+            try:
+                self._produce(message, self._on_delivery(loop, future))
+            except KafkaException as error:
+                # Refused before it left (e.g. larger than message.max.bytes): the messages
+                # around it are still sent, and their reports awaited, so the caller learns
+                # exactly which ones went.
+                future.set_exception(error)
+        # Every future settles: librdkafka reports each produced message, at the latest when
+        # its message.timeout.ms runs out.
+        results = await asyncio.gather(*futures, return_exceptions=True)
+        if len(messages) > 1:
+            # The broker judges a whole record batch: one message over a topic's limit fails
+            # every message batched with it, all reported as too large. Sent alone, each one
+            # is judged for itself, so `refused` names only the culprit.
+            for index, result in enumerate(results):
+                if is_refused(result):
+                    results[index] = await self._publish_alone(loop, messages[index])
+        undelivered = [
+            Undelivered(index, result, is_refused(result))
+            for index, result in enumerate(results)
+            if isinstance(result, BaseException)
+        ]
+        if undelivered:
+            raise PublishError(undelivered)
+
+    async def _publish_alone(
+        self, loop: asyncio.AbstractEventLoop, message: OutgoingMessage
+    ) -> BaseException | None:
+        future: asyncio.Future[None] = loop.create_future()
+        try:
             self._produce(message, self._on_delivery(loop, future))
-        await asyncio.gather(*futures)
+            await future
+        except KafkaException as error:
+            return error
+        return None
 
     def _produce(self, message: OutgoingMessage, callback: Callable[[Any, Any], None]) -> None:
         while True:

@@ -13,13 +13,15 @@ from mesh.clock import SystemClock, Uuid7Gen
 from mesh.config import CommonConfig, ConfigError, Env
 from mesh.db import make_engine
 from mesh.grpc_server import GrpcServer
-from mesh.kafka import ConsumerRunner, KafkaEventBus
+from mesh.kafka import MAX_MESSAGE_BYTES, ConsumerRunner, KafkaEventBus
 from mesh.lifecycle import Lifecycle, service_main
+from mesh.logs import get_logger
 from mesh.secrets import SecretBox
 from mesh.topics import Topics
 from orchestrator import admin
 from orchestrator.adapters.messages import outbox_messages
-from orchestrator.adapters.relay import OutboxRelay
+from orchestrator.adapters.parking import PostgresParkingLot
+from orchestrator.adapters.relay import INBOX_RETENTION, OutboxRelay
 from orchestrator.adapters.store import PostgresServiceCallStore
 from orchestrator.adapters.tenants import PostgresKeyLookup
 from orchestrator.auth import Authenticator
@@ -28,9 +30,12 @@ from orchestrator.domain.model import Timing
 from orchestrator.domain.validation import Limits
 from orchestrator.grpc_api import ServiceCallApi
 from orchestrator.page_tokens import PageTokens
+from orchestrator.parking import Parking
 from orchestrator.service import Orchestrator
 from orchestrator.watchdog import Watchdog
 from servicecall.v1 import service_call_service_pb2, service_call_service_pb2_grpc
+
+log = get_logger(__name__)
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 SERVICE_NAME = service_call_service_pb2.DESCRIPTOR.services_by_name["ServiceCallService"].full_name
@@ -53,6 +58,8 @@ class OrchestratorConfig:
     # How long past its hand-off time a Scheduled call waits for the scheduler's
     # DueTimeReached before the watchdog hands it off itself (a lost timer request or fact).
     handoff_backstop: timedelta
+    # How long applied event ids are kept for deduplication (orchestrator/adapters/relay.py).
+    inbox_retention: timedelta
 
     @classmethod
     def from_env(cls, env: Env) -> OrchestratorConfig:
@@ -78,7 +85,15 @@ class OrchestratorConfig:
                 # only re-armed for its fire time, never lost (decide.py, _fire_timer).
                 handoff_early_max=handoff_early_max,
             ),
-            limits=Limits(max_body_bytes=env.integer("MAX_BODY_BYTES", 1024 * 1024)),
+            limits=Limits(
+                max_body_bytes=env.integer("MAX_BODY_BYTES", 1024 * 1024),
+                max_headers=env.integer("MAX_HEADERS", 100),
+                max_header_bytes=env.integer("MAX_HEADER_BYTES", 64 * 1024),
+                # The producer's message.max.bytes as well: keep it at or below the brokers'
+                # message.max.bytes minus their margin (docs/operations.md, size limits).
+                max_message_bytes=env.integer("MAX_MESSAGE_BYTES", MAX_MESSAGE_BYTES),
+            ),
+            inbox_retention=env.seconds("INBOX_RETENTION_S", INBOX_RETENTION.total_seconds()),
             # Tokens only need to survive between two list calls; replicas must share it.
             page_token_secret=env.text("PAGE_TOKEN_SECRET", "dev-only-page-token-secret").encode(),
             max_snippet_bytes=env.integer("MAX_SNIPPET_BYTES", 1024),
@@ -95,7 +110,9 @@ async def serve(config: OrchestratorConfig) -> None:
     common = config.common
     topics = Topics.with_prefix(common.topic_prefix)
     engine = make_engine(common.database_url)
-    bus = KafkaEventBus(common.kafka_bootstrap, "orchestrator")
+    bus = KafkaEventBus(
+        common.kafka_bootstrap, "orchestrator", max_message_bytes=config.limits.max_message_bytes
+    )
     await bus.start()
     ids = Uuid7Gen()
     clock = SystemClock()
@@ -123,7 +140,13 @@ async def serve(config: OrchestratorConfig) -> None:
         [partial(service_call_service_pb2_grpc.add_ServiceCallServiceServicer_to_server, api)],
         [SERVICE_NAME],
     )
-    relay = OutboxRelay(common.database_url, bus)
+    parking = Parking(PostgresParkingLot(engine), orchestrator, config.consumer_group)
+    relay = OutboxRelay(
+        common.database_url,
+        bus,
+        refuse=parking.refuse_outbox_row,
+        inbox_retention=config.inbox_retention,
+    )
     watchdog = Watchdog(
         orchestrator,
         store,

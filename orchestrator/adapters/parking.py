@@ -13,6 +13,7 @@ from datetime import datetime
 
 import psycopg
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from mesh.db import libpq_url
@@ -52,9 +53,11 @@ class PostgresParkingLot:
         self._engine = engine
 
     async def park(self, item: ParkedItem) -> int:
+        """Keeps the item once (a retried park finds the first copy); returns its id."""
+        c = parked_messages.c
         async with self._engine.begin() as conn:
-            result = await conn.execute(
-                sa.insert(parked_messages)
+            inserted = await conn.execute(
+                pg_insert(parked_messages)
                 .values(
                     source=item.source,
                     topic=item.topic,
@@ -67,9 +70,22 @@ class PostgresParkingLot:
                     tenant_id=item.tenant_id,
                     service_call_id=item.service_call_id,
                 )
-                .returning(parked_messages.c.id)
+                .on_conflict_do_nothing()
+                .returning(c.id)
             )
-            return int(result.scalar_one())
+            parked_id = inserted.scalar_one_or_none()
+            if parked_id is not None:
+                return int(parked_id)
+            if item.outbox_id is not None:
+                same = c.outbox_id == item.outbox_id
+            else:
+                same = sa.and_(
+                    c.source == item.source,
+                    c.topic == item.topic,
+                    c.kafka_partition == item.kafka_partition,
+                    c.kafka_offset == item.kafka_offset,
+                )
+            return int((await conn.execute(sa.select(c.id).where(same))).scalar_one())
 
 
 class ParkingAdmin:

@@ -32,6 +32,21 @@ class Limits:
     max_backoff: timedelta = timedelta(days=30)
     max_retry_duration: timedelta = timedelta(days=365)
     max_reason_length: int = 1024
+    # Headers are bounded like the body: in count, and in bytes of names plus values.
+    max_headers: int = 100
+    max_header_bytes: int = 64 * 1024
+    # The largest message the mesh's Kafka producers send (their message.max.bytes). A call's
+    # execution request carries its body, headers and URL, so together they must fit, with
+    # room for the rest of the envelope: ids, timestamps, and the growth of sealed header
+    # values (29 bytes each) and protobuf framing (a few bytes per header). Measured at under
+    # 4 KiB with 100 sealed headers (tests/unit/orchestrator/test_message_size.py).
+    max_message_bytes: int = 1024 * 1024
+    envelope_margin_bytes: int = 16 * 1024
+
+    @property
+    def max_request_bytes(self) -> int:
+        """The most body, header and URL bytes one call may carry in total."""
+        return self.max_message_bytes - self.envelope_margin_bytes
 
 
 DEFAULT_LIMITS = Limits()
@@ -107,15 +122,47 @@ def validate_request(request: HttpRequest, limits: Limits = DEFAULT_LIMITS) -> l
             )
         if any(char in value for char in "\r\n\x00"):
             violations.append(FieldViolation(f"{field}.value", "must not contain CR, LF or NUL"))
-    if len(request.body) > limits.max_body_bytes:
-        violations.append(
-            FieldViolation(f"{_REQUEST}.body", f"must be at most {limits.max_body_bytes} bytes")
-        )
+    violations.extend(_size_violations(request, limits))
     if not timedelta(0) < request.attempt_timeout <= limits.max_attempt_timeout:
         violations.append(
             FieldViolation(
                 f"{_REQUEST}.attempt_timeout",
                 f"must be positive and at most {limits.max_attempt_timeout}",
+            )
+        )
+    return violations
+
+
+def _size_violations(request: HttpRequest, limits: Limits) -> list[FieldViolation]:
+    """Each part within its own limit, and all of them within one Kafka message: a call whose
+    execution request the broker would refuse must be refused here, not after it is stored."""
+    violations: list[FieldViolation] = []
+    if len(request.headers) > limits.max_headers:
+        violations.append(
+            FieldViolation(
+                f"{_REQUEST}.headers",
+                f"{len(request.headers)} headers; at most {limits.max_headers}",
+            )
+        )
+    header_bytes = sum(len(name.encode()) + len(value.encode()) for name, value in request.headers)
+    if header_bytes > limits.max_header_bytes:
+        violations.append(
+            FieldViolation(
+                f"{_REQUEST}.headers",
+                f"names and values are {header_bytes} bytes; at most {limits.max_header_bytes}",
+            )
+        )
+    body_bytes = len(request.body)
+    if body_bytes > limits.max_body_bytes:
+        violations.append(
+            FieldViolation(f"{_REQUEST}.body", f"must be at most {limits.max_body_bytes} bytes")
+        )
+    total = body_bytes + header_bytes + len(request.url.encode())
+    if not violations and total > limits.max_request_bytes:
+        violations.append(
+            FieldViolation(
+                f"{_REQUEST}.body",
+                f"body plus headers and URL is {total} bytes; at most {limits.max_request_bytes}",
             )
         )
     return violations

@@ -142,6 +142,11 @@ auto.create.topics.enable=false
 num.partitions=12
 # Consumer groups start consuming at once instead of waiting 3 s for more members (tests).
 group.initial.rebalance.delay.ms=0
+
+# The largest record batch accepted (topics inherit it as max.message.bytes): the producers'
+# message.max.bytes (1 MiB, mesh/kafka.py MAX_MESSAGE_BYTES) plus 64 KiB of room for batch
+# overhead, so nothing a producer accepts is refused here for its size (docs/operations.md).
+message.max.bytes=1114112
 PROPS
   mv -f "$PROPS.tmp" "$PROPS"
 

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
-from mesh.ports import EventBus, OutgoingMessage
+import pytest
+
+from mesh.ports import EventBus, OutgoingMessage, PublishError
 
 # Reads back (key, value) pairs of a topic once at least `count` are there.
 ReadBack = Callable[[str, int], Awaitable[list[tuple[str, bytes]]]]
 
 
 class EventBusContract:
-    """Subclasses provide `bus`, `topic` (a fresh, empty topic) and `read_back`."""
+    """Subclasses provide `bus`, `topic` (a fresh, empty topic), `read_back` and `too_large`
+    (a value size in bytes the bus refuses)."""
 
     async def test_publish_keeps_order_per_key(
         self, bus: EventBus, topic: str, read_back: ReadBack
@@ -34,3 +37,21 @@ class EventBusContract:
         await bus.publish([])
         await bus.publish([OutgoingMessage(topic, "k", b"only")])
         assert await read_back(topic, 1) == [("k", b"only")]
+
+    async def test_a_refused_message_fails_alone(
+        self, bus: EventBus, topic: str, read_back: ReadBack, too_large: int
+    ) -> None:
+        messages = [
+            OutgoingMessage(topic, "a/1", b"before"),
+            OutgoingMessage(topic, "b/2", b"x" * too_large),
+            OutgoingMessage(topic, "a/1", b"after"),
+        ]
+        with pytest.raises(PublishError) as failed:
+            await bus.publish(messages)
+        [undelivered] = failed.value.undelivered
+        assert undelivered.index == 1
+        assert undelivered.refused
+        # Both neighbours were delivered (once each), and the bus goes on publishing.
+        await bus.publish([OutgoingMessage(topic, "c/3", b"later")])
+        records = await read_back(topic, 3)
+        assert sorted(records) == [("a/1", b"after"), ("a/1", b"before"), ("c/3", b"later")]

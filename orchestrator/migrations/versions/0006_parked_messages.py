@@ -39,6 +39,12 @@ def upgrade() -> None:
         );
         CREATE INDEX parked_messages_waiting
             ON orchestrator.parked_messages (parked_at) WHERE replayed_at IS NULL;
+        -- One parked copy per message or row, however often parking it is retried.
+        CREATE UNIQUE INDEX parked_messages_once_per_message
+            ON orchestrator.parked_messages (source, topic, kafka_partition, kafka_offset)
+            WHERE kafka_offset IS NOT NULL;
+        CREATE UNIQUE INDEX parked_messages_once_per_outbox_row
+            ON orchestrator.parked_messages (outbox_id) WHERE outbox_id IS NOT NULL;
         """
     )
 

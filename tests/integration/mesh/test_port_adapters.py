@@ -6,9 +6,16 @@ from collections.abc import AsyncIterator
 
 import psycopg
 import pytest
+from confluent_kafka.admin import (  # type: ignore[attr-defined]
+    AdminClient,
+    AlterConfigOpType,
+    ConfigEntry,
+    ConfigResource,
+    ResourceType,
+)
 
-from mesh.kafka import KafkaEventBus
-from mesh.ports import OutgoingMessage
+from mesh.kafka import MAX_MESSAGE_BYTES, KafkaEventBus
+from mesh.ports import OutgoingMessage, PublishError
 from meshctl.layout import Layout
 from orchestrator.adapters.relay import PostgresOutbox
 from tests.contracts.bus import EventBusContract, ReadBack
@@ -39,6 +46,42 @@ class TestKafkaEventBus(EventBusContract):
             return [(r.key, r.value) for r in records]
 
         return read
+
+    @pytest.fixture
+    def too_large(self) -> int:
+        return 2 * MAX_MESSAGE_BYTES  # refused by the producer itself, before it is sent
+
+
+async def test_a_message_the_broker_refuses_fails_alone(infra: Layout) -> None:
+    """The producer lets it go; the broker's topic limit refuses it, and with it the whole record
+    batch it travelled in: reported for that message only (its neighbours delivered), and the
+    idempotent producer goes on delivering (no fatal error, no stall)."""
+    topic = private_topic(infra.kafka_bootstrap)
+    admin = AdminClient({"bootstrap.servers": infra.kafka_bootstrap})
+    limit = ConfigEntry("max.message.bytes", "65536", incremental_operation=AlterConfigOpType.SET)
+    resource = ConfigResource(ResourceType.TOPIC, topic, incremental_configs=[limit])
+    for future in admin.incremental_alter_configs([resource]).values():
+        future.result(timeout=30)
+    bus = KafkaEventBus(infra.kafka_bootstrap, "contract-broker-refusal")
+    await bus.start()
+    reader = TopicReader(infra.kafka_bootstrap, topic)
+    try:
+        with pytest.raises(PublishError) as failed:
+            await bus.publish(
+                [
+                    OutgoingMessage(topic, "a/1", b"before"),
+                    OutgoingMessage(topic, "a/1", b"x" * 200_000),
+                    OutgoingMessage(topic, "b/2", b"after"),
+                ]
+            )
+        [undelivered] = failed.value.undelivered
+        assert (undelivered.index, undelivered.refused) == (1, True)
+        await bus.publish([OutgoingMessage(topic, "a/1", b"later")])
+        records = await reader.wait_for(3)
+    finally:
+        reader.close()
+        await bus.close()
+    assert sorted(r.value for r in records) == [b"after", b"before", b"later"]
 
 
 class TestPostgresOutbox(OutboxContract):

@@ -25,6 +25,18 @@ async def test_parked_messages_are_listed_and_replayed_once(fresh_database: str)
                 kafka_offset=99,
             )
         )
+        again = await lot.park(
+            ParkedItem(
+                topic="timer-events",
+                key="acme/0190",
+                payload=b"\xff\x00",
+                error="parked again after a lost answer",
+                source="consumer:orchestrator",
+                kafka_partition=2,
+                kafka_offset=99,
+            )
+        )
+        assert again == first  # once per message
     finally:
         await engine.dispose()
     admin = ParkingAdmin(fresh_database)

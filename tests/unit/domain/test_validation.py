@@ -164,3 +164,41 @@ def test_delays_and_reasons_are_checked_before_use() -> None:
     assert validate_reason("no longer needed") == []
     assert [v.field for v in validate_reason("a\x00b")] == ["reason"]
     assert [v.field for v in validate_reason("x" * 1025)] == ["reason"]
+
+
+def test_headers_are_capped_in_count() -> None:
+    many = tuple((f"X-H{i}", "v") for i in range(101))
+    found = violations(request=http_request(headers=many))
+    assert found == [FieldViolation(f"{R}.headers", "101 headers; at most 100")]
+    assert violations(request=http_request(headers=many[:100])) == []
+
+
+def test_headers_are_capped_in_bytes_of_names_and_values() -> None:
+    big = (("X-A", "a" * 40_000), ("X-B", "b" * 30_000))
+    found = violations(request=http_request(headers=big))
+    assert found == [
+        FieldViolation(f"{R}.headers", "names and values are 70006 bytes; at most 65536")
+    ]
+
+
+def test_body_headers_and_url_must_fit_one_message_of_the_mesh() -> None:
+    # The body alone is within its limit; with the envelope's margin the message would not be.
+    limits = Limits(max_body_bytes=2000, max_message_bytes=3000, envelope_margin_bytes=1000)
+    request = http_request(body=b"x" * 1950)
+    url_and_headers = len(request.url) + sum(len(n) + len(v) for n, v in request.headers)
+    found = violations(request=request, limits=limits)
+    assert found == [
+        FieldViolation(
+            f"{R}.body",
+            f"body plus headers and URL is {1950 + url_and_headers} bytes; at most 2000",
+        )
+    ]
+    fits = http_request(body=b"x" * (2000 - url_and_headers))
+    assert violations(request=fits, limits=limits) == []
+
+
+def test_a_body_of_the_default_maximum_is_refused_as_too_large_for_a_message() -> None:
+    """The 1 MiB body the issue found accepted, then refused by Kafka forever."""
+    found = violations(request=http_request(body=b"x" * (1024 * 1024)))
+    assert fields(found) == {f"{R}.body"}
+    assert "body plus headers and URL is" in found[0].description

@@ -17,7 +17,11 @@ from tests.fakes.outbox import InMemoryOutbox
 class TestInMemoryEventBus(EventBusContract):
     @pytest.fixture
     def bus(self) -> InMemoryEventBus:
-        return InMemoryEventBus()
+        return InMemoryEventBus(max_message_bytes=1024)
+
+    @pytest.fixture
+    def too_large(self) -> int:
+        return 2048
 
     @pytest.fixture
     def topic(self) -> str:
