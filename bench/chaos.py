@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import os
 import random
+import shutil
 import signal
 import sys
 import time
@@ -594,15 +595,16 @@ async def one_scenario(
     return result
 
 
-async def heal(layout: Layout) -> None:
-    """After a scenario that left calls unfinished, the next one starts from fresh service
-    processes (a wedged consumer would otherwise be blamed on the next fault)."""
-    await asyncio.to_thread(mesh.stop_mesh_processes, layout)
-    await asyncio.to_thread(start_kafka, layout)
-    await asyncio.to_thread(start_postgres, layout)
-    await asyncio.to_thread(mesh.start_services, layout)
-    await asyncio.to_thread(mesh.start_envoy, layout)
-    await asyncio.to_thread(mesh.wait_healthy, layout)
+def fresh_mesh(layout: Layout) -> None:
+    """Stops whatever runs in the chaos run dir, deletes it, and starts a mesh from nothing:
+    a scenario that wedged the mesh (a poison row stays in the outbox, a poison message on its
+    partition) would otherwise be blamed on the next fault, even across restarts."""
+    mesh.down(layout)
+    pg = layout.run_dir / "pg"
+    if pg.is_symlink():  # postgres.sh put the instance elsewhere (see there): delete it too
+        shutil.rmtree(pg.resolve(), ignore_errors=True)
+    shutil.rmtree(layout.run_dir, ignore_errors=True)
+    mesh.up(layout)
 
 
 async def run_suite(
@@ -615,14 +617,14 @@ async def run_suite(
     stub: svc_grpc.ServiceCallServiceAsyncStub = svc_grpc.ServiceCallServiceStub(channel)
     results: list[Result] = []
     try:
-        for scenario in plan:
+        for index, scenario in enumerate(plan):
             print(f"- {scenario} ({options.calls} calls) ...", file=sys.stderr, flush=True)
             result = await one_scenario(layout, stub, sink, scenario, options, rng)
             results.append(result)
             print(f"  {row(result)}", file=sys.stderr, flush=True)
-            if result.stuck or result.lost:
-                print("  restarting the services before the next scenario", file=sys.stderr)
-                await heal(layout)
+            if (result.stuck or result.lost) and index < len(plan) - 1:
+                print("  a fresh mesh for the next scenario ...", file=sys.stderr, flush=True)
+                await asyncio.to_thread(fresh_mesh, layout)
     finally:
         await channel.close()
         await sink.stop()
@@ -677,8 +679,7 @@ def main(argv: list[str] | None = None) -> None:
     options = Options(calls=args.calls, span_s=args.span, patience_s=args.patience)
     layout = with_chaos_env(CHAOS_LAYOUT)
     print(f"seed {seed}; mesh in {layout.run_dir}", file=sys.stderr, flush=True)
-    mesh.stop_mesh_processes(layout)  # never judge services an older run left
-    mesh.up(layout)
+    fresh_mesh(layout)  # never judge services, or a wedge, that an older run left
     try:
         results = asyncio.run(run_suite(layout, plan, options, seed))
     finally:
