@@ -487,6 +487,7 @@ def judge(
     stuck_states: dict[str, int] = {}
     refusals: dict[str, int] = {}
     poison_outcomes: list[str] = []
+    stuck_ids: list[str] = []
     for call in calls:
         if call.refused:
             result.refused += 1
@@ -508,6 +509,8 @@ def judge(
             else:
                 result.stuck += 1
             stuck_states[name] = stuck_states.get(name, 0) + 1
+            if len(stuck_ids) < 3:
+                stuck_ids.append(f"{call.tenant}/{call.service_call_id or call.path}")
         elif not seen and (not call.poison or state.state == api.ServiceCall.SUCCEEDED):
             # An ordinary call must reach its target; no call may say SUCCEEDED unsent.
             result.lost += 1
@@ -549,6 +552,7 @@ def judge(
         result.notes.append(
             "not terminal at the bound: "
             + ", ".join(f"{n}×{k}" for k, n in sorted(stuck_states.items()))
+            + f" (e.g. {', '.join(stuck_ids)})"
         )
     if refusals:
         result.notes.append(
