@@ -147,6 +147,9 @@ class Result:
     scenario: str
     calls: int = 0
     refused: int = 0
+    # Refusals other than a 400 (INVALID_ARGUMENT) of a poison input: an ordinary call
+    # refused, or an answer like UNKNOWN (HTTP 500) that a client cannot act on.
+    bad_refusals: int = 0
     lost: int = 0
     stuck: int = 0
     duplicates: int = 0
@@ -161,7 +164,7 @@ class Result:
     @property
     def failed(self) -> bool:
         return bool(self.lost or self.stuck or self.early or self.key_mismatch) or bool(
-            self.double_terminal
+            self.double_terminal or self.bad_refusals
         )
 
 
@@ -492,6 +495,8 @@ def judge(
         if call.refused:
             result.refused += 1
             refusals[call.refused] = refusals.get(call.refused, 0) + 1
+            if not call.poison or call.refused != "INVALID_ARGUMENT":
+                result.bad_refusals += 1
             if call.poison:
                 poison_outcomes.append(f"{call.poison}: refused {call.refused}")
             else:
@@ -645,8 +650,9 @@ HEADER = (
 
 
 def row(r: Result) -> str:
+    bad = f" ({r.bad_refusals} not 400)" if r.bad_refusals else ""
     return (
-        f"| {r.scenario} | {r.calls} | {r.refused} | {r.lost} | {r.stuck} | {r.duplicates}"
+        f"| {r.scenario} | {r.calls} | {r.refused}{bad} | {r.lost} | {r.stuck} | {r.duplicates}"
         f" | {r.early} | {r.key_mismatch} | {r.double_terminal} | {r.max_late_s:.2f}"
         f" | {r.recovery_s:.1f} | {r.fault_at_s:.1f} |"
     )
@@ -696,7 +702,8 @@ def main(argv: list[str] | None = None) -> None:
     print(report(results))
     if any(r.failed for r in results):
         print(
-            "\nFAILED: some call was lost, stuck, early, sent with another key or completed twice"
+            "\nFAILED: some call was lost, stuck, early, sent with another key, completed twice,"
+            " or refused otherwise than a poison input's 400"
         )
         sys.exit(1)
 
