@@ -13,7 +13,7 @@ SOURCES := mesh orchestrator scheduler executor gateway meshctl tests bench k8s
 
 .PHONY: help bootstrap proto proto-check buf-lint lint typecheck check test test-unit \
         test-integration test-e2e up down status logs demo-curl demo-grpcurl clean \
-        bench-scheduler bench-executor bench-burst bench-list fuzz admin
+        bench-scheduler bench-executor bench-burst bench-list fuzz admin chaos
 
 help:
 	@echo "make up          start Postgres, Kafka, the three services and Envoy (local processes)"
@@ -92,6 +92,12 @@ bench-executor: bootstrap
 
 bench-burst: bootstrap
 	$(PY) -m bench.executor_burst $(BENCH_FLAGS)
+
+# Faults injected into a mesh of its own while calls are due (bench/chaos.py, docs/chaos.md):
+# every scenario, the broker kill five times; fails on any lost, stuck, early or double-terminal
+# call. E.g. make chaos CHAOS_FLAGS="--scenarios kill-kafka --repeat 2 --seed 7"
+chaos: bootstrap
+	$(PY) -m bench.chaos $(CHAOS_FLAGS)
 
 # A longer fuzz run than the bounded one inside `make test` (tests/e2e/test_fuzz.py).
 fuzz: bootstrap
