@@ -29,6 +29,9 @@ def make_engine(database_url: str, pool_size: int = 10) -> AsyncEngine:
         pool_size=pool_size,
         max_overflow=pool_size,
         pool_pre_ping=True,
+        # An error's text (logged, sometimes returned) would otherwise end with every bound
+        # parameter: request bodies and headers, sealed or not, of whichever call failed.
+        hide_parameters=True,
     )
 
 

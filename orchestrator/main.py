@@ -16,7 +16,7 @@ from mesh.grpc_server import GrpcServer
 from mesh.kafka import MAX_MESSAGE_BYTES, ConsumerRunner, KafkaEventBus
 from mesh.lifecycle import Lifecycle, service_main
 from mesh.logs import get_logger
-from mesh.secrets import SecretBox
+from mesh.secrets import SecretBox, fingerprint_key_from_env
 from mesh.topics import Topics
 from orchestrator import admin
 from orchestrator.adapters.messages import outbox_messages
@@ -50,6 +50,8 @@ class OrchestratorConfig:
     max_snippet_bytes: int
     consumer_group: str
     secrets: SecretBox
+    # Keys the idempotency fingerprints (IDEMPOTENCY_KEY, else derived from MESH_SECRET_KEY).
+    fingerprint_key: bytes
     api_key_cache_s: float
     # How often each replica sweeps for calls past their dispatch lease or attempt deadline
     # (orchestrator/watchdog.py), and how many it reads at a time.
@@ -99,6 +101,7 @@ class OrchestratorConfig:
             max_snippet_bytes=env.integer("MAX_SNIPPET_BYTES", 1024),
             consumer_group=env.text("ORCHESTRATOR_GROUP", "orchestrator"),
             secrets=SecretBox.from_env(env.values),
+            fingerprint_key=fingerprint_key_from_env(env.values),
             api_key_cache_s=env.number("API_KEY_CACHE_S", 30.0),
             watchdog_interval_s=watchdog_interval_s,
             watchdog_batch=watchdog_batch,
@@ -127,6 +130,7 @@ async def serve(config: OrchestratorConfig) -> None:
             outbox_messages, topics=topics, max_snippet_bytes=config.max_snippet_bytes
         ),
         secrets=config.secrets,
+        fingerprint_key=config.fingerprint_key,
     )
     api = ServiceCallApi(
         orchestrator,

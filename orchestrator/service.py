@@ -72,6 +72,7 @@ class Orchestrator:
         limits: Limits,
         to_messages: MessageMapper,
         secrets: SecretBox,
+        fingerprint_key: bytes,
     ) -> None:
         self._store = store
         self._clock = clock
@@ -80,6 +81,7 @@ class Orchestrator:
         self._limits = limits
         self._to_messages = to_messages
         self._secrets = secrets
+        self._fingerprint_key = fingerprint_key
 
     async def submit(
         self, submission: Submission, correlation_id: str
@@ -120,6 +122,7 @@ class Orchestrator:
             submission.tags,
             submission.retry_policy,
             submission.due if submission.due is not None else now,
+            key=self._fingerprint_key,
         )
         spec = ServiceCallSpec(
             tenant_id=submission.tenant_id,

@@ -19,6 +19,7 @@ from orchestrator.domain.states import ServiceCallState
 from orchestrator.ports import Step, Transition
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+FINGERPRINT_KEY = b"test-fingerprint-key"
 
 
 def new_tenant() -> str:
@@ -43,7 +44,9 @@ def spec(
         tags=tags,
         idempotency_key=None,
         retry_policy=DEFAULT_RETRY_POLICY,
-        fingerprint=fingerprint(request, tags, DEFAULT_RETRY_POLICY, created_at),
+        fingerprint=fingerprint(
+            request, tags, DEFAULT_RETRY_POLICY, created_at, key=FINGERPRINT_KEY
+        ),
         created_at=created_at,
     )
 

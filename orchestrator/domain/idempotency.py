@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
 import struct
 import uuid
 from collections.abc import Iterable
@@ -28,17 +29,31 @@ def service_call_id_for(tenant_id: str, idempotency_key: str) -> str:
 
 
 def fingerprint(
-    request: HttpRequest, tags: Iterable[str], retry_policy: RetryPolicy, due: DueSpec
+    request: HttpRequest,
+    tags: Iterable[str],
+    retry_policy: RetryPolicy,
+    due: DueSpec,
+    *,
+    key: bytes,
 ) -> str:
+    """A keyed hash (HMAC-SHA256) of the request as the client sent it.
+
+    Keyed because the request holds secret header values in clear and the fingerprint is
+    stored beside the call: a plain hash would let anyone who reads the row confirm a guessed
+    password offline. The key is the mesh's (orchestrator/main.py); a different key gives
+    different fingerprints, so a resubmit of a call stored under another key is a conflict.
+    """
+    if not key:
+        raise ValueError("the fingerprint key must not be empty")
     # Every field is length-prefixed, so no two different requests share an encoding.
     # Header names are case-insensitive in HTTP, so they are lowercased and sorted; the sort is
     # stable because the order of repeated names is meaningful. The URL is kept verbatim:
     # two spellings of one URL conflict rather than silently match.
     headers = sorted(((name.lower(), value) for name, value in request.headers), key=lambda h: h[0])
     sorted_tags = sorted(set(tags))
-    hasher = hashlib.sha256()
+    hasher = hmac.new(key, digestmod=hashlib.sha256)
     parts: list[bytes] = [
-        b"servicecall-fingerprint-v1",
+        b"servicecall-fingerprint-v2",
         request.method.encode(),
         request.url.encode(),
         _int(len(headers)),

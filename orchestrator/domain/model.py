@@ -27,8 +27,8 @@ class RetryPolicy:
     min_backoff: timedelta
     max_backoff: timedelta
     multiplier: float
-    # Fraction of the backoff that may be taken off (0 = none, 1 = anything down to zero), so
-    # a jittered delay never exceeds max_backoff.
+    # Fraction of the backoff that may be added (0 = none, 1 = up to twice the backoff); a
+    # jittered delay stays between min_backoff and max_backoff (domain/retry.py).
     jitter: float
     retryable_status_codes: frozenset[int]
 

@@ -33,8 +33,11 @@ def jitter_fraction(service_call_id: str, attempt: int) -> float:
 
 def backoff(policy: RetryPolicy, service_call_id: str, attempt: int) -> timedelta:
     base = base_backoff(policy, attempt)
-    # Subtractive jitter keeps the delay within (base·(1 − jitter), base], never above the cap.
-    return base * (1 - policy.jitter * jitter_fraction(service_call_id, attempt))
+    # Jitter only adds: the delay is in [base, base·(1 + jitter)], capped at max_backoff. Taking
+    # some off instead would retry before min_backoff; like Cloud Tasks, the API promises
+    # retries between min_backoff and max_backoff (proto RetryPolicy.jitter).
+    jittered = base * (1 + policy.jitter * jitter_fraction(service_call_id, attempt))
+    return max(policy.min_backoff, min(policy.max_backoff, jittered))
 
 
 def decide_retry(

@@ -68,6 +68,7 @@ class World:
             limits=Limits(),
             to_messages=partial(outbox_messages, topics=TOPICS, max_snippet_bytes=256),
             secrets=SecretBox({1: bytes(32)}, current=1),
+            fingerprint_key=b"test-fingerprint-key",
         )
 
     def watchdog(self, batch_size: int = 16) -> Watchdog:

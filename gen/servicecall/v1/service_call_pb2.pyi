@@ -299,7 +299,10 @@ class RetryPolicy(_message.Message):
     multiplier: _builtins.float
     """Backoff multiplier per attempt. Default 2."""
     jitter: _builtins.float
-    """Fraction of the backoff randomised, 0..1. Default 0.1."""
+    """Fraction of the backoff randomised, 0..1. Default 0.2. Jitter only adds: the delay
+    before a retry is between the backoff and (1 + jitter) times it, never shorter than
+    min_backoff and never longer than max_backoff.
+    """
     @_builtins.property
     def max_retry_duration(self) -> _duration_pb2.Duration:
         """No retry is started after this long since submission. Unset: no limit."""

@@ -43,6 +43,7 @@ T0 = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
 TIMING = DEFAULT_TIMING
 DUE = T0 + timedelta(hours=1)
 SECOND = timedelta(seconds=1)
+FINGERPRINT_KEY = b"test-fingerprint-key"
 
 
 def http_request(**changes: object) -> HttpRequest:
@@ -79,7 +80,7 @@ def service_call_spec(
         tags=tags,
         idempotency_key=idempotency_key,
         retry_policy=policy,
-        fingerprint=fingerprint(request, tags, policy, due),
+        fingerprint=fingerprint(request, tags, policy, due, key=FINGERPRINT_KEY),
         created_at=created_at,
     )
 

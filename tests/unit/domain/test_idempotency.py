@@ -16,7 +16,7 @@ from orchestrator.domain.idempotency import (
 )
 from orchestrator.domain.model import HttpRequest, RetryPolicy
 
-from .builders import DUE, http_request, retry_policy
+from .builders import DUE, FINGERPRINT_KEY, http_request, retry_policy
 
 TAGS = frozenset({"billing", "eu"})
 
@@ -26,8 +26,9 @@ def fp(
     tags: frozenset[str] = TAGS,
     policy: RetryPolicy | None = None,
     due: DueSpec = DUE,
+    key: bytes = FINGERPRINT_KEY,
 ) -> str:
-    return fingerprint(request or http_request(), tags, policy or retry_policy(), due)
+    return fingerprint(request or http_request(), tags, policy or retry_policy(), due, key=key)
 
 
 def test_service_call_id_is_a_uuid5_of_tenant_and_key() -> None:
@@ -138,3 +139,29 @@ def test_every_field_changes_the_fingerprint(changed: Callable[[], str]) -> None
 def test_naive_due_time_is_a_programmer_error() -> None:
     with pytest.raises(TypeError):
         fp(due=DUE.replace(tzinfo=None))
+
+
+# A request with a Basic-auth password ("user:hunter2"), and the fingerprint the unkeyed
+# SHA-256 of the code before the keyed hash gave for it (with TAGS, the default policy and
+# DUE). Anyone reading the stored row could confirm a guessed password against that value.
+WITH_PASSWORD = http_request(headers=(("Authorization", "Basic dXNlcjpodW50ZXIy"),))
+UNKEYED_SHA256 = "9ce155f4de5a7886a285cbdc86cc05fb24b9c01031bb668351509a8256c640cc"
+
+
+def test_the_fingerprint_is_keyed_not_a_plain_hash_of_the_request() -> None:
+    assert fp(WITH_PASSWORD) != UNKEYED_SHA256
+    assert fp(WITH_PASSWORD, key=b"another key") != UNKEYED_SHA256
+
+
+def test_the_same_request_under_the_same_key_has_the_same_fingerprint() -> None:
+    assert fp(WITH_PASSWORD, key=b"k1") == fp(WITH_PASSWORD, key=b"k1")
+
+
+def test_another_key_gives_another_fingerprint() -> None:
+    assert fp(WITH_PASSWORD, key=b"k1") != fp(WITH_PASSWORD, key=b"k2")
+    assert fp(key=b"k1") != fp(key=b"k2")
+
+
+def test_an_empty_key_is_refused() -> None:
+    with pytest.raises(ValueError, match="key"):
+        fp(key=b"")

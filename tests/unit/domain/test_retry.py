@@ -64,8 +64,30 @@ def test_jitter_is_bounded_and_deterministic(
     base = base_backoff(policy, attempt)
 
     assert delay == backoff(policy, service_call_id, attempt)
-    assert base * (1 - policy.jitter) - timedelta(microseconds=1) <= delay <= base
+    assert base <= delay <= min(policy.max_backoff, base * (1 + policy.jitter))
     assert 0 <= jitter_fraction(service_call_id, attempt) < 1
+
+
+@settings(max_examples=300)
+@given(policies, ids, attempts)
+def test_no_retry_comes_before_min_backoff_or_after_max_backoff(
+    policy: RetryPolicy, service_call_id: str, attempt: int
+) -> None:
+    # Cloud Tasks' promise, and the proto's: retries come between min_backoff and max_backoff.
+    assert policy.min_backoff <= backoff(policy, service_call_id, attempt) <= policy.max_backoff
+    retry_in = delay_after(policy, call=service_call_id)
+    assert retry_in is not None
+    assert policy.min_backoff <= retry_in <= policy.max_backoff
+
+
+def test_default_jitter_never_retries_before_a_3_s_min_backoff() -> None:
+    # Regression: subtractive jitter retried after 2.45-2.99 s with minBackoff 3 s.
+    policy = retry_policy(min_backoff=3 * SECOND)
+
+    delays = [backoff(policy, f"call-{n}", 1) for n in range(200)]
+
+    assert min(delays) >= 3 * SECOND
+    assert max(delays) <= 3 * SECOND * (1 + policy.jitter)
 
 
 def test_jitter_spreads_calls_that_fail_together() -> None:
@@ -76,10 +98,12 @@ def test_jitter_spreads_calls_that_fail_together() -> None:
     assert len(delays) > 40
 
 
-def delay_after(policy: RetryPolicy, result: ExecutionResult = BUSY) -> timedelta | None:
+def delay_after(
+    policy: RetryPolicy, result: ExecutionResult = BUSY, call: str = "call-1"
+) -> timedelta | None:
     decision = decide_retry(
         policy=policy,
-        service_call_id="call-1",
+        service_call_id=call,
         attempt=1,
         result=result,
         outcome=AttemptOutcome.FAILED,

@@ -229,8 +229,9 @@ async def test_snippet_is_bounded_by_the_request_and_masked() -> None:
     await world.handler(received(request_envelope(body=body, snippet_bytes=40)))
     snippet = world.results()[0].execution_succeeded.result.response_snippet
     assert "hunter2" not in snippet
-    # the first 40 bytes of the body, then masked
-    assert snippet == '{"password":"[REDACTED]","data":"' + "y" * 10
+    # masked first, then cut to the 40 bytes the request allows
+    assert snippet == '{"password":"[REDACTED]","data":"yyyyyyy'
+    assert len(snippet.encode()) == 40
 
 
 async def test_timing_fields_of_the_result() -> None:

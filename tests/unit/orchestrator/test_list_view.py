@@ -21,7 +21,7 @@ from orchestrator.page_tokens import PageTokens
 from orchestrator.ports import ListQuery, Page
 from orchestrator.service import Orchestrator
 from servicecall.v1 import service_call_service_pb2 as svc
-from tests.builders import T0, new_tenant, spec, submit_step
+from tests.builders import FINGERPRINT_KEY, T0, new_tenant, spec, submit_step
 from tests.fakes.clock import FakeClock
 from tests.fakes.store import InMemoryServiceCallStore
 
@@ -76,6 +76,7 @@ async def test_only_the_full_view_reads_whole_states(
             outbox_messages, topics=Topics.with_prefix("t."), max_snippet_bytes=256
         ),
         secrets=SecretBox({1: bytes(32)}, current=1),
+        fingerprint_key=FINGERPRINT_KEY,
     )
     api = ServiceCallApi(orchestrator, Uuid7Gen(), PageTokens(b"s"), Authenticator(Keys(tenant)))
 

@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
 
 from mesh.secrets import SecretBox, SecretError, header_binding
+from mesh.topics import Topics
+from orchestrator.adapters.messages import outbox_messages
+from orchestrator.domain.commands import SubmitServiceCall
+from orchestrator.domain.decide import decide
 from orchestrator.domain.model import HttpRequest
 from orchestrator.sealing import SEALED_PREFIX, seal_secret_headers, split_sealed
+from servicecall.internal.v1 import events_pb2 as pb
+from tests.unit.domain.builders import T0, TIMING, apply, events_of, service_call_spec
 
 
 @pytest.fixture
@@ -55,3 +62,38 @@ def test_a_rotated_key_still_opens_what_the_old_one_sealed() -> None:
     old, new = os.urandom(32), os.urandom(32)
     sealed = SecretBox({0: old}, current=0).seal(b"s", b"where")
     assert SecretBox({0: old, 1: new}, current=1).open(sealed, b"where") == b"s"
+
+
+def test_a_clear_header_that_looks_sealed_is_sent_as_it_came(box: SecretBox) -> None:
+    # Regression: any value starting with "sealed:" was decoded as ciphertext, and
+    # binascii.Error stopped the orchestrator's consumer at hand-off.
+    stored = seal_secret_headers(
+        request(("X-Note", "sealed:abc"), ("Authorization", "Bearer abc")), "acme", "call-1", box
+    )
+
+    clear, by_name = split_sealed(stored.headers)
+
+    assert clear == (("X-Note", "sealed:abc"),)
+    assert set(by_name) == {"Authorization"}
+
+
+def test_a_call_whose_header_looks_sealed_is_handed_off_with_it_in_clear(box: SecretBox) -> None:
+    spec = service_call_spec(request=request(("X-Note", "sealed:abc")))
+    spec = replace(spec, request=seal_secret_headers(spec.request, "acme", "call-1", box))
+    events = events_of(decide(None, SubmitServiceCall(spec=spec, due_at=T0), T0, TIMING))
+
+    sent = outbox_messages(None, apply(None, events), events, "corr", Topics.with_prefix(""), 256)
+
+    (order,) = [
+        envelope.execution_requested
+        for envelope in (pb.Envelope.FromString(m.value) for m in sent)
+        if envelope.WhichOneof("payload") == "execution_requested"
+    ]
+    assert dict(order.request.headers) == {"X-Note": "sealed:abc"}
+    assert dict(order.sealed_headers) == {}
+
+
+@pytest.mark.parametrize("value", ["Bearer abc", "sealed:abc", "sealed:", "sealed:!!notbase64"])
+def test_a_secret_named_header_that_was_never_sealed_passes_through_in_clear(value: str) -> None:
+    # A header whose name became secret after its call was stored holds the client's value.
+    assert split_sealed((("X-Session-Token", value),)) == ((("X-Session-Token", value),), {})
