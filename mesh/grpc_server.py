@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -77,7 +78,12 @@ class RejectUndecodableRequests(grpc.aio.ServerInterceptor):
 
 
 class GrpcServer:
-    """One server per service; `service_names` are the full names registered by `registrars`."""
+    """One server per service; `service_names` are the full names registered by `registrars`.
+
+    Health says SERVING only while the server is started and every component that reported
+    readiness (`set_ready`, e.g. a Kafka consumer being rebuilt after a fatal error) is ready:
+    a process whose consumer is dead must not look alive to its probes.
+    """
 
     def __init__(
         self,
@@ -102,6 +108,11 @@ class GrpcServer:
             [*service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], self.server
         )
         self._service_names = service_names
+        self._serving = False
+        self._not_ready: set[str] = set()
+        # Health updates are async; one lock keeps them in the order the changes were made.
+        self._publishing = asyncio.Lock()
+        self._updates: set[asyncio.Task[None]] = set()
         self.address = f"{host}:{port}"
         self.bound_port = self.server.add_insecure_port(self.address)
 
@@ -111,13 +122,36 @@ class GrpcServer:
         log.info("grpc server listening", address=self.address)
 
     async def set_serving(self, serving: bool) -> None:
-        status = (
-            health_pb2.HealthCheckResponse.SERVING
-            if serving
-            else health_pb2.HealthCheckResponse.NOT_SERVING
-        )
-        for name in ("", *self._service_names):
-            await self.health.set(name, status)
+        self._serving = serving
+        await self._publish()
+
+    def set_ready(self, component: str, ready: bool) -> None:
+        """Marks `component` ready or not; health is NOT_SERVING while any is not. Callable
+        from synchronous code on the event loop (a consumer's state change)."""
+        was_ready = component not in self._not_ready
+        if ready:
+            self._not_ready.discard(component)
+        else:
+            self._not_ready.add(component)
+        if was_ready != ready:
+            log.warning("readiness changed", component=component, ready=ready)
+            task = asyncio.get_running_loop().create_task(self._publish())
+            self._updates.add(task)
+            task.add_done_callback(self._updates.discard)
+
+    @property
+    def ready(self) -> bool:
+        return self._serving and not self._not_ready
+
+    async def _publish(self) -> None:
+        async with self._publishing:
+            status = (
+                health_pb2.HealthCheckResponse.SERVING
+                if self.ready
+                else health_pb2.HealthCheckResponse.NOT_SERVING
+            )
+            for name in ("", *self._service_names):
+                await self.health.set(name, status)
 
     async def stop(self, grace: float) -> None:
         await self.set_serving(False)

@@ -46,3 +46,33 @@ def test_committed_offset_is_always_below_every_unfinished_message(offsets: list
             # Committing `position` means "everything below is done": that must be true.
             assert all(o >= position for o in unfinished)
     assert progress.committable() == offsets[-1] + 1
+
+
+def test_memory_stays_small_with_one_stuck_offset_and_many_finished_after_it() -> None:
+    """Issue #12 defect 11: one stuck message kept every later offset in memory."""
+    progress = PartitionProgress()
+    progress.start(0)  # stuck: never finishes
+    for offset in range(1, 100_001):
+        progress.start(offset)
+        progress.finish(offset)
+        assert progress.tracked <= 200
+    assert progress.committable() is None  # 0 is still in flight: nothing may be committed
+    assert progress.in_flight == 1
+    progress.finish(0)
+    assert progress.committable() == 100_001
+    assert progress.in_flight == 0
+
+
+def test_compaction_keeps_the_lowest_unfinished_offset() -> None:
+    progress = PartitionProgress()
+    for offset in range(10, 1_000):
+        progress.start(offset)
+    for offset in range(11, 1_000):
+        if offset != 500:
+            progress.finish(offset)
+    assert progress.committable() == 10
+    assert progress.in_flight == 2
+    progress.finish(10)
+    assert progress.committable() == 500
+    progress.finish(500)
+    assert progress.committable() == 1_000
