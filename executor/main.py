@@ -21,7 +21,7 @@ from executor.registry import Executions
 from mesh.clock import SystemClock, Uuid7Gen
 from mesh.config import Env
 from mesh.grpc_server import GrpcServer
-from mesh.kafka import ConsumerRunner
+from mesh.kafka import ConsumerRunner, tenant_share
 from mesh.lifecycle import service_main, stop_on_signals, supervise
 from mesh.logs import get_logger
 from mesh.topics import Topics
@@ -136,6 +136,12 @@ async def serve(config: ExecutorConfig) -> None:
         # Back-pressure: the consumer holds at most this many requests, whatever they wait for.
         max_in_flight=config.max_held,
         max_bytes_in_flight=config.max_held_bytes,
+        # Fair sharing: a tenant at its share (a flood to a slow target) waits in its own
+        # queue; the other tenants' requests are still taken and sent on time.
+        share_of=tenant_share,
+        max_in_flight_per_share=config.max_held_per_tenant,
+        max_bytes_per_share=config.max_held_bytes_per_tenant,
+        on_health=partial(server.set_ready, "consumer"),
         # Calls are independent and each may wait for its not-before time: run them side by
         # side; a call's own attempts are sequenced by the orchestrator, not by partition order.
         ordered_by_key=False,

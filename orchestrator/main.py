@@ -165,6 +165,8 @@ async def serve(config: OrchestratorConfig) -> None:
         CallEventHandler(orchestrator),
         client_id="orchestrator",
         group_instance_id=common.group_instance_id,
+        park=parking.park_message,
+        on_health=partial(server.set_ready, "consumer"),
     )
     await Lifecycle(
         "orchestrator",

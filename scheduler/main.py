@@ -102,6 +102,9 @@ async def serve(config: SchedulerConfig) -> None:
         TimerRequestHandler(store, firer),
         client_id="scheduler",
         group_instance_id=common.group_instance_id,
+        # No parking table here: a timer request that cannot be armed after the bounded
+        # tries is logged and dropped, and the orchestrator's hand-off backstop takes over.
+        on_health=partial(server.set_ready, "consumer"),
     )
     await Lifecycle(
         "scheduler",
