@@ -142,6 +142,9 @@ async def serve(config: ExecutorConfig) -> None:
         max_in_flight_per_share=config.max_held_per_tenant,
         max_bytes_per_share=config.max_held_bytes_per_tenant,
         on_health=partial(server.set_ready, "consumer"),
+        # A partition taken away by a rebalance goes to another executor with the attempts
+        # held for it: stop ours rather than both performing them (docs/executor.md).
+        cancel_on_revoke=True,
         # Calls are independent and each may wait for its not-before time: run them side by
         # side; a call's own attempts are sequenced by the orchestrator, not by partition order.
         ordered_by_key=False,

@@ -269,6 +269,7 @@ class ConsumerRunner:
         on_health: Callable[[bool], None] | None = None,
         max_rebuilds: int = 5,
         consumer_factory: ConsumerFactory = Consumer,
+        cancel_on_revoke: bool = False,
     ) -> None:
         # Static membership (a stable `group.instance.id` per replica): a restarted process
         # gets its partitions back at once instead of after the session timeout, which is
@@ -293,6 +294,12 @@ class ConsumerRunner:
         }
         self._factory = consumer_factory
         self._consumer = consumer_factory(self._config)
+        # Handlers still running for a partition this member no longer owns are cancelled
+        # (the executor: the new owner is sent the same attempts, and a held copy performed
+        # here as well would reach the target twice). Off by default: the other services'
+        # handlers are quick and dedupe, so letting them finish costs nothing.
+        self._cancel_on_revoke = cancel_on_revoke
+        self._partition_of: dict[asyncio.Task[None], tuple[str, int]] = {}
         self._group_id = group_id
         self._topics = list(topics)
         self._handler = handler
@@ -417,6 +424,14 @@ class ConsumerRunner:
             self._progress.pop((tp.topic, tp.partition), None)
             self._committed.pop((tp.topic, tp.partition), None)
         self._assignment_changed = True
+        if self._cancel_on_revoke and self._partition_of:
+            gone = {(tp.topic, tp.partition) for tp in partitions}
+            doomed = [t for t, where in self._partition_of.items() if where in gone]
+            if doomed:
+                log.warning("handlers of revoked partitions cancelled", count=len(doomed))
+                # Rebalance callbacks may run on the consumer's thread: cancel on the loop's.
+                for task in doomed:
+                    self._loop.call_soon_threadsafe(task.cancel)
 
     def _subscribe(self) -> None:
         self._consumer.subscribe(
@@ -653,10 +668,14 @@ class ConsumerRunner:
             self._shares[task] = share
             self._share_running[share] = self._share_running.get(share, 0) + 1
             self._share_bytes[share] = self._share_bytes.get(share, 0) + size
+        if self._cancel_on_revoke:
+            self._partition_of[task] = (received.topic, received.partition)
         task.add_done_callback(self._finished)
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
+        if self._partition_of:
+            self._partition_of.pop(task, None)
         size = self._sizes.pop(task, 0)
         self._held_bytes -= size
         share = self._shares.pop(task, None) if self._shares else None

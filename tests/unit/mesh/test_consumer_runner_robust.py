@@ -311,3 +311,39 @@ def test_tenant_share_is_the_key_before_the_first_slash() -> None:
     message = ReceivedMessage("t", 0, 0, "tenant-1/call/with/slashes", b"")
     assert tenant_share(message) == "tenant-1"
     assert tenant_share(ReceivedMessage("t", 0, 0, "no-slash", b"")) == "no-slash"
+
+
+@pytest.mark.parametrize("cancel_on_revoke", [True, False])
+async def test_handlers_of_a_revoked_partition_are_cancelled_when_asked(
+    cancel_on_revoke: bool,
+) -> None:
+    """Issue 12, defect 4: an executor kept performing attempts of partitions it had lost, so
+    the new owner and the old one both sent them."""
+    broker = FakeBroker()
+    broker.produce("t1/a", b"held")
+    started = asyncio.Event()
+    cancelled = asyncio.Event()
+    release = asyncio.Event()
+
+    async def handler(_message: ReceivedMessage) -> None:
+        started.set()
+        try:
+            await release.wait()
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    runner = runner_for(broker, handler, cancel_on_revoke=cancel_on_revoke)
+    task = asyncio.create_task(runner.run())
+    await asyncio.wait_for(started.wait(), 10)
+    broker.current.revoke()
+    assert await asyncio.to_thread(broker.current.served.wait, 10)
+    if cancel_on_revoke:
+        await asyncio.wait_for(cancelled.wait(), 10)
+    else:
+        await asyncio.sleep(0.05)  # a cancel, had one been asked, is one loop pass away
+        assert not cancelled.is_set()
+    release.set()
+    runner.stop()
+    await asyncio.wait_for(task, 10)
+    assert broker.commits == []  # nothing of the revoked partition was committed as done
