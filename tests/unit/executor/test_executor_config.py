@@ -25,8 +25,11 @@ def test_defaults() -> None:
     assert config.consumer_group == "executor"
     assert config.max_in_flight == 512
     assert (config.max_in_flight_per_tenant, config.max_in_flight_per_host) == (256, 128)
-    assert config.max_held == 16384
+    assert config.max_held == 32768
     assert config.max_held_bytes == 256 * 1024 * 1024
+    # Fair sharing: one tenant's 10k-call burst is still held whole; bytes in quarters.
+    assert config.max_held_per_tenant == 16384
+    assert config.max_held_bytes_per_tenant == 64 * 1024 * 1024
     assert config.kafka_linger_ms == 5.0
     assert config.nice == 0
     assert config.started_after == timedelta(seconds=1)
