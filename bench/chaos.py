@@ -848,6 +848,15 @@ def fresh_mesh(layout: Layout) -> None:
     mesh.up(layout)
 
 
+def keep_logs(layout: Layout, label: str) -> Path:
+    """A copy of the mesh's logs beside its run dir, which a fresh mesh deletes: what made a
+    scenario's calls stuck or lost is read there."""
+    kept = layout.run_dir.with_name(f"{layout.run_dir.name}.logs") / label
+    shutil.rmtree(kept, ignore_errors=True)
+    shutil.copytree(layout.run_dir / "logs", kept)
+    return kept
+
+
 async def run_suite(
     layout: Layout, plan: Sequence[str], options: Options, seed: int
 ) -> list[Result]:
@@ -867,7 +876,13 @@ async def run_suite(
             results.append(result)
             print(f"  {row(result)}", file=sys.stderr, flush=True)
             if (result.stuck or result.lost) and index < len(plan) - 1:
-                print("  a fresh mesh for the next scenario ...", file=sys.stderr, flush=True)
+                kept = keep_logs(layout, f"{index + 1}-{scenario}")
+                print(
+                    f"  a fresh mesh for the next scenario (this one's logs: {kept}) ...",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                result.notes.append(f"logs kept in {kept}")
                 await asyncio.to_thread(fresh_mesh, layout)
     finally:
         await channel.close()
