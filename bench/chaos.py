@@ -64,7 +64,12 @@ CHAOS_LAYOUT = Layout(
     executor_port=31553,
     envoy_port=31580,
     envoy_admin_port=31581,
-    pg_fsync=False,
+    # Durable commits, as in production: with PG_FSYNC=off postgres.sh also turns
+    # synchronous_commit off, and then an immediate stop loses the last ~200 ms of commits
+    # that the services were told succeeded, while the relay had already published their
+    # outbox rows (a call's ExecutionRequested sent, its Dispatched state gone). That is a
+    # fault of its own (a failover to an async replica), not a Postgres crash.
+    pg_fsync=True,
 )
 
 # The test mesh's short leases (tests/conftest.py): an executor lost mid-hand-off is replaced
@@ -141,6 +146,7 @@ def chaos_layout_for_slot(slot: int) -> Layout:
         executor_port=base.executor_port - 500,
         envoy_port=base.envoy_port - 500,
         envoy_admin_port=base.envoy_admin_port - 500,
+        pg_fsync=CHAOS_LAYOUT.pg_fsync,
     )
 
 
