@@ -7,7 +7,10 @@ process, due over the next `--span` seconds; injects the fault at a moment drawn
 RNG; waits (bounded) until every acknowledged call is terminal; then checks, from the API, the
 sink's log and the call-events topic, that no call was lost, stuck, early or completed twice,
 and that every delivery of a call carried its idempotency key. Duplicates are allowed (the wire
-is at least once) and counted. Exit status 1 when any safety figure is not zero.
+is at least once) and counted. Two scenarios check more: `stop-postgres` submits during the
+outage and wants UNAVAILABLE (gRPC) / 503 (JSON) for each; `fairness` restarts the executor
+with small held-request caps, floods a slow target from one tenant and wants another tenant's
+calls on time. Exit status 1 when any safety figure is not zero.
 """
 
 from __future__ import annotations
@@ -15,12 +18,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import os
 import random
 import shutil
 import signal
 import sys
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -58,7 +64,12 @@ CHAOS_LAYOUT = Layout(
     executor_port=31553,
     envoy_port=31580,
     envoy_admin_port=31581,
-    pg_fsync=False,
+    # Durable commits, as in production: with PG_FSYNC=off postgres.sh also turns
+    # synchronous_commit off, and then an immediate stop loses the last ~200 ms of commits
+    # that the services were told succeeded, while the relay had already published their
+    # outbox rows (a call's ExecutionRequested sent, its Dispatched state gone). That is a
+    # fault of its own (a failover to an async replica), not a Postgres crash.
+    pg_fsync=True,
 )
 
 # The test mesh's short leases (tests/conftest.py): an executor lost mid-hand-off is replaced
@@ -80,6 +91,7 @@ SCENARIOS = (
     "stop-postgres",
     "sigstop-executor",
     "poison",
+    "fairness",
 )
 # The full form: every scenario, the broker kill five times in a row (issue #12's acceptance).
 # Poison last: on code that a poison input wedges, it would spoil the scenarios after it.
@@ -90,14 +102,33 @@ FULL_PLAN = (
     *["kill-kafka"] * 5,
     "stop-postgres",
     "sigstop-executor",
+    "fairness",
     "poison",
 )
+
+# The fairness scenario's executor (restarted with these for the scenario, then without): a
+# held-request cap small enough for one tenant's flood to fill it. The sink's one host takes
+# every request, and the per-host cap is by design shared by whoever calls a host; it is set
+# to the whole in-flight cap, so that what is measured is the held-request share alone.
+FAIRNESS_ENV = {
+    "MAX_IN_FLIGHT": "32",
+    "MAX_IN_FLIGHT_PER_TENANT": "16",
+    "MAX_IN_FLIGHT_PER_HOST": "32",
+    "MAX_HELD": "64",  # at least MAX_IN_FLIGHT (executor/config.py)
+}
+FAIR_SHARE = 16  # MAX_HELD_PER_TENANT; --held-per-tenant 64 (= MAX_HELD) turns sharing off
 
 NON_TERMINAL = (api.ServiceCall.SCHEDULED, api.ServiceCall.DISPATCHED, api.ServiceCall.RUNNING)
 TERMINAL = (api.ServiceCall.SUCCEEDED, api.ServiceCall.FAILED, api.ServiceCall.CANCELED)
 # A call later than this after its due time counts as "not yet recovered" (recovery time).
 LATE_S = 1.0
 SUBMIT_CONCURRENCY = 32
+# stop-postgres: when (seconds into the outage) each round of submits is made, and how long
+# each may take; all within Options.postgres_down_s.
+OUTAGE_PROBE_AT = (0.2, 3.0)
+OUTAGE_PROBE_TIMEOUT_S = 4.0
+# What an outage must answer, per face.
+OUTAGE_ANSWER = {"gRPC": "UNAVAILABLE", "JSON": "503"}
 
 
 def chaos_layout_for_slot(slot: int) -> Layout:
@@ -115,6 +146,7 @@ def chaos_layout_for_slot(slot: int) -> Layout:
         executor_port=base.executor_port - 500,
         envoy_port=base.envoy_port - 500,
         envoy_admin_port=base.envoy_admin_port - 500,
+        pg_fsync=CHAOS_LAYOUT.pg_fsync,
     )
 
 
@@ -128,8 +160,19 @@ class Options:
     span_s: float = 15.0  # calls are due over this many seconds
     patience_s: float = 90.0  # after the last due time, how long calls may take to end
     kafka_down_s: float = 15.0
-    postgres_down_s: float = 8.0
+    postgres_down_s: float = 8.0  # at least OUTAGE_PROBE_AT[-1] + OUTAGE_PROBE_TIMEOUT_S
     tenants: int = 3
+    # fairness: the flooding tenant's calls (all due at once, to /slow/<fair_slow_s>), the
+    # other tenant's calls (due 1-2 s after the flood is held) and their lateness bound.
+    # Fewer of the other's calls than a share (FAIR_SHARE): a call counts against its tenant's
+    # share from the moment the executor takes it until its result is reported, which is up
+    # to REPORT_DEFER_MAX_S (2 s) after its reply while other requests are in flight, so 20
+    # calls due within a second outran their own tenant's share of 16 (the last 4 ~1.1 s late).
+    fair_flood: int = 200
+    fair_slow_s: float = 3.0
+    fair_calls: int = 12
+    fair_bound_s: float = 1.0
+    held_per_tenant: int = FAIR_SHARE
 
 
 @dataclass
@@ -138,6 +181,7 @@ class Planned:
     path: str
     due: datetime
     poison: str = ""  # which poison input, "" for an ordinary call
+    flood: bool = False  # the fairness scenario's flood: late by design, lateness not judged
     service_call_id: str = ""  # set once acknowledged
     refused: str = ""  # the gRPC code when the submit was not acknowledged
 
@@ -159,12 +203,19 @@ class Result:
     max_late_s: float = 0.0
     recovery_s: float = 0.0
     fault_at_s: float = 0.0  # seconds after the first due time
+    # fairness: calls (not the flood) first arriving later than the bound (None: not judged).
+    late_bound_s: float | None = None
+    late: int = 0
+    # stop-postgres: submits made during the outage, and those answered otherwise than
+    # UNAVAILABLE (gRPC) / 503 (JSON), e.g. UNKNOWN / 500, a timeout, or accepted.
+    outage_probes: int = 0
+    bad_outage_answers: int = 0
     notes: list[str] = field(default_factory=list)
 
     @property
     def failed(self) -> bool:
         return bool(self.lost or self.stuck or self.early or self.key_mismatch) or bool(
-            self.double_terminal or self.bad_refusals
+            self.double_terminal or self.bad_refusals or self.late or self.bad_outage_answers
         )
 
 
@@ -233,7 +284,17 @@ def _wait_gone(pid: int, what: str, timeout: float = 30.0) -> None:
         os.waitpid(pid, os.WNOHANG)
 
 
-async def inject(layout: Layout, scenario: str, options: Options, rng: random.Random) -> str:
+def restart_executor(layout: Layout) -> None:
+    """Stops the executor (SIGTERM: it finishes what it holds) and starts it with `layout`'s
+    service env; static membership gives it its partitions back at once."""
+    component = next(c for c in mesh.components(layout) if c.name == "executor")
+    processes.stop(component.pid_file, str(layout.run_dir))
+    restart_service(layout, "executor")
+
+
+async def inject(
+    layout: Layout, scenario: str, options: Options, rng: random.Random, run: Run
+) -> str:
     """Runs the fault; returns what was done (for the notes)."""
     match scenario:
         case "kill-orchestrator" | "kill-scheduler" | "kill-executor":
@@ -250,7 +311,9 @@ async def inject(layout: Layout, scenario: str, options: Options, rng: random.Ra
             return f"broker SIGKILLed, restarted after {options.kafka_down_s:.0f}s"
         case "stop-postgres":
             await asyncio.to_thread(stop_postgres_immediately, layout)
+            probing = asyncio.create_task(run.probe_outage())
             await asyncio.sleep(options.postgres_down_s)
+            await probing  # every probe answered (or timed out) while Postgres was down
             await asyncio.to_thread(start_postgres, layout)
             return f"postgres stopped (immediate), restarted after {options.postgres_down_s:.0f}s"
         case "sigstop-executor":
@@ -323,11 +386,17 @@ class Run:
         self.tenants = [f"chaos-{tag}-{chr(ord('a') + i)}" for i in range(options.tenants)]
         self.keys: dict[str, str] = {}
         self.arrivals: dict[str, list[Arrival]] = {}
+        # In every path of this run's calls; a call to /slow/<ms> has it after that part.
         self.prefix = f"/chaos/{tag}/"
+        self.flood_arrived = asyncio.Event()  # fairness: the flood's first request came in
+        # stop-postgres: (face, answer) of each submit made during the outage.
+        self.outage_answers: list[tuple[str, str]] = []
 
     def on_arrival(self, arrival: Arrival) -> None:
-        if arrival.path.startswith(self.prefix):
+        if self.prefix in arrival.path:
             self.arrivals.setdefault(arrival.path, []).append(arrival)
+            if f"{self.prefix}flood-" in arrival.path:
+                self.flood_arrived.set()
 
     def _auth(self, tenant: str) -> tuple[tuple[str, str], ...]:
         return (("authorization", f"Bearer {self.keys[tenant]}"),)
@@ -351,11 +420,15 @@ class Run:
         self.rng.shuffle(calls)  # poison inputs among the ordinary calls, in submit order
         return calls
 
-    async def submit(self, calls: list[Planned]) -> None:
+    def create_tenants(self) -> None:
         admin = TenantAdmin(self.layout.database_url)
         for tenant in self.tenants:
             admin.create_tenant(tenant)
             self.keys[tenant] = admin.create_key(tenant).text
+
+    async def submit(self, calls: list[Planned]) -> None:
+        if not self.keys:
+            self.create_tenants()
         slots = asyncio.Semaphore(SUBMIT_CONCURRENCY)
 
         async def one(call: Planned) -> None:
@@ -385,6 +458,66 @@ class Run:
             call.service_call_id = answer.service_call_id
 
         await asyncio.gather(*(one(c) for c in calls))
+
+    async def probe_outage(self) -> None:
+        """Submits while Postgres is down, through both faces: the orchestrator's gRPC port and
+        Envoy's JSON; each must be refused as retryable, UNAVAILABLE / HTTP 503 (never UNKNOWN
+        / 500, which a client cannot act on). Two rounds: at once (the pool's connections are
+        broken) and a few seconds in (new connections are refused)."""
+        # Due at the window's end, to the sink: a probe wrongly accepted then ends like any call.
+        due = datetime.now(UTC) + timedelta(seconds=self.options.span_s)
+        started = time.monotonic()
+        for round_no, at in enumerate(OUTAGE_PROBE_AT):
+            await asyncio.sleep(max(0.0, started + at - time.monotonic()))
+            probes = []
+            tenant = self.tenants[round_no % len(self.tenants)]
+            for face in ("gRPC", "JSON"):
+                path = f"{self.prefix}outage-{round_no}-{face}"
+                probes.append(self._probe(face, tenant, self.sink.url(path), due))
+            for face, answer in zip(("gRPC", "JSON"), await asyncio.gather(*probes), strict=True):
+                self.outage_answers.append((face, answer))
+
+    async def _probe(self, face: str, tenant: str, url: str, due: datetime) -> str:
+        if face == "gRPC":
+            message = svc.SubmitServiceCallRequest(
+                tenant_id=tenant,
+                service_call=api.ServiceCall(
+                    request=api.HttpRequest(http_method=api.POST, url=url, body=b"{}"),
+                    schedule_time=_timestamp(due),
+                ),
+            )
+            try:
+                await self.stub.SubmitServiceCall(
+                    message, timeout=OUTAGE_PROBE_TIMEOUT_S, metadata=self._auth(tenant)
+                )
+            except grpc.aio.AioRpcError as e:
+                return e.code().name
+            return "OK (accepted)"
+        return await asyncio.to_thread(self._json_submit, tenant, url, due)
+
+    def _json_submit(self, tenant: str, url: str, due: datetime) -> str:
+        body = {
+            "serviceCall": {
+                "request": {"httpMethod": "POST", "url": url},
+                "scheduleTime": due.isoformat().replace("+00:00", "Z"),
+            }
+        }
+        request = urllib.request.Request(
+            f"{self.layout.public_url}/v1/tenants/{tenant}/service-calls",
+            data=json.dumps(body).encode(),
+            method="POST",
+            headers={
+                "content-type": "application/json",
+                "authorization": f"Bearer {self.keys[tenant]}",
+            },
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=OUTAGE_PROBE_TIMEOUT_S) as response:
+                return f"{response.status} (accepted)"
+        except urllib.error.HTTPError as e:
+            return str(e.code)
+        except OSError as e:  # a timeout, a reset: no answer at all
+            return f"no answer ({type(e).__name__})"
 
     async def _non_terminal_left(self) -> int | None:
         """How many of this run's calls are not terminal (None: the API did not answer)."""
@@ -484,9 +617,12 @@ def judge(
     states: dict[str, api.ServiceCall],
     completed: dict[str, list[int]],
     fault_at: datetime,
+    late_bound_s: float | None = None,
 ) -> Result:
-    result = Result(run.scenario)
+    result = Result(run.scenario, late_bound_s=late_bound_s)
     late_arrivals: list[float] = []
+    flood_late_s = 0.0
+    over_bound: list[tuple[str, float]] = []
     stuck_states: dict[str, int] = {}
     refusals: dict[str, int] = {}
     poison_outcomes: list[str] = []
@@ -537,11 +673,16 @@ def judge(
             if keys != {call.service_call_id}:
                 result.key_mismatch += 1
             first = min(a.arrived_at for a in seen)
-            if not call.poison:
-                lateness = first - due
+            lateness = first - due
+            if call.flood:
+                flood_late_s = max(flood_late_s, lateness)
+            elif not call.poison:
                 result.max_late_s = max(result.max_late_s, lateness)
                 if lateness > LATE_S:
                     late_arrivals.append(first)
+                if late_bound_s is not None and lateness > late_bound_s:
+                    result.late += 1
+                    over_bound.append((call.path, lateness))
         ends = set(completed.get(call.service_call_id, []))
         if state is not None and state.state in TERMINAL:
             ends.add(state.state)
@@ -564,6 +705,22 @@ def judge(
             "refused at submit: " + ", ".join(f"{k}×{n}" for k, n in sorted(refusals.items()))
         )
     result.notes.extend(f"poison {o}" for o in poison_outcomes)
+    if any(c.flood for c in calls):
+        result.notes.append(f"the flood's max lateness {flood_late_s:.2f}s (expected, not judged)")
+    if late_bound_s is not None and result.late:
+        result.notes.append(
+            f"{result.late} calls more than {late_bound_s:.1f}s late: "
+            + ", ".join(f"{path.rsplit('/', 1)[-1]} {s:.2f}s" for path, s in over_bound[:8])
+        )
+    result.outage_probes = len(run.outage_answers)
+    result.bad_outage_answers = sum(
+        answer != OUTAGE_ANSWER[face] for face, answer in run.outage_answers
+    )
+    if run.outage_answers:
+        result.notes.append(
+            "submits during the outage answered: "
+            + ", ".join(f"{face} {answer}" for face, answer in run.outage_answers)
+        )
     return result
 
 
@@ -575,6 +732,8 @@ async def one_scenario(
     options: Options,
     rng: random.Random,
 ) -> Result:
+    if scenario == "fairness":
+        return await fairness(layout, stub, sink, options, rng)
     run = Run(layout, stub, sink, scenario, options, rng)
     sink.on_arrival = run.on_arrival
     # Room to submit everything before the first call is due (~200 submits/s at worst here).
@@ -585,22 +744,101 @@ async def one_scenario(
     await asyncio.sleep(max(0.0, (fault_at - datetime.now(UTC)).total_seconds()))
     fault_at = datetime.now(UTC)
     began = time.monotonic()
-    done = await inject(layout, scenario, options, rng)
+    done = await inject(layout, scenario, options, rng, run)
     print(f"  {done} ({time.monotonic() - began:.1f}s)", file=sys.stderr, flush=True)
     last_due = max(c.due for c in calls)
     bound = time.monotonic() + max(
         0.0, (last_due - datetime.now(UTC)).total_seconds() + options.patience_s
     )
+    result = await conclude(run, calls, bound, fault_at)
+    result.fault_at_s = (fault_at - t0).total_seconds()
+    result.notes.insert(0, done)
+    return result
+
+
+async def conclude(
+    run: Run,
+    calls: list[Planned],
+    bound: float,
+    fault_at: datetime,
+    late_bound_s: float | None = None,
+) -> Result:
+    """Waits (until the monotonic `bound`) for every call to end, then reads and judges."""
     await run.wait_terminal(bound)
     # A late duplicate of a completion would show up now, if ever.
     await asyncio.sleep(2.0)
     states = await run.final_states()
     ids = {c.service_call_id for c in calls if c.service_call_id}
-    completed = await asyncio.to_thread(completed_states, layout, ids)
-    sink.on_arrival = None
-    result = judge(run, calls, states, completed, fault_at)
-    result.fault_at_s = (fault_at - t0).total_seconds()
-    result.notes.insert(0, done)
+    completed = await asyncio.to_thread(completed_states, run.layout, ids)
+    run.sink.on_arrival = None
+    return judge(run, calls, states, completed, fault_at, late_bound_s)
+
+
+async def fairness(
+    layout: Layout,
+    stub: svc_grpc.ServiceCallServiceAsyncStub,
+    sink: Sink,
+    options: Options,
+    rng: random.Random,
+) -> Result:
+    """Issue #12: one tenant at its cap never stops the others' calls. Tenant a floods a slow
+    target with calls all due at once; while the executor holds that flood (its first request
+    came in), tenant b submits calls due 1-2 s later to a fast path. Each of b's calls must
+    arrive within `fair_bound_s` of its due time; a's calls need only end (they drain at its
+    share's pace, late by design). The executor runs with small caps for this scenario only."""
+    env = FAIRNESS_ENV | {"MAX_HELD_PER_TENANT": str(options.held_per_tenant)}
+    await asyncio.to_thread(restart_executor, layout.with_service_env(**env))
+    try:
+        run = Run(layout, stub, sink, "fairness", replace(options, tenants=2), rng)
+        sink.on_arrival = run.on_arrival
+        run.create_tenants()
+        flooder, other = run.tenants
+        slow_ms = round(options.fair_slow_s * 1000)
+        t0 = datetime.now(UTC) + timedelta(seconds=1.0 + options.fair_flood / 200)
+        flood = [
+            Planned(flooder, f"/slow/{slow_ms}{run.prefix}flood-{i}", t0, flood=True)
+            for i in range(options.fair_flood)
+        ]
+        await run.submit(flood)
+        # The flood is held once its first request went out: the executor took what its caps
+        # let it, the rest waits (in its share's queue, or in Kafka without sharing).
+        try:
+            await asyncio.wait_for(run.flood_arrived.wait(), timeout=30.0)
+        except TimeoutError:
+            run.sink.on_arrival = None
+            raise RuntimeError("fairness: no call of the flood arrived within 30 s") from None
+        held_at = datetime.now(UTC)
+        on_time = [
+            Planned(
+                other,
+                f"{run.prefix}on-time-{i}",
+                held_at + timedelta(seconds=1.0 + i / max(1, options.fair_calls - 1)),
+            )
+            for i in range(options.fair_calls)
+        ]
+        await run.submit(on_time)
+        calls = flood + on_time
+        # The flood drains at its in-flight cap's pace: the held share, or without it the
+        # tenant's in-flight cap.
+        drain_s = (
+            options.fair_flood
+            * options.fair_slow_s
+            / min(options.held_per_tenant, int(FAIRNESS_ENV["MAX_IN_FLIGHT_PER_TENANT"]))
+        )
+        last_due = max(c.due for c in calls)
+        wait_s = max(0.0, (last_due - datetime.now(UTC)).total_seconds())
+        bound = time.monotonic() + wait_s + drain_s + options.patience_s
+        result = await conclude(run, calls, bound, held_at, options.fair_bound_s)
+    finally:
+        await asyncio.to_thread(restart_executor, layout)
+    result.fault_at_s = (held_at - t0).total_seconds()
+    caps = ", ".join(f"{k}={v}" for k, v in env.items())
+    result.notes.insert(
+        0,
+        f"executor restarted with {caps}; tenant a: {options.fair_flood} calls due at once to"
+        f" /slow/{slow_ms}; tenant b: {options.fair_calls} calls due 1-2 s after a's first"
+        f" arrival, max lateness {result.max_late_s:.2f}s (bound {options.fair_bound_s:.1f}s)",
+    )
     return result
 
 
@@ -616,6 +854,15 @@ def fresh_mesh(layout: Layout) -> None:
     mesh.up(layout)
 
 
+def keep_logs(layout: Layout, label: str) -> Path:
+    """A copy of the mesh's logs beside its run dir, which a fresh mesh deletes: what made a
+    scenario's calls stuck or lost is read there."""
+    kept = layout.run_dir.with_name(f"{layout.run_dir.name}.logs") / label
+    shutil.rmtree(kept, ignore_errors=True)
+    shutil.copytree(layout.run_dir / "logs", kept)
+    return kept
+
+
 async def run_suite(
     layout: Layout, plan: Sequence[str], options: Options, seed: int
 ) -> list[Result]:
@@ -627,12 +874,21 @@ async def run_suite(
     results: list[Result] = []
     try:
         for index, scenario in enumerate(plan):
-            print(f"- {scenario} ({options.calls} calls) ...", file=sys.stderr, flush=True)
+            count = (
+                options.fair_flood + options.fair_calls if scenario == "fairness" else options.calls
+            )
+            print(f"- {scenario} ({count} calls) ...", file=sys.stderr, flush=True)
             result = await one_scenario(layout, stub, sink, scenario, options, rng)
             results.append(result)
             print(f"  {row(result)}", file=sys.stderr, flush=True)
             if (result.stuck or result.lost) and index < len(plan) - 1:
-                print("  a fresh mesh for the next scenario ...", file=sys.stderr, flush=True)
+                kept = keep_logs(layout, f"{index + 1}-{scenario}")
+                print(
+                    f"  a fresh mesh for the next scenario (this one's logs: {kept}) ...",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                result.notes.append(f"logs kept in {kept}")
                 await asyncio.to_thread(fresh_mesh, layout)
     finally:
         await channel.close()
@@ -644,17 +900,20 @@ async def run_suite(
 
 HEADER = (
     "| scenario | calls | refused | lost | stuck | duplicates | early | key≠ | double-terminal"
-    " | max lateness s | recovery s | fault at s |\n"
-    "|---|---|---|---|---|---|---|---|---|---|---|---|"
+    " | max lateness s | late > bound | outage ≠ 503 | recovery s | fault at s |\n"
+    "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 )
 
 
 def row(r: Result) -> str:
     bad = f" ({r.bad_refusals} not 400)" if r.bad_refusals else ""
+    # Scenario-specific checks: "-" where the scenario does not make them.
+    late = "-" if r.late_bound_s is None else f"{r.late} (bound {r.late_bound_s:g})"
+    outage = f"{r.bad_outage_answers} of {r.outage_probes}" if r.outage_probes else "-"
     return (
         f"| {r.scenario} | {r.calls} | {r.refused}{bad} | {r.lost} | {r.stuck} | {r.duplicates}"
         f" | {r.early} | {r.key_mismatch} | {r.double_terminal} | {r.max_late_s:.2f}"
-        f" | {r.recovery_s:.1f} | {r.fault_at_s:.1f} |"
+        f" | {late} | {outage} | {r.recovery_s:.1f} | {r.fault_at_s:.1f} |"
     )
 
 
@@ -677,6 +936,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--calls", type=int, default=500, help="ordinary calls per scenario")
     parser.add_argument("--span", type=float, default=15.0, help="seconds the calls are due over")
     parser.add_argument("--patience", type=float, default=90.0, help="bound after the last due")
+    parser.add_argument(
+        "--held-per-tenant",
+        type=int,
+        default=FAIR_SHARE,
+        help=f"fairness: the executor's MAX_HELD_PER_TENANT (default {FAIR_SHARE}; "
+        f"{FAIRNESS_ENV['MAX_HELD']}, = MAX_HELD, turns fair sharing off)",
+    )
     parser.add_argument("--seed", type=int, default=None, help="RNG seed (default: random)")
     parser.add_argument("--keep-mesh", action="store_true", help="leave the chaos mesh running")
     args = parser.parse_args(argv)
@@ -686,7 +952,12 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"unknown scenarios: {', '.join(sorted(unknown))}")
     plan = [s for s in chosen for _ in range(args.repeat)] if chosen else list(FULL_PLAN)
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**31)
-    options = Options(calls=args.calls, span_s=args.span, patience_s=args.patience)
+    options = Options(
+        calls=args.calls,
+        span_s=args.span,
+        patience_s=args.patience,
+        held_per_tenant=args.held_per_tenant,
+    )
     layout = with_chaos_env(CHAOS_LAYOUT)
     print(f"seed {seed}; mesh in {layout.run_dir}", file=sys.stderr, flush=True)
     fresh_mesh(layout)  # never judge services, or a wedge, that an older run left
@@ -703,7 +974,9 @@ def main(argv: list[str] | None = None) -> None:
     if any(r.failed for r in results):
         print(
             "\nFAILED: some call was lost, stuck, early, sent with another key, completed twice,"
-            " or refused otherwise than a poison input's 400"
+            " or refused otherwise than a poison input's 400; or (fairness) the other tenant's"
+            " call came later than the bound; or (stop-postgres) a submit during the outage was"
+            " answered otherwise than UNAVAILABLE / 503"
         )
         sys.exit(1)
 
