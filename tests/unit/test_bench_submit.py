@@ -1,0 +1,187 @@
+"""The intake bench's own parts: its HTTP/1.1 client, its load loops and its verdicts (loopback
+sinks only; the mesh itself is measured by `make bench-submit`, not tested here)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import os
+import subprocess
+import sys
+
+from bench._sink import FastSink
+from bench.submit import (
+    HttpClient,
+    JsonFace,
+    LoadSpec,
+    Outcome,
+    StepRun,
+    _children,
+    _closed_loop,
+    _paced,
+    percentile,
+    run_worker,
+    step_summary,
+)
+from meshctl.sink import Sink
+
+
+def test_percentile_is_nearest_rank() -> None:
+    values = [float(v) for v in range(1, 101)]
+    assert percentile(values, 50) == 50
+    assert percentile(values, 99) == 99
+    assert percentile([7.0], 99) == 7
+    assert math.isnan(percentile([], 50))
+
+
+def _step(**changes: float) -> StepRun:
+    values: dict[str, float] = {
+        "rate": 500,
+        "sent": 1000,
+        "acknowledged": 1000,
+        "achieved_per_s": 499,
+        "arrived": 1000,
+        "duplicates": 0,
+        "p50_ms": 10,
+        "p99_ms": 40,
+        "errors": 0,
+        "client_cpu_pct": 20,
+    }
+    values.update(changes)
+    return StepRun(**values)  # type: ignore[arg-type]
+
+
+def test_a_step_passes_only_when_rate_kept_nothing_lost_and_p99_within_100_ms() -> None:
+    assert _step().passed()
+    assert not _step(achieved_per_s=400).passed()  # the mesh did not take the rate
+    assert not _step(arrived=999).passed()  # a call never reached the sink
+    assert not _step(errors=1).passed()
+    assert not _step(p99_ms=101).passed()
+    assert not _step(p99_ms=math.nan).passed()  # nothing arrived at all
+    assert "p99 101 ms" in _step(p99_ms=101).why_not()
+
+
+def test_a_steps_summary_takes_medians_but_keeps_every_lost_call() -> None:
+    summary = step_summary([_step(p99_ms=30), _step(p99_ms=90, arrived=999), _step(p99_ms=50)])
+    assert summary.p99_ms == 50
+    assert summary.lost == 1 and not summary.passed()
+
+
+async def test_http_client_keeps_one_connection_alive_across_requests() -> None:
+    sink = FastSink()
+    await sink.start()
+    client = HttpClient("127.0.0.1", sink.port)
+    try:
+        for i in range(3):
+            assert await client.post(f"/p/{i}", {"X-Test": "1"}, b"{}") == (200, b"{}")
+    finally:
+        client.close()
+        await sink.stop()
+    assert [a.path for a in sink.arrivals] == ["/p/0", "/p/1", "/p/2"]
+    assert len(client._all) == 1
+
+
+async def test_json_face_sends_what_curl_would() -> None:
+    sink = Sink()
+    await sink.start()
+    face = JsonFace("127.0.0.1", sink.port, "demo", "k3y")
+    try:
+        outcome = await face.submit("http://127.0.0.1:9/later", 3600)
+    finally:
+        await face.close()
+        await sink.stop()
+    assert outcome == (1, [], [""])  # 2xx; this sink's answer names no call id
+    [arrival] = sink.arrivals
+    assert (arrival.method, arrival.path) == ("POST", "/v1/tenants/demo/service-calls")
+    assert arrival.header("Authorization") == "Bearer k3y"
+    assert arrival.header("Content-Type") == "application/json"
+    assert json.loads(arrival.body) == {
+        "serviceCall": {
+            "request": {"httpMethod": "POST", "url": "http://127.0.0.1:9/later"},
+            "tags": ["bench-submit"],
+            "retryPolicy": {"maxAttempts": 1},
+        },
+        "delay": "3600s",
+    }
+
+
+def _spec(**changes: object) -> LoadSpec:
+    values: dict[str, object] = {
+        "mode": "json-envoy",
+        "host": "127.0.0.1",
+        "port": 9,
+        "tenant": "demo",
+        "key": "k",
+        "url": "/u/",
+        "in_flight": 4,
+        "duration_s": 0.2,
+        "warm_up": False,
+    }
+    values.update(changes)
+    return LoadSpec(**values)  # type: ignore[arg-type]
+
+
+async def test_closed_loop_keeps_its_slots_busy_and_counts_failures() -> None:
+    busy = 0
+    most = 0
+    calls = 0
+
+    async def submit(url: str, delay_s: int) -> Outcome:
+        nonlocal busy, most, calls
+        busy += 1
+        most = max(most, busy)
+        calls += 1
+        await asyncio.sleep(0)
+        busy -= 1
+        if calls % 2:
+            return 1, [], [f"id-{calls}"]
+        return 0, ["UNAVAILABLE"], []
+
+    result = await _closed_loop(submit, _spec())
+    assert most == 4
+    assert result.sent == calls and result.acknowledged + result.errors["UNAVAILABLE"] == calls
+    assert len(result.latencies_ms) == result.acknowledged == len(result.ids)
+
+
+async def test_paced_loop_holds_no_more_than_its_cap_outstanding() -> None:
+    release, capped = asyncio.Event(), asyncio.Event()
+    started = 0
+
+    async def submit(url: str, delay_s: int) -> Outcome:
+        nonlocal started
+        started += 1
+        if started == 5:
+            capped.set()
+        await release.wait()
+        return 1, [], [url]
+
+    run = asyncio.create_task(_paced(submit, _spec(rate=10_000.0, in_flight=5, duration_s=0.2)))
+    await capped.wait()
+    await asyncio.sleep(0.05)  # a quarter of the window, at a rate that wants 500 more calls
+    assert not run.done() and started == 5  # the cap is reached; nothing more is sent
+    release.set()
+    result = await run
+    assert result.sent >= 5 and result.acknowledged == result.sent
+    assert set(result.starts) == {str(i) for i in range(result.sent)}
+
+
+async def test_a_worker_process_runs_a_load_and_reports_it() -> None:
+    sink = FastSink()
+    await sink.start()
+    try:
+        result = await run_worker(_spec(port=sink.port, in_flight=2, duration_s=0.3))
+    finally:
+        await sink.stop()
+    assert result.acknowledged > 0 and not result.errors
+    assert result.cpu_s > 0 and result.elapsed_s >= 0.3
+    assert {a.path for a in sink.arrivals} == {"/v1/tenants/demo/service-calls"}
+
+
+def test_children_finds_a_process_started_here() -> None:
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        assert child.pid in _children(os.getpid())
+    finally:
+        child.kill()
+        child.wait()
