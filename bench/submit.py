@@ -114,6 +114,8 @@ class StepRun:
     p99_ms: float
     errors: int
     client_cpu_pct: float
+    ack_p99_ms: float = math.nan  # submit -> acknowledgement, at this rate
+    mesh_cpu_pct: dict[str, float] = field(default_factory=dict)
 
     @property
     def lost(self) -> int:
@@ -154,7 +156,14 @@ def step_summary(runs: Sequence[StepRun]) -> StepRun:
         p99_ms=median([r.p99_ms for r in runs]),
         errors=sum(r.errors for r in runs),
         client_cpu_pct=median([r.client_cpu_pct for r in runs]),
+        ack_p99_ms=median([r.ack_p99_ms for r in runs]),
+        mesh_cpu_pct=median_by_name([r.mesh_cpu_pct for r in runs]),
     )
+
+
+def median_by_name(runs: Sequence[dict[str, float]]) -> dict[str, float]:
+    names = {name for run in runs for name in run}
+    return {name: median([run[name] for run in runs if name in run]) for name in names}
 
 
 # ---- the JSON face's client: HTTP/1.1 keep-alive, one request at a time per connection ------
@@ -441,6 +450,8 @@ class LoadResult:
     # paced: call index -> wall-clock time its submit started, for acknowledged calls
     starts: dict[str, float] = field(default_factory=dict)
     ids: list[str] = field(default_factory=list)
+    # Set by the bench, not the worker: each mesh process's CPU over the window, % of a core.
+    mesh_cpu_pct: dict[str, float] = field(default_factory=dict)
 
     @property
     def calls_per_s(self) -> float:
@@ -451,12 +462,21 @@ class LoadResult:
         return 100 * self.cpu_s / self.elapsed_s if self.elapsed_s > 0 else math.nan
 
 
-async def _closed_loop(submit: Submit, spec: LoadSpec) -> LoadResult:
+def _no_mark(name: str) -> None:
+    """`mark` of the loops: how a worker tells the bench that its measured window starts and
+    ends (a line on stdout), so that the bench samples the mesh's CPU over that window, not over
+    the worker's start-up."""
+
+
+async def _closed_loop(
+    submit: Submit, spec: LoadSpec, mark: Callable[[str], None] = _no_mark
+) -> LoadResult:
     result = LoadResult()
     errors: Counter[str] = Counter()
     if spec.warm_up:
         # Connections open and the server's paths run once before the clock starts.
         await asyncio.gather(*(submit(spec.url, spec.delay_s) for _ in range(spec.in_flight)))
+    mark("window-start")
     started, cpu_before = time.perf_counter(), time.process_time()
     deadline = started + spec.duration_s
 
@@ -477,11 +497,14 @@ async def _closed_loop(submit: Submit, spec: LoadSpec) -> LoadResult:
     await asyncio.gather(*(slot() for _ in range(spec.in_flight)))
     result.elapsed_s = time.perf_counter() - started
     result.cpu_s = time.process_time() - cpu_before
+    mark("window-end")
     result.errors = dict(errors)
     return result
 
 
-async def _paced(submit: Submit, spec: LoadSpec) -> LoadResult:
+async def _paced(
+    submit: Submit, spec: LoadSpec, mark: Callable[[str], None] = _no_mark
+) -> LoadResult:
     """Open loop: call i is submitted at t0 + i / rate, whether or not earlier ones were
     answered, with at most `in_flight` outstanding. Sending stops at the window's end, so a
     server that cannot keep up shows as a rate not kept rather than an ever longer run."""
@@ -515,6 +538,7 @@ async def _paced(submit: Submit, spec: LoadSpec) -> LoadResult:
             result.starts[str(index)] = started_wall
             result.ids.extend(ids)
 
+    mark("window-start")
     started, cpu_before = time.perf_counter(), time.process_time()
     index = 0
     while index < total:
@@ -538,6 +562,7 @@ async def _paced(submit: Submit, spec: LoadSpec) -> LoadResult:
         await asyncio.gather(*outstanding)
     result.elapsed_s = max(last_ack - started, spec.duration_s)
     result.cpu_s = time.process_time() - cpu_before
+    mark("window-end")
     result.errors = dict(errors)
     return result
 
@@ -560,7 +585,7 @@ async def _cancel_all(face: GrpcFace, spec: LoadSpec) -> LoadResult:
     return result
 
 
-async def run_load(spec: LoadSpec) -> LoadResult:
+async def run_load(spec: LoadSpec, mark: Callable[[str], None] = _no_mark) -> LoadResult:
     target = f"{spec.host}:{spec.port}"
     face: GrpcFace | JsonFace | BatchFace
     if spec.mode == "json-envoy":
@@ -577,16 +602,19 @@ async def run_load(spec: LoadSpec) -> LoadResult:
             assert isinstance(face, GrpcFace)
             return await _cancel_all(face, spec)
         if spec.rate > 0:
-            return await _paced(face.submit, spec)
-        return await _closed_loop(face.submit, spec)
+            return await _paced(face.submit, spec, mark)
+        return await _closed_loop(face.submit, spec, mark)
     finally:
         await face.close()
 
 
 def _load_main() -> None:
+    def mark(name: str) -> None:
+        print(name, flush=True)
+
     raw = json.loads(sys.stdin.read())
     raw["ids"] = tuple(raw.get("ids", ()))
-    result = asyncio.run(run_load(LoadSpec(**raw)))
+    result = asyncio.run(run_load(LoadSpec(**raw), mark))
     json.dump(
         {
             "acknowledged": result.acknowledged,
@@ -600,11 +628,12 @@ def _load_main() -> None:
         },
         sys.stdout,
     )
+    print(flush=True)
 
 
-async def run_worker(spec: LoadSpec) -> LoadResult:
+async def run_worker(spec: LoadSpec, on_mark: Callable[[str], None] = _no_mark) -> LoadResult:
     """Runs one load in a fresh worker process; the spec (API key included) goes on stdin, not
-    on the command line, where `ps` would show it."""
+    on the command line, where `ps` would show it. `on_mark` hears the window's start and end."""
     env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'gen'}"}
     worker = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -614,12 +643,21 @@ async def run_worker(spec: LoadSpec) -> LoadResult:
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
         env=env,
+        limit=1 << 30,  # the result is one JSON line: every latency, start time and call id
     )
-    spec_json = json.dumps({k: getattr(spec, k) for k in LoadSpec.__slots__})
-    out, _ = await worker.communicate(spec_json.encode())
-    if worker.returncode != 0:
+    assert worker.stdin is not None and worker.stdout is not None
+    worker.stdin.write(json.dumps({k: getattr(spec, k) for k in LoadSpec.__slots__}).encode())
+    await worker.stdin.drain()
+    worker.stdin.close()
+    raw: dict[str, Any] | None = None
+    while line := await worker.stdout.readline():
+        text = line.strip()
+        if text.startswith(b"window-"):
+            on_mark(text.decode())
+        elif text:
+            raw = json.loads(text)
+    if await worker.wait() != 0 or raw is None:
         raise RuntimeError(f"load worker ({spec.mode}) exited with {worker.returncode}")
-    raw = json.loads(out)
     return LoadResult(**raw)
 
 
@@ -655,28 +693,46 @@ def _pid_in(path: Path) -> int | None:
     return pid if Path(f"/proc/{pid}").exists() else None
 
 
-def mesh_memory(layout: Layout) -> list[ProcessMemory]:
-    """RSS of each service and Envoy (by their pid files), Kafka's JVM, and Postgres: the
-    postmaster and its backends summed (their shared buffers are counted in each)."""
-    rows = []
+MESH_PROCESSES = (*SERVICES, "envoy", "postgres", "kafka")
+
+
+def mesh_pids(layout: Layout) -> dict[str, list[int]]:
+    """The pids of each mesh process: the services and Envoy by their pid files, Kafka's JVM,
+    and Postgres as its postmaster and the backends it has now."""
+    found: dict[str, list[int]] = {}
     for name in (*SERVICES, "envoy"):
         pid = processes.running_pid(layout.run_dir / f"{name}.pid", str(layout.run_dir))
         if pid is not None:
-            rows.append(ProcessMemory(name, procs.sample(pid).rss_mb))
-    kafka = _pid_in(layout.run_dir / "kafka" / "kafka.pid")
-    if kafka is not None:
-        rows.append(ProcessMemory("kafka", procs.sample(kafka).rss_mb))
+            found[name] = [pid]
     postmaster = _pid_in(layout.run_dir / "pg" / "data" / "postmaster.pid")
     if postmaster is not None:
-        pids = [postmaster, *_children(postmaster)]
-        total = 0.0
-        for pid in pids:
-            try:
-                total += procs.sample(pid).rss_mb
-            except OSError:
-                continue  # a backend that ended meanwhile
-        rows.append(ProcessMemory("postgres", total, len(pids)))
-    return rows
+        found["postgres"] = [postmaster, *_children(postmaster)]
+    kafka = _pid_in(layout.run_dir / "kafka" / "kafka.pid")
+    if kafka is not None:
+        found["kafka"] = [kafka]
+    return found
+
+
+def _samples(pids: list[int]) -> list[procs.Sample]:
+    taken = []
+    for pid in pids:
+        try:
+            taken.append(procs.sample(pid))
+        except OSError:
+            continue  # a backend that ended meanwhile
+    return taken
+
+
+def cpu_seconds(pids: dict[str, list[int]]) -> dict[str, float]:
+    return {name: sum(s.cpu_s for s in _samples(group)) for name, group in pids.items()}
+
+
+def mesh_memory(layout: Layout) -> list[ProcessMemory]:
+    """RSS of each mesh process; Postgres's processes summed (shared buffers count in each)."""
+    return [
+        ProcessMemory(name, sum(s.rss_mb for s in _samples(group)), len(group))
+        for name, group in mesh_pids(layout).items()
+    ]
 
 
 def database_settings(layout: Layout) -> str:
@@ -737,6 +793,10 @@ class Row:
     @property
     def client_cpu(self) -> float:
         return median([r.cpu_pct for r in self.runs])
+
+    @property
+    def mesh_cpu(self) -> dict[str, float]:
+        return median_by_name([r.mesh_cpu_pct for r in self.runs])
 
 
 @dataclass(frozen=True, slots=True)
@@ -820,9 +880,25 @@ class Bench:
         values.update(changes)
         return LoadSpec(**values)
 
+    async def run_sampled(self, spec: LoadSpec) -> LoadResult:
+        """Runs a worker and notes each mesh process's CPU over its measured window."""
+        pids = mesh_pids(self.layout)
+        marks: dict[str, tuple[float, dict[str, float]]] = {}
+
+        def on_mark(name: str) -> None:
+            marks[name] = (time.monotonic(), cpu_seconds(pids))
+
+        result = await run_worker(spec, on_mark)
+        if "window-start" in marks and "window-end" in marks:
+            (t0, before), (t1, after) = marks["window-start"], marks["window-end"]
+            result.mesh_cpu_pct = {
+                name: 100 * (after[name] - before[name]) / max(t1 - t0, 1e-9) for name in before
+            }
+        return result
+
     async def measure(self, spec: LoadSpec) -> LoadResult:
         await settle(self.layout)
-        result = await run_worker(spec)
+        result = await self.run_sampled(spec)
         if spec.delay_s:
             self.later_ids.extend(result.ids)
         result.ids = []
@@ -946,7 +1022,7 @@ class Bench:
         gc.collect()
         gc.disable()
         try:
-            result = await run_worker(spec)
+            result = await self.run_sampled(spec)
             expected = {f"{prefix}{i}" for i in result.starts}
             await self._wait_for(expected, timeout=30)
         finally:
@@ -967,6 +1043,8 @@ class Bench:
             p99_ms=percentile(latencies, 99),
             errors=sum(result.errors.values()),
             client_cpu_pct=result.cpu_pct,
+            ack_p99_ms=percentile(result.latencies_ms, 99),
+            mesh_cpu_pct=result.mesh_cpu_pct,
         )
 
     async def e2e(self) -> list[StepRun]:
@@ -982,6 +1060,11 @@ class Bench:
                     file=sys.stderr,
                     flush=True,
                 )
+                # More runs cannot make the step pass: lost and failed calls are summed, and
+                # the median fails once more than half the runs did.
+                failed = sum(not r.passed() for r in runs)
+                if step.lost or step.errors or failed > self.options.repeat // 2:
+                    break
             summary = step_summary(runs)
             steps.append(summary)
             if not summary.passed():
@@ -1028,6 +1111,9 @@ def report(
         "| client CPU | goal (issue 13) |"
     )
     lines.append("|---|---|---|---|---|---|---|---|")
+    by_face = {r.name.split(",")[0]: r for r in rows}
+    grpc_envoy = by_face.get(FACE_NAMES["grpc-envoy"])
+    json_envoy = by_face.get(FACE_NAMES["json-envoy"])
     for row in [*rows, *([immediate] if immediate else [])]:
         if row.note and not row.runs:
             lines.append(f"| {row.name} | {row.what} | {row.note} | | | | | {row.goal} |")
@@ -1037,17 +1123,12 @@ def report(
             f"| {row.name} | {row.what} | {calls} | {_ms(row.p50)} | {_ms(row.p99)} "
             f"| {sum(row.errors.values())} | {row.client_cpu:.0f}% | {row.goal} |"
         )
-    by_face = {r.name.split(",")[0]: r for r in rows}
-    grpc_envoy, json_envoy = (
-        by_face.get(FACE_NAMES["grpc-envoy"]),
-        by_face.get(FACE_NAMES["json-envoy"]),
-    )
-    if grpc_envoy and json_envoy and grpc_envoy.calls_per_s > 0:
-        ratio = json_envoy.calls_per_s / grpc_envoy.calls_per_s
-        lines.append(
-            f"| JSON / gRPC via Envoy | ratio of the two calls/s above | {ratio:.2f} | | | | "
-            "| ≥ 0.9 |"
-        )
+        if row is json_envoy and grpc_envoy is not None and grpc_envoy.calls_per_s > 0:
+            ratio = json_envoy.calls_per_s / grpc_envoy.calls_per_s
+            lines.append(
+                f"| JSON / gRPC via Envoy | ratio of the two calls/s above | {ratio:.2f} "
+                "| | | | | ≥ 0.9 |"
+            )
     errors: Counter[str] = Counter()
     for row in rows:
         errors.update(row.errors)
@@ -1062,20 +1143,35 @@ def report(
         f"call reached the sink, and p99 of submit start → arrival ≤ {E2E_P99_LIMIT_MS:.0f} ms. "
         "Goal: ≥ 1,000 calls/s.",
         "",
-        "| rate asked | achieved calls/s | sent | arrived | p50 ms | p99 ms | failed submits "
-        "| duplicates | client CPU | verdict |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| rate asked | achieved calls/s | sent | arrived | p50 ms | p99 ms | ack p99 ms "
+        "| failed submits | duplicates | client CPU | verdict |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for step in steps:
         lines.append(
             f"| {step.rate:,.0f}/s | {_rate(step.achieved_per_s)} | {step.sent:,} "
-            f"| {step.arrived:,} | {_ms(step.p50_ms)} | {_ms(step.p99_ms)} | {step.errors} "
+            f"| {step.arrived:,} | {_ms(step.p50_ms)} | {_ms(step.p99_ms)} "
+            f"| {_ms(step.ack_p99_ms)} | {step.errors} "
             f"| {step.duplicates} | {step.client_cpu_pct:.0f}% | {step.why_not()} |"
         )
     passed = [s.rate for s in steps if s.passed()]
     if steps:
         best = f"{max(passed):,.0f} calls/s" if passed else f"below {steps[0].rate:,.0f}/s"
         lines += ["", f"highest sustained rate that passed: {best}"]
+
+    lines += [
+        "",
+        "CPU of each mesh process over each measured window (median of the runs; 100% = one "
+        "core; postgres = all its processes)",
+        "",
+        "| measurement | " + " | ".join(MESH_PROCESSES) + " | client |",
+        "|---|" + "---|" * (len(MESH_PROCESSES) + 1),
+    ]
+    sampled = [(row.name, row.mesh_cpu, row.client_cpu) for row in rows if row.runs]
+    sampled += [(f"end-to-end {s.rate:,.0f}/s", s.mesh_cpu_pct, s.client_cpu_pct) for s in steps]
+    for name, cpu, client in sampled:
+        cells = [f"{cpu[p]:.0f}%" if p in cpu else "–" for p in MESH_PROCESSES]
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {client:.0f}% |")
 
     lines += ["", "RSS at the end", "", "| process | RSS MB |", "|---|---|"]
     for m in memory:
