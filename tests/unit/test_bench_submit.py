@@ -9,6 +9,10 @@ import math
 import os
 import subprocess
 import sys
+from dataclasses import replace
+from typing import Any
+
+import grpc
 
 from bench._sink import FastSink
 from bench.submit import (
@@ -21,10 +25,13 @@ from bench.submit import (
     _closed_loop,
     _paced,
     percentile,
+    run_load,
     run_worker,
     step_summary,
 )
 from meshctl.sink import Sink
+from servicecall.v1 import service_call_pb2 as api
+from servicecall.v1 import service_call_service_pb2 as svc
 
 
 def test_percentile_is_nearest_rank() -> None:
@@ -185,3 +192,62 @@ def test_children_finds_a_process_started_here() -> None:
     finally:
         child.kill()
         child.wait()
+
+
+async def test_grpc_faces_submit_with_the_key_and_cancel_what_they_submitted() -> None:
+    submitted: list[svc.SubmitServiceCallRequest] = []
+    canceled: list[str] = []
+
+    async def submit(
+        request: svc.SubmitServiceCallRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> api.ServiceCall:
+        if ("authorization", "Bearer k") not in tuple(context.invocation_metadata() or ()):
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, "bad key")
+        submitted.append(request)
+        return api.ServiceCall(service_call_id=f"id-{len(submitted)}")
+
+    async def cancel(
+        request: svc.CancelServiceCallRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> api.ServiceCall:
+        canceled.append(request.service_call_id)
+        return api.ServiceCall(service_call_id=request.service_call_id)
+
+    # An in-memory stand-in for the orchestrator's public API, on loopback.
+    handler = grpc.method_handlers_generic_handler(
+        "servicecall.v1.ServiceCallService",
+        {
+            "SubmitServiceCall": grpc.unary_unary_rpc_method_handler(
+                submit,
+                request_deserializer=svc.SubmitServiceCallRequest.FromString,
+                response_serializer=api.ServiceCall.SerializeToString,
+            ),
+            "CancelServiceCall": grpc.unary_unary_rpc_method_handler(
+                cancel,
+                request_deserializer=svc.CancelServiceCallRequest.FromString,
+                response_serializer=api.ServiceCall.SerializeToString,
+            ),
+        },
+    )
+    server = grpc.aio.server()
+    server.add_generic_rpc_handlers((handler,))
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        grpc_spec = _spec(mode="grpc-direct", port=port, key="k", url="http://127.0.0.1:9/x")
+        result = await run_load(grpc_spec)
+        refused = await run_load(replace(grpc_spec, key="wrong", duration_s=0.05))
+        paced = await run_load(replace(grpc_spec, url="http://s/e2e/", delay_s=0, rate=200.0))
+        cleanup = await run_load(replace(grpc_spec, mode="cancel", ids=tuple(result.ids)))
+    finally:
+        await server.stop(None)
+    assert result.acknowledged > 0 and not result.errors
+    assert sorted(canceled) == sorted(result.ids) and cleanup.acknowledged == len(result.ids)
+    assert refused.acknowledged == 0 and set(refused.errors) == {"UNAUTHENTICATED"}
+    later = submitted[0]
+    assert later.tenant_id == "demo" and later.delay.seconds == 3600
+    assert list(later.service_call.tags) == ["bench-submit"]
+    assert later.service_call.retry_policy.max_attempts == 1
+    now = [r for r in submitted if r.service_call.request.url.startswith("http://s/e2e/")]
+    assert len(now) == paced.sent == paced.acknowledged and not any(
+        r.HasField("delay") for r in now
+    )
