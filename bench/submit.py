@@ -44,9 +44,10 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import grpc
 import httptools
@@ -447,7 +448,7 @@ class LoadResult:
     cpu_s: float = 0.0  # the worker's own CPU (all its threads) over the measured window
     latencies_ms: list[float] = field(default_factory=list)
     sent: int = 0
-    # paced: call index -> wall-clock time its submit started, for acknowledged calls
+    # paced: the path of each acknowledged call's URL -> wall-clock time its submit started
     starts: dict[str, float] = field(default_factory=dict)
     ids: list[str] = field(default_factory=list)
     # Set by the bench, not the worker: each mesh process's CPU over the window, % of a core.
@@ -462,21 +463,37 @@ class LoadResult:
         return 100 * self.cpu_s / self.elapsed_s if self.elapsed_s > 0 else math.nan
 
 
-def _no_mark(name: str) -> None:
-    """`mark` of the loops: how a worker tells the bench that its measured window starts and
-    ends (a line on stdout), so that the bench samples the mesh's CPU over that window, not over
-    the worker's start-up."""
+class Window:
+    """How a load loop tells whoever runs it that its measured window opens and closes. Here
+    (in-process, the tests): nothing. A worker process overrides both (_StdioWindow)."""
+
+    async def open(self) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
 
 
-async def _closed_loop(
-    submit: Submit, spec: LoadSpec, mark: Callable[[str], None] = _no_mark
-) -> LoadResult:
+class _StdioWindow(Window):
+    """A worker says `ready` once connected and warmed up, and opens its window only when the
+    bench answers `go`: all workers of a measurement start together, and the bench samples the
+    mesh's CPU over exactly the window, not over the workers' start-up."""
+
+    async def open(self) -> None:
+        print("ready", flush=True)
+        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+
+    def close(self) -> None:
+        print("window-end", flush=True)
+
+
+async def _closed_loop(submit: Submit, spec: LoadSpec, window: Window) -> LoadResult:
     result = LoadResult()
     errors: Counter[str] = Counter()
     if spec.warm_up:
         # Connections open and the server's paths run once before the clock starts.
         await asyncio.gather(*(submit(spec.url, spec.delay_s) for _ in range(spec.in_flight)))
-    mark("window-start")
+    await window.open()
     started, cpu_before = time.perf_counter(), time.process_time()
     deadline = started + spec.duration_s
 
@@ -497,17 +514,16 @@ async def _closed_loop(
     await asyncio.gather(*(slot() for _ in range(spec.in_flight)))
     result.elapsed_s = time.perf_counter() - started
     result.cpu_s = time.process_time() - cpu_before
-    mark("window-end")
+    window.close()
     result.errors = dict(errors)
     return result
 
 
-async def _paced(
-    submit: Submit, spec: LoadSpec, mark: Callable[[str], None] = _no_mark
-) -> LoadResult:
+async def _paced(submit: Submit, spec: LoadSpec, window: Window) -> LoadResult:
     """Open loop: call i is submitted at t0 + i / rate, whether or not earlier ones were
     answered, with at most `in_flight` outstanding. Sending stops at the window's end, so a
-    server that cannot keep up shows as a rate not kept rather than an ever longer run."""
+    server that cannot keep up shows as a rate not kept rather than an ever longer run.
+    `starts` keys each acknowledged call by its URL's path."""
     result = LoadResult()
     errors: Counter[str] = Counter()
     total = max(1, round(spec.rate * spec.duration_s))
@@ -523,9 +539,10 @@ async def _paced(
 
     async def one(index: int) -> None:
         nonlocal last_ack, in_flight
+        url = f"{spec.url}{index}"
         started_wall, sent_at = time.time(), time.perf_counter()
         try:
-            ok, failed, ids = await submit(f"{spec.url}{index}", spec.delay_s)
+            ok, failed, ids = await submit(url, spec.delay_s)
         finally:
             in_flight -= 1
             room.set()
@@ -535,10 +552,10 @@ async def _paced(
             last_ack = time.perf_counter()
             result.latencies_ms.append((last_ack - sent_at) * 1000)
             result.acknowledged += ok
-            result.starts[str(index)] = started_wall
+            result.starts[urlsplit(url).path] = started_wall
             result.ids.extend(ids)
 
-    mark("window-start")
+    await window.open()
     started, cpu_before = time.perf_counter(), time.process_time()
     index = 0
     while index < total:
@@ -562,7 +579,7 @@ async def _paced(
         await asyncio.gather(*outstanding)
     result.elapsed_s = max(last_ack - started, spec.duration_s)
     result.cpu_s = time.process_time() - cpu_before
-    mark("window-end")
+    window.close()
     result.errors = dict(errors)
     return result
 
@@ -585,7 +602,8 @@ async def _cancel_all(face: GrpcFace, spec: LoadSpec) -> LoadResult:
     return result
 
 
-async def run_load(spec: LoadSpec, mark: Callable[[str], None] = _no_mark) -> LoadResult:
+async def run_load(spec: LoadSpec, window: Window | None = None) -> LoadResult:
+    window = window or Window()
     target = f"{spec.host}:{spec.port}"
     face: GrpcFace | JsonFace | BatchFace
     if spec.mode == "json-envoy":
@@ -602,19 +620,16 @@ async def run_load(spec: LoadSpec, mark: Callable[[str], None] = _no_mark) -> Lo
             assert isinstance(face, GrpcFace)
             return await _cancel_all(face, spec)
         if spec.rate > 0:
-            return await _paced(face.submit, spec, mark)
-        return await _closed_loop(face.submit, spec, mark)
+            return await _paced(face.submit, spec, window)
+        return await _closed_loop(face.submit, spec, window)
     finally:
         await face.close()
 
 
 def _load_main() -> None:
-    def mark(name: str) -> None:
-        print(name, flush=True)
-
-    raw = json.loads(sys.stdin.read())
+    raw = json.loads(sys.stdin.readline())
     raw["ids"] = tuple(raw.get("ids", ()))
-    result = asyncio.run(run_load(LoadSpec(**raw), mark))
+    result = asyncio.run(run_load(LoadSpec(**raw), _StdioWindow()))
     json.dump(
         {
             "acknowledged": result.acknowledged,
@@ -631,34 +646,102 @@ def _load_main() -> None:
     print(flush=True)
 
 
-async def run_worker(spec: LoadSpec, on_mark: Callable[[str], None] = _no_mark) -> LoadResult:
-    """Runs one load in a fresh worker process; the spec (API key included) goes on stdin, not
-    on the command line, where `ps` would show it. `on_mark` hears the window's start and end."""
-    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'gen'}"}
-    worker = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bench.submit",
-        "load",
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        env=env,
-        limit=1 << 30,  # the result is one JSON line: every latency, start time and call id
+def split(spec: LoadSpec, workers: int) -> list[LoadSpec]:
+    """One measurement's load shared by `workers` processes: each its share of the requests in
+    flight and of the rate, and (paced) a URL prefix of its own so that paths stay unique."""
+    shares = [spec.in_flight // workers + (i < spec.in_flight % workers) for i in range(workers)]
+    return [
+        replace(
+            spec,
+            in_flight=share,
+            rate=spec.rate / workers,
+            url=f"{spec.url}w{i}-" if spec.rate > 0 and workers > 1 else spec.url,
+        )
+        for i, share in enumerate(shares)
+        if share > 0
+    ]
+
+
+def merge(results: Sequence[LoadResult]) -> LoadResult:
+    """The workers' results as one client's: their calls and CPU summed over the longest
+    window."""
+    errors: Counter[str] = Counter()
+    for r in results:
+        errors.update(r.errors)
+    return LoadResult(
+        acknowledged=sum(r.acknowledged for r in results),
+        errors=dict(errors),
+        elapsed_s=max(r.elapsed_s for r in results),
+        cpu_s=sum(r.cpu_s for r in results),
+        latencies_ms=[v for r in results for v in r.latencies_ms],
+        sent=sum(r.sent for r in results),
+        starts={path: t for r in results for path, t in r.starts.items()},
+        ids=[i for r in results for i in r.ids],
     )
-    assert worker.stdin is not None and worker.stdout is not None
-    worker.stdin.write(json.dumps({k: getattr(spec, k) for k in LoadSpec.__slots__}).encode())
-    await worker.stdin.drain()
-    worker.stdin.close()
-    raw: dict[str, Any] | None = None
-    while line := await worker.stdout.readline():
-        text = line.strip()
-        if text.startswith(b"window-"):
-            on_mark(text.decode())
-        elif text:
-            raw = json.loads(text)
-    if await worker.wait() != 0 or raw is None:
-        raise RuntimeError(f"load worker ({spec.mode}) exited with {worker.returncode}")
-    return LoadResult(**raw)
+
+
+async def run_workers(
+    specs: Sequence[LoadSpec], on_mark: Callable[[str], None] | None = None
+) -> LoadResult:
+    """Runs each spec in a fresh worker process and merges their results. A spec (API key
+    included) goes on stdin, not on the command line, where `ps` would show it. Once every
+    worker is ready, `on_mark("window-start")` is called and all are told to go; when the last
+    one's window ends, `on_mark("window-end")`."""
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'gen'}"}
+    workers = [
+        await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "bench.submit",
+            "load",
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            env=env,
+            limit=1 << 30,  # the result is one JSON line: every latency, start time and id
+        )
+        for _ in specs
+    ]
+    ready, ended = 0, 0
+    all_ready = asyncio.Event()
+    mark = on_mark or (lambda name: None)
+
+    async def drive(worker: asyncio.subprocess.Process, spec: LoadSpec) -> LoadResult:
+        nonlocal ready, ended
+        assert worker.stdin is not None and worker.stdout is not None
+        spec_json = json.dumps({k: getattr(spec, k) for k in LoadSpec.__slots__})
+        worker.stdin.write(spec_json.encode() + b"\n")
+        await worker.stdin.drain()
+        raw: dict[str, Any] | None = None
+        while line := await worker.stdout.readline():
+            text = line.strip()
+            if text == b"ready":
+                ready += 1
+                if ready == len(specs):
+                    mark("window-start")
+                    all_ready.set()
+                await all_ready.wait()
+                worker.stdin.write(b"go\n")
+                await worker.stdin.drain()
+            elif text == b"window-end":
+                ended += 1
+                if ended == len(specs):
+                    mark("window-end")
+            elif text:
+                raw = json.loads(text)
+        worker.stdin.close()
+        if await worker.wait() != 0 or raw is None:
+            raise RuntimeError(f"load worker ({spec.mode}) exited with {worker.returncode}")
+        return LoadResult(**raw)
+
+    try:
+        return merge(
+            await asyncio.gather(*(drive(w, s) for w, s in zip(workers, specs, strict=True)))
+        )
+    finally:
+        for worker in workers:
+            if worker.returncode is None:
+                worker.kill()
+                await worker.wait()
 
 
 # ---- the mesh -------------------------------------------------------------------------------
@@ -812,6 +895,7 @@ class Options:
     batch_in_flight: int
     warm_up_s: float
     keep_calls: bool
+    clients: int = 1
 
 
 class Bench:
@@ -888,7 +972,7 @@ class Bench:
         def on_mark(name: str) -> None:
             marks[name] = (time.monotonic(), cpu_seconds(pids))
 
-        result = await run_worker(spec, on_mark)
+        result = await run_workers(split(spec, self.options.clients), on_mark)
         if "window-start" in marks and "window-end" in marks:
             (t0, before), (t1, after) = marks["window-start"], marks["window-end"]
             result.mesh_cpu_pct = {
@@ -956,7 +1040,8 @@ class Bench:
         if not self.later_ids or self.options.keep_calls:
             return
         started = time.monotonic()
-        result = await run_worker(self.spec("cancel", ids=tuple(self.later_ids), in_flight=64))
+        cancel = self.spec("cancel", ids=tuple(self.later_ids), in_flight=64)
+        result = await run_workers([cancel])
         print(
             f"  canceled {result.acknowledged:,} of {len(self.later_ids):,} calls due in an hour "
             f"in {time.monotonic() - started:.0f} s {_errors(result.errors)}",
@@ -1023,14 +1108,14 @@ class Bench:
         gc.disable()
         try:
             result = await self.run_sampled(spec)
-            expected = {f"{prefix}{i}" for i in result.starts}
+            expected = set(result.starts)
             await self._wait_for(expected, timeout=30)
         finally:
             gc.enable()
         latencies = [
-            (self._first[f"{prefix}{i}"] - started) * 1000
-            for i, started in result.starts.items()
-            if f"{prefix}{i}" in self._first
+            (self._first[path] - started) * 1000
+            for path, started in result.starts.items()
+            if path in self._first
         ]
         return StepRun(
             rate=rate,
@@ -1226,6 +1311,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--batch-size", type=int, default=1000)
     parser.add_argument("--batch-in-flight", type=int, default=4)
     parser.add_argument("--warm-up", type=float, help="unmeasured seconds of load first (3)")
+    parser.add_argument(
+        "--clients",
+        type=int,
+        default=1,
+        help="load worker processes per measurement, each with its share of the requests in "
+        "flight and of the rate (1)",
+    )
     parser.add_argument("--tenant", default="demo")
     parser.add_argument("--key-file", type=Path, help="API key file (.run/dev/demo.key)")
     parser.add_argument(
@@ -1255,6 +1347,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         batch_in_flight=args.batch_in_flight,
         warm_up_s=pick(args.warm_up, 3.0, 1.0),
         keep_calls=args.keep_calls,
+        clients=args.clients,
     )
     layout = Layout.dev()
     down = [s for s in SERVICES if not mesh.service_healthy(layout.port_of(s))]

@@ -21,12 +21,14 @@ from bench.submit import (
     LoadSpec,
     Outcome,
     StepRun,
+    Window,
     _children,
     _closed_loop,
     _paced,
     percentile,
     run_load,
-    run_worker,
+    run_workers,
+    split,
     step_summary,
 )
 from meshctl.sink import Sink
@@ -120,7 +122,7 @@ def _spec(**changes: object) -> LoadSpec:
         "port": 9,
         "tenant": "demo",
         "key": "k",
-        "url": "/u/",
+        "url": "http://s/u/",
         "in_flight": 4,
         "duration_s": 0.2,
         "warm_up": False,
@@ -145,7 +147,7 @@ async def test_closed_loop_keeps_its_slots_busy_and_counts_failures() -> None:
             return 1, [], [f"id-{calls}"]
         return 0, ["UNAVAILABLE"], []
 
-    result = await _closed_loop(submit, _spec())
+    result = await _closed_loop(submit, _spec(), Window())
     assert most == 4
     assert result.sent == calls and result.acknowledged + result.errors["UNAVAILABLE"] == calls
     assert len(result.latencies_ms) == result.acknowledged == len(result.ids)
@@ -163,26 +165,39 @@ async def test_paced_loop_holds_no_more_than_its_cap_outstanding() -> None:
         await release.wait()
         return 1, [], [url]
 
-    run = asyncio.create_task(_paced(submit, _spec(rate=10_000.0, in_flight=5, duration_s=0.2)))
+    run = asyncio.create_task(
+        _paced(submit, _spec(rate=10_000.0, in_flight=5, duration_s=0.2), Window())
+    )
     await capped.wait()
     await asyncio.sleep(0.05)  # a quarter of the window, at a rate that wants 500 more calls
     assert not run.done() and started == 5  # the cap is reached; nothing more is sent
     release.set()
     result = await run
     assert result.sent >= 5 and result.acknowledged == result.sent
-    assert set(result.starts) == {str(i) for i in range(result.sent)}
+    assert set(result.starts) == {f"/u/{i}" for i in range(result.sent)}
 
 
-async def test_a_worker_process_runs_a_load_and_reports_it() -> None:
+async def test_worker_processes_run_a_load_together_and_report_it_as_one() -> None:
     sink = FastSink()
     await sink.start()
     try:
-        result = await run_worker(_spec(port=sink.port, in_flight=2, duration_s=0.3))
+        spec = _spec(port=sink.port, in_flight=3, duration_s=0.3)
+        marks: list[str] = []
+        result = await run_workers(split(spec, 2), marks.append)
     finally:
         await sink.stop()
     assert result.acknowledged > 0 and not result.errors
     assert result.cpu_s > 0 and result.elapsed_s >= 0.3
+    assert marks == ["window-start", "window-end"]  # once, for both workers
     assert {a.path for a in sink.arrivals} == {"/v1/tenants/demo/service-calls"}
+
+
+def test_a_load_split_over_workers_keeps_its_total_and_unique_paths() -> None:
+    specs = split(_spec(in_flight=5, rate=300.0, url="http://s/e2e/"), 2)
+    assert [s.in_flight for s in specs] == [3, 2]
+    assert [s.rate for s in specs] == [150.0, 150.0]
+    assert [s.url for s in specs] == ["http://s/e2e/w0-", "http://s/e2e/w1-"]
+    assert [s.url for s in split(_spec(in_flight=1), 2)] == ["http://s/u/"]  # one worker
 
 
 def test_children_finds_a_process_started_here() -> None:
@@ -248,6 +263,7 @@ async def test_grpc_faces_submit_with_the_key_and_cancel_what_they_submitted() -
     assert list(later.service_call.tags) == ["bench-submit"]
     assert later.service_call.retry_policy.max_attempts == 1
     now = [r for r in submitted if r.service_call.request.url.startswith("http://s/e2e/")]
+    assert set(paced.starts) == {r.service_call.request.url[len("http://s") :] for r in now}
     assert len(now) == paced.sent == paced.acknowledged and not any(
         r.HasField("delay") for r in now
     )
