@@ -1287,8 +1287,9 @@ async def run_bench(layout: Layout, tenant: str, key: str, o: Options, e2e: bool
         f"bench-submit against the `make up` mesh ({layout.run_dir}, Postgres "
         f"{database_settings(layout)}), tenant {tenant}; {os.cpu_count()} cores, load average "
         f"{load_before} before, {_load_average()} after. Medians of {o.repeat} runs; intake "
-        f"windows {o.duration_s:g} s. Client CPU: the load worker's own CPU (all threads) over "
-        "its window, 100% = one core; for the immediate calls, this process's (client and sink)."
+        f"windows {o.duration_s:g} s; {o.clients} load worker process(es) per measurement. "
+        "Client CPU: the load workers' own CPU (all threads) over their window, 100% = one "
+        "core; for the immediate calls, this process's (client and sink)."
     )
     return report(header, rows, immediate, steps, o, mesh_memory(layout))
 
