@@ -806,8 +806,30 @@ def _samples(pids: list[int]) -> list[procs.Sample]:
     return taken
 
 
-def cpu_seconds(pids: dict[str, list[int]]) -> dict[str, float]:
-    return {name: sum(s.cpu_s for s in _samples(group)) for name, group in pids.items()}
+def cpu_seconds(pids: dict[str, list[int]]) -> dict[str, dict[int, float]]:
+    """CPU time so far of each process of each group, by pid."""
+    taken: dict[str, dict[int, float]] = {}
+    for name, group in pids.items():
+        taken[name] = {}
+        for pid in group:
+            try:
+                taken[name][pid] = procs.sample(pid).cpu_s
+            except OSError:
+                continue  # a backend that ended meanwhile
+    return taken
+
+
+def cpu_percent(
+    before: dict[str, dict[int, float]], after: dict[str, dict[int, float]], seconds: float
+) -> dict[str, float]:
+    """Each group's CPU between two samples, counting only processes alive at both (a
+    Postgres backend that ended in between took its CPU time with it)."""
+    return {
+        name: 100
+        * sum(after[name][pid] - cpu for pid, cpu in pids.items() if pid in after.get(name, {}))
+        / max(seconds, 1e-9)
+        for name, pids in before.items()
+    }
 
 
 def mesh_memory(layout: Layout) -> list[ProcessMemory]:
@@ -967,7 +989,7 @@ class Bench:
     async def run_sampled(self, spec: LoadSpec) -> LoadResult:
         """Runs a worker and notes each mesh process's CPU over its measured window."""
         pids = mesh_pids(self.layout)
-        marks: dict[str, tuple[float, dict[str, float]]] = {}
+        marks: dict[str, tuple[float, dict[str, dict[int, float]]]] = {}
 
         def on_mark(name: str) -> None:
             marks[name] = (time.monotonic(), cpu_seconds(pids))
@@ -975,9 +997,7 @@ class Bench:
         result = await run_workers(split(spec, self.options.clients), on_mark)
         if "window-start" in marks and "window-end" in marks:
             (t0, before), (t1, after) = marks["window-start"], marks["window-end"]
-            result.mesh_cpu_pct = {
-                name: 100 * (after[name] - before[name]) / max(t1 - t0, 1e-9) for name in before
-            }
+            result.mesh_cpu_pct = cpu_percent(before, after, t1 - t0)
         return result
 
     async def measure(self, spec: LoadSpec) -> LoadResult:

@@ -25,6 +25,7 @@ from bench.submit import (
     _children,
     _closed_loop,
     _paced,
+    cpu_percent,
     percentile,
     run_load,
     run_workers,
@@ -267,3 +268,9 @@ async def test_grpc_faces_submit_with_the_key_and_cancel_what_they_submitted() -
     assert len(now) == paced.sent == paced.acknowledged and not any(
         r.HasField("delay") for r in now
     )
+
+
+def test_cpu_of_a_group_counts_only_processes_alive_at_both_samples() -> None:
+    before = {"postgres": {1: 10.0, 2: 5.0}, "envoy": {3: 1.0}}
+    after = {"postgres": {1: 10.5, 4: 0.2}, "envoy": {3: 1.25}}  # 2 ended, 4 started
+    assert cpu_percent(before, after, 1.0) == {"postgres": 50.0, "envoy": 25.0}
