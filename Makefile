@@ -13,7 +13,7 @@ SOURCES := mesh orchestrator scheduler executor gateway meshctl tests bench k8s
 
 .PHONY: help bootstrap proto proto-check buf-lint lint typecheck check test test-unit \
         test-integration test-e2e up down status logs demo-curl demo-grpcurl clean \
-        bench-scheduler bench-executor bench-burst bench-list fuzz admin chaos
+        bench-scheduler bench-executor bench-burst bench-list bench-submit fuzz admin chaos
 
 help:
 	@echo "make up          start Postgres, Kafka, the three services and Envoy (local processes)"
@@ -92,6 +92,11 @@ bench-executor: bootstrap
 
 bench-burst: bootstrap
 	$(PY) -m bench.executor_burst $(BENCH_FLAGS)
+
+# Intake and end-to-end throughput of the running `make up` mesh (docs/intake.md), e.g.
+# make bench-submit BENCH_FLAGS="--quick"
+bench-submit: bootstrap
+	$(PY) -m bench.submit $(BENCH_FLAGS)
 
 # Faults injected into a mesh of its own while calls are due (bench/chaos.py, docs/chaos.md):
 # every scenario, the broker kill five times; fails on any lost, stuck, early or double-terminal
