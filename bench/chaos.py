@@ -34,7 +34,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import grpc
-from confluent_kafka import Consumer, TopicPartition
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -43,6 +42,7 @@ from mesh.topics import Topics
 from meshctl import mesh, processes
 from meshctl.layout import ROOT, Layout
 from meshctl.sink import Arrival, Sink
+from meshctl.topic_reader import read_whole_topic
 from orchestrator.adapters.tenants import TenantAdmin
 from servicecall.internal.v1 import events_pb2 as pb
 from servicecall.v1 import service_call_pb2 as api
@@ -577,37 +577,11 @@ def completed_states(
     """Every ServiceCallCompleted on the call-events topic for these calls, read from the
     beginning to each partition's end, outside any consumer group."""
     topic = Topics.with_prefix(layout.topic_prefix).call_events
-    consumer = Consumer(
-        {
-            "bootstrap.servers": layout.kafka_bootstrap,
-            "group.id": f"chaos-reader-{uuid.uuid4().hex}",
-            "enable.auto.commit": False,
-        }
-    )
     found: dict[str, list[int]] = {}
-    try:
-        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        ends = {
-            p: consumer.get_watermark_offsets(TopicPartition(topic, p), 10)[1] for p in partitions
-        }
-        consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
-        positions = dict.fromkeys(partitions, 0)
-        deadline = time.monotonic() + timeout
-        while any(positions[p] < ends[p] for p in partitions):
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{topic}: could not read to the end in {timeout:.0f}s")
-            for message in consumer.consume(1000, 0.2):
-                if message.error() is not None:
-                    continue
-                positions[message.partition() or 0] = (message.offset() or 0) + 1
-                envelope = pb.Envelope.FromString(message.value() or b"")
-                if (
-                    envelope.service_call_id in call_ids
-                    and envelope.WhichOneof("payload") == "completed"
-                ):
-                    found.setdefault(envelope.service_call_id, []).append(envelope.completed.state)
-    finally:
-        consumer.close()
+    for value in read_whole_topic(layout.kafka_bootstrap, topic, timeout):
+        envelope = pb.Envelope.FromString(value)
+        if envelope.service_call_id in call_ids and envelope.WhichOneof("payload") == "completed":
+            found.setdefault(envelope.service_call_id, []).append(envelope.completed.state)
     return found
 
 

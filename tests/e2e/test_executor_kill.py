@@ -18,10 +18,11 @@ import pytest
 from mesh.topics import Topics
 from meshctl import mesh, processes
 from meshctl.layout import Layout
+from meshctl.topic_reader import read_whole_topic
 from servicecall.internal.v1 import events_pb2 as pb
 from servicecall.v1 import service_call_pb2 as api
 from tests.e2e.conftest import CallEvents, JsonClient
-from tests.e2e.test_executor_paths import ScriptedSink, fetch, read_whole_topic, submit, tenant
+from tests.e2e.test_executor_paths import ScriptedSink, fetch, submit, tenant
 
 
 @pytest.fixture(scope="module")

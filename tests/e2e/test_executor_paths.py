@@ -18,11 +18,11 @@ from typing import Any
 import pytest
 import standardwebhooks
 from aiohttp import web
-from confluent_kafka import Consumer, TopicPartition
 
 from mesh.topics import Topics
 from meshctl.layout import Layout
 from meshctl.sink import Arrival, Sink
+from meshctl.topic_reader import read_whole_topic
 from servicecall.v1 import service_call_pb2 as api
 from tests.e2e.conftest import CallEvents, JsonClient
 from tests.unit.executor.webhook_verifier import verify
@@ -319,32 +319,3 @@ def _assert_nowhere_in_clear(layout: Layout, secrets: list[str]) -> None:
         text = log.read_text(errors="replace")
         for secret in secrets:
             assert secret not in text, f"{log.name} holds a secret"
-
-
-def read_whole_topic(bootstrap: str, topic: str, timeout: float = 30.0) -> list[bytes]:
-    """Every message the topic holds now: read up to each partition's high watermark."""
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": f"reader-{uuid.uuid4().hex}",
-            "enable.auto.commit": False,
-        }
-    )
-    try:
-        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        ends = {
-            p: consumer.get_watermark_offsets(TopicPartition(topic, p), 10)[1] for p in partitions
-        }
-        consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
-        positions = dict.fromkeys(partitions, 0)
-        values: list[bytes] = []
-        deadline = time.monotonic() + timeout
-        while any(positions[p] < ends[p] for p in partitions):
-            assert time.monotonic() < deadline, f"{topic}: could not read to the end"
-            for message in consumer.consume(1000, 0.1):
-                if message.error() is None:
-                    values.append(message.value() or b"")
-                    positions[message.partition() or 0] = (message.offset() or 0) + 1
-        return values
-    finally:
-        consumer.close()

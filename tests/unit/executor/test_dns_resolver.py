@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import threading
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -111,19 +111,6 @@ async def test_a_failed_lookup_is_an_oserror_and_frees_the_share(dns: SlowForTen
                 await resolver.lookup("x.slow-a.example", 80, "tenant-a")
     finally:
         resolver.close()
-
-
-@pytest.fixture
-async def loopback_port() -> AsyncIterator[int]:
-    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await reader.readuntil(b"\r\n\r\n")
-        writer.write(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok")
-        await writer.drain()
-        writer.close()
-
-    server = await asyncio.start_server(answer, "127.0.0.1", 0)
-    yield server.sockets[0].getsockname()[1]
-    server.close()
 
 
 def get(url: str, tenant_id: str, timeout_s: float = 5.0) -> HttpRequest:

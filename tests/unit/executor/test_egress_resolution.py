@@ -3,12 +3,9 @@ passed (lookups are faked; the only packets sent go to loopback)."""
 
 from __future__ import annotations
 
-import asyncio
 import socket
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from datetime import timedelta
-
-import pytest
 
 from executor.adapters.h1_client import H1Client, Lookup, allowed_addresses
 from executor.adapters.resolver import AddrInfo
@@ -48,19 +45,6 @@ def test_only_allowed_addresses_are_kept() -> None:
 def test_the_allowlist_opens_resolved_addresses() -> None:
     answer = infos(8080, "127.0.0.1", "::1", "10.0.0.1")
     assert allowed_addresses(answer, LOOPBACK) == [("127.0.0.1", 8080, V4), ("::1", 8080, V6)]
-
-
-@pytest.fixture
-async def loopback_port() -> AsyncIterator[int]:
-    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await reader.readuntil(b"\r\n\r\n")
-        writer.write(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok")
-        await writer.drain()
-        writer.close()
-
-    server = await asyncio.start_server(answer, "127.0.0.1", 0)
-    yield server.sockets[0].getsockname()[1]
-    server.close()
 
 
 def get(url: str) -> HttpRequest:
