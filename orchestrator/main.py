@@ -177,7 +177,7 @@ async def serve(config: OrchestratorConfig) -> None:
             "watchdog": watchdog.run,
         },
         on_stop=[consumer.stop],
-        closers=[bus.close, engine.dispose],
+        closers=[bus.close, store.close, engine.dispose],
     ).run()
 
 

@@ -96,11 +96,22 @@ class ServiceCallStore(Protocol):
     async def list(self, query: ListQuery) -> Page: ...
 
     async def transact(
-        self, tenant_id: str, service_call_id: str, step: Step, event_id: str | None = None
+        self,
+        tenant_id: str,
+        service_call_id: str,
+        step: Step,
+        event_id: str | None = None,
+        *,
+        new_call: bool = False,
     ) -> Transition | None:
         """Runs `step` on the current state and commits its outcome, its outbox messages and
         the inbox mark for `event_id` in ONE transaction. Returns None, without calling
-        `step`, when `event_id` was already applied."""
+        `step`, when `event_id` was already applied.
+
+        `new_call` is a hint from a submit: the call most likely does not exist yet. The
+        store may then run `step` on no state first and write it together with other
+        concurrent submits (group commit); whatever it does, the result is what `step` gives
+        on the state the call really had, and nothing returns before its commit."""
         ...
 
     async def overdue_watchdogs(self, now: datetime, limit: int) -> Sequence[ServiceCallState]:

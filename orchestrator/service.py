@@ -142,6 +142,7 @@ class Orchestrator:
             SubmitServiceCall(spec=spec, due_at=due_at),
             now,
             correlation_id,
+            new_call=True,
         )
         assert transition is not None  # no inbox id, so the step always runs
         if isinstance(transition.rejection, AlreadySubmitted):
@@ -238,6 +239,8 @@ class Orchestrator:
         now: datetime,
         correlation_id: str,
         event_id: str | None = None,
+        *,
+        new_call: bool = False,
     ) -> Transition | None:
         def step(before: ServiceCallState | None) -> Transition:
             decision = decide(before, command, now, self._timing)
@@ -251,7 +254,9 @@ class Orchestrator:
                 after, decision, self._to_messages(before, after, decision, correlation_id)
             )
 
-        transition = await self._store.transact(tenant_id, service_call_id, step, event_id)
+        transition = await self._store.transact(
+            tenant_id, service_call_id, step, event_id, new_call=new_call
+        )
         if event_id is None and transition is not None:
             # Client commands; facts from other services are logged by the consumer.
             with call_context(tenant_id, service_call_id, correlation_id):

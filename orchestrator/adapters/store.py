@@ -9,13 +9,16 @@ each, and that, not Postgres, capped a burst of hand-offs at ~300 messages/s. Se
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import functools
-from collections.abc import Sequence
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+import psycopg
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -128,12 +131,29 @@ class PostgresServiceCallStore:
         max_batch: int = 64,
         concurrent_batches: int = 3,
         handoff_backstop: timedelta = DEFAULT_HANDOFF_BACKSTOP,
+        max_create_batch: int = 1000,
+        concurrent_creates: int = 4,
     ) -> None:
         self._engine = engine
         self._handoff_backstop = handoff_backstop
         # Position of the one-time pass over the calls (`_backfill_scheduled`); None once done.
         self._backfill_after: tuple[str, str] | None = ("", _NIL_UUID)
-        self._batcher = _Batcher(self, max_batch, concurrent_batches) if max_batch > 1 else None
+        self._batcher = (
+            _Batcher(self, self._transact_batch, max_batch, concurrent_batches)
+            if max_batch > 1
+            else None
+        )
+        self._connections = _Connections(
+            engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        )
+        self._creates = (
+            _Batcher(self, self._create_batch, max_create_batch, concurrent_creates)
+            if max_create_batch > 1
+            else None
+        )
+
+    async def close(self) -> None:
+        await self._connections.close()
 
     async def get(self, tenant_id: str, service_call_id: str) -> ServiceCallState | None:
         async with self._engine.connect() as conn:
@@ -298,11 +318,58 @@ class PostgresServiceCallStore:
             log.info("hand-off backstop set on older Scheduled calls", calls=row.backfilled)
 
     async def transact(
-        self, tenant_id: str, service_call_id: str, step: Step, event_id: str | None = None
+        self,
+        tenant_id: str,
+        service_call_id: str,
+        step: Step,
+        event_id: str | None = None,
+        *,
+        new_call: bool = False,
     ) -> Transition | None:
         if event_id is not None and self._batcher is not None:
             return await self._batcher.submit(_Pending(tenant_id, service_call_id, step, event_id))
+        if new_call and event_id is None and self._creates is not None:
+            return await self._creates.submit(_Pending(tenant_id, service_call_id, step, None))
         return await self._transact_one(tenant_id, service_call_id, step, event_id)
+
+    async def _create_batch(self, batch: Sequence[_Pending]) -> Sequence[_Outcome]:
+        """Group commit of submits: runs each step on no state and inserts every new call,
+        its tags and its outbox rows with ONE statement (`_INSERT_NEW_CALLS`).
+
+        A step is only right for a call that did not exist, so the statement inserts with
+        ON CONFLICT DO NOTHING and says which calls it inserted; any other item (its id was
+        taken: an idempotency key seen before, or a second item with one id in this batch;
+        a step that wrote nothing) is answered by `_transact_one` on its real state after
+        this batch has committed. A step that raises fails its own item only.
+        """
+        outcomes: list[_Outcome] = [_ALONE] * len(batch)
+        seen: set[tuple[str, str]] = set()
+        new: list[tuple[int, _Pending, Transition]] = []
+        for n, p in enumerate(batch):
+            key = (p.tenant_id, p.service_call_id)
+            if key in seen:
+                continue  # alone, after the first one with this id has committed
+            seen.add(key)
+            try:
+                transition = p.step(None)
+            except Exception as e:
+                outcomes[n] = _Raised(e)
+                continue
+            if transition.events and transition.state is not None:
+                new.append((n, p, transition))
+        if not new:
+            return outcomes
+        params = _new_call_params([(p, t) for _, p, t in new], self._handoff_backstop)
+        async with self._connections.connection() as conn:
+            # One statement in autocommit is its own transaction; psycopg returns its rows
+            # only once Postgres says ReadyForQuery, which it sends after the commit. So no
+            # caller hears of a call that a crash could still take away.
+            cursor = await conn.execute(_INSERT_NEW_CALLS, params, prepare=True)
+            inserted = {(t, c) for t, c, _notified in await cursor.fetchall()}
+        for n, p, transition in new:
+            if (p.tenant_id, p.service_call_id) in inserted:
+                outcomes[n] = transition
+        return outcomes
 
     async def _transact_one(
         self, tenant_id: str, service_call_id: str, step: Step, event_id: str | None
@@ -412,7 +479,7 @@ class PostgresServiceCallStore:
         """Applies facts about distinct calls in ONE transaction: one inbox insert, one
         locking read, one update per changed call, one outbox insert, one NOTIFY."""
         async with self._engine.begin() as conn:
-            ids = sorted({p.event_id for p in batch})
+            ids = sorted({p.event_id for p in batch if p.event_id is not None})
             fresh = {
                 r.event_id
                 for r in await conn.execute(
@@ -499,6 +566,118 @@ def _guarded_update(shape: tuple[str, ...]) -> sa.Update:
     )
 
 
+# Every new call of a group commit, its tags and its outbox rows, in one statement whose text
+# never changes, so each connection prepares it once. The rows travel as two JSON documents:
+# json.dumps is C, where psycopg's dumping of 18 Python lists as arrays cost more than the
+# rest of a submit's SQL (profile in docs/intake.md). Outbox rows are inserted in input
+# order, and only for the calls the INSERT inserted.
+_INSERT_NEW_CALLS = """
+WITH new AS (
+    SELECT * FROM jsonb_to_recordset(%(calls)s::jsonb) AS n(
+        tenant_id text, service_call_id uuid, status text, version bigint,
+        due_at timestamptz, attempt int, tags text[], idempotency_key text, state jsonb,
+        created_at timestamptz, updated_at timestamptz, completed_at timestamptz,
+        watchdog_at timestamptz, n int)
+), inserted AS (
+    INSERT INTO orchestrator.service_calls AS s (
+        tenant_id, service_call_id, status, version, due_at, attempt, tags,
+        idempotency_key, state, created_at, updated_at, completed_at, watchdog_at)
+    SELECT tenant_id, service_call_id, status, version, due_at, attempt, tags,
+           idempotency_key, state, created_at, updated_at, completed_at, watchdog_at
+      FROM new
+     ORDER BY n
+    ON CONFLICT DO NOTHING
+    RETURNING s.tenant_id, s.service_call_id, s.created_at, s.tags
+), tagged AS (
+    INSERT INTO orchestrator.service_call_tags (tenant_id, tag, created_at, service_call_id)
+    SELECT i.tenant_id, t.tag, i.created_at, i.service_call_id
+      FROM inserted AS i, unnest(i.tags) AS t(tag)
+), queued AS (
+    INSERT INTO orchestrator.outbox (topic, key, payload)
+    SELECT m.topic, m.key, decode(m.payload, 'base64')
+      FROM jsonb_to_recordset(%(messages)s::jsonb)
+           AS m(tenant_id text, service_call_id uuid, topic text, key text, payload text, n int)
+      JOIN inserted AS i USING (tenant_id, service_call_id)
+     ORDER BY m.n
+    RETURNING 1
+)
+SELECT i.tenant_id, i.service_call_id::text,
+       (SELECT count(*) FROM (SELECT pg_notify(%(channel)s, '') FROM queued LIMIT 1) AS q)
+  FROM inserted AS i
+"""
+
+
+def _new_call_params(
+    new: Sequence[tuple[_Pending, Transition]], handoff_backstop: timedelta
+) -> dict[str, Any]:
+    calls: list[dict[str, Any]] = []
+    messages: list[dict[str, Any]] = []
+    for p, transition in new:
+        after = transition.state
+        assert after is not None
+        columns = _columns(after, _event_time(transition), handoff_backstop)
+        calls.append(
+            {
+                **columns,
+                "tenant_id": p.tenant_id,
+                "service_call_id": p.service_call_id,
+                "tags": sorted(after.spec.tags),
+                "idempotency_key": after.spec.idempotency_key,
+                "created_at": after.spec.created_at,
+                "n": len(calls),
+            }
+        )
+        for m in transition.messages:
+            messages.append(
+                {
+                    "tenant_id": p.tenant_id,
+                    "service_call_id": p.service_call_id,
+                    "topic": m.topic,
+                    "key": m.key,
+                    "payload": base64.b64encode(m.value).decode("ascii"),
+                    "n": len(messages),
+                }
+            )
+    return {
+        "calls": json.dumps(calls, default=_json_time, separators=(",", ":")),
+        "messages": json.dumps(messages, separators=(",", ":")),
+        "channel": NOTIFY_CHANNEL,
+    }
+
+
+def _json_time(value: object) -> str:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"cannot encode {type(value).__name__}")
+
+
+class _Connections:
+    """Connections of the group commit's own, outside SQLAlchemy's pool: autocommit, the
+    insert prepared on each, no checkout or ping per batch. At most `concurrent_creates` are
+    in use at once (the batcher's slots); one that failed is closed, not reused."""
+
+    def __init__(self, url: str) -> None:
+        self._url = url
+        self._idle: list[psycopg.AsyncConnection[tuple[Any, ...]]] = []
+
+    @contextlib.asynccontextmanager
+    async def connection(self) -> AsyncIterator[psycopg.AsyncConnection[tuple[Any, ...]]]:
+        conn = self._idle.pop() if self._idle else None
+        if conn is None or conn.closed:
+            conn = await psycopg.AsyncConnection.connect(self._url, autocommit=True)
+        try:
+            yield conn
+        except BaseException:
+            await conn.close()
+            raise
+        self._idle.append(conn)
+
+    async def close(self) -> None:
+        idle, self._idle = self._idle, []
+        for conn in idle:
+            await conn.close()
+
+
 def _event_time(transition: Transition) -> datetime:
     return max(event.at for event in transition.events)
 
@@ -508,14 +687,31 @@ class _Pending:
     tenant_id: str
     service_call_id: str
     step: Step
-    event_id: str
+    event_id: str | None
     done: asyncio.Future[Transition | None] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
 
 
+@dataclass(frozen=True, slots=True)
+class _Raised:
+    """A batch item whose step raised: it fails alone."""
+
+    error: Exception
+
+
+class _Alone:
+    """A batch item the batch did not settle: it runs on its own transaction after it."""
+
+
+_ALONE = _Alone()
+_Outcome = Transition | None | _Raised | _Alone
+BatchWriter = Callable[[Sequence[_Pending]], Awaitable[Sequence[_Outcome]]]
+
+
 class _Batcher:
-    """Gathers the facts that arrive while a batch is being written into the next batch.
+    """Gathers the items that arrive while a batch is being written into the next batch:
+    facts from Kafka (`_transact_batch`) or new calls (`_create_batch`, group commit).
 
     Why the guarantees hold with batches:
     - Per-call order: the consumer hands over a call's next message only after its previous
@@ -532,8 +728,15 @@ class _Batcher:
       transaction, the unbatched path, which has its own retry loop.
     """
 
-    def __init__(self, store: PostgresServiceCallStore, max_batch: int, concurrent: int) -> None:
+    def __init__(
+        self,
+        store: PostgresServiceCallStore,
+        write: BatchWriter,
+        max_batch: int,
+        concurrent: int,
+    ) -> None:
         self._store = store
+        self._write = write
         self._max = max_batch
         self._queue: list[_Pending] = []
         self._slots = asyncio.Semaphore(concurrent)
@@ -559,18 +762,21 @@ class _Batcher:
 
     async def _apply(self, batch: list[_Pending]) -> None:
         try:
-            results: Sequence[Transition | None]
+            outcomes: Sequence[_Outcome]
             try:
-                results = await self._store._transact_batch(batch)
+                outcomes = await self._write(batch)
             except Exception as e:
                 # Any failure, not only a guard or a database error: a step that raises (a fact
                 # the core or the mapping cannot handle) must fail its own fact alone, not the
                 # other tenants' facts batched with it.
-                log.info("batch rolled back; applying its facts one by one", error=type(e).__name__)
-                results = [await self._one(p) for p in batch]
-            for p, result in zip(batch, results, strict=True):
-                if not p.done.done():
-                    p.done.set_result(result)
+                log.info("batch rolled back; applying its items one by one", error=type(e).__name__)
+                outcomes = [_ALONE] * len(batch)
+            # The settled ones first: their callers need not wait for the others' retries.
+            alone = [p for p, o in zip(batch, outcomes, strict=True) if isinstance(o, _Alone)]
+            for p, outcome in zip(batch, outcomes, strict=True):
+                self._settle(p, outcome)
+            for p in alone:
+                self._settle(p, await self._one(p))
         except BaseException as e:
             for p in batch:
                 if not p.done.done():
@@ -579,6 +785,15 @@ class _Batcher:
                 raise
         finally:
             self._slots.release()
+
+    @staticmethod
+    def _settle(p: _Pending, outcome: _Outcome) -> None:
+        if p.done.done() or isinstance(outcome, _Alone):
+            return
+        if isinstance(outcome, _Raised):
+            p.done.set_exception(outcome.error)
+        else:
+            p.done.set_result(outcome)
 
     async def _one(self, p: _Pending) -> Transition | None:
         try:

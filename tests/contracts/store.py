@@ -14,6 +14,7 @@ from orchestrator.domain.commands import (
     RecordExecutionSucceeded,
     RunServiceCallNow,
 )
+from orchestrator.domain.errors import AlreadySubmitted, IdempotencyConflict
 from orchestrator.domain.model import DEFAULT_TIMING, ExecutionResult
 from orchestrator.domain.states import Canceled, Dispatched, Running, Scheduled, Status
 from orchestrator.ports import ListQuery, ServiceCallStore, Step, Transition
@@ -138,6 +139,80 @@ class ServiceCallStoreContract:
             event_id=f"{poisoned.service_call_id}-cancel",
         )
         assert retried is not None and isinstance(retried.state, Canceled)
+
+    async def test_submits_together_get_the_answers_lone_submits_would(
+        self, store: ServiceCallStore
+    ) -> None:
+        """Submits (`new_call=True`) may be written together in one transaction (the Postgres
+        store does: group commit). Each still gets what it would get alone: new calls are
+        created, a second submit of one id sees the first (same request: AlreadySubmitted;
+        another request: IdempotencyConflict), an existing call is not overwritten, and a
+        step that raises fails alone."""
+        tenant = new_tenant()
+        existing = spec(tenant, tags=frozenset({"old"}))
+        await store.transact(
+            tenant, existing.service_call_id, submit_step(existing, T0 + timedelta(hours=2))
+        )
+        fresh = [spec(tenant, tags=frozenset({"x", f"n{n}"})) for n in range(12)]
+        twin = fresh[0]
+        rival = replace(
+            spec(tenant, url="https://example.test/other"), service_call_id=fresh[1].service_call_id
+        )
+        poisoned = spec(tenant)
+
+        def raising(_state):  # type: ignore[no-untyped-def]
+            raise ValueError("this submit cannot be applied")
+
+        due = T0 + timedelta(hours=1)
+        items = [
+            *((c, submit_step(c, due)) for c in fresh),
+            (twin, submit_step(twin, due)),
+            (rival, submit_step(rival, due)),
+            (existing, submit_step(existing, due)),
+            (poisoned, raising),
+        ]
+        results = await asyncio.gather(
+            *(store.transact(tenant, c.service_call_id, s, new_call=True) for c, s in items),
+            return_exceptions=True,
+        )
+        by_item = dict(zip(range(len(items)), results, strict=True))
+        created = [by_item[n] for n in range(len(fresh))]
+        twin_result, rival_result, existing_result, poisoned_result = list(by_item.values())[-4:]
+        for call, result in zip(fresh, created, strict=True):
+            assert isinstance(result, Transition) and isinstance(result.state, Scheduled)
+            assert result.events and result.rejection is None
+            assert await store.get(tenant, call.service_call_id) == result.state
+        assert isinstance(twin_result, Transition) and not twin_result.events
+        assert isinstance(twin_result.rejection, AlreadySubmitted)
+        assert isinstance(rival_result, Transition)
+        assert isinstance(rival_result.rejection, IdempotencyConflict)
+        assert isinstance(existing_result, Transition)
+        assert isinstance(existing_result.rejection, AlreadySubmitted)
+        stored = await store.get(tenant, existing.service_call_id)
+        assert isinstance(stored, Scheduled) and stored.due_at == T0 + timedelta(hours=2)
+        assert isinstance(poisoned_result, ValueError)
+        assert await store.get(tenant, poisoned.service_call_id) is None
+        # The tags of calls created together are listable like any others.
+        page = await store.list(ListQuery(tenant, page_size=100, tags=frozenset({"x"})))
+        assert {s.spec.service_call_id for s in page.items} == {c.service_call_id for c in fresh}
+        (one,) = (await store.list(ListQuery(tenant, page_size=100, tags=frozenset({"n3"})))).items
+        assert one.spec.service_call_id == fresh[3].service_call_id
+
+    async def test_a_submit_keeps_its_messages_with_the_new_call(
+        self, store: ServiceCallStore
+    ) -> None:
+        call = spec(new_tenant())
+        message = OutgoingMessage("t", f"{call.tenant_id}/{call.service_call_id}", b"x")
+
+        def with_message(state):  # type: ignore[no-untyped-def]
+            t = submit_step(call, T0 + timedelta(hours=1))(state)
+            return Transition(t.state, t.events, (message,))
+
+        transition = await store.transact(
+            call.tenant_id, call.service_call_id, with_message, new_call=True
+        )
+        assert transition is not None and transition.messages == (message,)
+        assert await store.get(call.tenant_id, call.service_call_id) == transition.state
 
     async def test_messages_are_kept_with_the_change(self, store: ServiceCallStore) -> None:
         call = spec(new_tenant())

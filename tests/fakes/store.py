@@ -82,7 +82,13 @@ class InMemoryServiceCallStore:
         return [state for _, state in overdue[:limit]]
 
     async def transact(
-        self, tenant_id: str, service_call_id: str, step: Step, event_id: str | None = None
+        self,
+        tenant_id: str,
+        service_call_id: str,
+        step: Step,
+        event_id: str | None = None,
+        *,
+        new_call: bool = False,  # a hint for group commit; one dict write needs none
     ) -> Transition | None:
         key = (tenant_id, service_call_id)
         async with self._locks[key]:

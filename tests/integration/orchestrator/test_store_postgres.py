@@ -23,7 +23,9 @@ class TestPostgresServiceCallStore(ServiceCallStoreContract):
         # A database of its own: the contract writes outbox rows that a running mesh's relay
         # must never see.
         engine = make_engine(fresh_database, pool_size=4)
-        yield PostgresServiceCallStore(engine)
+        store = PostgresServiceCallStore(engine)
+        yield store
+        await store.close()
         await engine.dispose()
 
 
