@@ -211,7 +211,7 @@ async def test_every_acknowledged_submit_survives_a_postgres_crash_mid_batch(
                 (tenant,),
             )
         }
-        outboxed = dict(
+        outboxed: dict[str, int] = dict(
             conn.execute(
                 "SELECT key, count(*) FROM orchestrator.outbox WHERE key LIKE %s GROUP BY key",
                 (f"{tenant}/%",),
