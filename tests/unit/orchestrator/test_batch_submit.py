@@ -42,7 +42,7 @@ class Keys:
         return StoredKey(key_id, self.tenant_id, hash_secret(KEY.secret), revoked=False)
 
 
-class Aborted(Exception):
+class AbortedError(Exception):
     def __init__(self, code: Any, details: str, status: status_pb2.Status | None = None) -> None:
         super().__init__(f"{code}: {details}")
         self.code = code
@@ -57,11 +57,11 @@ class Context:
         return [("authorization", f"Bearer {KEY.text}"), *self.headers.items()]
 
     async def abort(self, code: Any, details: str) -> None:
-        raise Aborted(code, details)
+        raise AbortedError(code, details)
 
     async def abort_with_status(self, status: Any) -> None:
         [(_, raw)] = [m for m in status.trailing_metadata if m[0] == "grpc-status-details-bin"]
-        raise Aborted(status.code, status.details, status_pb2.Status.FromString(raw))
+        raise AbortedError(status.code, status.details, status_pb2.Status.FromString(raw))
 
     async def send_initial_metadata(self, metadata: Any) -> None:
         pass
@@ -244,7 +244,7 @@ async def test_the_idempotency_key_header_does_not_apply_to_a_batch() -> None:
 )
 async def test_an_empty_or_oversized_batch_is_refused_whole(size: int, message: str) -> None:
     tenant, store = new_tenant(), InMemoryServiceCallStore()
-    with pytest.raises(Aborted) as refused:
+    with pytest.raises(AbortedError) as refused:
         await batch(tenant, store, [item() for _ in range(size)])
     assert refused.value.status is not None
     assert refused.value.status.code == code_pb2.INVALID_ARGUMENT
