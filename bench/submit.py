@@ -12,7 +12,7 @@ worker), as the `demo` tenant with the key `make up` wrote to .run/dev/demo.key:
   library sends them. calls/s = acknowledged calls / window; p50/p99 = ack latency, request
   sent -> answer read.
 - one sequential client (gRPC through Envoy, one call at a time): p50/p99 ack latency.
-- batch submit, 1,000 calls per request, when the API has BatchSubmitServiceCalls.
+- batch submit, 1,000 calls per request (BatchSubmitServiceCalls).
 - immediate calls at light load: a call due now, one at a time, submit start -> arrival at a
   loopback sink in this process.
 - end-to-end sustained: calls due now, submitted at a steady rate (open loop) for
@@ -52,9 +52,6 @@ from urllib.parse import urlsplit
 import grpc
 import httptools
 import psycopg
-from google.protobuf import message_factory
-from google.protobuf.descriptor import MethodDescriptor
-from google.protobuf.message import Message
 
 from bench import _procs as procs
 from bench._sink import FastSink
@@ -70,7 +67,6 @@ LATER_S = 3600  # intake calls are due in an hour: nothing fires while intake is
 E2E_P99_LIMIT_MS = 100.0
 RATE_KEPT = 0.95  # a step's client must have submitted at least this share of its rate
 BATCH_METHOD = "BatchSubmitServiceCalls"
-SERVICE = "servicecall.v1.ServiceCallService"
 FACES = ("grpc-direct", "grpc-envoy", "json-envoy")
 FACE_NAMES = {
     "grpc-direct": "gRPC straight to the orchestrator",
@@ -338,86 +334,47 @@ class JsonFace:
         self.client.close()
 
 
-def batch_method() -> MethodDescriptor | None:
-    """BatchSubmitServiceCalls in the client's descriptor (gen/), if the API has it yet."""
-    service = svc.DESCRIPTOR.services_by_name["ServiceCallService"]
-    return service.methods_by_name.get(BATCH_METHOD)
-
-
 class BatchFace:
-    """BatchSubmitServiceCalls, its request shape read from the descriptor (the RPC is newer
-    than this bench): the first repeated field of the request holds the items, each a
-    SubmitServiceCallRequest-like message (tenant_id, service_call, delay) or a ServiceCall."""
+    """BatchSubmitServiceCalls: `size` calls per request, one answer per call."""
 
-    def __init__(
-        self, target: str, tenant: str, key: str, method: MethodDescriptor, size: int
-    ) -> None:
+    def __init__(self, target: str, tenant: str, key: str, size: int) -> None:
         self.channel = grpc.aio.insecure_channel(target)
-        self.request_type = message_factory.GetMessageClass(method.input_type)
-        reply_type = message_factory.GetMessageClass(method.output_type)
-        self.call = self.channel.unary_unary(
-            f"/{SERVICE}/{BATCH_METHOD}",
-            request_serializer=self.request_type.SerializeToString,
-            response_deserializer=reply_type.FromString,
-        )
+        self.stub = svc_grpc.ServiceCallServiceStub(self.channel)
         self.tenant = tenant
         self.metadata = (("authorization", f"Bearer {key}"),)
         self.size = size
 
-    def request(self, url: str, delay_s: int) -> Message:
-        batch = self.request_type()
-        fields = batch.DESCRIPTOR.fields_by_name
-        if "tenant_id" in fields:
-            batch.tenant_id = self.tenant  # type: ignore[attr-defined]
-        items = _repeated_messages(batch)
-        due = time.time() + delay_s
-        for _ in range(self.size):
-            item = items.add()
-            if item.DESCRIPTOR.full_name == api.ServiceCall.DESCRIPTOR.full_name:
-                item.CopyFrom(service_call(url))
-                item.schedule_time.FromNanoseconds(int(due * 1e9))
-                continue
-            item_fields = item.DESCRIPTOR.fields_by_name
-            if "tenant_id" in item_fields:
-                item.tenant_id = self.tenant
-            item.service_call.CopyFrom(service_call(url))
-            if "delay" in item_fields and delay_s:
-                item.delay.FromSeconds(delay_s)
-            elif delay_s:
-                item.service_call.schedule_time.FromNanoseconds(int(due * 1e9))
-        return batch
+    def request(self, url: str, delay_s: int) -> svc.BatchSubmitServiceCallsRequest:
+        item = svc.BatchSubmitServiceCallsRequest.Item(service_call=service_call(url))
+        if delay_s:
+            item.delay.FromSeconds(delay_s)
+        return svc.BatchSubmitServiceCallsRequest(tenant_id=self.tenant, items=[item] * self.size)
 
     async def submit(self, url: str, delay_s: int) -> Outcome:
         try:
-            reply = await self.call(self.request(url, delay_s), timeout=120, metadata=self.metadata)
+            reply = await self.stub.BatchSubmitServiceCalls(
+                self.request(url, delay_s), timeout=120, metadata=self.metadata
+            )
         except grpc.aio.AioRpcError as error:
             return 0, [error.code().name] * self.size, []
         ok, errors, ids = 0, [], []
-        for item in _repeated_messages(reply):
-            code = 0
-            for name in ("error", "status"):
-                if name in item.DESCRIPTOR.fields_by_name and item.HasField(name):
-                    code = int(getattr(getattr(item, name), "code", 0))
-            if code:
-                errors.append(f"item code {code}")
+        for result in reply.results:
+            if result.HasField("error"):
+                errors.append(_code_name(result.error.code))
                 continue
             ok += 1
-            if "service_call" in item.DESCRIPTOR.fields_by_name:
-                ids.append(item.service_call.service_call_id)
-            elif "service_call_id" in item.DESCRIPTOR.fields_by_name:
-                ids.append(item.service_call_id)
+            ids.append(result.service_call.service_call_id)
         return ok, errors, ids
 
     async def close(self) -> None:
         await self.channel.close()
 
 
-def _repeated_messages(message: Message) -> Any:
-    descriptor = message.DESCRIPTOR
-    for f in descriptor.fields:
-        if f.is_repeated and f.message_type is not None:
-            return getattr(message, f.name)
-    raise TypeError(f"{descriptor.full_name} has no repeated message field")
+def _code_name(code: int) -> str:
+    for status in grpc.StatusCode:
+        if status.value[0] == code:
+            return str(status.name)
+    return f"code {code}"
 
 
 # ---- the load worker (a process of its own) -------------------------------------------------
@@ -609,10 +566,7 @@ async def run_load(spec: LoadSpec, window: Window | None = None) -> LoadResult:
     if spec.mode == "json-envoy":
         face = JsonFace(spec.host, spec.port, spec.tenant, spec.key)
     elif spec.mode == "batch":
-        method = batch_method()
-        if method is None:
-            raise RuntimeError(f"the API has no {BATCH_METHOD}")
-        face = BatchFace(target, spec.tenant, spec.key, method, spec.batch_size)
+        face = BatchFace(target, spec.tenant, spec.key, spec.batch_size)
     else:
         face = GrpcFace(target, spec.tenant, spec.key)
     try:
@@ -1026,14 +980,11 @@ class Bench:
             "gRPC through Envoy, one call at a time; latency = ack",
             "p50 ≤ 3 ms",
         )
-        method = batch_method()
         batch = Row(
             f"batch submit, {o.batch_size:,} per request",
             f"{BATCH_METHOD}, {o.batch_in_flight} requests in flight; latency = a request's ack",
             "≥ 10,000 calls/s",
         )
-        if method is None:
-            batch.note = "n/a (no batch RPC)"
         if o.warm_up_s > 0:
             await self.measure(self.spec("grpc-direct", duration_s=o.warm_up_s))
             print(f"  warm-up: {o.warm_up_s:g} s of gRPC direct (not counted)", file=sys.stderr)

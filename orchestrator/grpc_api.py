@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import NoReturn
 
 import grpc
-from google.protobuf import any_pb2
+from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
+from mesh.errors import is_transient
+from mesh.logs import get_logger
 from mesh.ports import IdGen
 from mesh.timeconv import from_duration, from_timestamp
 from orchestrator.auth import Authenticator, key_from_metadata
@@ -34,9 +37,13 @@ from servicecall.v1 import service_call_pb2 as api
 from servicecall.v1 import service_call_service_pb2 as svc
 from servicecall.v1 import service_call_service_pb2_grpc as svc_grpc
 
+log = get_logger(__name__)
+
 DEFAULT_ATTEMPT_TIMEOUT = timedelta(seconds=30)
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
+# Calls per BatchSubmitServiceCalls request (gateway/openapi.yaml says the same).
+MAX_BATCH_ITEMS = 1000
 
 _KIND_TO_CODE = {
     ErrorKind.INVALID: grpc.StatusCode.INVALID_ARGUMENT,
@@ -48,9 +55,8 @@ _KIND_TO_CODE = {
 }
 
 
-async def _abort_invalid(
-    context: grpc.aio.ServicerContext[object, object], violations: Sequence[FieldViolation]
-) -> NoReturn:
+def invalid_status(violations: Sequence[FieldViolation]) -> status_pb2.Status:
+    """INVALID_ARGUMENT with a google.rpc.BadRequest detail naming every bad field."""
     detail = any_pb2.Any()
     detail.Pack(
         error_details_pb2.BadRequest(
@@ -63,20 +69,37 @@ async def _abort_invalid(
         )
     )
     summary = "; ".join(f"{v.field}: {v.description}" for v in violations)
-    status = status_pb2.Status(
+    return status_pb2.Status(
         code=code_pb2.INVALID_ARGUMENT, message=f"invalid request: {summary}", details=[detail]
     )
-    await context.abort_with_status(rpc_status.to_status(status))
+
+
+def _domain_code(error: DomainError) -> grpc.StatusCode:
+    return (
+        grpc.StatusCode.ABORTED if isinstance(error, VersionMismatch) else _KIND_TO_CODE[error.kind]
+    )
+
+
+def domain_status(error: DomainError) -> status_pb2.Status:
+    return status_pb2.Status(code=_code_number(_domain_code(error)), message=error.message)
+
+
+def _code_number(code: grpc.StatusCode) -> int:
+    number: int = code.value[0]
+    return number
+
+
+async def _abort_invalid(
+    context: grpc.aio.ServicerContext[object, object], violations: Sequence[FieldViolation]
+) -> NoReturn:
+    await context.abort_with_status(rpc_status.to_status(invalid_status(violations)))
     raise AssertionError("unreachable")
 
 
 async def _abort_domain(
     context: grpc.aio.ServicerContext[object, object], error: DomainError
 ) -> NoReturn:
-    code = (
-        grpc.StatusCode.ABORTED if isinstance(error, VersionMismatch) else _KIND_TO_CODE[error.kind]
-    )
-    await context.abort(code, error.message)
+    await context.abort(_domain_code(error), error.message)
     raise AssertionError("unreachable")
 
 
@@ -136,11 +159,16 @@ def _retry_policy(policy: api.RetryPolicy, problems: _Violations) -> RetryPolicy
 
 
 def submission_from_proto(
-    request: svc.SubmitServiceCallRequest, header_key: str | None
+    tenant_id: str,
+    service_call: api.ServiceCall | None,
+    delay: duration_pb2.Duration | None,
+    header_key: str | None,
 ) -> Submission | list[FieldViolation]:
+    """One call to submit, from the fields a SubmitServiceCallRequest and a batch item share
+    (`None`: the field is unset). Field paths are relative to that message."""
     problems = _Violations()
-    call = request.service_call
-    if not request.HasField("service_call"):
+    call = api.ServiceCall() if service_call is None else service_call
+    if service_call is None:
         problems.add("service_call", "is required")
     if not call.HasField("request"):
         problems.add("service_call.request", "is required")
@@ -153,12 +181,12 @@ def submission_from_proto(
         given = _duration(http.attempt_timeout, "service_call.request.attempt_timeout", problems)
         timeout = DEFAULT_ATTEMPT_TIMEOUT if given is None else given
     due: datetime | timedelta | None = None
-    if call.HasField("schedule_time") and request.HasField("delay"):
+    if call.HasField("schedule_time") and delay is not None:
         problems.add("delay", "give either service_call.schedule_time or delay, not both")
     elif call.HasField("schedule_time"):
         due = from_timestamp(call.schedule_time)
-    elif request.HasField("delay"):
-        due = _duration(request.delay, "delay", problems)
+    elif delay is not None:
+        due = _duration(delay, "delay", problems)
     key = call.idempotency_key or header_key or None
     if call.idempotency_key and header_key and call.idempotency_key != header_key:
         problems.add("service_call.idempotency_key", "differs from the Idempotency-Key header")
@@ -166,7 +194,7 @@ def submission_from_proto(
     if problems.items:
         return problems.items
     return Submission(
-        tenant_id=request.tenant_id,
+        tenant_id=tenant_id,
         request=HttpRequest(
             method=method or "POST",
             url=http.url,
@@ -179,6 +207,71 @@ def submission_from_proto(
         retry_policy=policy,
         due=due,
     )
+
+
+def _submission_of(
+    tenant_id: str,
+    message: svc.SubmitServiceCallRequest | svc.BatchSubmitServiceCallsRequest.Item,
+    header_key: str | None,
+) -> Submission | list[FieldViolation]:
+    return submission_from_proto(
+        tenant_id,
+        message.service_call if message.HasField("service_call") else None,
+        message.delay if message.HasField("delay") else None,
+        header_key,
+    )
+
+
+BatchResult = svc.BatchSubmitServiceCallsResponse.Result
+
+
+def batch_result(index: int, outcome: Accepted | Invalid | DomainError) -> BatchResult:
+    """A batch item's answer: what SubmitServiceCall would have answered, as a value. The call
+    is in the BASIC view (no request body) so that 1,000 answers stay small; field paths are
+    prefixed with the item's place in the request."""
+    if isinstance(outcome, Accepted):
+        return BatchResult(
+            service_call=service_call_to_proto(outcome.state, svc.BASIC), created=outcome.created
+        )
+    if isinstance(outcome, Invalid):
+        return BatchResult(error=invalid_status(item_violations(index, outcome.violations)))
+    return BatchResult(error=domain_status(outcome))
+
+
+def item_violations(index: int, violations: Iterable[FieldViolation]) -> list[FieldViolation]:
+    return [FieldViolation(f"items[{index}].{v.field}", v.description) for v in violations]
+
+
+def failed_result(error: Exception) -> BatchResult:
+    """An item whose submit raised: UNAVAILABLE (retry it) for an outage of Postgres or Kafka,
+    INTERNAL otherwise; the other items keep their own answers."""
+    if is_transient(error):
+        status = status_pb2.Status(
+            code=code_pb2.UNAVAILABLE,
+            message="the service is temporarily unavailable (a dependency is down); retry",
+        )
+    else:
+        status = status_pb2.Status(code=code_pb2.INTERNAL, message="internal error")
+    return BatchResult(error=status)
+
+
+def same_key_runs(submissions: dict[int, Submission]) -> list[list[int]]:
+    """The items' indexes, in runs that may be submitted concurrently with each other: items
+    sharing an idempotency key (one call id) form one run, in request order, so that the first
+    creates the call and later ones answer as they would after it (same request: not created;
+    different: ALREADY_EXISTS) instead of whichever wins a race. Items without a key stand alone."""
+    runs: list[list[int]] = []
+    by_key: dict[str, list[int]] = {}
+    for index, submission in submissions.items():
+        key = submission.idempotency_key
+        if key is None:
+            runs.append([index])
+        elif key in by_key:
+            by_key[key].append(index)
+        else:
+            by_key[key] = [index]
+            runs.append(by_key[key])
+    return runs
 
 
 def _tenant_not_found(tenant_id: str) -> str:
@@ -230,7 +323,9 @@ class ServiceCallApi(svc_grpc.ServiceCallServiceServicer):
         context: grpc.aio.ServicerContext[object, object],
     ) -> api.ServiceCall:
         await self._authorize(context, request.tenant_id, _tenant_not_found(request.tenant_id))
-        submission = submission_from_proto(request, _metadata(context).get("idempotency-key"))
+        submission = _submission_of(
+            request.tenant_id, request, _metadata(context).get("idempotency-key")
+        )
         if isinstance(submission, list):
             await _abort_invalid(context, submission)
         outcome = await self._orchestrator.submit(submission, self._correlation_id(context))
@@ -246,6 +341,57 @@ class ServiceCallApi(svc_grpc.ServiceCallServiceServicer):
             )
         )
         return service_call_to_proto(outcome.state, svc.FULL)
+
+    async def BatchSubmitServiceCalls(  # noqa: N802
+        self,
+        request: svc.BatchSubmitServiceCallsRequest,
+        context: grpc.aio.ServicerContext[object, object],
+    ) -> svc.BatchSubmitServiceCallsResponse:
+        tenant_id = request.tenant_id
+        await self._authorize(context, tenant_id, _tenant_not_found(tenant_id))
+        problems = list(validate_tenant_id(tenant_id))
+        if not request.items:
+            problems.append(FieldViolation("items", "give at least one call"))
+        elif len(request.items) > MAX_BATCH_ITEMS:
+            problems.append(
+                FieldViolation(
+                    "items",
+                    f"at most {MAX_BATCH_ITEMS} calls per request, got {len(request.items)}",
+                )
+            )
+        if problems:
+            await _abort_invalid(context, problems)
+        correlation_id = self._correlation_id(context)
+        results: list[BatchResult | None] = [None] * len(request.items)
+        submissions: dict[int, Submission] = {}
+        for index, item in enumerate(request.items):
+            # Each item carries its own idempotency key; the header names one call, not many.
+            submission = _submission_of(tenant_id, item, header_key=None)
+            if isinstance(submission, list):
+                results[index] = BatchResult(
+                    error=invalid_status(item_violations(index, submission))
+                )
+            else:
+                submissions[index] = submission
+
+        async def submit_run(indexes: list[int]) -> None:
+            for index in indexes:
+                try:
+                    outcome = await self._orchestrator.submit(submissions[index], correlation_id)
+                except Exception as e:  # one item's failure is that item's answer only
+                    if is_transient(e):
+                        log.warning("batch item failed: a dependency is unavailable", item=index)
+                    else:
+                        log.exception("batch item failed", tenant_id=tenant_id, item=index)
+                    results[index] = failed_result(e)
+                else:
+                    results[index] = batch_result(index, outcome)
+
+        # Concurrent submits, so that the store can write them together.
+        await asyncio.gather(*(submit_run(run) for run in same_key_runs(submissions)))
+        answered = [r for r in results if r is not None]
+        assert len(answered) == len(results)
+        return svc.BatchSubmitServiceCallsResponse(results=answered)
 
     async def GetServiceCall(  # noqa: N802
         self, request: svc.GetServiceCallRequest, context: grpc.aio.ServicerContext[object, object]

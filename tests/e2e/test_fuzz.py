@@ -140,12 +140,17 @@ def keep_on_loopback(case: Case[Any]) -> None:
     body = case.body
     if not isinstance(body, dict):
         return
-    for call_key in ("serviceCall", "service_call"):
-        call = body.get(call_key)
-        if isinstance(call, dict):
-            request = call.get("request")
-            if isinstance(request, dict) and "url" in request:
-                request["url"] = _safe_url(request["url"])
+    items = body.get("items")
+    # A batch's items are submits of their own: each one's URL is kept on loopback too.
+    for submit in [body, *(items if isinstance(items, list) else [])]:
+        if not isinstance(submit, dict):
+            continue
+        for call_key in ("serviceCall", "service_call"):
+            call = submit.get(call_key)
+            if isinstance(call, dict):
+                request = call.get("request")
+                if isinstance(request, dict) and "url" in request:
+                    request["url"] = _safe_url(request["url"])
 
 
 # -- checks ----------------------------------------------------------------------------------------
@@ -190,6 +195,10 @@ def check_http(
         return
     if response.status_code == 201 and isinstance(body, dict):
         found.created_ids.add(str(body.get("serviceCallId")))
+    if isinstance(body, dict) and isinstance(body.get("results"), list):  # a batch's answers
+        for result in body["results"]:
+            if isinstance(result, dict) and isinstance(result.get("serviceCall"), dict):
+                found.created_ids.add(str(result["serviceCall"].get("serviceCallId")))
     try:
         case.validate_response(response, checks=SCHEMA_CHECKS, headers=headers)
     except AssertionError as error:  # schemathesis raises a FailureGroup (an AssertionError)
@@ -200,6 +209,7 @@ def check_http(
 
 OPERATIONS = [
     ("POST", "/v1/tenants/{tenantId}/service-calls"),
+    ("POST", "/v1/tenants/{tenantId}/service-calls:batchSubmit"),
     ("GET", "/v1/tenants/{tenantId}/service-calls"),
     ("GET", "/v1/tenants/{tenantId}/service-calls/{serviceCallId}"),
     ("POST", "/v1/tenants/{tenantId}/service-calls/{serviceCallId}:cancel"),
@@ -276,6 +286,7 @@ def test_http_fuzz(
 
 REQUESTS: dict[str, type[pb_message.Message]] = {
     "SubmitServiceCall": svc.SubmitServiceCallRequest,
+    "BatchSubmitServiceCalls": svc.BatchSubmitServiceCallsRequest,
     "GetServiceCall": svc.GetServiceCallRequest,
     "ListServiceCalls": svc.ListServiceCallsRequest,
     "CancelServiceCall": svc.CancelServiceCallRequest,
@@ -284,6 +295,7 @@ REQUESTS: dict[str, type[pb_message.Message]] = {
 }
 RESPONSES: dict[str, type[pb_message.Message]] = {
     "ListServiceCalls": svc.ListServiceCallsResponse,
+    "BatchSubmitServiceCalls": svc.BatchSubmitServiceCallsResponse,
 }
 
 
@@ -319,6 +331,11 @@ def _valid_request(name: str, seeded: list[str]) -> pb_message.Message:
         assert isinstance(message, svc.SubmitServiceCallRequest)
         message.service_call.request.url = f"http://{SAFE_TARGET}/grpc-fuzz"
         message.delay.FromSeconds(3600)
+    elif name == "BatchSubmitServiceCalls":
+        assert isinstance(message, svc.BatchSubmitServiceCallsRequest)
+        item = message.items.add()
+        item.service_call.request.url = f"http://{SAFE_TARGET}/grpc-fuzz-batch"
+        item.delay.FromSeconds(3600)
     elif name != "ListServiceCalls":
         message.service_call_id = seeded[0]  # type: ignore[attr-defined]
     if name == "RescheduleServiceCall":
@@ -392,6 +409,10 @@ def test_grpc_fuzz(
         response = RESPONSES.get(method, api.ServiceCall).FromString(raw)
         if method == "SubmitServiceCall" and isinstance(response, api.ServiceCall):
             findings.created_ids.add(response.service_call_id)
+        if isinstance(response, svc.BatchSubmitServiceCallsResponse):
+            for result in response.results:
+                if result.HasField("service_call"):
+                    findings.created_ids.add(result.service_call.service_call_id)
 
     @settings(FUZZ_SETTINGS, max_examples=max(10, EXAMPLES // len(REQUESTS)))
     @given(payload=_payloads(valid), authenticated=st.sampled_from([True, True, True, False]))

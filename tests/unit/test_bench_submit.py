@@ -13,6 +13,7 @@ from dataclasses import replace
 from typing import Any
 
 import grpc
+from google.rpc import status_pb2
 
 from bench._sink import FastSink
 from bench.submit import (
@@ -268,6 +269,48 @@ async def test_grpc_faces_submit_with_the_key_and_cancel_what_they_submitted() -
     assert len(now) == paced.sent == paced.acknowledged and not any(
         r.HasField("delay") for r in now
     )
+
+
+async def test_the_batch_face_sends_items_and_counts_each_answer() -> None:
+    received: list[svc.BatchSubmitServiceCallsRequest] = []
+    result_of = svc.BatchSubmitServiceCallsResponse.Result
+
+    async def batch(
+        request: svc.BatchSubmitServiceCallsRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> svc.BatchSubmitServiceCallsResponse:
+        received.append(request)
+        refused = result_of(error=status_pb2.Status(code=grpc.StatusCode.ALREADY_EXISTS.value[0]))
+        accepted = [
+            result_of(service_call=api.ServiceCall(service_call_id=f"id-{i}"), created=True)
+            for i in range(1, len(request.items))
+        ]
+        return svc.BatchSubmitServiceCallsResponse(results=[refused, *accepted])
+
+    handler = grpc.method_handlers_generic_handler(
+        "servicecall.v1.ServiceCallService",
+        {
+            "BatchSubmitServiceCalls": grpc.unary_unary_rpc_method_handler(
+                batch,
+                request_deserializer=svc.BatchSubmitServiceCallsRequest.FromString,
+                response_serializer=svc.BatchSubmitServiceCallsResponse.SerializeToString,
+            )
+        },
+    )
+    server = grpc.aio.server()
+    server.add_generic_rpc_handlers((handler,))
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        result = await run_load(_spec(mode="batch", port=port, batch_size=3, in_flight=1))
+    finally:
+        await server.stop(None)
+    assert received and result.acknowledged == 2 * len(received)
+    assert result.errors == {"ALREADY_EXISTS": len(received)}
+    assert set(result.ids) == {"id-1", "id-2"}
+    first = received[0]
+    assert first.tenant_id == "demo" and len(first.items) == 3
+    assert first.items[0].delay.seconds == 3600
+    assert list(first.items[0].service_call.tags) == ["bench-submit"]
 
 
 def test_cpu_of_a_group_counts_only_processes_alive_at_both_samples() -> None:

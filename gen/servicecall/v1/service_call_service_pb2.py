@@ -26,10 +26,11 @@ from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
 from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
+from google.rpc import status_pb2 as google_dot_rpc_dot_status__pb2
 from servicecall.v1 import service_call_pb2 as servicecall_dot_v1_dot_service__call__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n)servicecall/v1/service_call_service.proto\x12\x0eservicecall.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a!servicecall/v1/service_call.proto\"\x96\x01\n\x18SubmitServiceCallRequest\x12\x17\n\ttenant_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x37\n\x0cservice_call\x18\x02 \x01(\x0b\x32\x1b.servicecall.v1.ServiceCallB\x04\xe2\x41\x01\x02\x12(\n\x05\x64\x65lay\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\"~\n\x15GetServiceCallRequest\x12\x17\n\ttenant_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x1d\n\x0fservice_call_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12-\n\x04view\x18\x03 \x01(\x0e\x32\x1f.servicecall.v1.ServiceCallView\"\xb7\x03\n\x17ListServiceCallsRequest\x12\x17\n\ttenant_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12\x31\n\x06states\x18\x04 \x03(\x0e\x32!.servicecall.v1.ServiceCall.State\x12\x0c\n\x04tags\x18\x05 \x03(\t\x12\x35\n\x11\x63reate_time_start\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x33\n\x0f\x63reate_time_end\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x37\n\x13schedule_time_start\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x35\n\x11schedule_time_end\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08order_by\x18\n \x01(\t\x12-\n\x04view\x18\x0b \x01(\x0e\x32\x1f.servicecall.v1.ServiceCallView\"g\n\x18ListServiceCallsResponse\x12\x32\n\rservice_calls\x18\x01 \x03(\x0b\x32\x1b.servicecall.v1.ServiceCall\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"b\n\x18\x43\x61ncelServiceCallRequest\x12\x17\n\ttenant_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x1d\n\x0fservice_call_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\xc1\x01\n\x1cRescheduleServiceCallRequest\x12\x17\n\ttenant_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x1d\n\x0fservice_call_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x31\n\rschedule_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12(\n\x05\x64\x65lay\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0c\n\x04\x65tag\x18\x05 \x01(\t\"O\n\x15RunServiceCallRequest\x12\x17\n\ttenant_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x1d\n\x0fservice_call_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02*I\n\x0fServiceCallView\x12!\n\x1dSERVICE_CALL_VIEW_UNSPECIFIED\x10\x00\x12\t\n\x05\x42\x41SIC\x10\x01\x12\x08\n\x04\x46ULL\x10\x02\x32\xcd\x07\n\x12ServiceCallService\x12\x8c\x01\n\x11SubmitServiceCall\x12(.servicecall.v1.SubmitServiceCallRequest\x1a\x1b.servicecall.v1.ServiceCall\"0\x82\xd3\xe4\x93\x02*\"%/v1/tenants/{tenant_id}/service-calls:\x01*\x12\x95\x01\n\x0eGetServiceCall\x12%.servicecall.v1.GetServiceCallRequest\x1a\x1b.servicecall.v1.ServiceCall\"?\x82\xd3\xe4\x93\x02\x39\x12\x37/v1/tenants/{tenant_id}/service-calls/{service_call_id}\x12\x94\x01\n\x10ListServiceCalls\x12\'.servicecall.v1.ListServiceCallsRequest\x1a(.servicecall.v1.ListServiceCallsResponse\"-\x82\xd3\xe4\x93\x02\'\x12%/v1/tenants/{tenant_id}/service-calls\x12\xa5\x01\n\x11\x43\x61ncelServiceCall\x12(.servicecall.v1.CancelServiceCallRequest\x1a\x1b.servicecall.v1.ServiceCall\"I\x82\xd3\xe4\x93\x02\x43\">/v1/tenants/{tenant_id}/service-calls/{service_call_id}:cancel:\x01*\x12\xb1\x01\n\x15RescheduleServiceCall\x12,.servicecall.v1.RescheduleServiceCallRequest\x1a\x1b.servicecall.v1.ServiceCall\"M\x82\xd3\xe4\x93\x02G\"B/v1/tenants/{tenant_id}/service-calls/{service_call_id}:reschedule:\x01*\x12\x9c\x01\n\x0eRunServiceCall\x12%.servicecall.v1.RunServiceCallRequest\x1a\x1b.servicecall.v1.ServiceCall\"F\x82\xd3\xe4\x93\x02@\";/v1/tenants/{tenant_id}/service-calls/{service_call_id}:run:\x01*B\x02P\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n)servicecall/v1/service_call_service.proto\x12\x0eservicecall.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\x1a!servicecall/v1/service_call.proto\"\x96\x01\n\x18SubmitServiceCallRequest\x12\x17\n\ttenant_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x37\n\x0cservice_call\x18\x02 \x01(\x0b\x32\x1b.servicecall.v1.ServiceCallB\x04\xe2\x41\x01\x02\x12(\n\x05\x64\x65lay\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\"\xee\x01\n\x1e\x42\x61tchSubmitServiceCallsRequest\x12\x17\n\ttenant_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12H\n\x05items\x18\x02 \x03(\x0b\x32\x33.servicecall.v1.BatchSubmitServiceCallsRequest.ItemB\x04\xe2\x41\x01\x02\x1ai\n\x04Item\x12\x37\n\x0cservice_call\x18\x01 \x01(\x0b\x32\x1b.servicecall.v1.ServiceCallB\x04\xe2\x41\x01\x02\x12(\n\x05\x64\x65lay\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\"\xea\x01\n\x1f\x42\x61tchSubmitServiceCallsResponse\x12G\n\x07results\x18\x01 \x03(\x0b\x32\x36.servicecall.v1.BatchSubmitServiceCallsResponse.Result\x1a~\n\x06Result\x12\x33\n\x0cservice_call\x18\x01 \x01(\x0b\x32\x1b.servicecall.v1.ServiceCallH\x00\x12#\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x12.google.rpc.StatusH\x00\x12\x0f\n\x07\x63reated\x18\x03 \x01(\x08\x42\t\n\x07outcome\"~\n\x15GetServiceCallRequest\x12\x17\n\ttenant_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x1d\n\x0fservice_call_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12-\n\x04view\x18\x03 \x01(\x0e\x32\x1f.servicecall.v1.ServiceCallView\"\xb7\x03\n\x17ListServiceCallsRequest\x12\x17\n\ttenant_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12\x31\n\x06states\x18\x04 \x03(\x0e\x32!.servicecall.v1.ServiceCall.State\x12\x0c\n\x04tags\x18\x05 \x03(\t\x12\x35\n\x11\x63reate_time_start\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x33\n\x0f\x63reate_time_end\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x37\n\x13schedule_time_start\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x35\n\x11schedule_time_end\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08order_by\x18\n \x01(\t\x12-\n\x04view\x18\x0b \x01(\x0e\x32\x1f.servicecall.v1.ServiceCallView\"g\n\x18ListServiceCallsResponse\x12\x32\n\rservice_calls\x18\x01 \x03(\x0b\x32\x1b.servicecall.v1.ServiceCall\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"b\n\x18\x43\x61ncelServiceCallRequest\x12\x17\n\ttenant_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x1d\n\x0fservice_call_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\xc1\x01\n\x1cRescheduleServiceCallRequest\x12\x17\n\ttenant_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x1d\n\x0fservice_call_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x31\n\rschedule_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12(\n\x05\x64\x65lay\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0c\n\x04\x65tag\x18\x05 \x01(\t\"O\n\x15RunServiceCallRequest\x12\x17\n\ttenant_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x1d\n\x0fservice_call_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02*I\n\x0fServiceCallView\x12!\n\x1dSERVICE_CALL_VIEW_UNSPECIFIED\x10\x00\x12\t\n\x05\x42\x41SIC\x10\x01\x12\x08\n\x04\x46ULL\x10\x02\x32\x88\t\n\x12ServiceCallService\x12\x8c\x01\n\x11SubmitServiceCall\x12(.servicecall.v1.SubmitServiceCallRequest\x1a\x1b.servicecall.v1.ServiceCall\"0\x82\xd3\xe4\x93\x02*\"%/v1/tenants/{tenant_id}/service-calls:\x01*\x12\xb8\x01\n\x17\x42\x61tchSubmitServiceCalls\x12..servicecall.v1.BatchSubmitServiceCallsRequest\x1a/.servicecall.v1.BatchSubmitServiceCallsResponse\"<\x82\xd3\xe4\x93\x02\x36\"1/v1/tenants/{tenant_id}/service-calls:batchSubmit:\x01*\x12\x95\x01\n\x0eGetServiceCall\x12%.servicecall.v1.GetServiceCallRequest\x1a\x1b.servicecall.v1.ServiceCall\"?\x82\xd3\xe4\x93\x02\x39\x12\x37/v1/tenants/{tenant_id}/service-calls/{service_call_id}\x12\x94\x01\n\x10ListServiceCalls\x12\'.servicecall.v1.ListServiceCallsRequest\x1a(.servicecall.v1.ListServiceCallsResponse\"-\x82\xd3\xe4\x93\x02\'\x12%/v1/tenants/{tenant_id}/service-calls\x12\xa5\x01\n\x11\x43\x61ncelServiceCall\x12(.servicecall.v1.CancelServiceCallRequest\x1a\x1b.servicecall.v1.ServiceCall\"I\x82\xd3\xe4\x93\x02\x43\">/v1/tenants/{tenant_id}/service-calls/{service_call_id}:cancel:\x01*\x12\xb1\x01\n\x15RescheduleServiceCall\x12,.servicecall.v1.RescheduleServiceCallRequest\x1a\x1b.servicecall.v1.ServiceCall\"M\x82\xd3\xe4\x93\x02G\"B/v1/tenants/{tenant_id}/service-calls/{service_call_id}:reschedule:\x01*\x12\x9c\x01\n\x0eRunServiceCall\x12%.servicecall.v1.RunServiceCallRequest\x1a\x1b.servicecall.v1.ServiceCall\"F\x82\xd3\xe4\x93\x02@\";/v1/tenants/{tenant_id}/service-calls/{service_call_id}:run:\x01*B\x02P\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -41,6 +42,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SUBMITSERVICECALLREQUEST'].fields_by_name['tenant_id']._serialized_options = b'\342A\001\002'
   _globals['_SUBMITSERVICECALLREQUEST'].fields_by_name['service_call']._loaded_options = None
   _globals['_SUBMITSERVICECALLREQUEST'].fields_by_name['service_call']._serialized_options = b'\342A\001\002'
+  _globals['_BATCHSUBMITSERVICECALLSREQUEST_ITEM'].fields_by_name['service_call']._loaded_options = None
+  _globals['_BATCHSUBMITSERVICECALLSREQUEST_ITEM'].fields_by_name['service_call']._serialized_options = b'\342A\001\002'
+  _globals['_BATCHSUBMITSERVICECALLSREQUEST'].fields_by_name['tenant_id']._loaded_options = None
+  _globals['_BATCHSUBMITSERVICECALLSREQUEST'].fields_by_name['tenant_id']._serialized_options = b'\342A\001\002'
+  _globals['_BATCHSUBMITSERVICECALLSREQUEST'].fields_by_name['items']._loaded_options = None
+  _globals['_BATCHSUBMITSERVICECALLSREQUEST'].fields_by_name['items']._serialized_options = b'\342A\001\002'
   _globals['_GETSERVICECALLREQUEST'].fields_by_name['tenant_id']._loaded_options = None
   _globals['_GETSERVICECALLREQUEST'].fields_by_name['tenant_id']._serialized_options = b'\342A\001\002'
   _globals['_GETSERVICECALLREQUEST'].fields_by_name['service_call_id']._loaded_options = None
@@ -61,6 +68,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RUNSERVICECALLREQUEST'].fields_by_name['service_call_id']._serialized_options = b'\342A\001\002'
   _globals['_SERVICECALLSERVICE'].methods_by_name['SubmitServiceCall']._loaded_options = None
   _globals['_SERVICECALLSERVICE'].methods_by_name['SubmitServiceCall']._serialized_options = b'\202\323\344\223\002*\"%/v1/tenants/{tenant_id}/service-calls:\001*'
+  _globals['_SERVICECALLSERVICE'].methods_by_name['BatchSubmitServiceCalls']._loaded_options = None
+  _globals['_SERVICECALLSERVICE'].methods_by_name['BatchSubmitServiceCalls']._serialized_options = b'\202\323\344\223\0026\"1/v1/tenants/{tenant_id}/service-calls:batchSubmit:\001*'
   _globals['_SERVICECALLSERVICE'].methods_by_name['GetServiceCall']._loaded_options = None
   _globals['_SERVICECALLSERVICE'].methods_by_name['GetServiceCall']._serialized_options = b'\202\323\344\223\0029\0227/v1/tenants/{tenant_id}/service-calls/{service_call_id}'
   _globals['_SERVICECALLSERVICE'].methods_by_name['ListServiceCalls']._loaded_options = None
@@ -71,22 +80,30 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SERVICECALLSERVICE'].methods_by_name['RescheduleServiceCall']._serialized_options = b'\202\323\344\223\002G\"B/v1/tenants/{tenant_id}/service-calls/{service_call_id}:reschedule:\001*'
   _globals['_SERVICECALLSERVICE'].methods_by_name['RunServiceCall']._loaded_options = None
   _globals['_SERVICECALLSERVICE'].methods_by_name['RunServiceCall']._serialized_options = b'\202\323\344\223\002@\";/v1/tenants/{tenant_id}/service-calls/{service_call_id}:run:\001*'
-  _globals['_SERVICECALLVIEW']._serialized_start=1429
-  _globals['_SERVICECALLVIEW']._serialized_end=1502
-  _globals['_SUBMITSERVICECALLREQUEST']._serialized_start=225
-  _globals['_SUBMITSERVICECALLREQUEST']._serialized_end=375
-  _globals['_GETSERVICECALLREQUEST']._serialized_start=377
-  _globals['_GETSERVICECALLREQUEST']._serialized_end=503
-  _globals['_LISTSERVICECALLSREQUEST']._serialized_start=506
-  _globals['_LISTSERVICECALLSREQUEST']._serialized_end=945
-  _globals['_LISTSERVICECALLSRESPONSE']._serialized_start=947
-  _globals['_LISTSERVICECALLSRESPONSE']._serialized_end=1050
-  _globals['_CANCELSERVICECALLREQUEST']._serialized_start=1052
-  _globals['_CANCELSERVICECALLREQUEST']._serialized_end=1150
-  _globals['_RESCHEDULESERVICECALLREQUEST']._serialized_start=1153
-  _globals['_RESCHEDULESERVICECALLREQUEST']._serialized_end=1346
-  _globals['_RUNSERVICECALLREQUEST']._serialized_start=1348
-  _globals['_RUNSERVICECALLREQUEST']._serialized_end=1427
-  _globals['_SERVICECALLSERVICE']._serialized_start=1505
-  _globals['_SERVICECALLSERVICE']._serialized_end=2478
+  _globals['_SERVICECALLVIEW']._serialized_start=1932
+  _globals['_SERVICECALLVIEW']._serialized_end=2005
+  _globals['_SUBMITSERVICECALLREQUEST']._serialized_start=250
+  _globals['_SUBMITSERVICECALLREQUEST']._serialized_end=400
+  _globals['_BATCHSUBMITSERVICECALLSREQUEST']._serialized_start=403
+  _globals['_BATCHSUBMITSERVICECALLSREQUEST']._serialized_end=641
+  _globals['_BATCHSUBMITSERVICECALLSREQUEST_ITEM']._serialized_start=536
+  _globals['_BATCHSUBMITSERVICECALLSREQUEST_ITEM']._serialized_end=641
+  _globals['_BATCHSUBMITSERVICECALLSRESPONSE']._serialized_start=644
+  _globals['_BATCHSUBMITSERVICECALLSRESPONSE']._serialized_end=878
+  _globals['_BATCHSUBMITSERVICECALLSRESPONSE_RESULT']._serialized_start=752
+  _globals['_BATCHSUBMITSERVICECALLSRESPONSE_RESULT']._serialized_end=878
+  _globals['_GETSERVICECALLREQUEST']._serialized_start=880
+  _globals['_GETSERVICECALLREQUEST']._serialized_end=1006
+  _globals['_LISTSERVICECALLSREQUEST']._serialized_start=1009
+  _globals['_LISTSERVICECALLSREQUEST']._serialized_end=1448
+  _globals['_LISTSERVICECALLSRESPONSE']._serialized_start=1450
+  _globals['_LISTSERVICECALLSRESPONSE']._serialized_end=1553
+  _globals['_CANCELSERVICECALLREQUEST']._serialized_start=1555
+  _globals['_CANCELSERVICECALLREQUEST']._serialized_end=1653
+  _globals['_RESCHEDULESERVICECALLREQUEST']._serialized_start=1656
+  _globals['_RESCHEDULESERVICECALLREQUEST']._serialized_end=1849
+  _globals['_RUNSERVICECALLREQUEST']._serialized_start=1851
+  _globals['_RUNSERVICECALLREQUEST']._serialized_end=1930
+  _globals['_SERVICECALLSERVICE']._serialized_start=2008
+  _globals['_SERVICECALLSERVICE']._serialized_end=3168
 # @@protoc_insertion_point(module_scope)

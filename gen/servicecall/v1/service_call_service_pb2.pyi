@@ -10,6 +10,7 @@ from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.rpc import status_pb2 as _status_pb2
 from servicecall.v1 import service_call_pb2 as _service_call_pb2
 import builtins as _builtins
 import sys
@@ -81,6 +82,136 @@ class SubmitServiceCallRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SubmitServiceCallRequest: _TypeAlias = SubmitServiceCallRequest  # noqa: Y015
+
+@_typing.final
+class BatchSubmitServiceCallsRequest(_message.Message):
+    """Request for BatchSubmitServiceCalls."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class Item(_message.Message):
+        """One call to submit: a SubmitServiceCallRequest without the tenant, which
+        the batch names once. An `Idempotency-Key` header does not apply to a
+        batch; each item carries its own `service_call.idempotency_key`.
+        """
+
+        DESCRIPTOR: _descriptor.Descriptor
+
+        SERVICE_CALL_FIELD_NUMBER: _builtins.int
+        DELAY_FIELD_NUMBER: _builtins.int
+        @_builtins.property
+        def service_call(self) -> _service_call_pb2.ServiceCall:
+            """The call to submit. Output-only fields are ignored."""
+
+        @_builtins.property
+        def delay(self) -> _duration_pb2.Duration:
+            """Relative alternative to `service_call.schedule_time`: due this long
+            from now. Setting both is an error.
+            """
+
+        def __init__(
+            self,
+            *,
+            service_call: _service_call_pb2.ServiceCall | None = ...,
+            delay: _duration_pb2.Duration | None = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _typing.Literal["delay", b"delay", "service_call", b"service_call"]  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["delay", b"delay", "service_call", b"service_call"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    TENANT_ID_FIELD_NUMBER: _builtins.int
+    ITEMS_FIELD_NUMBER: _builtins.int
+    tenant_id: _builtins.str
+    """The tenant that owns the calls."""
+    @_builtins.property
+    def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___BatchSubmitServiceCallsRequest.Item]:
+        """The calls to submit: at least 1, at most 1,000."""
+
+    def __init__(
+        self,
+        *,
+        tenant_id: _builtins.str = ...,
+        items: _abc.Iterable[Global___BatchSubmitServiceCallsRequest.Item] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["items", b"items", "tenant_id", b"tenant_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BatchSubmitServiceCallsRequest: _TypeAlias = BatchSubmitServiceCallsRequest  # noqa: Y015
+
+@_typing.final
+class BatchSubmitServiceCallsResponse(_message.Message):
+    """Response for BatchSubmitServiceCalls."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class Result(_message.Message):
+        """What became of one item of the request."""
+
+        DESCRIPTOR: _descriptor.Descriptor
+
+        SERVICE_CALL_FIELD_NUMBER: _builtins.int
+        ERROR_FIELD_NUMBER: _builtins.int
+        CREATED_FIELD_NUMBER: _builtins.int
+        created: _builtins.bool
+        """True when this item created the call; false when the call already
+        existed (same idempotency key, same request) or the item failed.
+        """
+        @_builtins.property
+        def service_call(self) -> _service_call_pb2.ServiceCall:
+            """The item's call, created or (same idempotency key, same request)
+            already there, in the BASIC view: without the request body and the
+            attempts, so that an answer for 1,000 calls stays small. Read the
+            FULL view with GetServiceCall.
+            """
+
+        @_builtins.property
+        def error(self) -> _status_pb2.Status:
+            """Why the item was not accepted, as SubmitServiceCall would have failed:
+            INVALID_ARGUMENT with a google.rpc.BadRequest detail whose field paths
+            start with the item's index (`items[3].service_call.request.url`);
+            ALREADY_EXISTS for an idempotency key used before with a different
+            request; UNAVAILABLE (retry it) or INTERNAL if storing it failed.
+            """
+
+        def __init__(
+            self,
+            *,
+            service_call: _service_call_pb2.ServiceCall | None = ...,
+            error: _status_pb2.Status | None = ...,
+            created: _builtins.bool = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "outcome", b"outcome", "service_call", b"service_call"]  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["created", b"created", "error", b"error", "outcome", b"outcome", "service_call", b"service_call"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        _WhichOneofReturnType_outcome: _TypeAlias = _typing.Literal["service_call", "error"]  # noqa: Y015
+        _WhichOneofArgType_outcome: _TypeAlias = _typing.Literal["outcome", b"outcome"]  # noqa: Y015
+        def WhichOneof(self, oneof_group: _WhichOneofArgType_outcome) -> _WhichOneofReturnType_outcome | None: ...
+
+    RESULTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___BatchSubmitServiceCallsResponse.Result]:
+        """One result per item, in the order of the request's items."""
+
+    def __init__(
+        self,
+        *,
+        results: _abc.Iterable[Global___BatchSubmitServiceCallsResponse.Result] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["results", b"results"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BatchSubmitServiceCallsResponse: _TypeAlias = BatchSubmitServiceCallsResponse  # noqa: Y015
 
 @_typing.final
 class GetServiceCallRequest(_message.Message):

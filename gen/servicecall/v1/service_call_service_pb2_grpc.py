@@ -41,6 +41,11 @@ class ServiceCallServiceStub:
                 request_serializer=servicecall_dot_v1_dot_service__call__service__pb2.SubmitServiceCallRequest.SerializeToString,
                 response_deserializer=servicecall_dot_v1_dot_service__call__pb2.ServiceCall.FromString,
                 _registered_method=True)
+        self.BatchSubmitServiceCalls = channel.unary_unary(
+                '/servicecall.v1.ServiceCallService/BatchSubmitServiceCalls',
+                request_serializer=servicecall_dot_v1_dot_service__call__service__pb2.BatchSubmitServiceCallsRequest.SerializeToString,
+                response_deserializer=servicecall_dot_v1_dot_service__call__service__pb2.BatchSubmitServiceCallsResponse.FromString,
+                _registered_method=True)
         self.GetServiceCall = channel.unary_unary(
                 '/servicecall.v1.ServiceCallService/GetServiceCall',
                 request_serializer=servicecall_dot_v1_dot_service__call__service__pb2.GetServiceCallRequest.SerializeToString,
@@ -76,6 +81,21 @@ class ServiceCallServiceServicer:
         """Submits a service call. Returns the created (or, for a repeated
         idempotency key with the same request, the existing) call, and its
         canonical URL in the `location` response header.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def BatchSubmitServiceCalls(self, request, context):
+        """Submits up to 1,000 service calls in one request, each with its own
+        idempotency key. Not all-or-nothing: every item stands alone and gets
+        the answer SubmitServiceCall would have given it (submitted one after the
+        other, in request order), so some items may be stored while others fail.
+        The whole request fails, and nothing is stored, only when it is malformed
+        as a whole: no items, or more than 1,000 (INVALID_ARGUMENT), or a key
+        that is not the tenant's. A client retrying a batch (after a timeout, say)
+        should set an idempotency key on every item: items already stored then
+        answer `created: false` with the same call instead of being stored twice.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -124,6 +144,11 @@ def add_ServiceCallServiceServicer_to_server(servicer, server):
                     servicer.SubmitServiceCall,
                     request_deserializer=servicecall_dot_v1_dot_service__call__service__pb2.SubmitServiceCallRequest.FromString,
                     response_serializer=servicecall_dot_v1_dot_service__call__pb2.ServiceCall.SerializeToString,
+            ),
+            'BatchSubmitServiceCalls': grpc.unary_unary_rpc_method_handler(
+                    servicer.BatchSubmitServiceCalls,
+                    request_deserializer=servicecall_dot_v1_dot_service__call__service__pb2.BatchSubmitServiceCallsRequest.FromString,
+                    response_serializer=servicecall_dot_v1_dot_service__call__service__pb2.BatchSubmitServiceCallsResponse.SerializeToString,
             ),
             'GetServiceCall': grpc.unary_unary_rpc_method_handler(
                     servicer.GetServiceCall,
@@ -179,6 +204,33 @@ class ServiceCallService:
             '/servicecall.v1.ServiceCallService/SubmitServiceCall',
             servicecall_dot_v1_dot_service__call__service__pb2.SubmitServiceCallRequest.SerializeToString,
             servicecall_dot_v1_dot_service__call__pb2.ServiceCall.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BatchSubmitServiceCalls(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/servicecall.v1.ServiceCallService/BatchSubmitServiceCalls',
+            servicecall_dot_v1_dot_service__call__service__pb2.BatchSubmitServiceCallsRequest.SerializeToString,
+            servicecall_dot_v1_dot_service__call__service__pb2.BatchSubmitServiceCallsResponse.FromString,
             options,
             channel_credentials,
             insecure,

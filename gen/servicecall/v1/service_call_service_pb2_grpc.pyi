@@ -39,6 +39,17 @@ class ServiceCallServiceStub:
     idempotency key with the same request, the existing) call, and its
     canonical URL in the `location` response header.
     """
+    BatchSubmitServiceCalls: _grpc.UnaryUnaryMultiCallable[_service_call_service_pb2.BatchSubmitServiceCallsRequest, _service_call_service_pb2.BatchSubmitServiceCallsResponse]
+    """Submits up to 1,000 service calls in one request, each with its own
+    idempotency key. Not all-or-nothing: every item stands alone and gets
+    the answer SubmitServiceCall would have given it (submitted one after the
+    other, in request order), so some items may be stored while others fail.
+    The whole request fails, and nothing is stored, only when it is malformed
+    as a whole: no items, or more than 1,000 (INVALID_ARGUMENT), or a key
+    that is not the tenant's. A client retrying a batch (after a timeout, say)
+    should set an idempotency key on every item: items already stored then
+    answer `created: false` with the same call instead of being stored twice.
+    """
     GetServiceCall: _grpc.UnaryUnaryMultiCallable[_service_call_service_pb2.GetServiceCallRequest, _service_call_pb2.ServiceCall]
     """Gets a service call."""
     ListServiceCalls: _grpc.UnaryUnaryMultiCallable[_service_call_service_pb2.ListServiceCallsRequest, _service_call_service_pb2.ListServiceCallsResponse]
@@ -61,6 +72,17 @@ class ServiceCallServiceAsyncStub(ServiceCallServiceStub):
     """Submits a service call. Returns the created (or, for a repeated
     idempotency key with the same request, the existing) call, and its
     canonical URL in the `location` response header.
+    """
+    BatchSubmitServiceCalls: _aio.UnaryUnaryMultiCallable[_service_call_service_pb2.BatchSubmitServiceCallsRequest, _service_call_service_pb2.BatchSubmitServiceCallsResponse]  # type: ignore[assignment]
+    """Submits up to 1,000 service calls in one request, each with its own
+    idempotency key. Not all-or-nothing: every item stands alone and gets
+    the answer SubmitServiceCall would have given it (submitted one after the
+    other, in request order), so some items may be stored while others fail.
+    The whole request fails, and nothing is stored, only when it is malformed
+    as a whole: no items, or more than 1,000 (INVALID_ARGUMENT), or a key
+    that is not the tenant's. A client retrying a batch (after a timeout, say)
+    should set an idempotency key on every item: items already stored then
+    answer `created: false` with the same call instead of being stored twice.
     """
     GetServiceCall: _aio.UnaryUnaryMultiCallable[_service_call_service_pb2.GetServiceCallRequest, _service_call_pb2.ServiceCall]  # type: ignore[assignment]
     """Gets a service call."""
@@ -87,6 +109,23 @@ class ServiceCallServiceServicer(metaclass=_abc_1.ABCMeta):
         """Submits a service call. Returns the created (or, for a repeated
         idempotency key with the same request, the existing) call, and its
         canonical URL in the `location` response header.
+        """
+
+    @_abc_1.abstractmethod
+    def BatchSubmitServiceCalls(
+        self,
+        request: _service_call_service_pb2.BatchSubmitServiceCallsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_service_call_service_pb2.BatchSubmitServiceCallsResponse, _abc.Awaitable[_service_call_service_pb2.BatchSubmitServiceCallsResponse]]:
+        """Submits up to 1,000 service calls in one request, each with its own
+        idempotency key. Not all-or-nothing: every item stands alone and gets
+        the answer SubmitServiceCall would have given it (submitted one after the
+        other, in request order), so some items may be stored while others fail.
+        The whole request fails, and nothing is stored, only when it is malformed
+        as a whole: no items, or more than 1,000 (INVALID_ARGUMENT), or a key
+        that is not the tenant's. A client retrying a batch (after a timeout, say)
+        should set an idempotency key on every item: items already stored then
+        answer `created: false` with the same call instead of being stored twice.
         """
 
     @_abc_1.abstractmethod
