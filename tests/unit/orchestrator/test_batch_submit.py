@@ -74,11 +74,17 @@ class FailingStore(InMemoryServiceCallStore):
     failing: dict[str, Exception] = field(default_factory=dict)
 
     async def transact(
-        self, tenant_id: str, service_call_id: str, step: Step, event_id: str | None = None
+        self,
+        tenant_id: str,
+        service_call_id: str,
+        step: Step,
+        event_id: str | None = None,
+        *,
+        new_call: bool = False,
     ) -> Transition | None:
         if service_call_id in self.failing:
             raise self.failing[service_call_id]
-        return await super().transact(tenant_id, service_call_id, step, event_id)
+        return await super().transact(tenant_id, service_call_id, step, event_id, new_call=new_call)
 
 
 @dataclass
@@ -89,13 +95,19 @@ class FirstArrivalLagsStore(InMemoryServiceCallStore):
     seen: set[str] = field(default_factory=set)
 
     async def transact(
-        self, tenant_id: str, service_call_id: str, step: Step, event_id: str | None = None
+        self,
+        tenant_id: str,
+        service_call_id: str,
+        step: Step,
+        event_id: str | None = None,
+        *,
+        new_call: bool = False,
     ) -> Transition | None:
         if service_call_id not in self.seen:
             self.seen.add(service_call_id)
             for _ in range(20):
                 await asyncio.sleep(0)
-        return await super().transact(tenant_id, service_call_id, step, event_id)
+        return await super().transact(tenant_id, service_call_id, step, event_id, new_call=new_call)
 
 
 def service(tenant: str, store: InMemoryServiceCallStore) -> ServiceCallApi:
