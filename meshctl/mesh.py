@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import time
 import urllib.error
 import urllib.request
@@ -161,9 +162,49 @@ def envoy_ready(layout: Layout) -> bool:
         return False
 
 
+@dataclass(frozen=True, slots=True)
+class EnvoyEndpoint:
+    """One orchestrator endpoint as Envoy sees it: passing its health checks or not, and how
+    many requests it has answered."""
+
+    port: int
+    healthy: bool
+    requests: int
+
+
+def envoy_endpoints(layout: Layout) -> dict[int, EnvoyEndpoint]:
+    """The orchestrator cluster's endpoints, by port, from Envoy's admin (/clusters)."""
+    url = f"http://127.0.0.1:{layout.envoy_admin_port}/clusters?format=json"
+    with urllib.request.urlopen(url, timeout=2) as response:
+        clusters = json.load(response)["cluster_statuses"]
+    (orchestrator,) = (c for c in clusters if c["name"] == "orchestrator")
+    found = {}
+    for host in orchestrator.get("host_statuses", []):
+        port = int(host["address"]["socket_address"]["port_value"])
+        health = host.get("health_status", {})
+        stats = {stat["name"]: int(stat.get("value", 0)) for stat in host.get("stats", [])}
+        found[port] = EnvoyEndpoint(
+            port,
+            healthy=health.get("eds_health_status") == "HEALTHY"
+            and not any(flag for name, flag in health.items() if name != "eds_health_status"),
+            requests=stats.get("rq_total", 0),
+        )
+    return found
+
+
+def envoy_routes_to_every_api_worker(layout: Layout) -> bool:
+    try:
+        endpoints = envoy_endpoints(layout)
+    except (urllib.error.URLError, OSError, ValueError, KeyError):
+        return False
+    return all(port in endpoints and endpoints[port].healthy for port in layout.orchestrator_ports)
+
+
 def _healthy(layout: Layout, name: str) -> bool:
     if name == "envoy":
-        return envoy_ready(layout)
+        # Ready, and passing every API worker's health check: Envoy checks them about once a
+        # second, so a worker that started after Envoy's first check would not get requests yet.
+        return envoy_ready(layout) and envoy_routes_to_every_api_worker(layout)
     if name == "orchestrator":
         # Every API worker, not just the main process: Envoy sends each its share.
         return all(service_healthy(port) for port in layout.orchestrator_ports)
@@ -224,23 +265,23 @@ def status(layout: Layout) -> list[tuple[str, str]]:
         )
         rows.append((component.name, f"pid {pid}, {'healthy' if ok else 'NOT healthy'}"))
         if component.name == "orchestrator":
-            rows += _api_worker_rows(layout, pid)
+            rows += _api_worker_rows(layout)
     return rows
 
 
-def api_worker_pids(orchestrator_pid: int) -> dict[int, int]:
-    """The orchestrator's API worker processes (its children running `serve-api`), by port."""
+def api_worker_pids(layout: Layout) -> dict[int, int]:
+    """This mesh's orchestrator API worker processes (`serve-api`), by port; found by the
+    mesh's marker rather than as the orchestrator's children, so that an orphan would show."""
     found = {}
-    for child in processes.children(orchestrator_pid):
-        if b"serve-api" in processes.cmdline(child):
-            port = processes.environ(child).get("GRPC_PORT", "")
-            if port.isdigit():
-                found[int(port)] = child
+    for pid in processes.with_marker(_marker(layout), "serve-api"):
+        port = processes.environ(pid).get("GRPC_PORT", "")
+        if port.isdigit():
+            found[int(port)] = pid
     return found
 
 
-def _api_worker_rows(layout: Layout, orchestrator_pid: int) -> list[tuple[str, str]]:
-    pids = api_worker_pids(orchestrator_pid)
+def _api_worker_rows(layout: Layout) -> list[tuple[str, str]]:
+    pids = api_worker_pids(layout)
     rows = []
     for index, port in enumerate(layout.orchestrator_ports[1:], start=1):
         pid = pids.get(port)

@@ -131,26 +131,20 @@ def run(argv: Sequence[str], env: Mapping[str, str], what: str) -> None:
         )
 
 
-def children(parent: int) -> list[int]:
-    """The pids of `parent`'s live child processes."""
+def with_marker(marker: str, word: str) -> list[int]:
+    """The live processes whose command line holds `word` and that carry `marker`."""
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
+        pid = int(entry.name)
         try:
-            stat = (entry / "stat").read_text()
+            command = (entry / "cmdline").read_bytes()
         except OSError:
             continue  # it ended meanwhile
-        if int(stat.rsplit(")", 1)[-1].split()[1]) == parent:
-            found.append(int(entry.name))
+        if word.encode() in command.split(b"\0") and _marker_matches(pid, marker) and _alive(pid):
+            found.append(pid)
     return found
-
-
-def cmdline(pid: int) -> bytes:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return b""
 
 
 def environ(pid: int) -> dict[str, str]:
