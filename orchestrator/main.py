@@ -259,7 +259,9 @@ def main(argv: list[str] | None = None) -> None:
     env = Env(os.environ)
     config = OrchestratorConfig.from_env(env)
     if args[:1] == ["serve-api"]:
-        die_with_parent(env.integer(PARENT_PID_ENV, 0))
+        # Started by `serve` (API_WORKERS): never outlive it. Started by hand: the caller's.
+        if PARENT_PID_ENV in env.values:
+            die_with_parent(env.integer(PARENT_PID_ENV, 0))
         index = env.integer(WORKER_INDEX_ENV, 0)
         # Every line a worker logs says which worker it is (they share the main one's log).
         structlog.contextvars.bind_contextvars(api_worker=index)
