@@ -164,12 +164,13 @@ def envoy_ready(layout: Layout) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class EnvoyEndpoint:
-    """One orchestrator endpoint as Envoy sees it: passing its health checks or not, and how
-    many requests it has answered."""
+    """One orchestrator endpoint as Envoy sees it: passing its health checks or not, how many
+    requests it has been sent, and how many connections Envoy holds open to it."""
 
     port: int
     healthy: bool
     requests: int
+    connections: int
 
 
 def envoy_endpoints(layout: Layout) -> dict[int, EnvoyEndpoint]:
@@ -188,6 +189,7 @@ def envoy_endpoints(layout: Layout) -> dict[int, EnvoyEndpoint]:
             healthy=health.get("eds_health_status") == "HEALTHY"
             and not any(flag for name, flag in health.items() if name != "eds_health_status"),
             requests=stats.get("rq_total", 0),
+            connections=stats.get("cx_active", 0),
         )
     return found
 

@@ -170,11 +170,19 @@ async def test_a_killed_worker_is_restarted_and_envoy_keeps_answering(
     port = _worker_port(two_workers)
     killed = mesh.api_worker_pids(two_workers)[port]
     os.kill(killed, signal.SIGKILL)
+    # A request Envoy sent the worker as it died fails (UNAVAILABLE, for the client to retry):
+    # it may have been received. Once Envoy has seen its connection to the dead worker close,
+    # long before any health check says so, none may fail: each is refused and tried again
+    # on another worker, one after the other or many at once.
+    await asyncio.to_thread(
+        _wait_until,
+        lambda: mesh.envoy_endpoints(two_workers)[port].connections == 0,
+        10,
+        "Envoy saw its connection to the killed worker close",
+    )
     tenant = _new_tenant()
     async with tenant_channel(f"127.0.0.1:{two_workers.envoy_port}", key_ring) as channel:
         stub: svc_grpc.ServiceCallServiceAsyncStub = svc_grpc.ServiceCallServiceStub(channel)
-        # Straight after the kill, before any health check has noticed: none may fail, one
-        # after the other or many at once (each retried on another worker).
         await asyncio.gather(*(stub.SubmitServiceCall(later(tenant)) for _ in range(20)))
         for _ in range(10):
             await stub.SubmitServiceCall(later(tenant))
@@ -196,6 +204,7 @@ async def test_a_killed_worker_is_restarted_and_envoy_keeps_answering(
 def test_no_worker_outlives_the_orchestrator(two_workers: Layout) -> None:
     marker = str(two_workers.run_dir)
     orchestrator = _pid_file(two_workers, "orchestrator")
+    mesh.wait_healthy(two_workers, only=("orchestrator",))
     try:
         # Even killed outright (no chance to stop its children), it takes them along.
         assert len(mesh.api_worker_pids(two_workers)) == 1
