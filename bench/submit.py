@@ -740,7 +740,7 @@ def mesh_pids(layout: Layout) -> dict[str, list[int]]:
     for name in (*SERVICES, "envoy"):
         pid = processes.running_pid(layout.run_dir / f"{name}.pid", str(layout.run_dir))
         if pid is not None:
-            found[name] = [pid]
+            found[name] = [pid, *_children(pid)]  # the orchestrator's API workers
     postmaster = _pid_in(layout.run_dir / "pg" / "data" / "postmaster.pid")
     if postmaster is not None:
         found["postgres"] = [postmaster, *_children(postmaster)]

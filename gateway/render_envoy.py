@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import string
+from collections.abc import Sequence
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -91,7 +92,22 @@ def _yaml_list(items: list[dict[str, object]], indent: int) -> str:
     return "\n".join(f"{' ' * indent}- {json.dumps(item)}" for item in items)
 
 
-def render(envoy_port: int, admin_port: int, orchestrator_port: int, access_log: Path) -> str:
+def orchestrator_endpoints(ports: Sequence[int], indent: int = 14) -> str:
+    """The orchestrator cluster's lb_endpoints: one per process serving the API."""
+    if not ports:
+        raise ValueError("the orchestrator cluster needs at least one port")
+    return _yaml_list(
+        [
+            {"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": p}}}}
+            for p in ports
+        ],
+        indent,
+    )
+
+
+def render(
+    envoy_port: int, admin_port: int, orchestrator_ports: Sequence[int], access_log: Path
+) -> str:
     size = OPENAPI.stat().st_size
     if size > OPENAPI_MAX_BYTES:
         raise ValueError(f"{OPENAPI} is {size} bytes; Envoy serves at most {OPENAPI_MAX_BYTES}")
@@ -100,7 +116,7 @@ def render(envoy_port: int, admin_port: int, orchestrator_port: int, access_log:
         ENVOY_HOST="127.0.0.1",
         ENVOY_PORT=envoy_port,
         ENVOY_ADMIN_PORT=admin_port,
-        ORCHESTRATOR_PORT=orchestrator_port,
+        ORCHESTRATOR_ENDPOINTS=orchestrator_endpoints(orchestrator_ports),
         PROTOSET=ROOT / "gen" / "servicecall.protoset",
         ENVOY_ACCESS_LOG=access_log,
         OPENAPI=OPENAPI,
@@ -113,7 +129,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--admin-port", type=int, required=True)
-    parser.add_argument("--orchestrator-port", type=int, required=True)
+    parser.add_argument(
+        "--orchestrator-port",
+        type=int,
+        action="append",
+        required=True,
+        help="a port of a process serving the API; repeat it for each API worker",
+    )
     parser.add_argument("--access-log", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()

@@ -118,7 +118,9 @@ def _health_listener() -> dict[str, Any]:
 
 
 def envoy_config() -> dict[str, Any]:
-    local = yaml.safe_load(render(PUBLIC_PORT, ADMIN_PORT, ORCHESTRATOR[1], Path("/dev/stdout")))
+    # One endpoint, resolved to every replica: in Kubernetes the replicas are the API workers
+    # (each runs API_WORKERS=1), so the pods never start API worker processes of their own.
+    local = yaml.safe_load(render(PUBLIC_PORT, ADMIN_PORT, [ORCHESTRATOR[1]], Path("/dev/stdout")))
     config: dict[str, Any] = _in_pod(local, str(ROOT / "gen"))
     resources = config["static_resources"]
     (public,) = resources["listeners"]
@@ -126,7 +128,8 @@ def envoy_config() -> dict[str, Any]:
     resources["listeners"].append(_health_listener())
     (orchestrator,) = resources["clusters"]
     orchestrator["type"] = "STRICT_DNS"
-    endpoint = orchestrator["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
+    (only,) = orchestrator["load_assignment"]["endpoints"][0]["lb_endpoints"]
+    endpoint = only["endpoint"]
     endpoint["address"]["socket_address"] = {
         "address": ORCHESTRATOR[0],
         "port_value": ORCHESTRATOR[1],

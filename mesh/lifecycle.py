@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import signal
 import sys
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -88,8 +88,10 @@ def service_main(
     database_url: str | None = None,
     migrations: Path | None = None,
     argv: Sequence[str] | None = None,
+    commands: Mapping[str, Callable[[], Coroutine[Any, Any, None]]] | None = None,
 ) -> None:
-    """`python -m <service> [serve|migrate]`."""
+    """`python -m <service> [serve|migrate|<one of commands>]`."""
+    commands = commands or {}
     args = list(sys.argv[1:] if argv is None else argv)
     configure_logging(name, log_level)
     command = args[0] if args else "serve"
@@ -97,6 +99,8 @@ def service_main(
         migrate(database_url, migrations, name)
     elif command == "serve":
         asyncio.run(serve())
+    elif command in commands:
+        asyncio.run(commands[command]())
     else:
-        usage = "serve|migrate" if migrations is not None else "serve"
+        usage = "|".join(["serve", *(["migrate"] if migrations is not None else []), *commands])
         raise SystemExit(f"usage: python -m {name} [{usage}], not {command!r}")

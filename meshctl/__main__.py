@@ -18,6 +18,11 @@ def main(argv: list[str]) -> int:
         print(f"mesh is up in {time.monotonic() - started:.1f}s")
         print(f"  public API (JSON + gRPC via Envoy): {layout.public_url}")
         print(f"  orchestrator gRPC: 127.0.0.1:{layout.orchestrator_port}")
+        if layout.api_workers > 1:
+            ports = ", ".join(str(p) for p in layout.orchestrator_ports[1:])
+            print(
+                f"    + API workers:   {ports} (API_WORKERS={layout.api_workers}; Envoy uses all)"
+            )
         print(f"  scheduler gRPC:    127.0.0.1:{layout.scheduler_port}")
         print(f"  executor gRPC:     127.0.0.1:{layout.executor_port}")
         print(f"  Envoy admin:       http://127.0.0.1:{layout.envoy_admin_port}")

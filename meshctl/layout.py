@@ -12,6 +12,12 @@ ROOT = Path(__file__).resolve().parents[1]
 SERVICES = ("orchestrator", "scheduler", "executor")
 
 
+def default_api_workers() -> int:
+    """`make up`'s API worker count: one per core, at most 4. Postgres, Kafka and the other
+    services share the cores, so more processes than cores would only take turns."""
+    return max(1, min(os.cpu_count() or 1, 4))
+
+
 @dataclass(frozen=True, slots=True)
 class Layout:
     run_dir: Path
@@ -25,6 +31,9 @@ class Layout:
     envoy_admin_port: int
     topic_prefix: str = "servicecall."
     pg_fsync: bool = True
+    # Processes serving the orchestrator's public API (orchestrator/api_workers.py): the main
+    # one on orchestrator_port, the others on the ports after api_worker_base_port.
+    api_workers: int = 1
     # Extra environment for the services (tests tune leads and leases through it).
     service_env: tuple[tuple[str, str], ...] = field(default=())
 
@@ -41,6 +50,7 @@ class Layout:
             executor_port=int(env.get("EXECUTOR_PORT", 50053)),
             envoy_port=int(env.get("ENVOY_PORT", 8080)),
             envoy_admin_port=int(env.get("ENVOY_ADMIN_PORT", 9901)),
+            api_workers=int(env.get("API_WORKERS") or default_api_workers()),
         )
 
     @classmethod
@@ -67,6 +77,21 @@ class Layout:
 
     def with_service_env(self, **values: str) -> Layout:
         return replace(self, service_env=(*self.service_env, *values.items()))
+
+    def with_api_workers(self, count: int) -> Layout:
+        return replace(self, api_workers=count)
+
+    @property
+    def api_worker_base_port(self) -> int:
+        # Kept next to orchestrator_port so that the test slots' shifts move it too; the same
+        # default as orchestrator/api_workers.py's, but always passed explicitly.
+        return self.orchestrator_port + 100
+
+    @property
+    def orchestrator_ports(self) -> tuple[int, ...]:
+        """Every port serving the orchestrator's public API, the main process's first."""
+        extra = range(self.api_worker_base_port, self.api_worker_base_port + self.api_workers - 1)
+        return (self.orchestrator_port, *extra)
 
     @property
     def database_url(self) -> str:
@@ -122,5 +147,13 @@ class Layout:
             "KAFKA_GROUP_INSTANCE_ID": f"{service}-1",
             # The local mesh calls local sinks; a production executor keeps loopback blocked.
             "EGRESS_ALLOW_CIDRS": "127.0.0.0/8,::1/128",
+            **(
+                {
+                    "API_WORKERS": str(self.api_workers),
+                    "API_WORKER_BASE_PORT": str(self.api_worker_base_port),
+                }
+                if service == "orchestrator"
+                else {}
+            ),
             **dict(self.service_env),
         }

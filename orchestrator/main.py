@@ -1,4 +1,8 @@
-"""Composition root of the orchestrator: `python -m orchestrator [serve|migrate]`."""
+"""Composition root of the orchestrator: `python -m orchestrator [serve|serve-api|migrate]`.
+
+`serve` runs the public API and every background loop (outbox relay, watchdog, Kafka
+consumer) in one process, plus API_WORKERS - 1 child processes that `serve-api`: the public
+API only, each on its own port (orchestrator/api_workers.py)."""
 
 from __future__ import annotations
 
@@ -9,12 +13,15 @@ from datetime import timedelta
 from functools import partial
 from pathlib import Path
 
+import structlog
+from sqlalchemy.ext.asyncio import AsyncEngine
+
 from mesh.clock import SystemClock, Uuid7Gen
 from mesh.config import CommonConfig, ConfigError, Env
 from mesh.db import make_engine
 from mesh.grpc_server import GrpcServer
 from mesh.kafka import MAX_MESSAGE_BYTES, ConsumerRunner, KafkaEventBus
-from mesh.lifecycle import Lifecycle, service_main
+from mesh.lifecycle import Lifecycle, Loop, service_main
 from mesh.logs import get_logger
 from mesh.secrets import SecretBox, fingerprint_key_from_env
 from mesh.topics import Topics
@@ -24,6 +31,13 @@ from orchestrator.adapters.parking import PostgresParkingLot
 from orchestrator.adapters.relay import INBOX_RETENTION, OutboxRelay
 from orchestrator.adapters.store import PostgresServiceCallStore
 from orchestrator.adapters.tenants import PostgresKeyLookup
+from orchestrator.api_workers import (
+    PARENT_PID_ENV,
+    WORKER_INDEX_ENV,
+    ApiWorkers,
+    die_with_parent,
+    worker_ports,
+)
 from orchestrator.auth import Authenticator
 from orchestrator.consumer import CallEventHandler
 from orchestrator.domain.model import Timing
@@ -39,6 +53,8 @@ log = get_logger(__name__)
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 SERVICE_NAME = service_call_service_pb2.DESCRIPTOR.services_by_name["ServiceCallService"].full_name
+# More processes than cores only add switching; this bounds a typo, not a machine.
+MAX_API_WORKERS = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +78,10 @@ class OrchestratorConfig:
     handoff_backstop: timedelta
     # How long applied event ids are kept for deduplication (orchestrator/adapters/relay.py).
     inbox_retention: timedelta
+    # Processes serving the public API: this one (on GRPC_PORT) and API_WORKERS - 1 children
+    # on `api_worker_ports`. The background loops run in this process only, whatever the count.
+    api_workers: int = 1
+    api_worker_ports: tuple[int, ...] = ()
 
     @classmethod
     def from_env(cls, env: Env) -> OrchestratorConfig:
@@ -77,8 +97,21 @@ class OrchestratorConfig:
         handoff_early_max = env.seconds("HANDOFF_EARLY_MAX_S", 15.0)
         if handoff_early_max < timedelta(0):
             raise ConfigError("HANDOFF_EARLY_MAX_S must not be negative")
+        common = CommonConfig.from_env(env, "orchestrator", 50051)
+        api_workers = env.integer("API_WORKERS", 1)
+        if not 1 <= api_workers <= MAX_API_WORKERS:
+            raise ConfigError(f"API_WORKERS must be 1 to {MAX_API_WORKERS}, got {api_workers}")
+        base_port = env.integer("API_WORKER_BASE_PORT", common.grpc_port + 100)
+        api_worker_ports = worker_ports(common.grpc_port, api_workers, base_port)
+        if common.grpc_port in api_worker_ports or not all(
+            0 < port < 65536 for port in api_worker_ports
+        ):
+            raise ConfigError(
+                f"API worker ports {api_worker_ports} (from API_WORKER_BASE_PORT={base_port}) "
+                f"must be valid ports other than GRPC_PORT={common.grpc_port}"
+            )
         return cls(
-            common=CommonConfig.from_env(env, "orchestrator", 50051),
+            common=common,
             timing=Timing(
                 handoff_lead=env.seconds("HANDOFF_LEAD_S", 2.0),
                 dispatch_lease=env.seconds("DISPATCH_LEASE_S", 30.0),
@@ -106,17 +139,26 @@ class OrchestratorConfig:
             watchdog_interval_s=watchdog_interval_s,
             watchdog_batch=watchdog_batch,
             handoff_backstop=handoff_backstop,
+            api_workers=api_workers,
+            api_worker_ports=api_worker_ports,
         )
 
 
-async def serve(config: OrchestratorConfig) -> None:
+@dataclass(frozen=True, slots=True)
+class ApiProcess:
+    """What one API-serving process is made of; `serve` and `serve_api` both build it here."""
+
+    engine: AsyncEngine
+    clock: SystemClock
+    store: PostgresServiceCallStore
+    orchestrator: Orchestrator
+    server: GrpcServer
+
+
+def build_api(config: OrchestratorConfig) -> ApiProcess:
     common = config.common
     topics = Topics.with_prefix(common.topic_prefix)
     engine = make_engine(common.database_url)
-    bus = KafkaEventBus(
-        common.kafka_bootstrap, "orchestrator", max_message_bytes=config.limits.max_message_bytes
-    )
-    await bus.start()
     ids = Uuid7Gen()
     clock = SystemClock()
     store = PostgresServiceCallStore(engine, handoff_backstop=config.handoff_backstop)
@@ -144,6 +186,26 @@ async def serve(config: OrchestratorConfig) -> None:
         [partial(service_call_service_pb2_grpc.add_ServiceCallServiceServicer_to_server, api)],
         [SERVICE_NAME],
     )
+    return ApiProcess(engine, clock, store, orchestrator, server)
+
+
+async def serve_api(config: OrchestratorConfig, index: int) -> None:
+    """One extra API worker: the public API and health on its own port, no background loop."""
+    api = build_api(config)
+    await Lifecycle(
+        f"orchestrator api worker {index}", api.server, loops={}, closers=[api.engine.dispose]
+    ).run()
+
+
+async def serve(config: OrchestratorConfig) -> None:
+    common = config.common
+    topics = Topics.with_prefix(common.topic_prefix)
+    api = build_api(config)
+    engine, store, orchestrator, server = api.engine, api.store, api.orchestrator, api.server
+    bus = KafkaEventBus(
+        common.kafka_bootstrap, "orchestrator", max_message_bytes=config.limits.max_message_bytes
+    )
+    await bus.start()
     parking = Parking(PostgresParkingLot(engine), orchestrator, config.consumer_group)
     relay = OutboxRelay(
         common.database_url,
@@ -154,7 +216,7 @@ async def serve(config: OrchestratorConfig) -> None:
     watchdog = Watchdog(
         orchestrator,
         store,
-        clock,
+        api.clock,
         interval_s=config.watchdog_interval_s,
         batch_size=config.watchdog_batch,
     )
@@ -168,14 +230,22 @@ async def serve(config: OrchestratorConfig) -> None:
         park=parking.park_message,
         on_health=partial(server.set_ready, "consumer"),
     )
+    loops: dict[str, Loop] = {
+        "outbox-relay": relay.run,
+        "consumer": lambda _stop: consumer.run(),
+        "watchdog": watchdog.run,
+    }
+    if config.api_worker_ports:
+        workers = ApiWorkers(
+            config.api_worker_ports,
+            [sys.executable, "-m", "orchestrator", "serve-api"],
+            os.environ,
+        )
+        loops["api-workers"] = workers.run
     await Lifecycle(
         "orchestrator",
         server,
-        loops={
-            "outbox-relay": relay.run,
-            "consumer": lambda _stop: consumer.run(),
-            "watchdog": watchdog.run,
-        },
+        loops=loops,
         on_stop=[consumer.stop],
         closers=[bus.close, store.close, engine.dispose],
     ).run()
@@ -186,7 +256,17 @@ def main(argv: list[str] | None = None) -> None:
     if args[:1] == ["admin"]:
         url = Env(os.environ).text("DATABASE_URL", CommonConfig.DEFAULT_DATABASE_URL)
         raise SystemExit(admin.run(url, args[1:]))
-    config = OrchestratorConfig.from_env(Env(os.environ))
+    env = Env(os.environ)
+    config = OrchestratorConfig.from_env(env)
+    if args[:1] == ["serve-api"]:
+        # Started by `serve` (API_WORKERS): never outlive it. Started by hand: the caller's.
+        if PARENT_PID_ENV in env.values:
+            die_with_parent(env.integer(PARENT_PID_ENV, 0))
+        index = env.integer(WORKER_INDEX_ENV, 0)
+        # Every line a worker logs says which worker it is (they share the main one's log).
+        structlog.contextvars.bind_contextvars(api_worker=index)
+    else:
+        index = 0
     service_main(
         "orchestrator",
         config.common.log_level,
@@ -194,4 +274,5 @@ def main(argv: list[str] | None = None) -> None:
         config.common.database_url,
         MIGRATIONS,
         argv,
+        commands={"serve-api": lambda: serve_api(config, index)},
     )

@@ -102,7 +102,7 @@ def test_envoy_serves_the_generated_document(running_mesh: Layout) -> None:
 
 def test_the_rendered_envoy_config_validates(tmp_path: Path) -> None:
     config = tmp_path / "envoy.yaml"
-    config.write_text(render(18080, 18901, 18051, tmp_path / "access.log"))
+    config.write_text(render(18080, 18901, [18051], tmp_path / "access.log"))
     envoy = ROOT / ".venv" / "bin" / "envoy"
     result = subprocess.run(
         [str(envoy), "--mode", "validate", "-c", str(config), "--disable-hot-restart"],

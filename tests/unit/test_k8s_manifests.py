@@ -470,7 +470,7 @@ def test_envoy_config_is_the_local_one_rendered_for_kubernetes(kind: list[Obj]) 
     assert generator["configmap"]() == (BASE / "envoy-config.yaml").read_text(), (
         "k8s/base/envoy-config.yaml is stale: PYTHONPATH=. python k8s/render_envoy_config.py"
     )
-    local = yaml.safe_load(render_local_envoy(8080, 9901, 50051, Path("/dev/stdout")))
+    local = yaml.safe_load(render_local_envoy(8080, 9901, [50051], Path("/dev/stdout")))
     local = generator["_in_pod"](local, str(ROOT / "gen"))  # the checkout's gen/ is /gen
     config = envoy_config(kind)
     ours, theirs = listener(config, "public"), listener(local, "public")
@@ -478,7 +478,9 @@ def test_envoy_config_is_the_local_one_rendered_for_kubernetes(kind: list[Obj]) 
     (cluster,) = [c for c in config["static_resources"]["clusters"] if c["name"] == "orchestrator"]
     (local_cluster,) = local["static_resources"]["clusters"]
     assert cluster["type"] == "STRICT_DNS"
-    address = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]
+    # One endpoint, resolved to every pod: in a cluster the replicas are the API workers.
+    (endpoint,) = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"]
+    address = endpoint["endpoint"]["address"]
     orchestrator = find(kind, "Service", "orchestrator")["spec"]
     assert address["socket_address"] == {
         "address": "orchestrator",
