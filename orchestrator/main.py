@@ -193,7 +193,10 @@ async def serve_api(config: OrchestratorConfig, index: int) -> None:
     """One extra API worker: the public API and health on its own port, no background loop."""
     api = build_api(config)
     await Lifecycle(
-        f"orchestrator api worker {index}", api.server, loops={}, closers=[api.engine.dispose]
+        f"orchestrator api worker {index}",
+        api.server,
+        loops={},
+        closers=[api.store.close, api.engine.dispose],
     ).run()
 
 
