@@ -270,7 +270,12 @@ class ConsumerRunner:
         max_rebuilds: int = 5,
         consumer_factory: ConsumerFactory = Consumer,
         cancel_on_revoke: bool = False,
+        idle_wait_s: float = 0.05,
     ) -> None:
+        # How long one wait for a message blocks the consumer's thread when none is fetched:
+        # how often an idle runner looks at stopping and committing, not a delay (a message
+        # that arrives ends the wait).
+        self._idle_wait_s = idle_wait_s
         # Static membership (a stable `group.instance.id` per replica): a restarted process
         # gets its partitions back at once instead of after the session timeout, which is
         # most of the delay of calls held by a process that was restarted.
@@ -474,9 +479,15 @@ class ConsumerRunner:
                 # revoke callback, which commits synchronously, may so run on the loop's
                 # thread and hold it for that round trip; rebalances are rare.)
                 try:
-                    messages: list[Message] = self._consumer.consume(min(budget, 500), 0)
+                    batch = min(budget, 500)
+                    messages: list[Message] = self._consumer.consume(batch, 0)
                     if not messages:
-                        messages = await self._call(self._consumer.consume, min(budget, 500), 0.05)
+                        # Wait for ONE message: librdkafka's consume(n, timeout) waits out the
+                        # whole timeout unless n messages come, which put 50 ms on every hop
+                        # of a call due now (issue #13). What came with it is taken at once.
+                        messages = await self._call(self._consumer.consume, 1, self._idle_wait_s)
+                        if messages and batch > 1:
+                            messages += self._consumer.consume(batch - 1, 0)
                 except KafkaException as e:
                     self._consume_failed(e)
                     continue

@@ -126,3 +126,37 @@ async def test_held_bytes_are_capped_and_the_backlog_keeps_order(infra: Layout) 
     await task
     assert order == list(range(30))
     assert most == 4
+
+
+async def test_a_message_to_an_idle_runner_is_handled_without_waiting_out_the_poll(
+    infra: Layout,
+) -> None:
+    # Regression (issue #13): the runner waited for messages with consume(500, timeout),
+    # which librdkafka returns only when 500 messages came or the timeout passed, so every
+    # hop of a call due now waited ~50 ms. With a 5 s wait, the old code takes ~5 s here.
+    topic = private_topic(infra.kafka_bootstrap, partitions=1)
+    arrived: dict[bytes, float] = {}
+    first = asyncio.Event()
+    second = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    async def handler(message: ReceivedMessage) -> None:
+        arrived[message.value] = loop.time()
+        (second if message.value == b"second" else first).set()
+
+    runner = ConsumerRunner(
+        infra.kafka_bootstrap, f"g-{uuid.uuid4().hex[:8]}", [topic], handler, idle_wait_s=5.0
+    )
+    task = asyncio.create_task(runner.run())
+    try:
+        # The first message shows the runner is assigned and polling; then it is idle.
+        await publish(infra.kafka_bootstrap, [OutgoingMessage(topic, "k", b"first")])
+        await asyncio.wait_for(first.wait(), 60)
+        await asyncio.sleep(0.5)  # let the runner go back to waiting on an empty queue
+        sent = loop.time()
+        await publish(infra.kafka_bootstrap, [OutgoingMessage(topic, "k", b"second")])
+        await asyncio.wait_for(second.wait(), 30)
+    finally:
+        runner.stop()
+        await task
+    assert arrived[b"second"] - sent < 2.5, "the runner waited out its poll timeout"
