@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import NamedTuple
 
@@ -61,10 +61,12 @@ class Timer:
     correlation_id: str
     sequence: int
     state: TimerState = TimerState.PENDING
+    # Derived from the key once (a uuid5 was a visible share of the scheduler's CPU when it
+    # was worked out again at each of the half-dozen places that ask for it).
+    timer_id: str = field(init=False, repr=False, compare=False)
 
-    @property
-    def timer_id(self) -> str:
-        return self.key.timer_id()
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "timer_id", self.key.timer_id())
 
     @property
     def fire_event_id(self) -> str:
