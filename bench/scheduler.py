@@ -514,6 +514,12 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--keep-mesh", action="store_true", help="leave the bench mesh running")
     parser.add_argument(
+        "--default-priorities",
+        action="store_true",
+        help="executor and sink at the ordinary priority, as `make up` runs them (no nice -10,"
+        " no SCHED_FIFO)",
+    )
+    parser.add_argument(
         "--executors",
         type=int,
         default=1,
@@ -535,9 +541,10 @@ def main(argv: list[str] | None = None) -> None:
     # The executor at a higher priority than the rest of the mesh, as docs/timing.md advises
     # for a host it shares with Kafka and Postgres: nice -10 and SCHED_FIFO 1 (needs root or
     # CAP_SYS_NICE, else it warns and runs without).
-    env = {"EXECUTOR_NICE": "-10", "EXECUTOR_RT_PRIORITY": "1"} | dict(
-        item.split("=", 1) for item in args.env
+    raised = (
+        {} if args.default_priorities else {"EXECUTOR_NICE": "-10", "EXECUTOR_RT_PRIORITY": "1"}
     )
+    env = raised | dict(item.split("=", 1) for item in args.env)
     layout = layout.with_service_env(**env)
     lead = float(dict(layout.service_env).get("HANDOFF_LEAD_S", "2.0"))
     pull = float(dict(layout.service_env).get("HANDOFF_PULL_MAX_S", "10.0"))
@@ -562,7 +569,8 @@ def main(argv: list[str] | None = None) -> None:
         mesh.stop_mesh_processes(layout)
         mesh.up(layout)
         procs.start_extra_executors(layout, args.executors)
-    sink_priority = _raise_own_priority()  # after the mesh started: it must not inherit it
+    # After the mesh started: it must not inherit it.
+    sink_priority = "nice 0 (default)" if args.default_priorities else _raise_own_priority()
     try:
         results = asyncio.run(run(layout, options, chosen))
     finally:
