@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import json
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -162,10 +163,22 @@ def seed_pending(
         conn.commit()
 
 
-def remove_pending(database_url: str) -> None:
-    with psycopg.connect(database_url) as conn:
-        conn.execute("DELETE FROM scheduler.timers WHERE tenant_id = %s", (PENDING_TENANT,))
-        conn.execute(
-            "DELETE FROM orchestrator.service_calls WHERE tenant_id = %s", (PENDING_TENANT,)
-        )
-        conn.commit()
+def remove_pending(database_url: str, tries: int = 5) -> None:
+    # The orchestrator's one-time pass over older Scheduled calls (the hand-off backstop,
+    # orchestrator/adapters/store.py) updates these rows page by page in key order when the
+    # mesh starts; a DELETE of a million rows in heap order can deadlock with it. Postgres
+    # aborts one of the two; the pass goes on, and so do we, after it has moved on.
+    for attempt in range(tries):
+        try:
+            with psycopg.connect(database_url) as conn:
+                conn.execute("DELETE FROM scheduler.timers WHERE tenant_id = %s", (PENDING_TENANT,))
+                conn.execute(
+                    "DELETE FROM orchestrator.service_calls WHERE tenant_id = %s",
+                    (PENDING_TENANT,),
+                )
+                conn.commit()
+            return
+        except psycopg.errors.DeadlockDetected:
+            if attempt == tries - 1:
+                raise
+            time.sleep(1.0)
