@@ -11,43 +11,28 @@ import signal
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 from datetime import timedelta
-from functools import partial
 from pathlib import Path
 
 import psycopg
 import pytest
 
-from mesh.clock import SystemClock, Uuid7Gen
+from mesh.clock import SystemClock
 from mesh.db import make_engine, migrate
-from mesh.secrets import SecretBox
-from mesh.topics import Topics
 from meshctl import mesh
 from meshctl.layout import Layout
-from orchestrator.adapters.messages import outbox_messages
 from orchestrator.adapters.store import PostgresServiceCallStore
 from orchestrator.domain.errors import IdempotencyConflict
-from orchestrator.domain.model import DEFAULT_RETRY_POLICY, DEFAULT_TIMING, HttpRequest
-from orchestrator.domain.validation import Limits
+from orchestrator.domain.model import DEFAULT_RETRY_POLICY, HttpRequest
 from orchestrator.main import MIGRATIONS
 from orchestrator.ports import ServiceCallStore
 from orchestrator.service import Accepted, Invalid, Orchestrator, Submission
-from tests.builders import FINGERPRINT_KEY, new_tenant
+from tests.builders import new_tenant
 from tests.fakes.store import InMemoryServiceCallStore
+from tests.services import orchestrator_over
 
 
 def _orchestrator(store: ServiceCallStore) -> Orchestrator:
-    return Orchestrator(
-        store=store,
-        clock=SystemClock(),
-        ids=Uuid7Gen(),
-        timing=DEFAULT_TIMING,
-        limits=Limits(),
-        to_messages=partial(
-            outbox_messages, topics=Topics.with_prefix("t."), max_snippet_bytes=256
-        ),
-        secrets=SecretBox({1: bytes(32)}, current=1),
-        fingerprint_key=FINGERPRINT_KEY,
-    )
+    return orchestrator_over(store, SystemClock())
 
 
 def _submission(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Any
 
 import psycopg
@@ -12,23 +11,18 @@ import pytest
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
 from mesh.clock import Uuid7Gen
-from mesh.secrets import SecretBox
-from mesh.topics import Topics
-from orchestrator.adapters.messages import outbox_messages
 from orchestrator.auth import Authenticator, StoredKey
 from orchestrator.domain.api_keys import hash_secret, new_api_key
 from orchestrator.domain.idempotency import service_call_id_for
-from orchestrator.domain.model import DEFAULT_TIMING
-from orchestrator.domain.validation import Limits
 from orchestrator.grpc_api import MAX_BATCH_ITEMS, ServiceCallApi
 from orchestrator.page_tokens import PageTokens
 from orchestrator.ports import Step, Transition
-from orchestrator.service import Orchestrator
 from servicecall.v1 import service_call_pb2 as api
 from servicecall.v1 import service_call_service_pb2 as svc
-from tests.builders import FINGERPRINT_KEY, new_tenant
+from tests.builders import new_tenant
 from tests.fakes.clock import FakeClock
 from tests.fakes.store import InMemoryServiceCallStore
+from tests.services import orchestrator_over
 
 KEY = new_api_key(bytes(8), bytes(32))
 Item = svc.BatchSubmitServiceCallsRequest.Item
@@ -111,18 +105,7 @@ class FirstArrivalLagsStore(InMemoryServiceCallStore):
 
 
 def service(tenant: str, store: InMemoryServiceCallStore) -> ServiceCallApi:
-    orchestrator = Orchestrator(
-        store=store,
-        clock=FakeClock(),
-        ids=Uuid7Gen(),
-        timing=DEFAULT_TIMING,
-        limits=Limits(),
-        to_messages=partial(
-            outbox_messages, topics=Topics.with_prefix("t."), max_snippet_bytes=256
-        ),
-        secrets=SecretBox({1: bytes(32)}, current=1),
-        fingerprint_key=FINGERPRINT_KEY,
-    )
+    orchestrator = orchestrator_over(store, FakeClock())
     return ServiceCallApi(orchestrator, Uuid7Gen(), PageTokens(b"s"), Authenticator(Keys(tenant)))
 
 

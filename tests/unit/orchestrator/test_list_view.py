@@ -3,27 +3,21 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from functools import partial
 from typing import Any
 
 import pytest
 
 from mesh.clock import Uuid7Gen
-from mesh.secrets import SecretBox
-from mesh.topics import Topics
-from orchestrator.adapters.messages import outbox_messages
 from orchestrator.auth import Authenticator, StoredKey
 from orchestrator.domain.api_keys import hash_secret, new_api_key
-from orchestrator.domain.model import DEFAULT_TIMING
-from orchestrator.domain.validation import Limits
 from orchestrator.grpc_api import ServiceCallApi
 from orchestrator.page_tokens import PageTokens
 from orchestrator.ports import ListQuery, Page
-from orchestrator.service import Orchestrator
 from servicecall.v1 import service_call_service_pb2 as svc
-from tests.builders import FINGERPRINT_KEY, T0, new_tenant, spec, submit_step
+from tests.builders import T0, new_tenant, spec, submit_step
 from tests.fakes.clock import FakeClock
 from tests.fakes.store import InMemoryServiceCallStore
+from tests.services import orchestrator_over
 
 KEY = new_api_key(bytes(8), bytes(32))
 BODY = b"x" * 1024 * 1024
@@ -66,18 +60,7 @@ async def test_only_the_full_view_reads_whole_states(
     call = spec(tenant)
     call = replace(call, request=replace(call.request, body=BODY))
     await store.transact(tenant, call.service_call_id, submit_step(call, T0))
-    orchestrator = Orchestrator(
-        store=store,
-        clock=FakeClock(),
-        ids=Uuid7Gen(),
-        timing=DEFAULT_TIMING,
-        limits=Limits(),
-        to_messages=partial(
-            outbox_messages, topics=Topics.with_prefix("t."), max_snippet_bytes=256
-        ),
-        secrets=SecretBox({1: bytes(32)}, current=1),
-        fingerprint_key=FINGERPRINT_KEY,
-    )
+    orchestrator = orchestrator_over(store, FakeClock())
     api = ServiceCallApi(orchestrator, Uuid7Gen(), PageTokens(b"s"), Authenticator(Keys(tenant)))
 
     page = await api.ListServiceCalls(
