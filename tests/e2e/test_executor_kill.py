@@ -11,7 +11,7 @@ import os
 import signal
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -23,6 +23,7 @@ from servicecall.internal.v1 import events_pb2 as pb
 from servicecall.v1 import service_call_pb2 as api
 from tests.e2e.conftest import CallEvents, JsonClient
 from tests.e2e.test_executor_paths import ScriptedSink, fetch, submit, tenant
+from tests.waiting import eventually
 
 
 @pytest.fixture(scope="module")
@@ -59,13 +60,6 @@ def execution_requests(layout: Layout, call_id: str) -> list[pb.ExecutionRequest
     topic = Topics.with_prefix(layout.topic_prefix).execution_requests
     envelopes = map(pb.Envelope.FromString, read_whole_topic(layout.kafka_bootstrap, topic))
     return [e.execution_requested for e in envelopes if e.service_call_id == call_id]
-
-
-async def eventually(condition: Callable[[], bool], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.5)
 
 
 async def test_a_killed_executor_leads_to_one_more_attempt_and_one_terminal_state(
@@ -125,7 +119,9 @@ async def test_a_hand_off_no_executor_took_is_dispatched_again_after_its_lease(
         call_id = submit(json_api, t, {"url": scripted_sink.url(path)})
         # The hand-off waits in Kafka; once the lease (5 s in the test mesh) has run out
         # without ExecutionStarted, the watchdog sends the same attempt again.
-        await eventually(lambda: len(execution_requests(running_mesh, call_id)) >= 2, 30)
+        await eventually(
+            lambda: len(execution_requests(running_mesh, call_id)) >= 2, 30, interval=0.5
+        )
     finally:
         restart_executor_if_down(running_mesh)
     completed = await call_events.completed(call_id, timeout=60)
@@ -156,13 +152,15 @@ async def test_an_attempt_whose_executor_died_is_timed_out_and_retried(
     await scripted_sink.wait_for(lambda _: len(scripted_sink.matching(path)) >= 1, timeout=30)
     # Killed before its ExecutionStarted was published, the call would still be Dispatched and
     # the lease would send attempt 1 again (the test above): wait until it is Running.
-    await eventually(lambda: fetch(json_api, t, call_id)["state"] == "RUNNING", 8)
+    await eventually(lambda: fetch(json_api, t, call_id)["state"] == "RUNNING", 8, interval=0.5)
     kill_executor(running_mesh)
     try:
         # Nobody reports on attempt 1 now. Past its deadline (start + 2 s + the 5 s grace of
         # the test mesh) the watchdog records it as timed out and dispatches attempt 2.
         await eventually(
-            lambda: 2 in {r.attempt for r in execution_requests(running_mesh, call_id)}, 30
+            lambda: 2 in {r.attempt for r in execution_requests(running_mesh, call_id)},
+            30,
+            interval=0.5,
         )
     finally:
         restart_executor_if_down(running_mesh)

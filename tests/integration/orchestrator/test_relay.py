@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import defaultdict
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from datetime import timedelta
 
 import psycopg
@@ -19,6 +19,7 @@ from meshctl.layout import Layout
 from orchestrator.adapters.relay import OutboxRelay
 from orchestrator.ports import OutboxRow
 from tests.kafka_helpers import Record, TopicReader, private_topic
+from tests.waiting import eventually
 
 
 class RecordRefusals:
@@ -148,13 +149,6 @@ async def test_relay_picks_up_a_row_whose_lower_id_commits_later(
         await task
         reader.close()
     assert sorted(r.value for r in records) == [b"early-id", b"late-id"]
-
-
-async def eventually(condition: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not condition():
-        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.02)
 
 
 def topic_size(bootstrap: str, topic: str) -> int:
