@@ -6,6 +6,9 @@ import psycopg
 import sqlalchemy.exc
 from confluent_kafka import KafkaError, KafkaException
 
+# What a client is told when a request failed on an outage (UNAVAILABLE / HTTP 503).
+UNAVAILABLE_MESSAGE = "the service is temporarily unavailable (a dependency is down); retry"
+
 
 def is_transient(error: BaseException) -> bool:
     """True when `error` says Postgres or Kafka is unreachable or restarting, so the same work

@@ -12,7 +12,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from opentelemetry.instrumentation.grpc import aio_server_interceptor
 
-from mesh.errors import is_transient
+from mesh.errors import UNAVAILABLE_MESSAGE, is_transient
 from mesh.logs import get_logger
 
 log = get_logger(__name__)
@@ -67,7 +67,7 @@ class RejectUndecodableRequests(grpc.aio.ServerInterceptor):
                 log.warning("request failed: a dependency is unavailable", error=repr(e))
                 await context.abort(
                     grpc.StatusCode.UNAVAILABLE,
-                    "the service is temporarily unavailable (a dependency is down); retry",
+                    UNAVAILABLE_MESSAGE,
                 )
 
         return grpc.unary_unary_rpc_method_handler(

@@ -8,6 +8,8 @@ import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from orchestrator.api_workers import worker_ports
+
 ROOT = Path(__file__).resolve().parents[1]
 SERVICES = ("orchestrator", "scheduler", "executor")
 
@@ -32,7 +34,7 @@ class Layout:
     topic_prefix: str = "servicecall."
     pg_fsync: bool = True
     # Processes serving the orchestrator's public API (orchestrator/api_workers.py): the main
-    # one on orchestrator_port, the others on the ports after api_worker_base_port.
+    # one on orchestrator_port, the others on `orchestrator_ports[1:]`.
     api_workers: int = 1
     # Extra environment for the services (tests tune leads and leases through it).
     service_env: tuple[tuple[str, str], ...] = field(default=())
@@ -82,16 +84,11 @@ class Layout:
         return replace(self, api_workers=count)
 
     @property
-    def api_worker_base_port(self) -> int:
-        # Kept next to orchestrator_port so that the test slots' shifts move it too; the same
-        # default as orchestrator/api_workers.py's, but always passed explicitly.
-        return self.orchestrator_port + 100
-
-    @property
     def orchestrator_ports(self) -> tuple[int, ...]:
-        """Every port serving the orchestrator's public API, the main process's first."""
-        extra = range(self.api_worker_base_port, self.api_worker_base_port + self.api_workers - 1)
-        return (self.orchestrator_port, *extra)
+        """Every port serving the orchestrator's public API, the main process's first; the
+        workers' follow from orchestrator_port as the orchestrator works them out, so the
+        test slots' shifts move them too."""
+        return (self.orchestrator_port, *worker_ports(self.orchestrator_port, self.api_workers))
 
     @property
     def database_url(self) -> str:
@@ -147,13 +144,6 @@ class Layout:
             "KAFKA_GROUP_INSTANCE_ID": f"{service}-1",
             # The local mesh calls local sinks; a production executor keeps loopback blocked.
             "EGRESS_ALLOW_CIDRS": "127.0.0.0/8,::1/128",
-            **(
-                {
-                    "API_WORKERS": str(self.api_workers),
-                    "API_WORKER_BASE_PORT": str(self.api_worker_base_port),
-                }
-                if service == "orchestrator"
-                else {}
-            ),
+            **({"API_WORKERS": str(self.api_workers)} if service == "orchestrator" else {}),
             **dict(self.service_env),
         }

@@ -34,8 +34,12 @@ def worker_ports(grpc_port: int, api_workers: int, base_port: int | None = None)
     """The ports of the extra workers (the main process keeps `grpc_port`): consecutive from
     `base_port`, by default `grpc_port` + 100, clear of the neighbouring services' ports
     (`grpc_port` + 1, + 2) and of the test meshes', which move in steps of 500 and 1000."""
-    base = grpc_port + 100 if base_port is None else base_port
+    base = default_base_port(grpc_port) if base_port is None else base_port
     return tuple(base + i for i in range(api_workers - 1))
+
+
+def default_base_port(grpc_port: int) -> int:
+    return grpc_port + 100
 
 
 def die_with_parent(parent_pid: int) -> None:

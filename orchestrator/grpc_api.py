@@ -14,7 +14,7 @@ from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from mesh.errors import is_transient
+from mesh.errors import UNAVAILABLE_MESSAGE, is_transient
 from mesh.logs import get_logger
 from mesh.ports import IdGen
 from mesh.timeconv import from_duration, from_timestamp
@@ -248,7 +248,7 @@ def failed_result(error: Exception) -> BatchResult:
     if is_transient(error):
         status = status_pb2.Status(
             code=code_pb2.UNAVAILABLE,
-            message="the service is temporarily unavailable (a dependency is down); retry",
+            message=UNAVAILABLE_MESSAGE,
         )
     else:
         status = status_pb2.Status(code=code_pb2.INTERNAL, message="internal error")

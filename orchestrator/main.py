@@ -35,6 +35,7 @@ from orchestrator.api_workers import (
     PARENT_PID_ENV,
     WORKER_INDEX_ENV,
     ApiWorkers,
+    default_base_port,
     die_with_parent,
     worker_ports,
 )
@@ -101,7 +102,7 @@ class OrchestratorConfig:
         api_workers = env.integer("API_WORKERS", 1)
         if not 1 <= api_workers <= MAX_API_WORKERS:
             raise ConfigError(f"API_WORKERS must be 1 to {MAX_API_WORKERS}, got {api_workers}")
-        base_port = env.integer("API_WORKER_BASE_PORT", common.grpc_port + 100)
+        base_port = env.integer("API_WORKER_BASE_PORT", default_base_port(common.grpc_port))
         api_worker_ports = worker_ports(common.grpc_port, api_workers, base_port)
         if common.grpc_port in api_worker_ports or not all(
             0 < port < 65536 for port in api_worker_ports
