@@ -13,7 +13,8 @@ SOURCES := mesh orchestrator scheduler executor gateway meshctl tests bench k8s
 
 .PHONY: help bootstrap proto proto-check buf-lint lint typecheck check test test-unit \
         test-integration test-e2e up down status logs demo-curl demo-grpcurl clean \
-        bench-scheduler bench-executor bench-burst bench-list bench-submit fuzz admin chaos
+        bench-scheduler bench-executor bench-burst bench-list bench-submit fuzz admin chaos \
+        k8s-up k8s-down
 
 help:
 	@echo "make up          start Postgres, Kafka, the three services and Envoy (local processes)"
@@ -22,6 +23,8 @@ help:
 	@echo "make logs        follow the mesh's logs"
 	@echo "make test        lint, typecheck, proto-check, unit + integration + e2e tests"
 	@echo "make proto       regenerate gen/ from proto/"
+	@echo "make k8s-up      start a local single-node Kubernetes (root; builds it once, ~15 min cold)"
+	@echo "make k8s-down    stop it and remove everything it created"
 
 bootstrap:
 	@scripts/bootstrap.sh
@@ -116,3 +119,10 @@ demo-grpcurl: bootstrap
 
 clean: down
 	rm -rf .run/dev .run/test
+
+# A real single-node Kubernetes on this machine (scripts/k8s/node.sh: interface in its header).
+k8s-up:
+	scripts/k8s/node.sh up
+
+k8s-down:
+	scripts/k8s/node.sh down

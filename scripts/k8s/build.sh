@@ -48,6 +48,7 @@ build_kube() {
   # that never comes up.
   "$tmp/kubectl" version --client 2>&1 | grep -qF "$K8S_VERSION" \
     || sc_die "built kubectl does not report $K8S_VERSION"
+  chmod 755 "$tmp"  # mktemp made it private; the binaries are for every user of the machine
   rm -rf "$out" && mv "$tmp" "$out"
   touch "$K8S_BIN_CACHE/.complete"
   sc_log "Kubernetes $K8S_VERSION built in $(( ($(sc_now_ms) - t0) / 1000 )) s -> $out"
