@@ -379,7 +379,7 @@ authorization: {mode: Webhook}
 clusterDomain: cluster.local
 clusterDNS: [$DNS_IP]
 resolvConf: $STATE/resolv.conf
-podLogsDirectory: $STATE/pod-logs
+podLogsDir: $STATE/pod-logs
 imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
 evictionHard: {memory.available: 100Mi, nodefs.available: 1%, imagefs.available: 1%}
@@ -562,6 +562,29 @@ remove_cgroups() {
     done
 }
 
+# The few paths the kubelet and CNI hard-code outside --root-dir: only our entries go.
+remove_host_leftovers() {
+  local f id
+  # libcni's result cache: our network's entries, and the loopback entries of the same sandboxes.
+  for f in /var/lib/cni/results/"$CNI_NET"-*; do
+    [[ -e "$f" ]] || continue
+    id="${f#/var/lib/cni/results/"$CNI_NET"-}" id="${id%-eth0}"
+    rm -f "$f" /var/lib/cni/results/cni-loopback-"$id"-lo
+  done
+  # /var/log/containers/*.log link into our pod logs.
+  for f in /var/log/containers/*.log; do
+    [[ -L "$f" && "$(readlink "$f")" == "$STATE/"* ]] && rm -f "$f"
+  done
+  # The device manager's socket and checkpoint (pluginapi.DevicePluginPath is fixed); the dirs
+  # only if nothing else is left in them.
+  rm -f /var/lib/kubelet/device-plugins/kubelet.sock \
+    /var/lib/kubelet/device-plugins/kubelet_internal_checkpoint
+  # Directories our processes created on the way (shim sockets, the CNI cache, the log links),
+  # only if empty: another runtime on the machine may use them too.
+  rmdir /var/lib/kubelet/device-plugins /var/lib/kubelet /var/log/containers \
+    /run/containerd/s /run/containerd /var/lib/cni/results /var/lib/cni 2>/dev/null || true
+}
+
 cmd_down() {
   local t0 name
   t0=$(sc_now_ms)
@@ -582,7 +605,7 @@ cmd_down() {
   ip link del "$NODE_IF" 2>/dev/null || true
   remove_iptables
   remove_cgroups
-  rm -f /var/lib/cni/results/"$CNI_NET"-* 2>/dev/null || true
+  remove_host_leftovers
   # Keep the logs of the last run for a post-mortem; everything else goes.
   if [[ -d "$LOGS" ]]; then
     rm -rf "$STATE.last-logs" && mv "$LOGS" "$STATE.last-logs"
