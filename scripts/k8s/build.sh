@@ -4,7 +4,8 @@
 #            from the pinned wrapper module k8s/local/kube  -> $SC_CACHE_DIR/kube/<ver>/bin/
 #   pause    the pod sandbox image (k8s/local/pause)        -> $SC_CACHE_DIR/kube/images/
 #   coredns  cluster DNS image from the Go module proxy      -> $SC_CACHE_DIR/kube/images/
-# Usage: scripts/k8s/build.sh [all|kube|pause|coredns]...   (default: all)
+#   probe    the smoke test's HTTP server/client image (k8s/local/probe), not part of `all`
+# Usage: scripts/k8s/build.sh [all|kube|pause|coredns|probe]...   (default: all)
 # Cold: ~13 min for kube and ~5.5 min for CoreDNS on 2 cores; warm: a few stat calls.
 set -euo pipefail
 SC_LOG_PREFIX=k8s-build
@@ -69,18 +70,27 @@ image_from_binary() {
   mv "$tmp" "$archive"
 }
 
-build_pause() {
-  local tmp t0
-  [[ -s "$K8S_PAUSE_ARCHIVE" ]] && return 0
-  sc_require_cmd go "needed to build the pause image"
+# small_image NAME DIR IMAGE ARCHIVE ENTRYPOINT_JSON: one of our own dependency-free programs.
+small_image() {
+  local name="$1" dir="$2" image="$3" archive="$4" entrypoint="$5" tmp t0
+  [[ -s "$archive" ]] && return 0
+  sc_require_cmd go "needed to build the $name image"
   k8s_go_env
   t0=$(sc_now_ms)
   mkdir -p "$K8S_IMAGE_CACHE"
   tmp="$(mktemp -d)"
-  (cd "$K8S_PAUSE_DIR" && "${GO_BUILD[@]}" -ldflags "-s -w" -o "$tmp/pause" .)
-  image_from_binary "$tmp/pause" "$K8S_PAUSE_IMAGE" "$K8S_PAUSE_ARCHIVE" '["/pause"]'
+  (cd "$dir" && "${GO_BUILD[@]}" -ldflags "-s -w" -o "$tmp/$name" .)
+  image_from_binary "$tmp/$name" "$image" "$archive" "$entrypoint"
   rm -rf "$tmp"
-  sc_log "pause image built in $(( ($(sc_now_ms) - t0) / 1000 )) s -> $K8S_PAUSE_ARCHIVE"
+  sc_log "$name image built in $(( $(sc_now_ms) - t0 )) ms -> $archive"
+}
+
+build_pause() {
+  small_image pause "$K8S_PAUSE_DIR" "$K8S_PAUSE_IMAGE" "$K8S_PAUSE_ARCHIVE" '["/pause"]'
+}
+
+build_probe() {
+  small_image probe "$K8S_PROBE_DIR" "$K8S_PROBE_IMAGE" "$K8S_PROBE_ARCHIVE" '["/probe"]'
 }
 
 build_coredns() {
@@ -113,8 +123,8 @@ main() {
   for what in "$@"; do
     case "$what" in
       all) set -- kube pause coredns ;;
-      kube|pause|coredns) ;;
-      *) sc_die "unknown target '$what' (all|kube|pause|coredns)" ;;
+      kube|pause|coredns|probe) ;;
+      *) sc_die "unknown target '$what' (all|kube|pause|coredns|probe)" ;;
     esac
   done
   for what in "$@"; do

@@ -10,16 +10,20 @@ source "$(dirname "${BASH_SOURCE[0]}")/../infra/lib.sh"
 K8S_VERSION="v1.34.4"
 COREDNS_VERSION="v1.12.4"
 PAUSE_VERSION="1.0"
+PROBE_VERSION="1.0"
 
 K8S_MODULE_DIR="$SC_REPO_ROOT/k8s/local/kube"
 K8S_PAUSE_DIR="$SC_REPO_ROOT/k8s/local/pause"
+K8S_PROBE_DIR="$SC_REPO_ROOT/k8s/local/probe"
 K8S_BIN_CACHE="$SC_CACHE_DIR/kube/$K8S_VERSION"
 K8S_IMAGE_CACHE="$SC_CACHE_DIR/kube/images"
 K8S_PAUSE_ARCHIVE="$K8S_IMAGE_CACHE/pause-$PAUSE_VERSION.oci.tar"
 K8S_COREDNS_ARCHIVE="$K8S_IMAGE_CACHE/coredns-$COREDNS_VERSION.oci.tar"
+K8S_PROBE_ARCHIVE="$K8S_IMAGE_CACHE/probe-$PROBE_VERSION.oci.tar"
 # Image names as the node sees them: `localhost/` so nothing ever tries a registry.
 K8S_PAUSE_IMAGE="localhost/servicecall/pause:$PAUSE_VERSION"
 K8S_COREDNS_IMAGE="localhost/servicecall/coredns:$COREDNS_VERSION"
+K8S_PROBE_IMAGE="localhost/servicecall/probe:$PROBE_VERSION"
 K8S_COMPONENTS=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl)
 
 # Go builds share the project's module and build caches (scripts/bootstrap.sh uses the same),
