@@ -1,6 +1,7 @@
 # shellcheck shell=bash
 # Shared settings for scripts/k8s/*.sh: versions, cache paths and the node's fixed layout.
 # Sourced, never executed: the caller owns `set -euo pipefail`.
+# shellcheck disable=SC2034  # the variables are used by the scripts that source this file
 
 # shellcheck source=scripts/infra/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../infra/lib.sh"
