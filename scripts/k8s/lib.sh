@@ -28,10 +28,11 @@ K8S_PROBE_IMAGE="localhost/servicecall/probe:$PROBE_VERSION"
 K8S_COMPONENTS=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl)
 
 # Go builds share the project's module and build caches (scripts/bootstrap.sh uses the same),
-# so nothing lands in ~/go and a second clone reuses the compiled packages.
+# so nothing lands in ~/go and a second clone reuses the compiled packages. -mod=readonly: the
+# committed go.mod/go.sum are the pin, a build never edits them.
 k8s_go_env() {
   export GOMODCACHE="$SC_CACHE_DIR/go/mod" GOCACHE="$SC_CACHE_DIR/go/build"
-  export CGO_ENABLED=0 GOFLAGS="-mod=mod"
+  export CGO_ENABLED=0 GOFLAGS="-mod=readonly"
 }
 
 # Debian packages the node needs, by the command that proves each is installed.
