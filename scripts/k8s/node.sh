@@ -99,14 +99,24 @@ write_if_changed() {
   mv "$tmp" "$file"
 }
 
+# The loopback ports each component listens on: a clash with another instance (a second clone's
+# node, a stray etcd) must fail clearly instead of joining the wrong cluster.
+declare -A PORTS=(
+  [etcd]="$ETCD_PORT $ETCD_PEER_PORT" [kube-apiserver]="$API_PORT"
+  [kube-controller-manager]=10257 [kube-scheduler]=10259 [kubelet]=10248 [kube-proxy]="10249 10256"
+)
+
 # start NAME BINARY ARGS...: run detached in its own session, output to logs/NAME.log, pid in
 # run/NAME.pid. Every command line names $STATE, the marker that proves a pid is ours.
 start() {
-  local name="$1" pid
+  local name="$1" pid port
   shift
   if sc_pid_alive "$RUN/$name.pid" "$STATE" >/dev/null; then
     return 0
   fi
+  for port in ${PORTS[$name]:-}; do
+    sc_assert_port_free "$port" "$name"
+  done
   setsid "$@" >>"$LOGS/$name.log" 2>&1 </dev/null &
   pid=$!
   echo "$pid" >"$RUN/$name.pid"
@@ -632,9 +642,11 @@ cmd_status() {
   return "$rc"
 }
 
+# One up or down at a time (two terminals, a test and a developer): the lock lives beside the
+# state dir, which down removes.
 case "${1:-}" in
-  up) cmd_up ;;
-  down) cmd_down ;;
+  up) sc_with_lock "$STATE.lock" cmd_up ;;
+  down) sc_with_lock "$STATE.lock" cmd_down ;;
   status) cmd_status ;;
   *) sc_die "usage: $0 up|down|status" ;;
 esac
