@@ -604,11 +604,13 @@ cmd_down() {
   fi
   sc_is_root || unsupported "stopping the node needs root"
   remove_pods
+  sc_log "pods stopped at $(elapsed_s "$t0") s"
   for name in kube-proxy kubelet kube-scheduler kube-controller-manager kube-apiserver etcd; do
     sc_pid_stop "$RUN/$name.pid" "$STATE" 15
   done
   remove_containers
   sc_pid_stop "$RUN/containerd.pid" "$STATE" 15
+  sc_log "processes stopped at $(elapsed_s "$t0") s"
   stop_shims
   unmount_state
   ip link del "$BRIDGE" 2>/dev/null || true
