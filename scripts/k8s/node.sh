@@ -117,7 +117,9 @@ start() {
   for port in ${PORTS[$name]:-}; do
     sc_assert_port_free "$port" "$name"
   done
-  setsid "$@" >>"$LOGS/$name.log" 2>&1 </dev/null &
+  # 9>&-: the daemon must not inherit the up/down lock (sc_with_lock's fd 9), or the next
+  # up or down would wait for it as long as the node runs.
+  setsid "$@" >>"$LOGS/$name.log" 2>&1 </dev/null 9>&- &
   pid=$!
   echo "$pid" >"$RUN/$name.pid"
   sc_log "started $name (pid $pid)"
