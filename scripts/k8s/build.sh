@@ -127,8 +127,10 @@ main() {
       *) sc_die "unknown target '$what' (all|kube|pause|coredns|probe)" ;;
     esac
   done
+  # The Debian packages first (buildah for the images): a machine without them should fail now,
+  # not after the 13-minute Kubernetes build.
+  [[ "$*" == kube ]] || k8s_apt_install
   for what in "$@"; do
-    [[ "$what" == kube ]] || k8s_apt_install
     sc_with_lock "$SC_CACHE_DIR/kube-$what.lock" "build_$what"
   done
   sc_log "build ($*) done in $(( $(sc_now_ms) - t0 )) ms"
