@@ -474,8 +474,10 @@ cmd_up() {
   setup_pki
   start_etcd
   start_control_plane
+  sc_log "apiserver ready at $(elapsed_s "$t0") s"
   start_containerd
   start_kubelet
+  sc_log "node Ready at $(elapsed_s "$t0") s"
   start_kube_proxy
   start_dns
   write_env
