@@ -400,8 +400,6 @@ EOF
   start kubelet "$BIN/kubelet" --config="$STATE/kubelet.yaml" \
     --kubeconfig="$STATE/kubelet.kubeconfig" --root-dir="$KUBELET_DIR" \
     --hostname-override="$NODE_NAME" --node-ip="$NODE_IP"
-  wait_for "node $NODE_NAME to be Ready" 90 kubelet \
-    kubectl wait --for=condition=Ready "node/$NODE_NAME" --timeout=2s
 }
 
 start_kube_proxy() {
@@ -419,7 +417,6 @@ nodePortAddresses: [$NODE_IP/32]
 conntrack: {maxPerCore: 0}
 EOF
   start kube-proxy "$BIN/kube-proxy" --config="$STATE/kube-proxy.yaml"
-  wait_for "kube-proxy to be healthy" 30 kube-proxy curl -fsS http://127.0.0.1:10256/healthz
 }
 
 # dns_query NAME: one A query to the cluster DNS over UDP, from the host; prints the address.
@@ -440,12 +437,12 @@ print(socket.inet_ntoa(r[-4:]))
 EOF
 }
 
-start_dns() {
+apply_dns() {
+  # The apiserver creates kube-system just after it first reports ready.
+  wait_for "namespace kube-system" 30 kube-apiserver kubectl get namespace kube-system
   sed -e "s|@IMAGE@|$K8S_COREDNS_IMAGE|" -e "s|@DNS_IP@|$DNS_IP|" \
     "$SC_REPO_ROOT/k8s/local/coredns.yaml" \
     | kubectl apply --server-side --field-manager=servicecall-node -f - >/dev/null
-  wait_for "the cluster DNS to answer at $DNS_IP" 90 "" \
-    dns_query kubernetes.default.svc.cluster.local
 }
 
 write_env() {
@@ -475,11 +472,18 @@ cmd_up() {
   start_etcd
   start_control_plane
   sc_log "apiserver ready at $(elapsed_s "$t0") s"
+  # Start everything, then wait: CoreDNS is scheduled the moment the node registers, while the
+  # kubelet and kube-proxy are still syncing.
+  apply_dns
   start_containerd
   start_kubelet
-  sc_log "node Ready at $(elapsed_s "$t0") s"
   start_kube_proxy
-  start_dns
+  wait_for "node $NODE_NAME to be Ready" 90 kubelet \
+    kubectl wait --for=condition=Ready "node/$NODE_NAME" --timeout=2s
+  sc_log "node Ready at $(elapsed_s "$t0") s"
+  wait_for "kube-proxy to be healthy" 30 kube-proxy curl -fsS http://127.0.0.1:10256/healthz
+  wait_for "the cluster DNS to answer at $DNS_IP" 90 "" \
+    dns_query kubernetes.default.svc.cluster.local
   write_env
   sc_log "node $NODE_NAME Ready and cluster DNS answering in $(elapsed_s "$t0") s"
   printf 'export KUBECONFIG=%s   # or: source %s\n' "$ADMIN_KUBECONFIG" "$ENV_FILE"
