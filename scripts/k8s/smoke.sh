@@ -2,7 +2,7 @@
 # Prove the running local node works end to end (after `make k8s-up`): load an image of our own,
 # run a Deployment behind a Service, and a Job that resolves it through the cluster DNS, fetches
 # it over the Service IP and connects to the apiserver through kubernetes.default; then fetch the
-# Service from the host too, and remove it all again.
+# Service from the host too (Service IP and node port), and remove it all again.
 # Usage: scripts/k8s/smoke.sh
 set -euo pipefail
 SC_LOG_PREFIX=k8s-smoke
@@ -43,5 +43,7 @@ kubectl -n "$NS" logs job/probe-client
 kubectl -n "$NS" get pods -o wide
 ip="$(kubectl -n "$NS" get service probe-server -o jsonpath='{.spec.clusterIP}')"
 sc_log "from the host through the Service IP $ip: $(curl -fsS --max-time 5 "http://$ip/")"
+port="$(kubectl -n "$NS" get service probe-server -o jsonpath='{.spec.ports[0].nodePort}')"
+sc_log "from the host through the node port $K8S_NODE_IP:$port: $(curl -fsS --max-time 5 "http://$K8S_NODE_IP:$port/")"
 kubectl delete namespace "$NS" --timeout=60s >/dev/null
 sc_log "smoke test passed in $(( $(sc_now_ms) - t0 )) ms"
