@@ -23,7 +23,7 @@ help:
 	@echo "make logs        follow the mesh's logs"
 	@echo "make test        lint, typecheck, proto-check, unit + integration + e2e tests"
 	@echo "make proto       regenerate gen/ from proto/"
-	@echo "make k8s-up      start a local single-node Kubernetes (root; builds it once, ~15 min cold)"
+	@echo "make k8s-up      start a local single-node Kubernetes (root; builds it once, ~17 min cold)"
 	@echo "make k8s-down    stop it and remove everything it created"
 
 bootstrap:
