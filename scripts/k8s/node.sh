@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A real single-node Kubernetes on this machine, without Docker or a registry (make k8s-up/-down):
 # etcd, kube-apiserver, -controller-manager, -scheduler, containerd, kubelet and kube-proxy run
-# as local processes; CoreDNS runs as a pod. Facts behind each choice: docs/kubernetes.md.
+# as local processes; CoreDNS runs as a pod. Each choice is explained where it is made.
 #
 # Usage: scripts/k8s/node.sh up|down|status
 #
@@ -10,7 +10,8 @@
 #       KUBECONFIG          admin kubeconfig (system:masters) for kubectl and clients
 #       CONTAINERD_ADDRESS  the node's containerd socket (ctr reads this variable)
 #       CONTAINERD_NAMESPACE=k8s.io, the namespace the kubelet's images live in
-#       K8S_NODE_IP         the node's address, on the dummy interface this script creates
+#       K8S_NODE_IP         the node's address, on an interface this script creates (sck8s0:
+#                           dummy, or a bridge without ports where the kernel has no dummy driver)
 #       K8S_NODE_NAME, K8S_DNS_IP, K8S_KUBECTL (path of the matching kubectl)
 #   scripts/k8s/load-image.sh ARCHIVE...   import OCI/docker archives into the node's containerd
 #       (e.g. from `podman save --format oci-archive`); manifests then use
