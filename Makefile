@@ -13,7 +13,7 @@ SOURCES := mesh orchestrator scheduler executor gateway meshctl tests bench k8s
 
 .PHONY: help bootstrap proto proto-check buf-lint lint typecheck check test test-unit \
         test-integration test-e2e up down status logs demo-curl demo-grpcurl clean \
-        bench-scheduler bench-executor bench-burst bench-list bench-submit fuzz admin chaos
+        bench-scheduler bench-executor bench-burst bench-list bench-submit fuzz admin chaos images
 
 help:
 	@echo "make up          start Postgres, Kafka, the three services and Envoy (local processes)"
@@ -22,6 +22,7 @@ help:
 	@echo "make logs        follow the mesh's logs"
 	@echo "make test        lint, typecheck, proto-check, unit + integration + e2e tests"
 	@echo "make proto       regenerate gen/ from proto/"
+	@echo "make images      build the Kubernetes images locally (no Docker) and load them into the node"
 
 bootstrap:
 	@scripts/bootstrap.sh
@@ -107,6 +108,11 @@ chaos: bootstrap
 # A longer fuzz run than the bounded one inside `make test` (tests/e2e/test_fuzz.py).
 fuzz: bootstrap
 	FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-3000} pytest tests/e2e/test_fuzz.py $(PYTEST_FLAGS)
+
+# The mesh, dev Postgres, Kafka and Envoy images for k8s/overlays/local, built with debootstrap
+# and buildah (scripts/k8s/images.sh), cached by their inputs, loaded into the `make k8s-up` node.
+images: bootstrap
+	nice -n 10 scripts/k8s/images.sh build
 
 demo-curl:
 	scripts/demo-curl.sh

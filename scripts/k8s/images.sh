@@ -147,8 +147,11 @@ DPKG
 APT::Install-Recommends "false";
 APT::Install-Suggests "false";
 APT
-  find "$dir/usr/share/doc" -mindepth 1 -not -name copyright -not -type d -delete
-  rm -rf "$dir"/usr/share/{man,info,locale}/* "$dir"/var/lib/apt/lists/* \
+  # Files only: the man directories stay, since update-alternatives (e.g. openjdk's postinst)
+  # fails half-way when the directory of a man-page link is missing, and leaves no `java`.
+  find "$dir/usr/share/doc" "$dir/usr/share/man" "$dir/usr/share/info" "$dir/usr/share/locale" \
+    -not -name copyright -not -type d -delete
+  rm -rf "$dir"/var/lib/apt/lists/* \
     "$dir"/var/cache/apt/*.bin "$dir"/var/cache/apt/archives/*.deb "$dir"/var/log/*.log
   tar --numeric-owner -C "$dir" -cf "$tarball.tmp" .
   mv "$tarball.tmp" "$tarball"
@@ -222,7 +225,10 @@ build_postgres() {
 
 build_kafka() {
   local ctr="$1" libs="$2" tools="$3"
+  # openjdk's postinst links java's man page there; without the directory it makes no `java`.
+  brun "$ctr" mkdir -p /usr/share/man/man1
   apt_install "$ctr" openjdk-17-jre-headless
+  brun "$ctr" java -version 2>/dev/null || sc_die "openjdk-17-jre-headless installed no java on PATH"
   # uid/gid 1000 as the apache/kafka image's appuser, for the same reason as Postgres's 999.
   brun "$ctr" sh -c 'groupadd --system --gid 1000 kafka \
     && useradd --system --uid 1000 --gid 1000 --home-dir /opt/kafka --no-create-home \
@@ -267,7 +273,7 @@ archive_for() { printf '%s/%s-%s.oci.tar\n' "$ARCHIVES" "$(basename "${1%%:*}")-
 # ensure_archive NAME HASH BUILD...: if no archive for HASH exists, run BUILD (which leaves REF in
 # podman's store), save it, drop older archives of NAME. Prints the archive path.
 ensure_archive() {
-  local name="$1" hash="$2" ref archive t0
+  local name="$1" hash="$2" ref archive t0 old_id
   shift 2
   ref="$(ref_of "$name")"
   archive="$(archive_for "$ref" "${hash:0:12}")"
@@ -278,7 +284,12 @@ ensure_archive() {
   fi
   t0="$(sc_now_ms)"
   sc_log "$ref: building (inputs ${hash:0:12})"
+  old_id="$(podman image inspect --format '{{.Id}}' "$ref" 2>/dev/null || true)"
   "$@" >&2  # stdout is this function's answer
+  # The image this one replaced lost its name: drop it (only it, not every dangling image).
+  if [[ -n "$old_id" && "$old_id" != "$(podman image inspect --format '{{.Id}}' "$ref")" ]]; then
+    podman rmi "$old_id" >/dev/null 2>&1 || true
+  fi
   mkdir -p "$ARCHIVES"
   rm -f "$archive.tmp"
   podman save --quiet --format oci-archive -o "$archive.tmp" "$ref"

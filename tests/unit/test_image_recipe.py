@@ -7,6 +7,7 @@ import re
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -180,11 +181,12 @@ def run_postgres_entrypoint(tmp_path: Path) -> None:
             "/usr/lib/postgresql/15/bin/psql", "-h", str(socket_dir), "-p", "5999",
             "-U", "servicecall", "-d", "servicecall", "-Atc",
         ]  # fmt: skip
-        for _ in range(300):
-            ready = subprocess.run([*query, "select 1"], capture_output=True, text=True)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            ready = subprocess.run([*query, "select 1"], check=False, capture_output=True)
             if ready.returncode == 0 or server.poll() is not None:
                 break
-            subprocess.run(["sleep", "0.1"], check=True)
+            time.sleep(0.1)
         assert server.poll() is None, "postgres exited"
         hba = (pgdata / "pg_hba.conf").read_text()
         assert "host all all 0.0.0.0/0 scram-sha-256" in hba
