@@ -111,9 +111,11 @@ ensure_tools() {
   ((${#missing[@]} == 0)) && return 0
   sc_is_root || sc_die "missing ${missing[*]}: install them (apt-get install ${missing[*]})"
   sc_log "installing ${missing[*]} (Debian packages)"
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null \
-    || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive \
-         apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null; }
+  # Wait for dpkg's lock rather than fail: `make k8s-up` may be installing its packages too.
+  local apt=(apt-get -q -o DPkg::Lock::Timeout=300)
+  DEBIAN_FRONTEND=noninteractive "${apt[@]}" install -y --no-install-recommends "${missing[@]}" >/dev/null \
+    || { "${apt[@]}" update >/dev/null && DEBIAN_FRONTEND=noninteractive \
+         "${apt[@]}" install -y --no-install-recommends "${missing[@]}" >/dev/null; }
 }
 
 # Newest cached rootfs tarball younger than the limit, else a fresh debootstrap. Prints its path.
