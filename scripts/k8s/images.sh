@@ -401,6 +401,9 @@ load_archives() {
   local t0; t0="$(sc_now_ms)"
   "$LOAD_IMAGE" "${todo[@]}"
   sc_log "loaded ${#todo[@]} image(s) into the node in $(( $(sc_now_ms) - t0 )) ms"
+  # Same tag, new image: running pods keep the one they started with.
+  sc_log "pods already running keep their old image: kubectl -n servicecall rollout restart deploy" \
+    "(and delete job/migrate before the next apply if its image changed)"
 }
 
 saved_archives() {
