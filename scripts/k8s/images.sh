@@ -308,8 +308,9 @@ python_image() {
   hash="$(printf '%s\n' "$base" "$(declare -f build_python apt_install)" "$(sha256sum <"$HOST_CA")" | sha)"
   ref="localhost/servicecall-python:3.11-${hash:0:12}"
   if ! podman image exists "$ref" || [[ "$IMAGES_FORCE" == 1 ]]; then
-    sc_log "$ref: building the Debian python3.11 base"
-    commit_from "$base" "$ref" build_python
+    local t0; t0="$(sc_now_ms)"
+    commit_from "$base" "$ref" build_python >&2
+    sc_log "$ref: built the Debian python3.11 base in $(( $(sc_now_ms) - t0 )) ms"
   fi
   printf '%s\n' "$ref"
 }
@@ -389,7 +390,7 @@ load_archives() {
   for archive in "$@"; do
     ref="$(basename "$archive")"
     # Skip what the node already has, by manifest digest (an import of ~300 MB takes seconds).
-    have="$(ctr --address "${CONTAINERD_ADDRESS:?}" -n k8s.io images ls 2>/dev/null \
+    have="$(ctr --address "${CONTAINERD_ADDRESS:?}" -n "${CONTAINERD_NAMESPACE:-k8s.io}" images ls 2>/dev/null \
       | awk -v d="$(archive_digest "$archive")" '$3 == d {print $1}' || true)"
     if [[ -n "$have" ]]; then
       sc_log "node already has $(printf '%s' "$have" | head -n1) ($ref)"
