@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import psycopg
-import sqlalchemy.exc
+import sys
+
 from confluent_kafka import KafkaError, KafkaException
 
 # What a client is told when a request failed on an outage (UNAVAILABLE / HTTP 503).
@@ -23,9 +23,7 @@ def is_transient(error: BaseException) -> bool:
     current: BaseException | None = error
     while current is not None and id(current) not in seen:
         seen.add(id(current))
-        if isinstance(current, psycopg.OperationalError | sqlalchemy.exc.InterfaceError):
-            return True
-        if isinstance(current, sqlalchemy.exc.OperationalError | sqlalchemy.exc.DisconnectionError):
+        if _is_database_outage(current):
             return True
         if isinstance(current, ConnectionError | TimeoutError):
             return True
@@ -38,6 +36,19 @@ def is_transient(error: BaseException) -> bool:
             return True
         current = current.__cause__ or current.__context__
     return False
+
+
+def _is_database_outage(error: BaseException) -> bool:
+    # The drivers' modules are looked up, not imported: a process that never loaded them (the
+    # executor, which has no database) cannot have raised their errors, and importing them only
+    # to ask would cost it ~25 MB of memory for its whole life.
+    psycopg = sys.modules.get("psycopg")
+    if psycopg is not None and isinstance(error, psycopg.OperationalError):
+        return True
+    sa_exc = sys.modules.get("sqlalchemy.exc")
+    return sa_exc is not None and isinstance(
+        error, sa_exc.InterfaceError | sa_exc.OperationalError | sa_exc.DisconnectionError
+    )
 
 
 _KAFKA_OUTAGES = frozenset(
