@@ -91,6 +91,8 @@ class FinishedAttempts:
     _HEADER = struct.Struct("<IH")  # the envelope's length, the key's length
 
     def __init__(self, max_entries: int = FINISHED_REMEMBERED, max_bytes: int = FINISHED_BYTES):
+        # A bound of 0 (either) turns the memory off: nothing is remembered.
+        self._off = max_entries < 1 or max_bytes < 1
         self._records = max(1, max_entries)
         self._capacity = max(1, max_bytes)
         self._ring = mmap.mmap(-1, self._capacity)
@@ -117,7 +119,7 @@ class FinishedAttempts:
         if slot is not None:
             self._remove_slot(slot)
         size = self._HEADER.size + len(key_bytes) + len(envelope)
-        if size > self._capacity:
+        if self._off or size > self._capacity:
             return
         position = self._head
         offset = position % self._capacity

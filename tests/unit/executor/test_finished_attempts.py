@@ -85,3 +85,10 @@ def test_remembering_leaves_no_python_object_per_result() -> None:
     grown = sum(stat.size_diff for stat in after.compare_to(before, "filename"))
     assert len(finished) == 10_000
     assert grown < 64 * 1024  # the old ordered dict of tuples and bytes grew by ~6 MB
+
+
+def test_a_bound_of_zero_remembers_nothing() -> None:
+    for finished in (FinishedAttempts(0, 10**6), FinishedAttempts(10, 0)):
+        finished.remember(("acme", "call-0", 1), b"result")
+        assert finished.result_of(("acme", "call-0", 1)) is None
+        assert len(finished) == 0
