@@ -30,6 +30,8 @@ NAMESPACE = "servicecall"
 EXIT_UNSUPPORTED = 3  # scripts/k8s/node.sh: this machine cannot run a node
 # The figures printed at the end of the session (pytest_terminal_summary).
 TIMINGS: dict[str, float] = {}
+# What a test saw that a reader of the run wants to know (also printed at the end).
+FACTS: list[str] = []
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
@@ -37,6 +39,8 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         terminalreporter.section("k8s timings")
         for what, seconds in TIMINGS.items():
             terminalreporter.write_line(f"{what:<40} {seconds:7.1f} s")
+    for fact in FACTS:
+        terminalreporter.write_line(fact)
 
 
 def run_logged(name: str, argv: list[str], timeout: float, **kw: Any) -> float:

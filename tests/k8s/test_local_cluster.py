@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from tests.k8s.conftest import ROOT, TIMINGS, Node, Sink, eventually
+from tests.k8s.conftest import FACTS, ROOT, TIMINGS, Node, Sink, eventually
 
 # Cold, the node's Kubernetes build (~17 min) and the images (~5 min) run inside the first test.
 pytestmark = pytest.mark.timeout(3600)
@@ -176,16 +176,16 @@ def test_submit_get_list_cancel_with_curl_and_grpcurl(api: Api, sink: Sink) -> N
     listed = api.grpcurl("ListServiceCalls", {"tags": [run]})
     assert {c["service_call_id"] for c in listed["service_calls"]} == {json_id, grpc_id}
 
-    # Calls due in an hour, cancelled through each face: they end CANCELLED and never fire.
+    # Calls due in an hour, cancelled through each face: they end CANCELED and never fire.
     later = {"request": {"url": sink.url(f"/never/{run}")}, "tags": [f"{run}-later"]}
     first = api.curl("POST", api.calls_path, {"serviceCall": later, "delay": "3600s"})
     second = api.grpcurl("SubmitServiceCall", {"service_call": later, "delay": "3600s"})
     assert first["state"] == second["state"] == "SCHEDULED"
     cancelled = api.curl("POST", f"{api.calls_path}/{first['serviceCallId']}:cancel", {})
-    assert cancelled["state"] == "CANCELLED"
+    assert cancelled["state"] == "CANCELED"
     cancelled = api.grpcurl("CancelServiceCall", {"service_call_id": second["service_call_id"]})
-    assert cancelled["state"] == "CANCELLED"
-    assert set(api.states(f"{run}-later").values()) == {"CANCELLED"}
+    assert cancelled["state"] == "CANCELED"
+    assert set(api.states(f"{run}-later").values()) == {"CANCELED"}
     assert sink.count(f"/never/{run}") == 0
 
 
@@ -308,7 +308,10 @@ def test_deleting_an_orchestrator_pod_mid_load_loses_nothing(api: Api, sink: Sin
     assert not errors, errors
     assert victim not in {p["metadata"]["name"] for p in mesh.ready_pods("orchestrator")}
     ids = dict(submitter.acknowledged)
-    print(f"acknowledged {len(ids)} calls; failed submits retried: {dict(submitter.failures)}")
+    FACTS.append(
+        f"orchestrator pod deleted mid-load: {len(ids)} calls acknowledged, failed submits "
+        f"retried with the same key: {dict(submitter.failures) or 'none'}"
+    )
     _assert_each_fired_once_and_succeeded(api, sink, run, ids, timeout=120)
 
 
