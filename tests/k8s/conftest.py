@@ -108,6 +108,31 @@ class Node:
         for name in names:
             self.ns("rollout", "status", name, f"--timeout={timeout}s", timeout=timeout + 10)
 
+    def wait_settled(self, *apps: str, timeout: float = 120) -> None:
+        """Waits until each app's pods are all Ready and none is still terminating: `rollout
+        status` returns while old pods still drain, and an executor that drains still holds
+        Kafka partitions (its held attempts are redelivered when it leaves)."""
+        for app in apps:
+
+            def settled(app: str = app) -> bool:
+                pods = self.json("get", "pods", "-l", f"app.kubernetes.io/name={app}")["items"]
+                return len(pods) == len(self.ready_pods(app)) > 0
+
+            eventually(settled, timeout, f"the {app} pods to settle")
+
+    def save_logs(self, into: Path) -> None:
+        """Every container's log (and the previous one's, after a restart) and the events."""
+        into.mkdir(parents=True, exist_ok=True)
+        (into / "events.txt").write_text(self.ns("get", "events", "--sort-by=.lastTimestamp"))
+        (into / "pods.txt").write_text(self.ns("get", "pods", "-o", "wide"))
+        for pod in self.json("get", "pods")["items"]:
+            name = pod["metadata"]["name"]
+            for previous in ("", "--previous"):
+                args = ["logs", name, "--all-containers", "--prefix", "--timestamps"]
+                result = self.kubectl("-n", NAMESPACE, *args, previous, check=False)
+                if result.returncode == 0 and result.stdout:
+                    (into / f"{name}{previous}.log").write_text(result.stdout)
+
     def ready_pods(self, app: str) -> list[dict[str, Any]]:
         pods = self.json("get", "pods", "-l", f"app.kubernetes.io/name={app}")["items"]
         return [
@@ -192,7 +217,7 @@ def mesh(
     node: Node,
     images: None,
     server_dry_runs: dict[str, subprocess.CompletedProcess[str]],
-) -> Node:
+) -> Iterator[Node]:
     """The local overlay applied and everything Ready: every Deployment and StatefulSet rolled
     out, every Job complete."""
     secrets = dict(os.environ, **node.env)
@@ -204,7 +229,9 @@ def mesh(
     jobs = node.ns("get", "job", "-o", "name").split()
     node.ns("wait", "--for=condition=complete", *jobs, "--timeout=300s", timeout=310)
     TIMINGS["apply to all Ready"] = time.monotonic() - t0
-    return node
+    yield node
+    # Before the node (and with it every pod log) goes: .run/test-k8s/pods/ for a post-mortem.
+    node.save_logs(LOGS / "pods")
 
 
 @dataclass(frozen=True)

@@ -123,6 +123,7 @@ def api(mesh: Node, sink: Sink) -> Api:
     # The executor reads its environment at start only.
     mesh.ns("rollout", "restart", "deployment/executor")
     mesh.wait_rolled_out("deployment/executor", "deployment/scheduler")
+    mesh.wait_settled("executor", "scheduler")
     key = mesh.ns(
         "exec",
         "deployment/orchestrator",
@@ -223,6 +224,7 @@ def test_two_executors_and_schedulers_fire_each_call_once(api: Api, sink: Sink) 
     mesh = api.node
     mesh.ns("scale", "deployment/executor", "deployment/scheduler", "--replicas=2")
     mesh.wait_rolled_out("deployment/executor", "deployment/scheduler")
+    mesh.wait_settled("executor", "scheduler")
     executors = {p["status"]["podIP"] for p in mesh.ready_pods("executor")}
     assert len(executors) == 2 and len(mesh.ready_pods("scheduler")) == 2
 
