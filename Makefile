@@ -137,6 +137,6 @@ k8s-down:
 # tests/k8s is not in pyproject's testpaths, so `make test` never starts a node. This starts one
 # (unless one runs), builds and loads the images, applies k8s/overlays/local, proves the mesh
 # through Envoy's node port and stops the node again; KEEP_K8S=1 leaves it running. Skips on a
-# machine that cannot run a node. Cold (Kubernetes built from source) ~25 min, warm ~4 min.
+# machine that cannot run a node. Cold (Kubernetes built from source) ~25 min, warm 2.5-6 min.
 test-k8s: bootstrap
 	pytest tests/k8s $(PYTEST_FLAGS)
