@@ -295,6 +295,10 @@ class ConsumerRunner:
             # much of its CPU answering empty fetches.
             "fetch.wait.max.ms": 200,
             "socket.nagle.disable": True,
+            # A subscribed topic that does not exist yet (on Kubernetes the topics Job races
+            # the services' start) is found at the next metadata refresh: within 10 s, not
+            # librdkafka's default 5 min, during which the consumer has no partitions.
+            "topic.metadata.refresh.interval.ms": 10000,
             "error_cb": self._on_error,
         }
         self._factory = consumer_factory
