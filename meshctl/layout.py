@@ -36,6 +36,8 @@ class Layout:
     # Processes serving the orchestrator's public API (orchestrator/api_workers.py): the main
     # one on orchestrator_port, the others on `orchestrator_ports[1:]`.
     api_workers: int = 1
+    # Prometheus scraping this mesh (issue 15); 0: this mesh runs none (benchmarks, chaos).
+    prometheus_port: int = 0
     # Extra environment for the services (tests tune leads and leases through it).
     service_env: tuple[tuple[str, str], ...] = field(default=())
 
@@ -53,6 +55,7 @@ class Layout:
             envoy_port=int(env.get("ENVOY_PORT", 8080)),
             envoy_admin_port=int(env.get("ENVOY_ADMIN_PORT", 9901)),
             api_workers=int(env.get("API_WORKERS") or default_api_workers()),
+            prometheus_port=int(env.get("PROMETHEUS_PORT", 9090)),
         )
 
     @classmethod
@@ -75,6 +78,7 @@ class Layout:
             envoy_admin_port=28181 - shift,
             topic_prefix="servicecall.",
             pg_fsync=False,
+            prometheus_port=29190 - shift,
         )
 
     def with_service_env(self, **values: str) -> Layout:
