@@ -59,6 +59,10 @@ BENCH_LAYOUT = Layout(
 
 SERVICES = ("scheduler", "executor", "orchestrator")
 SUBMIT_CONCURRENCY = 48
+# The backlog scenarios submit by batch: as many calls per request as the API takes, and
+# enough requests in flight to keep the orchestrator's group commit busy.
+BACKLOG_BATCH = 1000
+BACKLOG_BATCHES_IN_FLIGHT = 4
 
 
 @dataclass
@@ -310,6 +314,107 @@ class Bench:
         await self.settle(tenant, timeout=180)
         return result
 
+    async def backlog(self, name: str, count: int) -> Result:
+        """`count` calls due now, batch-submitted as fast as the mesh takes them (1,000 per
+        request, a few requests in flight), so that they queue wherever the pipeline is
+        slowest. Measures the drain: lateness (= time queued), the rate, whether calls left in
+        order of due time, and each service's RSS while the backlog lasts against before it.
+
+        Each call's due time is the client's clock when its batch is built (a due time in the
+        past means "now"), one microsecond apart, so that due order is a total order.
+        "Overtaken" is, for each call, how much later the latest-due call that reached the
+        target before it was due: 0 for a strictly due-ordered drain; a drain in any other
+        order shows up to the whole backlog's span."""
+        tenant = f"bench-{uuid.uuid4().hex[:8]}"
+        admin = TenantAdmin(self.layout.database_url)
+        admin.create_tenant(tenant)
+        auth = (("authorization", f"Bearer {admin.create_key(tenant).text}"),)
+        run = uuid.uuid4().hex[:8]
+        self._expected = {}
+        self._arrived = {}
+        self._remaining = count
+        self._all_in = asyncio.Event()
+        pids = {s: procs.pid_of(self.layout, s) for s in SERVICES}
+        before = {s: procs.sample(p).rss_mb for s, p in pids.items()}
+        peak = dict(before)
+        sampling = True
+
+        async def sample_rss() -> None:
+            while sampling:
+                for s, p in pids.items():
+                    peak[s] = max(peak[s], procs.sample(p).rss_mb)
+                await asyncio.sleep(0.5)
+
+        sampler = asyncio.create_task(sample_rss())
+        batches = asyncio.Queue[list[int]]()
+        for start in range(0, count, BACKLOG_BATCH):
+            batches.put_nowait(list(range(start, min(start + BACKLOG_BATCH, count))))
+        rejected = 0
+
+        async def submitter() -> None:
+            nonlocal rejected
+            while not batches.empty():
+                indices = batches.get_nowait()
+                now = datetime.now(UTC)
+                items = []
+                for j, i in enumerate(indices):
+                    due = now + timedelta(microseconds=j)
+                    path = f"/b/{run}/{i}"
+                    self._expected[path] = due
+                    when = Timestamp()
+                    when.FromDatetime(due)
+                    items.append(
+                        svc.BatchSubmitServiceCallsRequest.Item(
+                            service_call=api.ServiceCall(
+                                request=api.HttpRequest(
+                                    http_method=api.POST, url=self.sink.url(path)
+                                ),
+                                schedule_time=when,
+                                retry_policy=api.RetryPolicy(max_attempts=1),
+                            )
+                        )
+                    )
+                answer = await self.api.BatchSubmitServiceCalls(
+                    svc.BatchSubmitServiceCallsRequest(tenant_id=tenant, items=items),
+                    timeout=120,
+                    metadata=auth,
+                )
+                rejected += sum(1 for r in answer.results if r.WhichOneof("outcome") == "error")
+
+        began = time.monotonic()
+        await asyncio.gather(*(submitter() for _ in range(BACKLOG_BATCHES_IN_FLIGHT)))
+        submit_s = time.monotonic() - began
+        result = Result(name, count, 0)
+        calls = dict(self._expected)
+        await self.collect(calls, result, patience=600)
+        sampling = False
+        await sampler
+        first_due = min(calls.values()).timestamp()
+        arrivals = sorted(
+            (min(a.arrived_at for a in seen), calls[path].timestamp())
+            for path, seen in self._arrived.items()
+        )
+        overtaken, latest_due = [], -math.inf
+        for _, due in arrivals:
+            overtaken.append(max(0.0, latest_due - due) * 1000)
+            latest_due = max(latest_due, due)
+        overtaken.sort()
+        if arrivals:
+            result.drain_s = arrivals[-1][0] - first_due
+        result.extra["submit_per_s"] = count / submit_s
+        result.extra["drain_per_s"] = len(arrivals) / max(result.drain_s or 0, 1e-9)
+        result.extra["rejected"] = rejected
+        if overtaken:
+            result.extra["overtaken_p99_ms"] = overtaken[
+                min(len(overtaken) - 1, int(0.99 * len(overtaken)))
+            ]
+            result.extra["overtaken_max_ms"] = overtaken[-1]
+        for s in SERVICES:
+            result.extra[f"{s}_rss_before_mb"] = before[s]
+            result.extra[f"{s}_rss_peak_mb"] = peak[s]
+        await self.settle(tenant, timeout=300)
+        return result
+
     async def idle(self, pending: int) -> Result:
         """RSS and CPU of each service while nothing is due (after `settle`)."""
         result = Result("idle", 0, pending)
@@ -358,6 +463,9 @@ def scaled_s(options: Options, seconds: float) -> float:
 
 
 SCENARIOS = ("spread2k", "spread10k", "burst10k", "kill-executor", "kill-scheduler", "idle")
+# Not run unless named: issue 13's drain check (a 100k backlog of calls due now, with a 20k one
+# to compare its memory with).
+BACKLOG_SCENARIOS = ("backlog20k", "backlog100k")
 
 
 async def run(layout: Layout, options: Options, chosen: Sequence[str]) -> list[Result]:
@@ -411,6 +519,10 @@ async def one_scenario(bench: Bench, name: str, pending: int) -> Result:
             return await bench.kill_restart(name, "executor", scaled(o, 2000), scaled_s(o, 30))
         case "kill-scheduler":
             return await bench.kill_restart(name, "scheduler", scaled(o, 2000), scaled_s(o, 30))
+        case "backlog20k":
+            return await bench.backlog(name, scaled(o, 20000))
+        case "backlog100k":
+            return await bench.backlog(name, scaled(o, 100000))
         case _:
             raise ValueError(name)
 
@@ -489,7 +601,10 @@ def main(argv: list[str] | None = None) -> None:
         prog="python -m bench.scheduler", description=__doc__.splitlines()[0]
     )
     parser.add_argument(
-        "--scenarios", default=",".join(SCENARIOS), help=f"comma list of {', '.join(SCENARIOS)}"
+        "--scenarios",
+        default=",".join(SCENARIOS),
+        help=f"comma list of {', '.join(SCENARIOS + BACKLOG_SCENARIOS)} (default: all but the"
+        " backlog ones)",
     )
     parser.add_argument("--scale", type=float, default=1.0, help="multiply counts and spans")
     parser.add_argument("--repeat", type=int, default=1, help="runs per scenario (medians)")
@@ -534,7 +649,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
     chosen = [s.strip() for s in args.scenarios.split(",") if s.strip()]
-    unknown = set(chosen) - set(SCENARIOS)
+    unknown = set(chosen) - set(SCENARIOS) - set(BACKLOG_SCENARIOS)
     if unknown:
         parser.error(f"unknown scenarios: {', '.join(sorted(unknown))}")
     layout = BENCH_LAYOUT if args.mesh == "own" else Layout.dev()
