@@ -9,8 +9,9 @@ caller's `traceparent` reaches the target unchanged.
 
 from __future__ import annotations
 
+import asyncio
 import sys
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 
@@ -29,6 +30,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 
 from mesh.config import ConfigError, Env
 from mesh.ports import OutgoingMessage
+from mesh.redaction import redact_url
 
 # Kafka message headers as the mesh carries them: (name, value) pairs.
 Headers = tuple[tuple[str, bytes], ...]
@@ -80,7 +82,9 @@ def _one_line(span: ReadableSpan) -> str:
 def _exporter(name: str) -> SpanExporter:
     if name == "otlp":
         # Imported here: only a process that exports pays for loading it.
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import (  # noqa: PLC0415
+            OTLPSpanExporter,
+        )
 
         return OTLPSpanExporter()
     # One JSON object per line on stderr, beside the JSON logs: greppable, never interleaved.
@@ -102,8 +106,17 @@ def configure(config: TracingConfig, exporter: SpanExporter | None = None) -> Tr
     return provider
 
 
-def tracer(name: str) -> trace.Tracer:
-    return trace.get_tracer(name)
+def start(service_name: str, env: Mapping[str, str]) -> Callable[[], Awaitable[None]]:
+    """For a composition root: configures tracing from `env` and returns the closer that
+    flushes and stops it at exit (a no-op when tracing is off)."""
+    provider = configure(TracingConfig.from_env(Env(env), service_name))
+
+    async def close() -> None:
+        if provider is not None:
+            # Off the loop: a flush may wait on an OTLP endpoint.
+            await asyncio.to_thread(provider.shutdown)
+
+    return close
 
 
 # --- carrying context ---------------------------------------------------------------------
@@ -123,7 +136,9 @@ def headers_from_carrier(carrier: Mapping[str, str] | None) -> Headers:
     if not carrier:
         return ()
     return tuple(
-        (name, value.encode()) for name, value in carrier.items() if name in (TRACEPARENT, TRACESTATE)
+        (name, value.encode())
+        for name, value in carrier.items()
+        if name in (TRACEPARENT, TRACESTATE)
     )
 
 
@@ -230,3 +245,50 @@ class ProducerSpans:
                 span.set_status(Status(StatusCode.ERROR, error))
             span.end()
         self._spans = []
+
+
+# HTTP methods by name (semantic conventions); any other is recorded as `_OTHER`, so span names
+# and attribute values stay a small set whatever a call spec says.
+_HTTP_METHODS = frozenset(
+    {"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"}
+)
+
+
+def start_http_client_span(method: str, url: str) -> Span | None:
+    """A CLIENT span for a request to a target, child of the current span; None when it would
+    record nothing (no trace here, or no SDK installed): then the current context, already on
+    the request, is what the target must see. Records the method and the redacted URL only,
+    never headers or bodies."""
+    if not trace.get_current_span().get_span_context().is_valid:
+        return None
+    name = method.upper()
+    known = name in _HTTP_METHODS
+    span = _tracer.start_span(
+        name if known else "HTTP",
+        kind=SpanKind.CLIENT,
+        attributes={
+            "http.request.method": name if known else "_OTHER",
+            "url.full": redact_url(url),
+        },
+    )
+    return span if span.is_recording() else None
+
+
+def end_http_client_span(span: Span, status: int | None, error: str | None = None) -> None:
+    """Ends a span of `start_http_client_span` with the response's status, or the error that
+    left no response (an AttemptError's value, a small fixed set)."""
+    if status is not None:
+        span.set_attribute("http.response.status_code", status)
+        if status >= 400:
+            span.set_attribute("error.type", str(status))
+            span.set_status(Status(StatusCode.ERROR))
+    elif error is not None:
+        span.set_attribute("error.type", error)
+        span.set_status(Status(StatusCode.ERROR, error))
+    span.end()
+
+
+def carrier_items(span: Span) -> tuple[tuple[str, str], ...]:
+    """The W3C headers naming `span`, as (name, value) pairs for an HTTP request."""
+    carrier = current_carrier(trace.set_span_in_context(span))
+    return tuple(carrier.items()) if carrier else ()
