@@ -41,6 +41,7 @@ from executor.ports import (
 )
 from executor.registry import Executions, HeldExecution, Stage
 from executor.timing import DelayedCalls, LatenessReport, SharedWakeups, wait_until
+from mesh import tracing
 from mesh.kafka import ReceivedMessage
 from mesh.logs import get_logger
 from mesh.ports import Clock, IdGen, OutgoingMessage
@@ -212,16 +213,24 @@ class ExecutionHandler:
         # instead of piling up at the due instant; a moment before not_before, the slot and
         # what must be fresh (sealed headers opened, the signature).
         host = _host_of(order.request.url)
+        # The consumer span's context (mesh/kafka.py): the target's traceparent unless a span
+        # of our own records below; the attempt's events continue the same trace.
+        carrier = tracing.current_carrier()
+        trace = tuple(carrier.items()) if carrier else ()
         # A request with secret headers is prepared only once they are opened: plaintext
         # never waits in a held attempt.
-        ahead = None if order.sealed_headers else self._prepare(order, order.outgoing_request())
+        ahead = (
+            None
+            if order.sealed_headers
+            else self._prepare(order, order.outgoing_request(trace=trace))
+        )
         await self._prepare_moments.until(order.not_before - PREPARE_AHEAD)
         # From here until its reply the attempt counts as sending: reports of other attempts
         # wait for it (see _reports_may_go).
         self._begin_send()
         try:
             async with self._limits.slot(order.call.tenant_id, host):
-                request = self._request_for(order, ahead)
+                request = self._request_for(order, ahead, trace)
                 await wait_until(order.not_before, self._clock, self._sleeper)
                 # Read after the slot is ours: with every slot busy this is later than not_before,
                 # and Started must say when the request really went out.
@@ -236,13 +245,16 @@ class ExecutionHandler:
                 announced: list[tuple[OutgoingMessage, asyncio.Future[None]]] = []
 
                 def announce() -> None:
-                    started = started_message(
-                        self._topic,
-                        order,
-                        self._ids.new_id(),
-                        at=self._clock.now(),
-                        start_time=start_time,
-                        executor_id=self._executor_id,
+                    started = tracing.with_trace(
+                        started_message(
+                            self._topic,
+                            order,
+                            self._ids.new_id(),
+                            at=self._clock.now(),
+                            start_time=start_time,
+                            executor_id=self._executor_id,
+                        ),
+                        carrier,
                     )
                     announced.append((started, self._enqueue([started])))
 
@@ -257,6 +269,16 @@ class ExecutionHandler:
                     pending_started = None
                 else:
                     pending_started = self._started_later.add(announce)
+                span = (
+                    tracing.start_http_client_span(order.request.method, order.request.url)
+                    if carrier and not isinstance(request, HttpFailure)
+                    else None
+                )
+                if span is not None:
+                    # Only when spans record: the target's parent is this span, whose id
+                    # exists only now, so the request prepared ahead is made again (the cost
+                    # of tracing on, docs/tracing.md).
+                    request = self._request_for(order, None, tracing.carrier_items(span))
                 sent_at = self._clock.now()
                 reply = (
                     request
@@ -264,20 +286,29 @@ class ExecutionHandler:
                     else await self._send(order, request)
                 )
                 ended_at = self._clock.now()
+                if span is not None:
+                    tracing.end_http_client_span(
+                        span,
+                        reply.status if isinstance(reply, HttpResponse) else None,
+                        reply.error.value if isinstance(reply, HttpFailure) else None,
+                    )
                 if pending_started is not None:
                     pending_started.cancel()
         finally:
             self._end_send()
         await self._reports_may_go()
         outcome, body_snippet = self._judge(reply, order, ended_at)
-        result = result_message(
-            self._topic,
-            order,
-            self._ids.new_id(),
-            outcome,
-            body_snippet,
-            started_at=sent_at,
-            ended_at=ended_at,
+        result = tracing.with_trace(
+            result_message(
+                self._topic,
+                order,
+                self._ids.new_id(),
+                outcome,
+                body_snippet,
+                started_at=sent_at,
+                ended_at=ended_at,
+            ),
+            carrier,
         )
         result_ack = self._enqueue([result])
         self._log_outcome(order, outcome, reply, sent_at, ended_at)
@@ -367,7 +398,10 @@ class ExecutionHandler:
                 delay = min(delay * 2, ceiling)
 
     def _request_for(
-        self, order: ExecutionOrder, ahead: PreparedRequest | HttpFailure | None
+        self,
+        order: ExecutionOrder,
+        ahead: PreparedRequest | HttpFailure | None,
+        trace: tuple[tuple[str, str], ...] = (),
     ) -> PreparedRequest | HttpFailure:
         """What goes on the wire, with the sealed headers opened and signed; a failure if a
         header does not open. `ahead`: the request prepared at hand-off, if it had no sealed
@@ -401,7 +435,7 @@ class ExecutionHandler:
                     AttemptError.SECRET_UNREADABLE, f"sealed header {name!r} does not open"
                 )
         return self._prepare(
-            order, order.outgoing_request(opened=tuple(opened), signature=signature)
+            order, order.outgoing_request(opened=tuple(opened), signature=signature, trace=trace)
         )
 
     def _prepare(

@@ -18,6 +18,7 @@ from executor.grpc_api import SERVICE_NAME, ExecutorApi
 from executor.handler import ExecutionHandler
 from executor.limits import Limits
 from executor.registry import Executions
+from mesh import tracing
 from mesh.clock import SystemClock, Uuid7Gen
 from mesh.config import Env
 from mesh.grpc_server import GrpcServer
@@ -78,6 +79,8 @@ async def serve(config: ExecutorConfig) -> None:
     ask_for_priority(config.nice, config.rt_priority)
     common = config.common
     topics = Topics.with_prefix(common.topic_prefix)
+    # After ask_for_priority: an exporting provider starts a thread, which inherits it.
+    stop_tracing = tracing.start(common.service_name, os.environ)
     executions = Executions(config.finished_remembered, config.finished_bytes)
     # A short linger batches Started and results into fewer produce requests (measured in
     # docs/executor.md); it no longer delays any request, which goes out before Started is
@@ -175,6 +178,7 @@ async def serve(config: ExecutorConfig) -> None:
     await http.close()
     await bus.close()
     await server.stop(grace=1.0)
+    await stop_tracing()
     log.info("executor stopped")
     if crashed:
         raise SystemExit(1)

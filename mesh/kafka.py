@@ -21,6 +21,7 @@ from confluent_kafka import (
     TopicPartition,
 )
 
+from mesh import tracing
 from mesh.errors import is_transient
 from mesh.logs import get_logger
 from mesh.offsets import PartitionProgress
@@ -144,7 +145,11 @@ class KafkaEventBus:
         while True:
             try:
                 self._producer.produce(
-                    message.topic, key=message.key, value=message.value, on_delivery=callback
+                    message.topic,
+                    key=message.key,
+                    value=message.value,
+                    headers=list(message.headers) if message.headers else None,
+                    on_delivery=callback,
                 )
                 return
             except BufferError:
@@ -184,6 +189,8 @@ class ReceivedMessage:
     offset: int
     key: str
     value: bytes
+    # Kafka headers (trace context, mesh/tracing.py); empty when the message has none.
+    headers: tuple[tuple[str, bytes], ...] = ()
 
 
 Handler = Callable[[ReceivedMessage], Awaitable[None]]
@@ -637,8 +644,15 @@ class ConsumerRunner:
         raw_key = message.key()
         key = raw_key.decode() if isinstance(raw_key, bytes) else (raw_key or "")
         value = message.value()
+        headers = message.headers()
         received = ReceivedMessage(
-            topic, partition, offset, key, value if isinstance(value, bytes) else b""
+            topic,
+            partition,
+            offset,
+            key,
+            value if isinstance(value, bytes) else b"",
+            # A list of (name, bytes) pairs as produced here; a null value is skipped where read.
+            cast(tuple[tuple[str, bytes], ...], tuple(headers)) if headers else (),
         )
         progress.start(offset)
         size = len(received.value)
@@ -756,7 +770,11 @@ class ConsumerRunner:
         tries = 0
         while True:
             try:
-                await self._handler(message)
+                # One span per try, continuing the trace the message's headers carry.
+                with tracing.consuming(
+                    message.topic, message.headers, message.partition, message.offset
+                ):
+                    await self._handler(message)
                 break
             except asyncio.CancelledError:
                 raise

@@ -27,6 +27,8 @@ class OutgoingMessage:
     topic: str
     key: str
     value: bytes
+    # Kafka headers; the mesh sends only W3C trace context in them (mesh/tracing.py).
+    headers: tuple[tuple[str, bytes], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

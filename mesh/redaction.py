@@ -1,9 +1,11 @@
-"""Redaction policy: which headers are secret, and masking of sensitive fields in snippets."""
+"""Redaction policy: which headers are secret, masking of sensitive fields in snippets, and
+URLs made safe to record."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from urllib.parse import urlsplit, urlunsplit
 
 REDACTED = "[REDACTED]"
 
@@ -92,3 +94,24 @@ def _mask(value: str) -> str:
     if value[:1] in ('"', "'"):
         return f"{value[0]}{REDACTED}{value[0]}"
     return REDACTED
+
+
+def redact_url(url: str) -> str:
+    """`url` safe to record (a trace attribute): no user info, no fragment, and every query
+    value replaced, since tokens and signatures travel there (`?sig=`, `?access_token=`);
+    the parameter names stay."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = parts.port
+    except ValueError:
+        return REDACTED
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = f"{host}:{port}" if port is not None else host
+    # A bare item (`?abc123`) may itself be the secret: only named values keep their name.
+    query = "&".join(
+        f"{name}={REDACTED}" if sep else REDACTED
+        for name, sep, _value in (pair.partition("=") for pair in parts.query.split("&") if pair)
+    )
+    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))

@@ -16,6 +16,7 @@ from pathlib import Path
 import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from mesh import tracing
 from mesh.clock import SystemClock, Uuid7Gen
 from mesh.config import CommonConfig, ConfigError, Env
 from mesh.db import make_engine
@@ -192,18 +193,20 @@ def build_api(config: OrchestratorConfig) -> ApiProcess:
 
 async def serve_api(config: OrchestratorConfig, index: int) -> None:
     """One extra API worker: the public API and health on its own port, no background loop."""
+    stop_tracing = tracing.start(config.common.service_name, os.environ)
     api = build_api(config)
     await Lifecycle(
         f"orchestrator api worker {index}",
         api.server,
         loops={},
-        closers=[api.store.close, api.engine.dispose],
+        closers=[api.store.close, api.engine.dispose, stop_tracing],
     ).run()
 
 
 async def serve(config: OrchestratorConfig) -> None:
     common = config.common
     topics = Topics.with_prefix(common.topic_prefix)
+    stop_tracing = tracing.start(common.service_name, os.environ)
     api = build_api(config)
     engine, store, orchestrator, server = api.engine, api.store, api.orchestrator, api.server
     bus = KafkaEventBus(
@@ -251,7 +254,7 @@ async def serve(config: OrchestratorConfig) -> None:
         server,
         loops=loops,
         on_stop=[consumer.stop],
-        closers=[bus.close, store.close, engine.dispose],
+        closers=[bus.close, store.close, engine.dispose, stop_tracing],
     ).run()
 
 

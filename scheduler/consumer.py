@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from google.protobuf.message import DecodeError
 
+from mesh import tracing
 from mesh.kafka import ReceivedMessage
 from mesh.logs import call_context, get_logger
 from mesh.timeconv import from_timestamp
@@ -41,6 +42,8 @@ class TimerRequestHandler:
             armed_by=envelope.event_id,
             correlation_id=envelope.correlation_id,
             sequence=envelope.sequence,
+            # The consumer span's (mesh/kafka.py), which continues the orchestrator's trace.
+            trace_context=tracing.current_carrier(),
         )
         with call_context(envelope.tenant_id, envelope.service_call_id, envelope.correlation_id):
             armed = await self._arming.arm(timer)

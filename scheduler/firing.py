@@ -12,6 +12,7 @@ import contextlib
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 
+from mesh import tracing
 from mesh.logs import get_logger
 from mesh.ports import Clock, EventBus, OutgoingMessage
 from mesh.timeconv import to_timestamp
@@ -170,15 +171,25 @@ class Firer:
             self._window.fired_up_to(now, EARLY_CHUNK)
         if not due:
             return 0
+        # A PRODUCER span per timer armed with a trace, continuing it (mesh/tracing.py).
+        spans = tracing.ProducerSpans(
+            "servicecall.timer fire",
+            [
+                tracing.with_trace(
+                    due_time_reached(t, now, self._topics.timer_events), t.trace_context
+                )
+                for t in due
+            ],
+        )
         try:
-            await self._bus.publish(
-                [due_time_reached(t, now, self._topics.timer_events) for t in due]
-            )
+            await self._bus.publish(spans.messages)
+            spans.end()
             # claim_due holds its timers until now + lease: that names this firer's claim.
             marked = await self._store.mark_fired(
                 [t.timer_id for t in due], self._clock.now(), now + self._claim_lease
             )
         except Exception:
+            spans.end(failed=range(len(due)))  # those not ended yet: the publish failed
             # The claim stays until its lease ends; look again then (at least once).
             self._window.retry_at(now + self._claim_lease)
             raise

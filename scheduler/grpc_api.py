@@ -8,6 +8,7 @@ from datetime import datetime
 
 import grpc
 
+from mesh import tracing
 from mesh.ports import Clock, IdGen
 from mesh.timeconv import from_timestamp, to_timestamp
 from scheduler.domain.timers import Timer, TimerKey, TimerState
@@ -81,6 +82,7 @@ class TimerApi(ts_grpc.TimerServiceServicer):
             armed_by=f"api/{self._ids.new_id()}",
             correlation_id=request.correlation_id or self._ids.new_id(),
             sequence=0,
+            trace_context=tracing.current_carrier(),
         )
         if await self._store.arm(timer):
             self._firer.armed(timer.key.fire_at)

@@ -8,6 +8,7 @@ from datetime import timedelta
 from functools import partial
 from pathlib import Path
 
+from mesh import tracing
 from mesh.clock import SystemClock, Uuid7Gen
 from mesh.config import CommonConfig, ConfigError, Env
 from mesh.db import make_engine
@@ -70,6 +71,7 @@ class SchedulerConfig:
 async def serve(config: SchedulerConfig) -> None:
     common = config.common
     topics = Topics.with_prefix(common.topic_prefix)
+    stop_tracing = tracing.start(common.service_name, os.environ)
     engine = make_engine(common.database_url)
     bus = KafkaEventBus(common.kafka_bootstrap, "scheduler")
     await bus.start()
@@ -111,7 +113,7 @@ async def serve(config: SchedulerConfig) -> None:
         server,
         loops={"firer": firer.run, "consumer": lambda _stop: consumer.run()},
         on_stop=[consumer.stop],
-        closers=[bus.close, engine.dispose],
+        closers=[bus.close, engine.dispose, stop_tracing],
     ).run()
 
 

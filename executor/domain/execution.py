@@ -10,6 +10,8 @@ IDEMPOTENCY_KEY = "Idempotency-Key"
 CALL_ID = "X-ServiceCall-Id"
 ATTEMPT = "X-ServiceCall-Attempt"
 _OWN_HEADERS = frozenset(h.lower() for h in (IDEMPOTENCY_KEY, CALL_ID, ATTEMPT))
+# W3C trace context: the executor's, unless the spec names its own trace.
+TRACEPARENT = "traceparent"
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,9 +55,13 @@ class ExecutionOrder:
         self,
         opened: tuple[tuple[str, str], ...] = (),
         signature: tuple[tuple[str, str], ...] = (),
+        trace: tuple[tuple[str, str], ...] = (),
     ) -> HttpRequest:
         """The spec's request as given, plus the opened secret headers, then the executor's own
-        headers and the signature, each of which replaces same-named headers before it."""
+        headers and the signature, each of which replaces same-named headers before it.
+
+        `trace` (traceparent, tracestate) is added only when the spec sets no `traceparent`
+        of its own (plain or secret): a caller who names the trace keeps it."""
         own = (
             (IDEMPOTENCY_KEY, self.idempotency_key),
             (CALL_ID, self.call.service_call_id),
@@ -66,4 +72,8 @@ class ExecutionOrder:
         secret = tuple((n, v) for n, v in opened if n.lower() not in own_names)
         replaced = own_names | {name.lower() for name, _ in secret}
         kept = tuple((n, v) for n, v in self.request.headers if n.lower() not in replaced)
+        if trace and not any(n.lower() == TRACEPARENT for n, _ in (*kept, *secret)):
+            traced = {name.lower() for name, _ in trace}
+            kept = tuple((n, v) for n, v in kept if n.lower() not in traced)
+            return replace(self.request, headers=(*kept, *secret, *trace, *own))
         return replace(self.request, headers=(*kept, *secret, *own))

@@ -29,6 +29,7 @@ from datetime import timedelta
 import psycopg
 from confluent_kafka import KafkaException
 
+from mesh import tracing
 from mesh.db import libpq_url
 from mesh.errors import is_transient
 from mesh.logs import get_logger
@@ -60,13 +61,22 @@ class PostgresOutbox:
 
     async def pending(self, limit: int) -> list[OutboxRow]:
         cur = await self._conn.execute(
-            "SELECT id, topic, key, payload FROM orchestrator.outbox"
+            "SELECT id, topic, key, payload, trace_context FROM orchestrator.outbox"
             " WHERE published_at IS NULL ORDER BY id LIMIT %s",
             (limit,),
         )
         rows = await cur.fetchall()
         return [
-            OutboxRow(int(str(r[0])), OutgoingMessage(str(r[1]), str(r[2]), bytes(r[3])))  # type: ignore[call-overload]
+            OutboxRow(
+                int(str(r[0])),
+                OutgoingMessage(
+                    str(r[1]),
+                    str(r[2]),
+                    bytes(r[3]),  # type: ignore[call-overload]
+                    # NULL for rows written without a trace (or before migration 0008).
+                    tracing.headers_from_carrier(r[4]),  # type: ignore[arg-type]
+                ),
+            )
             for r in rows
         ]
 
@@ -167,12 +177,18 @@ class OutboxRelay:
 
     async def _publish(self, outbox: PostgresOutbox, rows: list[OutboxRow]) -> bool:
         """Publishes `rows`; marks what was delivered or refused. False when some must wait."""
+        # A PRODUCER span per row that carries a trace; its headers then name that span.
+        spans = tracing.ProducerSpans("servicecall.relay publish", [row.message for row in rows])
         try:
-            await self._bus.publish([row.message for row in rows])
+            await self._bus.publish(spans.messages)
         except PublishError as failed:
             undelivered = {u.index: u for u in failed.undelivered}
+        except BaseException:
+            spans.end(failed=range(len(rows)))
+            raise
         else:
             undelivered = {}
+        spans.end(failed=undelivered)
         delivered = [row.id for i, row in enumerate(rows) if i not in undelivered]
         if delivered:
             await outbox.mark_published(delivered)

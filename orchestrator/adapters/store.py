@@ -25,6 +25,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from mesh import tracing
 from mesh.logs import get_logger
 from orchestrator.adapters import codec
 from orchestrator.adapters.relay import NOTIFY_CHANNEL
@@ -326,11 +327,18 @@ class PostgresServiceCallStore:
         *,
         new_call: bool = False,
     ) -> Transition | None:
+        # Taken here, in the caller's task: batches are written from another task, whose
+        # context is not this caller's.
+        trace = tracing.current_carrier()
         if event_id is not None and self._batcher is not None:
-            return await self._batcher.submit(_Pending(tenant_id, service_call_id, step, event_id))
+            return await self._batcher.submit(
+                _Pending(tenant_id, service_call_id, step, event_id, trace)
+            )
         if new_call and event_id is None and self._creates is not None:
-            return await self._creates.submit(_Pending(tenant_id, service_call_id, step, None))
-        return await self._transact_one(tenant_id, service_call_id, step, event_id)
+            return await self._creates.submit(
+                _Pending(tenant_id, service_call_id, step, None, trace)
+            )
+        return await self._transact_one(tenant_id, service_call_id, step, event_id, trace)
 
     async def _create_batch(self, batch: Sequence[_Pending]) -> Sequence[_Outcome]:
         """Group commit of submits: runs each step on no state and inserts every new call,
@@ -372,7 +380,12 @@ class PostgresServiceCallStore:
         return outcomes
 
     async def _transact_one(
-        self, tenant_id: str, service_call_id: str, step: Step, event_id: str | None
+        self,
+        tenant_id: str,
+        service_call_id: str,
+        step: Step,
+        event_id: str | None,
+        trace: tracing.Carrier | None = None,
     ) -> Transition | None:
         # Two submits with one idempotency key race to INSERT the same primary key: the loser
         # gets a unique violation, and on the retry it sees the winner's row and compares
@@ -380,7 +393,9 @@ class PostgresServiceCallStore:
         for _ in range(3):
             try:
                 async with self._engine.begin() as conn:
-                    return await self._transact(conn, tenant_id, service_call_id, step, event_id)
+                    return await self._transact(
+                        conn, tenant_id, service_call_id, step, event_id, trace
+                    )
             except (IntegrityError, ConcurrentUpdateError):
                 continue
         raise ConcurrentUpdateError(f"{tenant_id}/{service_call_id} kept changing under us")
@@ -392,6 +407,7 @@ class PostgresServiceCallStore:
         service_call_id: str,
         step: Step,
         event_id: str | None,
+        trace: tracing.Carrier | None = None,
     ) -> Transition | None:
         if event_id is not None:
             # RETURNING, not rowcount: the driver reports -1 for INSERT ... ON CONFLICT.
@@ -417,7 +433,7 @@ class PostgresServiceCallStore:
         ).first()
         before = None if row is None else _decode(row.state)
         transition = step(before)
-        messages = await self._write(conn, tenant_id, service_call_id, before, transition)
+        messages = await self._write(conn, tenant_id, service_call_id, before, transition, trace)
         if messages:
             await conn.execute(sa.insert(outbox), messages)
             await conn.execute(sa.select(sa.func.pg_notify(NOTIFY_CHANNEL, "")))
@@ -430,6 +446,7 @@ class PostgresServiceCallStore:
         service_call_id: str,
         before: ServiceCallState | None,
         transition: Transition,
+        trace: tracing.Carrier | None = None,
     ) -> _OutboxRows:
         """Writes the state a transition leads to; returns its outbox rows (the caller
         inserts them, so a batch inserts all of its rows in one statement)."""
@@ -473,7 +490,7 @@ class PostgresServiceCallStore:
             )
             if updated.rowcount != 1:
                 raise ConcurrentUpdateError(f"{tenant_id}/{service_call_id} changed concurrently")
-        return _outbox_rows(transition)
+        return _outbox_rows(transition, trace)
 
     async def _transact_batch(self, batch: Sequence[_Pending]) -> Sequence[Transition | None]:
         """Applies facts about distinct calls in ONE transaction: one inbox insert, one
@@ -520,7 +537,7 @@ class PostgresServiceCallStore:
                 results[id(p)] = transition
                 if before is None or not transition.events or transition.state is None:
                     messages += await self._write(
-                        conn, p.tenant_id, p.service_call_id, before, transition
+                        conn, p.tenant_id, p.service_call_id, before, transition, p.trace
                     )
                     continue
                 columns = _columns(
@@ -534,7 +551,7 @@ class PostgresServiceCallStore:
                         "b_version": before.version,
                     }
                 )
-                messages += _outbox_rows(transition)
+                messages += _outbox_rows(transition, p.trace)
             for shape, params in updates.items():
                 updated = await conn.execute(_guarded_update(shape), params)
                 if updated.rowcount != len(params):
@@ -548,8 +565,11 @@ class PostgresServiceCallStore:
 _OutboxRows = list[dict[str, Any]]
 
 
-def _outbox_rows(transition: Transition) -> _OutboxRows:
-    return [{"topic": m.topic, "key": m.key, "payload": m.value} for m in transition.messages]
+def _outbox_rows(transition: Transition, trace: tracing.Carrier | None = None) -> _OutboxRows:
+    return [
+        {"topic": m.topic, "key": m.key, "payload": m.value, "trace_context": trace}
+        for m in transition.messages
+    ]
 
 
 @functools.cache
@@ -593,10 +613,11 @@ WITH new AS (
     SELECT i.tenant_id, t.tag, i.created_at, i.service_call_id
       FROM inserted AS i, unnest(i.tags) AS t(tag)
 ), queued AS (
-    INSERT INTO orchestrator.outbox (topic, key, payload)
-    SELECT m.topic, m.key, decode(m.payload, 'base64')
+    INSERT INTO orchestrator.outbox (topic, key, payload, trace_context)
+    SELECT m.topic, m.key, decode(m.payload, 'base64'), m.trace_context
       FROM jsonb_to_recordset(%(messages)s::jsonb)
-           AS m(tenant_id text, service_call_id uuid, topic text, key text, payload text, n int)
+           AS m(tenant_id text, service_call_id uuid, topic text, key text, payload text, n int,
+                trace_context jsonb)
       JOIN inserted AS i USING (tenant_id, service_call_id)
      ORDER BY m.n
     RETURNING 1
@@ -636,6 +657,7 @@ def _new_call_params(
                     "key": m.key,
                     "payload": base64.b64encode(m.value).decode("ascii"),
                     "n": len(messages),
+                    "trace_context": p.trace,
                 }
             )
     return {
@@ -688,6 +710,8 @@ class _Pending:
     service_call_id: str
     step: Step
     event_id: str | None
+    # The W3C trace context of the caller (a gRPC request, a Kafka message), for its outbox rows.
+    trace: tracing.Carrier | None = None
     done: asyncio.Future[Transition | None] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
@@ -798,7 +822,7 @@ class _Batcher:
     async def _one(self, p: _Pending) -> Transition | None:
         try:
             return await self._store._transact_one(
-                p.tenant_id, p.service_call_id, p.step, p.event_id
+                p.tenant_id, p.service_call_id, p.step, p.event_id, p.trace
             )
         except Exception as e:
             with contextlib.suppress(asyncio.InvalidStateError):

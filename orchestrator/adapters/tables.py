@@ -36,6 +36,8 @@ outbox = sa.Table(
     sa.Column("payload", sa.LargeBinary, nullable=False),
     sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.func.now()),
     sa.Column("published_at", sa.DateTime(timezone=True)),
+    # W3C trace context of the request that wrote the row, for the relay (migration 0008).
+    sa.Column("trace_context", pg.JSONB(none_as_null=True)),
 )
 
 inbox = sa.Table(

@@ -14,7 +14,7 @@ from scheduler.domain.timers import HANDOFF_PURPOSE, Timer, TimerKey, TimerState
 
 _COLUMNS = (
     "timer_id::text AS timer_id, tenant_id, service_call_id, purpose, attempt, fire_at, state,"
-    " armed_by, correlation_id, sequence"
+    " armed_by, correlation_id, sequence, trace_context"
 )
 
 # Arming is an upsert: a new timer is inserted; a fired one is armed again only by a request
@@ -24,17 +24,18 @@ _COLUMNS = (
 _ARM_MANY = sa.text(
     """
     INSERT INTO scheduler.timers (timer_id, tenant_id, service_call_id, purpose, attempt,
-                                  fire_at, state, armed_by, correlation_id, sequence)
+                                  fire_at, state, armed_by, correlation_id, sequence,
+                                  trace_context)
     SELECT t.timer_id, t.tenant_id, t.service_call_id, t.purpose, t.attempt,
-           t.fire_at, 'pending', t.armed_by, t.correlation_id, t.sequence
+           t.fire_at, 'pending', t.armed_by, t.correlation_id, t.sequence, t.trace_context
       FROM jsonb_to_recordset(CAST(:timers AS jsonb))
            AS t(timer_id uuid, tenant_id text, service_call_id text, purpose smallint,
                 attempt integer, fire_at timestamptz, armed_by text, correlation_id text,
-                sequence bigint)
+                sequence bigint, trace_context jsonb)
     ON CONFLICT (timer_id) DO UPDATE
        SET state = 'pending', armed_by = EXCLUDED.armed_by, claimed_until = NULL,
            fired_at = NULL, correlation_id = EXCLUDED.correlation_id,
-           sequence = EXCLUDED.sequence
+           sequence = EXCLUDED.sequence, trace_context = EXCLUDED.trace_context
      WHERE scheduler.timers.state = 'fired'
        AND scheduler.timers.armed_by <> EXCLUDED.armed_by
     RETURNING timer_id::text
@@ -124,6 +125,7 @@ def _timer(row: Any) -> Timer:
         correlation_id=row.correlation_id,
         sequence=row.sequence,
         state=TimerState(row.state),
+        trace_context=row.trace_context,
     )
 
 
@@ -156,6 +158,7 @@ class PostgresTimerStore:
                                 "armed_by": t.armed_by,
                                 "correlation_id": t.correlation_id,
                                 "sequence": t.sequence,
+                                "trace_context": t.trace_context,
                             }
                             for t in unique
                         ],

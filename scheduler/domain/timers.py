@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import NamedTuple
@@ -61,6 +62,9 @@ class Timer:
     correlation_id: str
     sequence: int
     state: TimerState = TimerState.PENDING
+    # The W3C trace context of the request that armed it, opaque here: the fire, maybe much
+    # later and in another process, continues that trace (mesh/tracing.py).
+    trace_context: Mapping[str, str] | None = field(default=None, compare=False)
     # Derived from the key once (a uuid5 was a visible share of the scheduler's CPU when it
     # was worked out again at each of the half-dozen places that ask for it).
     timer_id: str = field(init=False, repr=False, compare=False)
