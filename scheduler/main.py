@@ -14,11 +14,21 @@ from mesh.db import make_engine
 from mesh.grpc_server import GrpcServer
 from mesh.kafka import ConsumerRunner, KafkaEventBus
 from mesh.lifecycle import Lifecycle, service_main
+from mesh.metrics import (
+    METRICS_OFF,
+    ConsumerLag,
+    GrpcMetrics,
+    MetricsConfig,
+    new_registry,
+    sample_every,
+    serve_metrics,
+)
 from mesh.topics import Topics
 from scheduler.adapters.store import PostgresTimerStore
 from scheduler.consumer import TimerRequestHandler
 from scheduler.firing import Firer
 from scheduler.grpc_api import TimerApi
+from scheduler.metrics import MeasuredTimerStore, PendingSampler, SchedulerMetrics
 from servicecall.internal.v1 import timer_service_pb2, timer_service_pb2_grpc
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -36,6 +46,9 @@ class SchedulerConfig:
     handoff_pull_rate: float
     handoff_pull_max: timedelta
     consumer_group: str
+    metrics: MetricsConfig = METRICS_OFF
+    # How often the pending-timers gauge is sampled (one count query).
+    metrics_sample_s: float = 5.0
 
     @classmethod
     def from_env(cls, env: Env) -> SchedulerConfig:
@@ -57,6 +70,8 @@ class SchedulerConfig:
             handoff_pull_rate=env.number("HANDOFF_PULL_RATE", 1000.0),
             handoff_pull_max=env.seconds("HANDOFF_PULL_MAX_S", 10.0),
             consumer_group=env.text("SCHEDULER_GROUP", "scheduler"),
+            metrics=MetricsConfig.from_env(env),
+            metrics_sample_s=env.number("METRICS_SAMPLE_S", 5.0),
         )
         if config.handoff_pull_rate < 0:
             raise ConfigError("HANDOFF_PULL_RATE must not be negative (0 turns it off)")
@@ -74,7 +89,8 @@ async def serve(config: SchedulerConfig) -> None:
     bus = KafkaEventBus(common.kafka_bootstrap, "scheduler")
     await bus.start()
     clock = SystemClock()
-    store = PostgresTimerStore(engine)
+    metrics = SchedulerMetrics(new_registry())
+    store = MeasuredTimerStore(PostgresTimerStore(engine), metrics)
     firer = Firer(
         store,
         bus,
@@ -94,6 +110,7 @@ async def serve(config: SchedulerConfig) -> None:
         common.grpc_port,
         [partial(timer_service_pb2_grpc.add_TimerServiceServicer_to_server, api)],
         [SERVICE_NAME],
+        interceptors=[GrpcMetrics(metrics.registry)],
     )
     consumer = ConsumerRunner(
         common.kafka_bootstrap,
@@ -105,13 +122,22 @@ async def serve(config: SchedulerConfig) -> None:
         # No parking table here: a timer request that cannot be armed after the bounded
         # tries is logged and dropped, and the orchestrator's hand-off backstop takes over.
         on_health=partial(server.set_ready, "consumer"),
+        consumer_factory=ConsumerLag(metrics.registry, config.consumer_group).consumer_factory(),
     )
+    pending = PendingSampler(engine, metrics)
+    metrics_server = await serve_metrics(metrics.registry, config.metrics)
     await Lifecycle(
         "scheduler",
         server,
-        loops={"firer": firer.run, "consumer": lambda _stop: consumer.run()},
+        loops={
+            "firer": firer.run,
+            "consumer": lambda _stop: consumer.run(),
+            "metrics-sampler": partial(
+                sample_every, config.metrics_sample_s, pending.sample, what="pending timers"
+            ),
+        },
         on_stop=[consumer.stop],
-        closers=[bus.close, engine.dispose],
+        closers=[bus.close, engine.dispose, *([metrics_server.close] if metrics_server else [])],
     ).run()
 
 
