@@ -32,7 +32,7 @@ from prometheus_client import (
     ProcessCollector,
 )
 from prometheus_client.core import GaugeMetricFamily, Metric
-from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 
 from mesh.config import ConfigError, Env
 from mesh.logs import get_logger
@@ -163,8 +163,9 @@ class MetricsServer:
             method, _, rest = head.partition(b" ")
             path = rest.partition(b" ")[0].partition(b"?")[0]
             if method in (b"GET", b"HEAD") and path in (b"/metrics", b"/"):
+                # The classic text format (0.0.4), which every Prometheus version reads.
                 body = generate_latest(self._registry)
-                status, content_type = b"200 OK", CONTENT_TYPE_LATEST.encode()
+                status, content_type = b"200 OK", CONTENT_TYPE_PLAIN_0_0_4.encode()
             else:
                 body, status, content_type = b"not found\n", b"404 Not Found", b"text/plain"
             writer.write(
