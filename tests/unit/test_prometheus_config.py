@@ -87,3 +87,24 @@ def test_the_recording_rules_the_dashboard_queries_exist() -> None:
     )
     assert "by (outcome)" in records["servicecall:calls_finished:rate1m"]
     assert "by (topic)" in records["servicecall:consumer_lag:sum"]
+
+
+def test_kubernetes_pods_announce_the_port_they_serve_metrics_on() -> None:
+    base = ROOT / "k8s" / "base"
+    config = yaml.safe_load((base / "config.yaml").read_text())["data"]
+    assert config["METRICS_HOST"] == "0.0.0.0"
+    for service in ("orchestrator", "scheduler", "executor"):
+        objects = list(yaml.safe_load_all((base / f"{service}.yaml").read_text()))
+        (deployment,) = [o for o in objects if o["kind"] == "Deployment"]
+        template = deployment["spec"]["template"]
+        annotations = template["metadata"]["annotations"]
+        (container,) = template["spec"]["containers"]
+        ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+        assert annotations["prometheus.io/scrape"] == "true"
+        assert annotations["prometheus.io/path"] == "/metrics"
+        assert annotations["prometheus.io/port"] == config["METRICS_PORT"]
+        assert str(ports["metrics"]) == config["METRICS_PORT"]
+    example = yaml.safe_load((base / "prometheus-scrape.yaml").read_text())
+    scrape = yaml.safe_load(example["data"]["prometheus.yml"])
+    (job,) = scrape["scrape_configs"]
+    assert job["kubernetes_sd_configs"][0]["role"] == "pod"
