@@ -288,10 +288,11 @@ async def serve(config: OrchestratorConfig) -> None:
         "outbox-relay": relay.run,
         "consumer": lambda _stop: consumer.run(),
         "watchdog": watchdog.run,
-        "metrics-sampler": partial(
-            sample_every, config.metrics_sample_s, sampler.sample, what="orchestrator tables"
-        ),
     }
+    if config.metrics.enabled:  # nobody reads the sampled gauges otherwise
+        loops["metrics-sampler"] = partial(
+            sample_every, config.metrics_sample_s, sampler.sample, what="orchestrator tables"
+        )
     if config.api_worker_ports:
         workers = ApiWorkers(
             config.api_worker_ports,

@@ -13,7 +13,7 @@ from mesh.config import CommonConfig, ConfigError, Env
 from mesh.db import make_engine
 from mesh.grpc_server import GrpcServer
 from mesh.kafka import ConsumerRunner, KafkaEventBus
-from mesh.lifecycle import Lifecycle, service_main
+from mesh.lifecycle import Lifecycle, Loop, service_main
 from mesh.metrics import (
     METRICS_OFF,
     ConsumerLag,
@@ -124,18 +124,17 @@ async def serve(config: SchedulerConfig) -> None:
         on_health=partial(server.set_ready, "consumer"),
         consumer_factory=ConsumerLag(metrics.registry, config.consumer_group).consumer_factory(),
     )
-    pending = PendingSampler(engine, metrics)
+    loops: dict[str, Loop] = {"firer": firer.run, "consumer": lambda _stop: consumer.run()}
+    if config.metrics.enabled:  # nobody reads the sampled gauge otherwise
+        pending = PendingSampler(engine, metrics)
+        loops["metrics-sampler"] = partial(
+            sample_every, config.metrics_sample_s, pending.sample, what="pending timers"
+        )
     metrics_server = await serve_metrics(metrics.registry, config.metrics)
     await Lifecycle(
         "scheduler",
         server,
-        loops={
-            "firer": firer.run,
-            "consumer": lambda _stop: consumer.run(),
-            "metrics-sampler": partial(
-                sample_every, config.metrics_sample_s, pending.sample, what="pending timers"
-            ),
-        },
+        loops=loops,
         on_stop=[consumer.stop],
         closers=[bus.close, engine.dispose, *([metrics_server.close] if metrics_server else [])],
     ).run()
