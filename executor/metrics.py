@@ -15,6 +15,7 @@ import ipaddress
 from collections.abc import Iterable
 from datetime import datetime
 from functools import lru_cache
+from typing import Any
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -70,7 +71,10 @@ class ExecutorMetrics:
             LATENCY_BUCKETS,
             ["response_class"],
         )
-        self._durations = {c: duration.labels(c) for c in RESPONSE_CLASSES}
+        # Children made on a class's first attempt, not all up front: a scrape costs ~9 us per
+        # series (prometheus_client's text rendering), and most classes never occur.
+        self._duration = duration
+        self._durations: dict[str, Any] = {}
         gauge(
             registry,
             "executor_held_attempts",
@@ -91,7 +95,11 @@ class ExecutorMetrics:
     ) -> None:
         """One attempt's report (executor.ports.AttemptObserver)."""
         self.lateness.observe((sent_at - not_before).total_seconds())
-        self._durations[response_class(reply)].observe((ended_at - sent_at).total_seconds())
+        name = response_class(reply)
+        child = self._durations.get(name)
+        if child is None:
+            child = self._durations[name] = self._duration.labels(name)
+        child.observe((ended_at - sent_at).total_seconds())
 
 
 class _InFlightByHostClass:
