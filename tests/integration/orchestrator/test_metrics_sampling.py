@@ -69,8 +69,8 @@ async def test_pending_timers_are_counted(fresh_database: str) -> None:
         assert len(fired) == 1
         await store.mark_fired(
             [t.timer_id for t in fired],
-            T0 + timedelta(hours=2),
-            T0 + timedelta(hours=2, seconds=10),
+            T0 + timedelta(seconds=1),
+            T0 + timedelta(seconds=11),
         )
         await PendingSampler(engine, metrics).sample()
         assert registry.get_sample_value("servicecall_timers_pending") == 1
