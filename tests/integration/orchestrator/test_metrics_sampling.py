@@ -14,7 +14,7 @@ from orchestrator.metrics import OrchestratorMetrics, TableSampler
 from scheduler.adapters.store import PostgresTimerStore
 from scheduler.metrics import PendingSampler, SchedulerMetrics
 from tests.fakes.clock import T0
-from tests.unit.scheduler.test_metrics import timer
+from tests.unit.scheduler.test_scheduler_metrics import timer
 
 
 async def test_outbox_age_and_parked_items_follow_the_tables(fresh_database: str) -> None:
