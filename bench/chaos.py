@@ -147,6 +147,11 @@ def chaos_layout_for_slot(slot: int) -> Layout:
         envoy_port=base.envoy_port - 500,
         envoy_admin_port=base.envoy_admin_port - 500,
         pg_fsync=CHAOS_LAYOUT.pg_fsync,
+        # No Prometheus and no /metrics ports: the slot's own mesh holds those.
+        prometheus_port=0,
+        orchestrator_metrics_port=0,
+        scheduler_metrics_port=0,
+        executor_metrics_port=0,
     )
 
 

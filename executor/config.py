@@ -14,6 +14,7 @@ from executor.adapters.signing_keys import load_signing_keys
 from executor.domain.egress import Network, parse_allowlist
 from executor.registry import FINISHED_BYTES, FINISHED_REMEMBERED
 from mesh.config import CommonConfig, ConfigError, Env
+from mesh.metrics import METRICS_OFF, MetricsConfig
 from mesh.secrets import SecretBox
 
 DEFAULT_GRPC_PORT = 50053
@@ -86,6 +87,8 @@ class ExecutorConfig:
     dns_threads: int = DNS_THREADS
     dns_lookups_per_tenant: int = DNS_LOOKUPS_PER_TENANT
     dns_timeout_s: float = DNS_TIMEOUT_S
+    # Where /metrics is served (METRICS_PORT; 0: not served).
+    metrics: MetricsConfig = METRICS_OFF
 
     @classmethod
     def from_env(cls, env: Env) -> ExecutorConfig:
@@ -144,6 +147,7 @@ class ExecutorConfig:
             dns_threads=env.integer("DNS_THREADS", DNS_THREADS),
             dns_lookups_per_tenant=env.integer("DNS_LOOKUPS_PER_TENANT", DNS_LOOKUPS_PER_TENANT),
             dns_timeout_s=env.number("DNS_TIMEOUT_S", DNS_TIMEOUT_S),
+            metrics=MetricsConfig.from_env(env),
         )
         for name, value in (
             ("MAX_IN_FLIGHT", config.max_in_flight),

@@ -30,6 +30,7 @@ from executor.domain.outcome import (
 from executor.domain.signing import signature_headers
 from executor.limits import Limits
 from executor.ports import (
+    AttemptObserver,
     EventQueue,
     HttpClient,
     HttpFailure,
@@ -98,6 +99,7 @@ class ExecutionHandler:
         report_defer: timedelta | None = None,
         publish_backoff: tuple[float, float] = (0.05, 5.0),
         coarse_sleeper: Sleeper | None = None,
+        observer: AttemptObserver | None = None,
     ) -> None:
         self._bus = bus
         self._http = http
@@ -127,6 +129,8 @@ class ExecutionHandler:
         self._quiet = asyncio.Event()
         self._quiet.set()
         self._release: asyncio.TimerHandle | None = None
+        # Metrics (executor/metrics.py): told of each attempt after its reply.
+        self._observer = observer
 
     async def __call__(self, message: ReceivedMessage) -> None:
         try:
@@ -312,6 +316,8 @@ class ExecutionHandler:
         )
         result_ack = self._enqueue([result])
         self._log_outcome(order, outcome, reply, sent_at, ended_at)
+        if self._observer is not None:
+            self._observer.attempt(order.not_before, sent_at, ended_at, reply)
         await self._settle(order, [*announced, (result, result_ack)])
         return result
 

@@ -96,6 +96,10 @@ class KeyedLimit:
         finally:
             self.release(key)
 
+    def holding(self) -> dict[str, int]:
+        """Holders per key, for keys someone holds (a copy: metrics read it at scrape time)."""
+        return {key: gate.holding for key, gate in self._gates.items() if gate.holding}
+
     def in_use(self, key: str) -> int:
         gate = self._gates.get(key)
         return 0 if gate is None else gate.holding

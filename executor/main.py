@@ -17,6 +17,7 @@ from executor.config import ExecutorConfig
 from executor.grpc_api import SERVICE_NAME, ExecutorApi
 from executor.handler import ExecutionHandler
 from executor.limits import Limits
+from executor.metrics import ExecutorMetrics
 from executor.registry import Executions
 from mesh import tracing
 from mesh.clock import SystemClock, Uuid7Gen
@@ -25,6 +26,7 @@ from mesh.grpc_server import GrpcServer
 from mesh.kafka import ConsumerRunner, tenant_share
 from mesh.lifecycle import service_main, stop_on_signals, supervise
 from mesh.logs import get_logger
+from mesh.metrics import ConsumerLag, GrpcMetrics, new_registry, serve_metrics
 from mesh.topics import Topics
 from servicecall.internal.v1 import executor_service_pb2_grpc
 
@@ -101,6 +103,10 @@ async def serve(config: ExecutorConfig) -> None:
             timeout_s=config.dns_timeout_s,
         ),
     )
+    limits = Limits(
+        config.max_in_flight, config.max_in_flight_per_tenant, config.max_in_flight_per_host
+    )
+    metrics = ExecutorMetrics(new_registry(), executions, limits)
     handler = ExecutionHandler(
         bus=bus,
         http=http,
@@ -108,9 +114,7 @@ async def serve(config: ExecutorConfig) -> None:
         ids=Uuid7Gen(),
         sleeper=PreciseSleeper(),
         coarse_sleeper=LoopSleeper(),
-        limits=Limits(
-            config.max_in_flight, config.max_in_flight_per_tenant, config.max_in_flight_per_host
-        ),
+        limits=limits,
         secrets=config.secrets,
         signing=SigningKeysFile(config.signing_keys_file),
         executions=executions,
@@ -119,6 +123,7 @@ async def serve(config: ExecutorConfig) -> None:
         default_snippet_bytes=config.default_snippet_bytes,
         started_after=config.started_after,
         report_defer=config.report_defer,
+        observer=metrics,
     )
     server = GrpcServer(
         common.grpc_host,
@@ -130,6 +135,7 @@ async def serve(config: ExecutorConfig) -> None:
             )
         ],
         [SERVICE_NAME],
+        interceptors=[GrpcMetrics(metrics.registry)],
     )
     consumer = ConsumerRunner(
         common.kafka_bootstrap,
@@ -159,8 +165,10 @@ async def serve(config: ExecutorConfig) -> None:
         # sent again if this process dies: commit far more often than the services whose
         # redeliveries only cost a dedupe (a bench kill showed 2 such repeats at 100 ms).
         commit_interval_s=0.01,
+        consumer_factory=ConsumerLag(metrics.registry, config.consumer_group).consumer_factory(),
     )
     stop = stop_on_signals()
+    metrics_server = await serve_metrics(metrics.registry, config.metrics)
     await server.start()
     tune_gc(config.gc_gen0_threshold)
     consuming = asyncio.create_task(consumer.run(), name="consumer")
@@ -179,6 +187,8 @@ async def serve(config: ExecutorConfig) -> None:
     await bus.close()
     await server.stop(grace=1.0)
     await stop_tracing()
+    if metrics_server is not None:
+        await metrics_server.close()
     log.info("executor stopped")
     if crashed:
         raise SystemExit(1)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Protocol
 
 from executor.domain.execution import HttpRequest
@@ -13,6 +14,7 @@ from executor.domain.signing import SigningSecret
 from mesh.ports import OutgoingMessage
 
 __all__ = [
+    "AttemptObserver",
     "EventQueue",
     "HttpClient",
     "HttpFailure",
@@ -102,3 +104,15 @@ class SigningKeys(Protocol):
     def secrets_for(self, tenant_id: str) -> Sequence[SigningSecret]:
         """The tenant's webhook signing secrets, newest first; empty when it does not sign."""
         ...
+
+
+class AttemptObserver(Protocol):
+    """Told of each attempt once its reply is in (executor/metrics.py); must be cheap."""
+
+    def attempt(
+        self,
+        not_before: datetime,
+        sent_at: datetime,
+        ended_at: datetime,
+        reply: HttpResponse | HttpFailure,
+    ) -> None: ...

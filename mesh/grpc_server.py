@@ -91,10 +91,14 @@ class GrpcServer:
         port: int,
         registrars: Sequence[Registrar],
         service_names: Sequence[str],
+        interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
     ) -> None:
+        # `interceptors` come first, outermost (mesh.metrics.GrpcMetrics: it must see the
+        # status code the client gets, after RejectUndecodableRequests chose it).
         # so_reuseport=0: a port clash must fail loudly instead of silently sharing the port.
         self.server = grpc.aio.server(
             interceptors=[
+                *interceptors,
                 RejectUndecodableRequests(),
                 aio_server_interceptor(),  # type: ignore[no-untyped-call]
             ],

@@ -26,13 +26,21 @@ def main(argv: list[str]) -> int:
         print(f"  scheduler gRPC:    127.0.0.1:{layout.scheduler_port}")
         print(f"  executor gRPC:     127.0.0.1:{layout.executor_port}")
         print(f"  Envoy admin:       http://127.0.0.1:{layout.envoy_admin_port}")
+        if layout.prometheus_port:
+            print(f"  Prometheus:        {layout.prometheus_url} (targets: /targets)")
+        for service, metrics_ports in layout.metrics_targets().items():
+            listed = ", ".join(f"127.0.0.1:{port}" for port in metrics_ports)
+            print(f"  {service + ' metrics:':19}{listed}")
         print(f"  Postgres:          {layout.database_url}")
         print(f"  Kafka:             {layout.kafka_bootstrap}")
         print(f"  logs:              {layout.run_dir / 'logs'}")
         print(f"  demo API key:      {layout.run_dir / 'demo.key'} (tenant 'demo')")
     elif command == "down":
         stopped = mesh.down(layout)
-        print(f"stopped: {', '.join(stopped) or 'no mesh processes'}; Kafka and Postgres stopped")
+        print(
+            f"stopped: {', '.join(stopped) or 'no mesh processes'}; "
+            "Prometheus, Kafka and Postgres stopped"
+        )
     elif command == "status":
         for name, state in mesh.status(layout):
             print(f"{name:13} {state}")

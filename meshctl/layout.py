@@ -38,6 +38,11 @@ class Layout:
     api_workers: int = 1
     # Prometheus scraping this mesh (issue 15); 0: this mesh runs none (benchmarks, chaos).
     prometheus_port: int = 0
+    # Each service's /metrics port (METRICS_PORT); 0: not served. The orchestrator's API
+    # workers serve theirs on `orchestrator_metrics_ports[1:]` (orchestrator/main.py).
+    orchestrator_metrics_port: int = 0
+    scheduler_metrics_port: int = 0
+    executor_metrics_port: int = 0
     # Extra environment for the services (tests tune leads and leases through it).
     service_env: tuple[tuple[str, str], ...] = field(default=())
 
@@ -56,6 +61,9 @@ class Layout:
             envoy_admin_port=int(env.get("ENVOY_ADMIN_PORT", 9901)),
             api_workers=int(env.get("API_WORKERS") or default_api_workers()),
             prometheus_port=int(env.get("PROMETHEUS_PORT", 9090)),
+            orchestrator_metrics_port=int(env.get("ORCHESTRATOR_METRICS_PORT", 9401)),
+            scheduler_metrics_port=int(env.get("SCHEDULER_METRICS_PORT", 9402)),
+            executor_metrics_port=int(env.get("EXECUTOR_METRICS_PORT", 9403)),
         )
 
     @classmethod
@@ -79,6 +87,9 @@ class Layout:
             topic_prefix="servicecall.",
             pg_fsync=False,
             prometheus_port=29190 - shift,
+            orchestrator_metrics_port=20161 - shift,
+            scheduler_metrics_port=20162 - shift,
+            executor_metrics_port=20163 - shift,
         )
 
     def with_service_env(self, **values: str) -> Layout:
@@ -93,6 +104,27 @@ class Layout:
         workers' follow from orchestrator_port as the orchestrator works them out, so the
         test slots' shifts move them too."""
         return (self.orchestrator_port, *worker_ports(self.orchestrator_port, self.api_workers))
+
+    @property
+    def orchestrator_metrics_ports(self) -> tuple[int, ...]:
+        """The /metrics ports of the orchestrator's processes, the main one's first (none when
+        its METRICS_PORT is 0): each API worker serves its own, as orchestrator/main.py
+        derives them."""
+        port = self.orchestrator_metrics_port
+        return (port, *worker_ports(port, self.api_workers)) if port else ()
+
+    def metrics_targets(self) -> dict[str, tuple[int, ...]]:
+        """Every process's /metrics port, by service: what Prometheus scrapes."""
+        ports = {
+            "orchestrator": self.orchestrator_metrics_ports,
+            "scheduler": (self.scheduler_metrics_port,) if self.scheduler_metrics_port else (),
+            "executor": (self.executor_metrics_port,) if self.executor_metrics_port else (),
+        }
+        return {service: found for service, found in ports.items() if found}
+
+    @property
+    def prometheus_url(self) -> str:
+        return f"http://127.0.0.1:{self.prometheus_port}"
 
     @property
     def database_url(self) -> str:
@@ -113,6 +145,9 @@ class Layout:
     def port_of(self, service: str) -> int:
         return int(getattr(self, f"{service}_port"))
 
+    def metrics_port_of(self, service: str) -> int:
+        return int(getattr(self, f"{service}_metrics_port"))
+
     def infra_env(self) -> dict[str, str]:
         return {
             **os.environ,
@@ -122,6 +157,8 @@ class Layout:
             "KAFKA_DIR": str(self.run_dir / "kafka"),
             "KAFKA_PORT": str(self.kafka_port),
             "KAFKA_CONTROLLER_PORT": str(self.kafka_controller_port),
+            "PROM_DIR": str(self.run_dir / "prometheus"),
+            "PROM_PORT": str(self.prometheus_port),
         }
 
     def secret_key(self) -> str:
@@ -140,6 +177,7 @@ class Layout:
             "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'gen'}",
             "MESH_RUN_DIR": str(self.run_dir),
             "GRPC_PORT": str(self.port_of(service)),
+            "METRICS_PORT": str(self.metrics_port_of(service)),
             "DATABASE_URL": self.database_url,
             "KAFKA_BOOTSTRAP": self.kafka_bootstrap,
             "TOPIC_PREFIX": self.topic_prefix,

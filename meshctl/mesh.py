@@ -1,4 +1,4 @@
-"""Bring a local mesh up (Postgres, Kafka, three services, Envoy) and down again."""
+"""Bring a local mesh up (Postgres, Kafka, three services, Envoy, Prometheus) and down again."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from gateway.render_envoy import render
 from mesh.topics import Topics
-from meshctl import processes
+from meshctl import processes, prometheus
 from meshctl.layout import ROOT, SERVICES, Layout
 
 INFRA = ROOT / "scripts" / "infra"
@@ -62,6 +62,7 @@ def start_infra(layout: Layout) -> None:
 
 
 def stop_infra(layout: Layout) -> None:
+    stop_prometheus(layout)
     _infra(layout, "kafka.sh", "stop")
     _infra(layout, "postgres.sh", "stop")
 
@@ -230,6 +231,30 @@ def wait_healthy(layout: Layout, timeout: float = 60.0, only: tuple[str, ...] = 
             time.sleep(0.1)
 
 
+def start_prometheus(layout: Layout, timeout: float = 30.0) -> None:
+    """Prometheus scraping every process of `layout` (scripts/infra/prometheus.sh installs
+    it first); returns once it answers ready. A running one re-reads its configuration."""
+    if not layout.prometheus_port:
+        return
+    directory = layout.run_dir / "prometheus"
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "prometheus.yml").write_text(prometheus.render_config(layout))
+    _infra(layout, "prometheus.sh", "start")
+    deadline = time.monotonic() + timeout
+    while not prometheus.ready(layout):
+        if time.monotonic() > deadline:
+            raise RuntimeError(
+                f"Prometheus not ready after {timeout:.0f}s; {directory / 'prometheus.log'}:\n"
+                f"{_tail(directory / 'prometheus.log')}"
+            )
+        time.sleep(0.1)
+
+
+def stop_prometheus(layout: Layout) -> None:
+    # Whatever the layout's port now: a Prometheus this run dir started is stopped.
+    _infra(layout, "prometheus.sh", "stop")
+
+
 def up(layout: Layout) -> None:
     start_infra(layout)
     migrate(layout)
@@ -237,6 +262,7 @@ def up(layout: Layout) -> None:
     start_services(layout)
     start_envoy(layout)
     wait_healthy(layout)
+    start_prometheus(layout)
 
 
 def stop_mesh_processes(layout: Layout) -> list[str]:
@@ -268,7 +294,21 @@ def status(layout: Layout) -> list[tuple[str, str]]:
         rows.append((component.name, f"pid {pid}, {'healthy' if ok else 'NOT healthy'}"))
         if component.name == "orchestrator":
             rows += _api_worker_rows(layout)
+    if layout.prometheus_port:
+        rows.append(("prometheus", _prometheus_state(layout)))
     return rows
+
+
+def _prometheus_state(layout: Layout) -> str:
+    if not prometheus.ready(layout):
+        return f"not answering at {layout.prometheus_url}"
+    try:
+        up = prometheus.targets_up(layout)
+    except (OSError, ValueError, KeyError, RuntimeError) as e:
+        return f"{layout.prometheus_url}, targets unknown ({e})"
+    down = sorted(url for url, healthy in up.items() if not healthy)
+    state = f"{layout.prometheus_url}, {len(up) - len(down)}/{len(up)} targets up"
+    return state + (f" (down: {', '.join(down)})" if down else "")
 
 
 def api_worker_pids(layout: Layout) -> dict[int, int]:
@@ -308,4 +348,5 @@ def log_files(layout: Layout) -> list[Path]:
         layout.run_dir / "logs" / "envoy-access.log",
         layout.run_dir / "pg" / "postgres.log",
         layout.run_dir / "kafka" / "logs" / "server.log",
+        layout.run_dir / "prometheus" / "prometheus.log",
     ]

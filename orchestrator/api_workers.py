@@ -67,6 +67,10 @@ class ApiWorkers:
     first_backoff_s: float = 0.5
     max_backoff_s: float = 10.0
     steady_s: float = 30.0
+    # Each worker's own /metrics port, by position like `ports` (empty: metrics not served).
+    # One port per process rather than prometheus_client's multiprocess mode: no shared
+    # directory of mmapped files to manage, and each worker's collectors stay its own.
+    metrics_ports: Sequence[int] = ()
 
     async def run(self, stop: asyncio.Event) -> None:
         async with asyncio.TaskGroup() as workers:
@@ -108,6 +112,8 @@ class ApiWorkers:
             "API_WORKERS": "1",
             WORKER_INDEX_ENV: str(index),
             PARENT_PID_ENV: str(os.getpid()),
+            # Never the main process's METRICS_PORT: that one is taken.
+            "METRICS_PORT": str(self.metrics_ports[index - 1] if self.metrics_ports else 0),
         }
         # stdout/stderr are inherited: the workers' lines go where the main process's go.
         return await asyncio.create_subprocess_exec(

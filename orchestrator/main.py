@@ -24,6 +24,15 @@ from mesh.grpc_server import GrpcServer
 from mesh.kafka import MAX_MESSAGE_BYTES, ConsumerRunner, KafkaEventBus
 from mesh.lifecycle import Lifecycle, Loop, service_main
 from mesh.logs import get_logger
+from mesh.metrics import (
+    METRICS_OFF,
+    ConsumerLag,
+    GrpcMetrics,
+    MetricsConfig,
+    new_registry,
+    sample_every,
+    serve_metrics,
+)
 from mesh.secrets import SecretBox, fingerprint_key_from_env
 from mesh.topics import Topics
 from orchestrator import admin
@@ -45,6 +54,14 @@ from orchestrator.consumer import CallEventHandler
 from orchestrator.domain.model import Timing
 from orchestrator.domain.validation import Limits
 from orchestrator.grpc_api import ServiceCallApi
+from orchestrator.metrics import (
+    CountedParkingLot,
+    MeasuredOrchestrator,
+    MeasuredStore,
+    OrchestratorMetrics,
+    RelayCounts,
+    TableSampler,
+)
 from orchestrator.page_tokens import PageTokens
 from orchestrator.parking import Parking
 from orchestrator.service import Orchestrator
@@ -84,6 +101,12 @@ class OrchestratorConfig:
     # on `api_worker_ports`. The background loops run in this process only, whatever the count.
     api_workers: int = 1
     api_worker_ports: tuple[int, ...] = ()
+    # METRICS_PORT of this process; each API worker serves its own metrics on
+    # `api_worker_metrics_ports` (the same rule as its gRPC port), so Prometheus scrapes each.
+    metrics: MetricsConfig = METRICS_OFF
+    api_worker_metrics_ports: tuple[int, ...] = ()
+    # How often the gauges read from tables (outbox age, parked messages) are sampled.
+    metrics_sample_s: float = 5.0
 
     @classmethod
     def from_env(cls, env: Env) -> OrchestratorConfig:
@@ -111,6 +134,15 @@ class OrchestratorConfig:
             raise ConfigError(
                 f"API worker ports {api_worker_ports} (from API_WORKER_BASE_PORT={base_port}) "
                 f"must be valid ports other than GRPC_PORT={common.grpc_port}"
+            )
+        metrics = MetricsConfig.from_env(env)
+        api_worker_metrics_ports = (
+            worker_ports(metrics.port, api_workers) if metrics.enabled else ()
+        )
+        if set(api_worker_metrics_ports) & {common.grpc_port, metrics.port, *api_worker_ports}:
+            raise ConfigError(
+                f"API worker metrics ports {api_worker_metrics_ports} (METRICS_PORT + 100...) "
+                "clash with a gRPC or metrics port"
             )
         return cls(
             common=common,
@@ -143,6 +175,9 @@ class OrchestratorConfig:
             handoff_backstop=handoff_backstop,
             api_workers=api_workers,
             api_worker_ports=api_worker_ports,
+            metrics=metrics,
+            api_worker_metrics_ports=api_worker_metrics_ports,
+            metrics_sample_s=env.number("METRICS_SAMPLE_S", 5.0),
         )
 
 
@@ -155,6 +190,7 @@ class ApiProcess:
     store: PostgresServiceCallStore
     orchestrator: Orchestrator
     server: GrpcServer
+    metrics: OrchestratorMetrics
 
 
 def build_api(config: OrchestratorConfig) -> ApiProcess:
@@ -164,8 +200,10 @@ def build_api(config: OrchestratorConfig) -> ApiProcess:
     ids = Uuid7Gen()
     clock = SystemClock()
     store = PostgresServiceCallStore(engine, handoff_backstop=config.handoff_backstop)
-    orchestrator = Orchestrator(
-        store=store,
+    metrics = OrchestratorMetrics(new_registry())
+    orchestrator: Orchestrator = MeasuredOrchestrator(
+        metrics,
+        store=MeasuredStore(store, metrics),
         clock=clock,
         ids=ids,
         timing=config.timing,
@@ -187,19 +225,26 @@ def build_api(config: OrchestratorConfig) -> ApiProcess:
         common.grpc_port,
         [partial(service_call_service_pb2_grpc.add_ServiceCallServiceServicer_to_server, api)],
         [SERVICE_NAME],
+        interceptors=[GrpcMetrics(metrics.registry)],
     )
-    return ApiProcess(engine, clock, store, orchestrator, server)
+    return ApiProcess(engine, clock, store, orchestrator, server, metrics)
 
 
 async def serve_api(config: OrchestratorConfig, index: int) -> None:
     """One extra API worker: the public API and health on its own port, no background loop."""
     stop_tracing = tracing.start(config.common.service_name, os.environ)
     api = build_api(config)
+    metrics_server = await serve_metrics(api.metrics.registry, config.metrics)
     await Lifecycle(
         f"orchestrator api worker {index}",
         api.server,
         loops={},
-        closers=[api.store.close, api.engine.dispose, stop_tracing],
+        closers=[
+            api.store.close,
+            api.engine.dispose,
+            stop_tracing,
+            *([metrics_server.close] if metrics_server else []),
+        ],
     ).run()
 
 
@@ -213,7 +258,10 @@ async def serve(config: OrchestratorConfig) -> None:
         common.kafka_bootstrap, "orchestrator", max_message_bytes=config.limits.max_message_bytes
     )
     await bus.start()
-    parking = Parking(PostgresParkingLot(engine), orchestrator, config.consumer_group)
+    metrics = api.metrics
+    parking = Parking(
+        CountedParkingLot(PostgresParkingLot(engine), metrics), orchestrator, config.consumer_group
+    )
     relay = OutboxRelay(
         common.database_url,
         bus,
@@ -236,25 +284,40 @@ async def serve(config: OrchestratorConfig) -> None:
         group_instance_id=common.group_instance_id,
         park=parking.park_message,
         on_health=partial(server.set_ready, "consumer"),
+        consumer_factory=ConsumerLag(metrics.registry, config.consumer_group).consumer_factory(),
     )
+    RelayCounts(relay, metrics.registry)
+    sampler = TableSampler(engine, metrics)
     loops: dict[str, Loop] = {
         "outbox-relay": relay.run,
         "consumer": lambda _stop: consumer.run(),
         "watchdog": watchdog.run,
     }
+    if config.metrics.enabled:  # nobody reads the sampled gauges otherwise
+        loops["metrics-sampler"] = partial(
+            sample_every, config.metrics_sample_s, sampler.sample, what="orchestrator tables"
+        )
     if config.api_worker_ports:
         workers = ApiWorkers(
             config.api_worker_ports,
             [sys.executable, "-m", "orchestrator", "serve-api"],
             os.environ,
+            metrics_ports=config.api_worker_metrics_ports,
         )
         loops["api-workers"] = workers.run
+    metrics_server = await serve_metrics(metrics.registry, config.metrics)
     await Lifecycle(
         "orchestrator",
         server,
         loops=loops,
         on_stop=[consumer.stop],
-        closers=[bus.close, store.close, engine.dispose, stop_tracing],
+        closers=[
+            bus.close,
+            store.close,
+            engine.dispose,
+            stop_tracing,
+            *([metrics_server.close] if metrics_server else []),
+        ],
     ).run()
 
 

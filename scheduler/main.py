@@ -14,12 +14,22 @@ from mesh.config import CommonConfig, ConfigError, Env
 from mesh.db import make_engine
 from mesh.grpc_server import GrpcServer
 from mesh.kafka import ConsumerRunner, KafkaEventBus
-from mesh.lifecycle import Lifecycle, service_main
+from mesh.lifecycle import Lifecycle, Loop, service_main
+from mesh.metrics import (
+    METRICS_OFF,
+    ConsumerLag,
+    GrpcMetrics,
+    MetricsConfig,
+    new_registry,
+    sample_every,
+    serve_metrics,
+)
 from mesh.topics import Topics
 from scheduler.adapters.store import PostgresTimerStore
 from scheduler.consumer import TimerRequestHandler
 from scheduler.firing import Firer
 from scheduler.grpc_api import TimerApi
+from scheduler.metrics import MeasuredTimerStore, PendingSampler, SchedulerMetrics
 from servicecall.internal.v1 import timer_service_pb2, timer_service_pb2_grpc
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -37,6 +47,10 @@ class SchedulerConfig:
     handoff_pull_rate: float
     handoff_pull_max: timedelta
     consumer_group: str
+    metrics: MetricsConfig = METRICS_OFF
+    # How often the pending-timers gauge is sampled: one count over the index of pending
+    # timers, ~135 ms at 500k pending (docs/observability.md), hence not every scrape.
+    metrics_sample_s: float = 15.0
 
     @classmethod
     def from_env(cls, env: Env) -> SchedulerConfig:
@@ -58,6 +72,8 @@ class SchedulerConfig:
             handoff_pull_rate=env.number("HANDOFF_PULL_RATE", 1000.0),
             handoff_pull_max=env.seconds("HANDOFF_PULL_MAX_S", 10.0),
             consumer_group=env.text("SCHEDULER_GROUP", "scheduler"),
+            metrics=MetricsConfig.from_env(env),
+            metrics_sample_s=env.number("METRICS_SAMPLE_S", 15.0),
         )
         if config.handoff_pull_rate < 0:
             raise ConfigError("HANDOFF_PULL_RATE must not be negative (0 turns it off)")
@@ -76,7 +92,8 @@ async def serve(config: SchedulerConfig) -> None:
     bus = KafkaEventBus(common.kafka_bootstrap, "scheduler")
     await bus.start()
     clock = SystemClock()
-    store = PostgresTimerStore(engine)
+    metrics = SchedulerMetrics(new_registry())
+    store = MeasuredTimerStore(PostgresTimerStore(engine), metrics)
     firer = Firer(
         store,
         bus,
@@ -96,6 +113,7 @@ async def serve(config: SchedulerConfig) -> None:
         common.grpc_port,
         [partial(timer_service_pb2_grpc.add_TimerServiceServicer_to_server, api)],
         [SERVICE_NAME],
+        interceptors=[GrpcMetrics(metrics.registry)],
     )
     consumer = ConsumerRunner(
         common.kafka_bootstrap,
@@ -107,13 +125,26 @@ async def serve(config: SchedulerConfig) -> None:
         # No parking table here: a timer request that cannot be armed after the bounded
         # tries is logged and dropped, and the orchestrator's hand-off backstop takes over.
         on_health=partial(server.set_ready, "consumer"),
+        consumer_factory=ConsumerLag(metrics.registry, config.consumer_group).consumer_factory(),
     )
+    loops: dict[str, Loop] = {"firer": firer.run, "consumer": lambda _stop: consumer.run()}
+    if config.metrics.enabled:  # nobody reads the sampled gauge otherwise
+        pending = PendingSampler(engine, metrics)
+        loops["metrics-sampler"] = partial(
+            sample_every, config.metrics_sample_s, pending.sample, what="pending timers"
+        )
+    metrics_server = await serve_metrics(metrics.registry, config.metrics)
     await Lifecycle(
         "scheduler",
         server,
-        loops={"firer": firer.run, "consumer": lambda _stop: consumer.run()},
+        loops=loops,
         on_stop=[consumer.stop],
-        closers=[bus.close, engine.dispose, stop_tracing],
+        closers=[
+            bus.close,
+            engine.dispose,
+            stop_tracing,
+            *([metrics_server.close] if metrics_server else []),
+        ],
     ).run()
 
 

@@ -145,3 +145,13 @@ def running_mesh(infra: Layout) -> Iterator[Layout]:
     yield infra
     if not os.environ.get("KEEP_TEST_MESH"):
         mesh.stop_mesh_processes(infra)
+
+
+@pytest.fixture(scope="session")
+def prometheus(running_mesh: Layout) -> Iterator[Layout]:
+    """A Prometheus scraping the test mesh (scripts/infra/prometheus.sh), started only for the
+    tests that ask for it: the rest of `make test` pays nothing for it."""
+    mesh.start_prometheus(running_mesh)
+    yield running_mesh
+    if not os.environ.get("KEEP_TEST_MESH"):
+        mesh.stop_prometheus(running_mesh)

@@ -357,7 +357,9 @@ def test_only_the_orchestrator_reaches_the_internal_grpc_apis(overlay: list[Obj]
         ]
     }
     assert spec["policyTypes"] == ["Ingress"]
-    (rule,) = spec["ingress"]
+    rule, metrics = spec["ingress"]
+    # Metrics alone are open to any pod (a Prometheus wherever it runs); no `from` = anyone.
+    assert metrics == {"ports": [{"protocol": "TCP", "port": "metrics"}]}
     assert rule["from"] == [
         {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "orchestrator"}}}
     ]
@@ -367,7 +369,7 @@ def test_only_the_orchestrator_reaches_the_internal_grpc_apis(overlay: list[Obj]
         labels = find(overlay, "Deployment", service)["spec"]["template"]["metadata"]["labels"]
         assert labels["app.kubernetes.io/name"] == service
         ports = service_container(overlay, service)["ports"]
-        assert [p["name"] for p in ports] == ["grpc"]
+        assert [p["name"] for p in ports] == ["grpc", "metrics"]
     orchestrator = find(overlay, "Deployment", "orchestrator")["spec"]["template"]["metadata"]
     assert orchestrator["labels"]["app.kubernetes.io/name"] == "orchestrator"
     # Why the policy is needed: in the cluster every service listens on all addresses.

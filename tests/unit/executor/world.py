@@ -12,6 +12,7 @@ from executor.domain.signing import SigningSecret
 from executor.grpc_api import ExecutorApi
 from executor.handler import ExecutionHandler
 from executor.limits import Limits
+from executor.ports import AttemptObserver
 from executor.registry import Executions
 from mesh.kafka import ReceivedMessage
 from mesh.secrets import SecretBox, header_binding
@@ -57,6 +58,7 @@ class World:
     limits: Limits = field(default_factory=lambda: Limits(512, 512, 512))
     started_after: timedelta | None = None
     report_defer: timedelta | None = None
+    observer: AttemptObserver | None = None
 
     def __post_init__(self) -> None:
         self.signing = FakeSigningKeys()
@@ -84,6 +86,7 @@ class World:
             default_snippet_bytes=16,
             started_after=self.started_after,
             report_defer=self.report_defer,
+            observer=self.observer,
         )
 
     def results(self) -> list[pb.Envelope]:
