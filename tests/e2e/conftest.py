@@ -109,9 +109,13 @@ def tenant_channel(target: str, key_ring: KeyRing) -> grpc.aio.Channel:
 
 
 @pytest.fixture(scope="session")
-def grpc_channel(running_mesh: Layout, key_ring: KeyRing) -> Iterator[grpc.aio.Channel]:
-    # Direct to the orchestrator, bypassing Envoy: the gRPC face of the same service.
-    yield tenant_channel(f"127.0.0.1:{running_mesh.orchestrator_port}", key_ring)
+async def grpc_channel(running_mesh: Layout, key_ring: KeyRing) -> AsyncIterator[grpc.aio.Channel]:
+    # Direct to the orchestrator, bypassing Envoy: the gRPC face of the same service. Made
+    # inside the session's event loop: a grpc.aio channel belongs to the loop it is made in,
+    # and a sync fixture that ran before any async one would make it in another loop.
+    channel = tenant_channel(f"127.0.0.1:{running_mesh.orchestrator_port}", key_ring)
+    yield channel
+    await channel.close()
 
 
 @pytest.fixture
