@@ -164,7 +164,7 @@ function buildCounts() {
       "button",
       { type: "button", className: "count state-" + state, "data-state": state, "aria-pressed": "false" },
       el("span", { className: "count-label" }, STATE_LABELS[state]),
-      el("span", { className: "count-value", "aria-live": "off" }, "–"),
+      el("span", { className: "count-value" }, "–"),
     );
     button.addEventListener("click", () => {
       const select = $("filter-state");
@@ -391,7 +391,8 @@ function renderHealth(result) {
 // ---- refreshing -------------------------------------------------------------------------
 
 function banner(message) {
-  $("banner").textContent = message || "";
+  // Set only when it changes: an alert region re-announces text that is written again.
+  if ($("banner").textContent !== (message || "")) $("banner").textContent = message || "";
   show($("banner"), Boolean(message));
 }
 
