@@ -72,7 +72,11 @@ export class Api {
       "/v1/tenants/" + encodeURIComponent(this.tenant) + path,
       window.location.origin,
     );
-    for (const [name, value] of query || []) url.searchParams.append(name, value);
+    // Percent-encoded by hand: URLSearchParams writes a space as "+", which the transcoder
+    // keeps as a plus ("create_time+desc" is refused).
+    url.search = (query || [])
+      .map(([name, value]) => encodeURIComponent(name) + "=" + encodeURIComponent(value))
+      .join("&");
     let response;
     try {
       response = await fetch(url, {
@@ -142,13 +146,15 @@ export async function prometheusQuery(expression) {
     );
   }
   if (!response.ok) {
-    const said = serverMessage(body) || (body && body.error) || "";
+    // Envoy's own text for a refused connection says nothing a person needs; Prometheus's
+    // error (a bad query) does.
+    const said = (body && body.error) || "";
     throw new ApiError(
       "unavailable",
       "Metrics unavailable: Prometheus is not answering (HTTP " +
         response.status +
-        (said ? ": " + said : "") +
-        ").",
+        ")" +
+        (said ? ": " + said : "."),
       response.status,
     );
   }

@@ -264,12 +264,7 @@ function timelineEvents(call) {
     const n = attempt.attemptNumber;
     const start = parseTime(attempt.startTime);
     const end = parseTime(attempt.endTime);
-    const startDetails = [];
-    // schedule_time is the latest due time: it is attempt 1's only while there is one attempt.
-    if (start && due && attempts.length === 1 && (call.attemptCount || 1) === 1) {
-      startDetails.push(formatDuration(start - due) + " after due");
-    }
-    if (start) add(start, "attempt-start", "Attempt " + n + " started", startDetails, { attempt: n });
+    if (start) add(start, "attempt-start", "Attempt " + n + " started", [], { attempt: n });
     const details = [];
     if (attempt.responseStatus) details.push("HTTP " + attempt.responseStatus);
     if (start && end) details.push("took " + formatDuration(end - start));
