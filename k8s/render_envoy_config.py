@@ -6,7 +6,10 @@ The routes, filters, local replies and transcoder options are the local Envoy's,
 gateway/render_envoy.py, so the two cannot drift apart (the unit test runs --check). Changed
 for the cluster: listeners on all addresses, the orchestrator found by DNS (its headless
 Service), the files Envoy reads under /gen (copied there from the mesh image by the Envoy
-Deployment's init container), and a listener that shows the kubelet only the admin's /ready.
+Deployment's init container), the dashboard's files inlined into the config (so they travel in
+this ConfigMap: a few KiB, and no volume or image change), no /prometheus route (the cluster's
+Prometheus is not this Envoy's business: the dashboard says metrics are unavailable), and a
+listener that shows the kubelet only the admin's /ready.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from gateway.render_envoy import ROOT, render
+from gateway.render_envoy import DASHBOARD, ROOT, render
 
 OUT = ROOT / "k8s" / "base" / "envoy-config.yaml"
 GEN_IN_POD = "/gen"  # where the Envoy pod sees the files of the image's /app/gen
@@ -34,8 +37,11 @@ HEADER = """\
 
 
 def _in_pod(value: Any, local_gen: str) -> Any:
-    """Rewrites every path under the checkout's gen/ to the pod's /gen."""
+    """Rewrites every path under the checkout's gen/ to the pod's /gen, and inlines the
+    dashboard's files, which the pod does not have, as the bodies Envoy answers with."""
     if isinstance(value, dict):
+        if set(value) == {"filename"} and Path(value["filename"]).parent == DASHBOARD:
+            return {"inline_string": Path(value["filename"]).read_text()}
         return {k: _in_pod(v, local_gen) for k, v in value.items()}
     if isinstance(value, list):
         return [_in_pod(v, local_gen) for v in value]
@@ -151,7 +157,9 @@ _Dumper.add_representer(str, _text)
 
 
 def configmap() -> str:
-    envoy_yaml: str = yaml.dump(envoy_config(), Dumper=_Dumper, sort_keys=False, width=100)
+    envoy_yaml: str = yaml.dump(
+        envoy_config(), Dumper=_Dumper, sort_keys=False, width=100, allow_unicode=True
+    )
     document = {
         "apiVersion": "v1",
         "kind": "ConfigMap",
@@ -165,7 +173,7 @@ def configmap() -> str:
         },
         "data": {"envoy.yaml": envoy_yaml},
     }
-    text: str = yaml.dump(document, Dumper=_Dumper, sort_keys=False, width=100)
+    text: str = yaml.dump(document, Dumper=_Dumper, sort_keys=False, width=100, allow_unicode=True)
     return HEADER + text
 
 

@@ -17,6 +17,7 @@ def main(argv: list[str]) -> int:
         mesh.up(layout)
         print(f"mesh is up in {time.monotonic() - started:.1f}s")
         print(f"  public API (JSON + gRPC via Envoy): {layout.public_url}")
+        print(f"  dashboard:         {layout.public_url}/dashboard/")
         print(f"  orchestrator gRPC: 127.0.0.1:{layout.orchestrator_port}")
         if layout.api_workers > 1:
             ports = ", ".join(str(p) for p in layout.orchestrator_ports[1:])

