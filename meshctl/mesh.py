@@ -7,6 +7,7 @@ import json
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -309,12 +310,22 @@ def _prometheus_state(layout: Layout) -> str:
     if not prometheus.ready(layout):
         return f"not answering at {layout.prometheus_url}"
     try:
-        up = prometheus.targets_up(layout)
+        health = prometheus.target_health(layout)
     except (OSError, ValueError, KeyError, RuntimeError) as e:
         return f"{layout.prometheus_url}, targets unknown ({e})"
-    down = sorted(url for url, healthy in up.items() if not healthy)
-    state = f"{layout.prometheus_url}, {len(up) - len(down)}/{len(up)} targets up"
-    return state + (f" (down: {', '.join(down)})" if down else "")
+    return f"{layout.prometheus_url}, {describe_targets(health)}"
+
+
+def describe_targets(health: Mapping[str, str]) -> str:
+    """`make status`'s line for Prometheus's targets: a target not scraped yet (the first
+    seconds after `make up`) is said to be so, not counted as down."""
+    up = sum(1 for h in health.values() if h == "up")
+    state = f"{up}/{len(health)} targets up"
+    for word, label in (("down", "down"), ("unknown", "not scraped yet")):
+        urls = sorted(url for url, h in health.items() if h == word)
+        if urls:
+            state += f" ({label}: {', '.join(urls)})"
+    return state
 
 
 def api_worker_pids(layout: Layout) -> dict[int, int]:

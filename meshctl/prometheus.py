@@ -86,7 +86,8 @@ def ready(layout: Layout) -> bool:
         return False
 
 
-def targets_up(layout: Layout) -> dict[str, bool]:
-    """Each active target's scrape URL and whether its last scrape succeeded."""
+def target_health(layout: Layout) -> dict[str, str]:
+    """Each active target's scrape URL and Prometheus's word for it: "up", "down", or
+    "unknown" (not scraped yet: the first seconds after a start)."""
     data = api(layout, "targets", state="active")
-    return {t["scrapeUrl"]: t["health"] == "up" for t in data["activeTargets"]}
+    return {t["scrapeUrl"]: str(t["health"]) for t in data["activeTargets"]}

@@ -129,10 +129,10 @@ async def test_prometheus_scrapes_every_process_of_the_mesh(prometheus: Layout) 
 
     deadline = time.monotonic() + 40
     while True:
-        up = await asyncio.to_thread(prom.targets_up, prometheus)
-        if expected <= {url for url, healthy in up.items() if healthy}:
+        health = await asyncio.to_thread(prom.target_health, prometheus)
+        if expected <= {url for url, h in health.items() if h == "up"}:
             break
-        assert time.monotonic() < deadline, f"targets not all up: {up}"
+        assert time.monotonic() < deadline, f"targets not all up: {health}"
         await asyncio.sleep(0.5)
 
     result = await asyncio.to_thread(prom.api, prometheus, "query", query="up")
