@@ -92,16 +92,19 @@ async def test_a_submit_counts_one_and_its_late_send_lands_in_the_lateness_histo
     assert completed.completed.state == api.ServiceCall.SUCCEEDED
     assert sink.matching(path)
 
-    def one_more_send(samples: Samples) -> bool:
-        return value(samples, f"{lateness}_count") >= value(sent_before, f"{lateness}_count") + 1
+    def later_than_first_bucket(samples: Samples) -> float:
+        return value(samples, f"{lateness}_count") - value(
+            samples, f"{lateness}_bucket", le="0.00025"
+        )
 
-    sent_after = await eventually_scraped(executor, one_more_send)
+    def one_more_late_send(samples: Samples) -> bool:
+        return later_than_first_bucket(samples) >= later_than_first_bucket(sent_before) + 1
+
     # Through Postgres and two Kafka hops no request goes out within 0.25 ms of its due time:
-    # the new observation is in a bucket above the first.
-    first = {"le": "0.00025"}
-    assert value(sent_after, f"{lateness}_bucket", **first) == value(
-        sent_before, f"{lateness}_bucket", **first
-    )
+    # the new observation lands above the first bucket. The executor serves the whole test
+    # session, so other tests' timed sends may land in the first bucket meanwhile: only
+    # what is above it is compared.
+    sent_after = await eventually_scraped(executor, one_more_late_send)
     assert value(sent_after, f"{lateness}_sum") > value(sent_before, f"{lateness}_sum")
     classes = "servicecall_executor_attempt_duration_seconds_count"
     assert (
