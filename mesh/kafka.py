@@ -10,7 +10,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 from confluent_kafka import (
     Consumer,
@@ -22,6 +22,7 @@ from confluent_kafka import (
 )
 
 from mesh import tracing
+from mesh.backoff import Backoff
 from mesh.errors import is_transient
 from mesh.logs import get_logger
 from mesh.offsets import PartitionProgress
@@ -194,9 +195,38 @@ class ReceivedMessage:
 
 
 Handler = Callable[[ReceivedMessage], Awaitable[None]]
+_Decoded = TypeVar("_Decoded")
 # Stores a message that failed for a reason other than an outage (ConsumerRunner's `park`).
 Park = Callable[[ReceivedMessage, BaseException], Awaitable[None]]
 ConsumerFactory = Callable[[dict[str, Any]], Consumer]
+
+
+class UnreadableMessageError(ValueError):
+    """A message no retry can make readable: it does not decode, or it names something this
+    consumer does not know. The runner parks it (or, without a parking lot, logs and drops
+    it) at once instead of retrying it."""
+
+
+def decoding(
+    decode: Callable[[ReceivedMessage], _Decoded | None],
+    handle: Callable[[_Decoded], Awaitable[None]],
+) -> Handler:
+    """The one prologue of every consumer's handler: `decode` turns the message into what
+    the service handles (its mapping module's job), or None for a message this consumer
+    ignores (another payload on a shared topic); anything it raises makes the message
+    unreadable. Only what decodes reaches `handle`, so entry points never see bytes."""
+
+    async def handler(message: ReceivedMessage) -> None:
+        try:
+            decoded = decode(message)
+        except UnreadableMessageError:
+            raise
+        except Exception as e:  # DecodeError, an unknown enum value, invalid UTF-8...
+            raise UnreadableMessageError(f"{type(e).__name__}: {e}") from e
+        if decoded is not None:
+            await handle(decoded)
+
+    return handler
 
 
 class ConsumerFailedError(RuntimeError):
@@ -766,7 +796,7 @@ class ConsumerRunner:
         if previous is not None:
             with contextlib.suppress(Exception):
                 await asyncio.shield(previous)
-        delay = 0.05
+        backoff = Backoff(first=0.05, ceiling=5.0)
         tries = 0
         while True:
             try:
@@ -778,6 +808,10 @@ class ConsumerRunner:
                 break
             except asyncio.CancelledError:
                 raise
+            except UnreadableMessageError as error:
+                # Retrying cannot make it readable: straight to the parking lot.
+                await self._give_up(message, error, tries=1)
+                break
             except Exception as error:
                 where = {
                     "topic": message.topic,
@@ -790,25 +824,22 @@ class ConsumerRunner:
                 else:
                     tries += 1
                     if tries >= self._max_tries:
-                        await self._give_up(message, error)
+                        await self._give_up(message, error, tries)
                         break
                     log.exception("handler failed; retrying", tries=tries, **where)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+                await asyncio.sleep(backoff.next())
         progress.finish(message.offset)
         if self._tails.get(message.key) is asyncio.current_task():
             del self._tails[message.key]
 
-    async def _give_up(self, message: ReceivedMessage, error: BaseException) -> None:
-        """Parks a message that failed `max_tries` times (or logs and drops it without a
-        parking lot), so that its key and partition move on."""
+    async def _give_up(self, message: ReceivedMessage, error: BaseException, tries: int) -> None:
+        """Parks a message that failed `max_tries` times or is unreadable (or logs and drops it
+        without a parking lot), so that its key and partition move on."""
         where = {"topic": message.topic, "partition": message.partition, "offset": message.offset}
         if self._park is None:
-            log.error(
-                "handler failed; message dropped", tries=self._max_tries, error=repr(error), **where
-            )
+            log.error("handler failed; message dropped", tries=tries, error=repr(error), **where)
             return
-        delay = 0.05
+        backoff = Backoff(first=0.05, ceiling=5.0)
         while True:
             try:
                 await self._park(message, error)
@@ -821,8 +852,7 @@ class ConsumerRunner:
                     log.exception("parking failed; message dropped", error=repr(error), **where)
                     return
                 log.warning("parking failed on an outage; retrying", error=repr(park_error))
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+                await asyncio.sleep(backoff.next())
 
     def _commit_offsets(self, only: set[tuple[str, int]] | None = None) -> list[TopicPartition]:
         offsets = []
