@@ -8,7 +8,7 @@ import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from orchestrator.api_workers import worker_ports
+from orchestrator.entrypoints.api_workers import worker_ports
 
 ROOT = Path(__file__).resolve().parents[1]
 SERVICES = ("orchestrator", "scheduler", "executor")
