@@ -74,6 +74,8 @@ DEFAULT_ATTEMPT_TIMEOUT = timedelta(seconds=30)
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
 
+# The public API: calls out.
+
 STATE_CLASSES = (Scheduled, Dispatched, Running, Succeeded, Failed, Canceled)
 
 METHOD_TO_PROTO = {
@@ -221,7 +223,8 @@ def _last_change(state: Scheduled | Dispatched | Running) -> datetime:
             return max(ended) if ended else state.spec.created_at
 
 
-# google.rpc.Code numbers, which are gRPC's status codes.
+# The public API: refusals, as statuses (google.rpc.Code numbers are gRPC's status codes).
+
 _KIND_TO_CODE = {
     ErrorKind.INVALID: code_pb2.INVALID_ARGUMENT,
     ErrorKind.NOT_FOUND: code_pb2.NOT_FOUND,
@@ -260,6 +263,9 @@ def domain_code(error: DomainError) -> int:
 
 def domain_status(error: DomainError) -> status_pb2.Status:
     return status_pb2.Status(code=domain_code(error), message=error.message)
+
+
+# The public API: requests in, every bad field named.
 
 
 class _Violations:
