@@ -239,13 +239,9 @@ class ServiceCallApi(svc_grpc.ServiceCallServiceServicer):
         if problems:
             await _abort_invalid(context, problems)
         page = await self._orchestrator.list(query)
-        return list_response(
-            page.items,
-            request.view,
-            self._page_tokens.issue(page.next_cursor, listing.filter_key)
-            if page.next_cursor
-            else "",
-        )
+        after = page.next_cursor
+        next_token = self._page_tokens.issue(after, listing.filter_key) if after else ""
+        return list_response(page.items, request.view, next_token)
 
     async def CancelServiceCall(  # noqa: N802
         self,
