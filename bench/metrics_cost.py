@@ -23,11 +23,10 @@ from executor.metrics import ExecutorMetrics
 from executor.ports import HttpResponse
 from executor.registry import Executions
 from mesh.metrics import ConsumerLag, GrpcMetrics, new_registry
+from orchestrator.adapters.metrics import OrchestratorMetrics
 from orchestrator.domain.events import ExecutionSucceeded
 from orchestrator.domain.model import ExecutionResult
-from orchestrator.metrics import OrchestratorMetrics
-from orchestrator.ports import Transition
-from orchestrator.service import Invalid
+from orchestrator.ports import Invalid, Transition
 
 N = 200_000
 RUNS = 5

@@ -8,7 +8,7 @@ import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from orchestrator.api_workers import worker_ports
+from orchestrator.entrypoints.api_workers import worker_ports
 
 ROOT = Path(__file__).resolve().parents[1]
 SERVICES = ("orchestrator", "scheduler", "executor")
@@ -33,8 +33,8 @@ class Layout:
     envoy_admin_port: int
     topic_prefix: str = "servicecall."
     pg_fsync: bool = True
-    # Processes serving the orchestrator's public API (orchestrator/api_workers.py): the main
-    # one on orchestrator_port, the others on `orchestrator_ports[1:]`.
+    # Processes serving the orchestrator's public API (orchestrator/entrypoints/
+    # api_workers.py): the main one on orchestrator_port, the others on `orchestrator_ports[1:]`.
     api_workers: int = 1
     # Prometheus scraping this mesh (issue 15); 0: this mesh runs none (benchmarks, chaos).
     prometheus_port: int = 0

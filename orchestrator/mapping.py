@@ -1,12 +1,51 @@
-"""Maps between the public protobuf messages and the domain; protobuf stops here."""
+"""ALL of the orchestrator's mapping between protobuf and the domain; protobuf stops here.
+
+- the public API: requests to submissions, queries and reschedules (with every bad field
+  named), calls to `ServiceCall` messages, domain errors to status codes;
+- Kafka: incoming envelopes to the commands they ask for (`decode_call_event`), and a
+  decision's events to the outgoing envelopes committed with it (`outbox_messages`).
+
+Used directly by the entry points (orchestrator/entrypoints/) and by main.py; the use cases
+never see a message.
+"""
 
 from __future__ import annotations
 
-from datetime import datetime
+import base64
+import binascii
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
 
-from mesh.redaction import redact_headers
-from mesh.timeconv import to_duration, to_timestamp
-from orchestrator.domain.model import Attempt, AttemptOutcome, HttpRequest, RetryPolicy
+from google.protobuf import any_pb2, duration_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+
+from mesh.errors import UNAVAILABLE_MESSAGE
+from mesh.kafka import ReceivedMessage, UnreadableMessageError
+from mesh.ports import OutgoingMessage
+from mesh.redaction import is_secret_header, redact_headers
+from mesh.secrets import SEALED_MIN_BYTES
+from mesh.timeconv import from_duration, from_timestamp, to_duration, to_timestamp
+from mesh.topics import Topics, call_key
+from orchestrator.domain import events as ev
+from orchestrator.domain.commands import (
+    Command,
+    FireTimer,
+    RecordExecutionFailed,
+    RecordExecutionStarted,
+    RecordExecutionSucceeded,
+    TimerPurpose,
+)
+from orchestrator.domain.errors import DomainError, ErrorKind, VersionMismatch
+from orchestrator.domain.model import (
+    DEFAULT_RETRY_POLICY,
+    SEALED_PREFIX,
+    Attempt,
+    AttemptOutcome,
+    ExecutionResult,
+    HttpRequest,
+    RetryPolicy,
+)
 from orchestrator.domain.states import (
     Canceled,
     Dispatched,
@@ -18,8 +57,24 @@ from orchestrator.domain.states import (
     Succeeded,
     status_of,
 )
+from orchestrator.domain.validation import FieldViolation, validate_tags, validate_tenant_id
+from orchestrator.ports import (
+    Accepted,
+    IncomingFact,
+    Invalid,
+    ListQuery,
+    OrderBy,
+    Submission,
+)
+from servicecall.internal.v1 import events_pb2 as pb
 from servicecall.v1 import service_call_pb2 as api
 from servicecall.v1 import service_call_service_pb2 as svc
+
+DEFAULT_ATTEMPT_TIMEOUT = timedelta(seconds=30)
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 1000
+
+# The public API: calls out.
 
 STATE_CLASSES = (Scheduled, Dispatched, Running, Succeeded, Failed, Canceled)
 
@@ -166,3 +221,540 @@ def _last_change(state: Scheduled | Dispatched | Running) -> datetime:
         case Scheduled():
             ended = [a.ended_at for a in state.attempts if a.ended_at is not None]
             return max(ended) if ended else state.spec.created_at
+
+
+# The public API: refusals, as statuses (google.rpc.Code numbers are gRPC's status codes).
+
+_KIND_TO_CODE = {
+    ErrorKind.INVALID: code_pb2.INVALID_ARGUMENT,
+    ErrorKind.NOT_FOUND: code_pb2.NOT_FOUND,
+    ErrorKind.CONFLICT: code_pb2.ALREADY_EXISTS,
+    ErrorKind.PRECONDITION: code_pb2.FAILED_PRECONDITION,
+    ErrorKind.DUPLICATE: code_pb2.ALREADY_EXISTS,
+    ErrorKind.STALE: code_pb2.FAILED_PRECONDITION,
+}
+
+
+def invalid_status(violations: Sequence[FieldViolation]) -> status_pb2.Status:
+    """INVALID_ARGUMENT with a google.rpc.BadRequest detail naming every bad field."""
+    detail = any_pb2.Any()
+    detail.Pack(
+        error_details_pb2.BadRequest(
+            field_violations=[
+                error_details_pb2.BadRequest.FieldViolation(
+                    field=v.field, description=v.description
+                )
+                for v in violations
+            ]
+        )
+    )
+    summary = "; ".join(f"{v.field}: {v.description}" for v in violations)
+    return status_pb2.Status(
+        code=code_pb2.INVALID_ARGUMENT, message=f"invalid request: {summary}", details=[detail]
+    )
+
+
+def domain_code(error: DomainError) -> int:
+    """The status code (a google.rpc.Code number) a refused command answers with."""
+    if isinstance(error, VersionMismatch):
+        return int(code_pb2.ABORTED)
+    return int(_KIND_TO_CODE[error.kind])
+
+
+def domain_status(error: DomainError) -> status_pb2.Status:
+    return status_pb2.Status(code=domain_code(error), message=error.message)
+
+
+# The public API: requests in, every bad field named.
+
+
+class _Violations:
+    """Collects conversion problems so one response names every bad field."""
+
+    def __init__(self) -> None:
+        self.items: list[FieldViolation] = []
+
+    def add(self, field: str, description: str) -> None:
+        self.items.append(FieldViolation(field, description))
+
+
+def _duration(value: object, field: str, problems: _Violations) -> timedelta | None:
+    delta = from_duration(value)  # type: ignore[arg-type]
+    if delta < timedelta(0):
+        problems.add(field, "must not be negative")
+        return None
+    return delta
+
+
+def _retry_policy(policy: api.RetryPolicy, problems: _Violations) -> RetryPolicy:
+    default = DEFAULT_RETRY_POLICY
+    field = "service_call.retry_policy"
+
+    def duration_or(name: str, fallback: timedelta) -> timedelta:
+        # A field the client set is kept as given (0 s included), so validation can refuse it;
+        # only an unset one takes the default.
+        if not policy.HasField(name):  # type: ignore[arg-type]
+            return fallback
+        value = _duration(getattr(policy, name), f"{field}.{name}", problems)
+        return fallback if value is None else value
+
+    max_retry_duration = default.max_retry_duration
+    if policy.HasField("max_retry_duration"):
+        max_retry_duration = _duration(
+            policy.max_retry_duration, f"{field}.max_retry_duration", problems
+        )
+    return RetryPolicy(
+        max_attempts=policy.max_attempts or default.max_attempts,
+        max_retry_duration=max_retry_duration,
+        min_backoff=duration_or("min_backoff", default.min_backoff),
+        max_backoff=duration_or("max_backoff", default.max_backoff),
+        multiplier=policy.multiplier if policy.HasField("multiplier") else default.multiplier,
+        jitter=policy.jitter if policy.HasField("jitter") else default.jitter,
+        retryable_status_codes=(
+            default.retryable_status_codes | frozenset(policy.retryable_status_codes)
+        ),
+    )
+
+
+def submission_from_proto(
+    tenant_id: str,
+    service_call: api.ServiceCall | None,
+    delay: duration_pb2.Duration | None,
+    header_key: str | None,
+) -> Submission | list[FieldViolation]:
+    """One call to submit, from the fields a SubmitServiceCallRequest and a batch item share
+    (`None`: the field is unset). Field paths are relative to that message."""
+    problems = _Violations()
+    call = api.ServiceCall() if service_call is None else service_call
+    if service_call is None:
+        problems.add("service_call", "is required")
+    if not call.HasField("request"):
+        problems.add("service_call.request", "is required")
+    http = call.request
+    method = METHOD_FROM_PROTO.get(http.http_method or api.POST)
+    if method is None:
+        problems.add("service_call.request.http_method", "is not a supported method")
+    timeout = DEFAULT_ATTEMPT_TIMEOUT
+    if http.HasField("attempt_timeout"):
+        given = _duration(http.attempt_timeout, "service_call.request.attempt_timeout", problems)
+        timeout = DEFAULT_ATTEMPT_TIMEOUT if given is None else given
+    due: datetime | timedelta | None = None
+    if call.HasField("schedule_time") and delay is not None:
+        problems.add("delay", "give either service_call.schedule_time or delay, not both")
+    elif call.HasField("schedule_time"):
+        due = from_timestamp(call.schedule_time)
+    elif delay is not None:
+        due = _duration(delay, "delay", problems)
+    key = call.idempotency_key or header_key or None
+    if call.idempotency_key and header_key and call.idempotency_key != header_key:
+        problems.add("service_call.idempotency_key", "differs from the Idempotency-Key header")
+    policy = _retry_policy(call.retry_policy, problems)
+    if problems.items:
+        return problems.items
+    return Submission(
+        tenant_id=tenant_id,
+        request=HttpRequest(
+            method=method or "POST",
+            url=http.url,
+            headers=tuple(sorted(http.headers.items())),
+            body=http.body,
+            attempt_timeout=timeout,
+        ),
+        tags=frozenset(call.tags),
+        idempotency_key=key,
+        retry_policy=policy,
+        due=due,
+    )
+
+
+def _submission_of(
+    tenant_id: str,
+    message: svc.SubmitServiceCallRequest | svc.BatchSubmitServiceCallsRequest.Item,
+    header_key: str | None,
+) -> Submission | list[FieldViolation]:
+    return submission_from_proto(
+        tenant_id,
+        message.service_call if message.HasField("service_call") else None,
+        message.delay if message.HasField("delay") else None,
+        header_key,
+    )
+
+
+def submission_of_request(
+    request: svc.SubmitServiceCallRequest, header_key: str | None
+) -> Submission | list[FieldViolation]:
+    """The call a SubmitServiceCallRequest asks for (`header_key`: the Idempotency-Key)."""
+    return _submission_of(request.tenant_id, request, header_key)
+
+
+def submission_of_item(
+    tenant_id: str, item: svc.BatchSubmitServiceCallsRequest.Item
+) -> Submission | list[FieldViolation]:
+    # Each item carries its own idempotency key; the header names one call, not many.
+    return _submission_of(tenant_id, item, header_key=None)
+
+
+@dataclass(frozen=True, slots=True)
+class ListRequest:
+    """A ListServiceCallsRequest as the store is asked it; `filter_key` is what a page token
+    is bound to (the same filter and order, whatever the page)."""
+
+    query: ListQuery
+    filter_key: str
+
+
+def list_request_from_proto(
+    request: svc.ListServiceCallsRequest,
+) -> tuple[ListRequest, list[FieldViolation]]:
+    """The query (without its page token's cursor) and every problem with the request."""
+    problems = _Violations()
+    problems.items.extend(validate_tenant_id(request.tenant_id))
+    if not 0 <= request.page_size <= MAX_PAGE_SIZE:
+        problems.add("page_size", f"must be between 0 and {MAX_PAGE_SIZE}")
+    order_field, _, direction = request.order_by.strip().partition(" ")
+    order_by: OrderBy = "create_time"
+    if order_field in ("", "create_time"):
+        order_by = "create_time"
+    elif order_field == "schedule_time":
+        order_by = "schedule_time"
+    else:
+        problems.add("order_by", "must be create_time or schedule_time, optionally + ' desc'")
+    if direction.strip() not in ("", "asc", "desc"):
+        problems.add("order_by", "direction must be asc or desc")
+    statuses = frozenset(STATUS_FROM_PROTO[s] for s in request.states if s in STATUS_FROM_PROTO)
+    if len(statuses) != len(set(request.states)):
+        problems.add("states", "contains an unknown state")
+    # A tag that could never be stored can never match; say so rather than pass it to SQL.
+    for violation in validate_tags(request.tags):
+        problems.add("tags", violation.description)
+
+    def ts(name: str) -> datetime | None:
+        return from_timestamp(getattr(request, name)) if request.HasField(name) else None  # type: ignore[arg-type]
+
+    query = ListQuery(
+        tenant_id=request.tenant_id,
+        page_size=request.page_size or DEFAULT_PAGE_SIZE,
+        statuses=statuses,
+        tags=frozenset(request.tags),
+        created_from=ts("create_time_start"),
+        created_before=ts("create_time_end"),
+        due_from=ts("schedule_time_start"),
+        due_before=ts("schedule_time_end"),
+        order_by=order_by,
+        descending=direction.strip() == "desc",
+        full=request.view == svc.FULL,
+    )
+    filter_key = repr(
+        (
+            query.tenant_id,
+            sorted(s.value for s in statuses),
+            sorted(query.tags),
+            query.created_from,
+            query.created_before,
+            query.due_from,
+            query.due_before,
+            order_by,
+            query.descending,
+        )
+    )
+    return ListRequest(query, filter_key), problems.items
+
+
+def list_response(
+    items: Iterable[ServiceCallState], view: svc.ServiceCallView.ValueType, next_page_token: str
+) -> svc.ListServiceCallsResponse:
+    return svc.ListServiceCallsResponse(
+        service_calls=[service_call_to_proto(s, view) for s in items],
+        next_page_token=next_page_token,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Reschedule:
+    due: datetime | timedelta
+    expected_version: int | None  # None: no etag given
+
+
+def reschedule_from_proto(
+    request: svc.RescheduleServiceCallRequest,
+) -> Reschedule | list[FieldViolation]:
+    problems = _Violations()
+    due: datetime | timedelta | None = None
+    if request.HasField("schedule_time") == request.HasField("delay"):
+        problems.add("schedule_time", "give exactly one of schedule_time and delay")
+    elif request.HasField("schedule_time"):
+        due = from_timestamp(request.schedule_time)
+    else:
+        due = _duration(request.delay, "delay", problems)
+    expected = None
+    if request.etag:
+        expected = version_from_etag(request.etag)
+        if expected is None:
+            problems.add("etag", "is not an etag this API issued")
+    if problems.items or due is None:
+        return problems.items
+    return Reschedule(due, expected)
+
+
+BatchResult = svc.BatchSubmitServiceCallsResponse.Result
+
+
+def batch_result(index: int, outcome: Accepted | Invalid | DomainError) -> BatchResult:
+    """A batch item's answer: what SubmitServiceCall would have answered, as a value. The call
+    is in the BASIC view (no request body) so that 1,000 answers stay small; field paths are
+    prefixed with the item's place in the request."""
+    if isinstance(outcome, Accepted):
+        return BatchResult(
+            service_call=service_call_to_proto(outcome.state, svc.BASIC), created=outcome.created
+        )
+    if isinstance(outcome, Invalid):
+        return BatchResult(error=invalid_status(item_violations(index, outcome.violations)))
+    return BatchResult(error=domain_status(outcome))
+
+
+def item_violations(index: int, violations: Iterable[FieldViolation]) -> list[FieldViolation]:
+    return [FieldViolation(f"items[{index}].{v.field}", v.description) for v in violations]
+
+
+def failed_result(transient: bool) -> BatchResult:
+    """An item whose submit raised: UNAVAILABLE (retry it) for an outage of Postgres or Kafka
+    (`transient`), INTERNAL otherwise; the other items keep their own answers."""
+    if transient:
+        status = status_pb2.Status(
+            code=code_pb2.UNAVAILABLE,
+            message=UNAVAILABLE_MESSAGE,
+        )
+    else:
+        status = status_pb2.Status(code=code_pb2.INTERNAL, message="internal error")
+    return BatchResult(error=status)
+
+
+# Kafka: facts in, envelopes out.
+
+PURPOSE_TO_PROTO = {
+    TimerPurpose.HANDOFF: pb.TIMER_PURPOSE_HANDOFF,
+    TimerPurpose.DISPATCH_LEASE: pb.TIMER_PURPOSE_DISPATCH_LEASE,
+    TimerPurpose.ATTEMPT_DEADLINE: pb.TIMER_PURPOSE_ATTEMPT_DEADLINE,
+}
+PURPOSE_FROM_PROTO = {v: k for k, v in PURPOSE_TO_PROTO.items()}
+
+# Timers the orchestrator keeps itself (orchestrator/service_layer/watchdog.py sweeps the
+# calls' `watchdog_at` column), so their TimerRequested never reaches the scheduler. Nearly every
+# lease and deadline ends stale (the call moved on first), yet through the scheduler each
+# cost an arm, a claim, two Kafka hops and an orchestrator transaction: the load that made
+# the hand-offs late on 2 cores. They need no precision; a sweep once a second is enough.
+# Only the hand-off, whose timing is the product, stays a durable scheduler timer.
+KEPT_BY_ORCHESTRATOR = frozenset({TimerPurpose.DISPATCH_LEASE, TimerPurpose.ATTEMPT_DEADLINE})
+
+_TERMINAL_STATE = {
+    Status.SUCCEEDED: api.ServiceCall.SUCCEEDED,
+    Status.FAILED: api.ServiceCall.FAILED,
+    Status.CANCELED: api.ServiceCall.CANCELED,
+}
+
+
+def outbox_messages(
+    before: ServiceCallState | None,
+    after: ServiceCallState,
+    events: Sequence[ev.Event],
+    correlation_id: str,
+    topics: Topics,
+    max_snippet_bytes: int,
+) -> tuple[OutgoingMessage, ...]:
+    """One envelope per event that another service acts on or observers care about.
+
+    Event ids are derived from (call, version, index) rather than drawn at random, so the
+    same decision always yields the same ids and a consumer's inbox recognises repeats.
+    """
+    spec = after.spec
+    key = call_key(spec.tenant_id, spec.service_call_id)
+    base_version = 0 if before is None else before.version
+    out: list[OutgoingMessage] = []
+
+    def emit(topic: str, index: int, at: datetime, **payload: object) -> None:
+        sequence = base_version + index + 1
+        envelope = pb.Envelope(
+            event_id=f"{spec.service_call_id}/{sequence}/{len(out)}",
+            tenant_id=spec.tenant_id,
+            service_call_id=spec.service_call_id,
+            correlation_id=correlation_id,
+            occurred_at=to_timestamp(at),
+            sequence=sequence,
+            **payload,  # type: ignore[arg-type]
+        )
+        out.append(OutgoingMessage(topic, key, envelope.SerializeToString()))
+
+    for index, event in enumerate(events):
+        match event:
+            case ev.Submitted():
+                emit(
+                    topics.call_events,
+                    index,
+                    event.at,
+                    submitted=pb.ServiceCallSubmitted(
+                        due_time=to_timestamp(event.due_at), tags=sorted(spec.tags)
+                    ),
+                )
+            case ev.TimerRequested() if event.purpose in KEPT_BY_ORCHESTRATOR:
+                pass  # the store's watchdog_at column is this timer
+            case ev.TimerRequested():
+                emit(
+                    topics.timer_requests,
+                    index,
+                    event.at,
+                    timer_requested=pb.TimerRequested(
+                        purpose=PURPOSE_TO_PROTO[event.purpose],
+                        attempt=event.attempt,
+                        fire_time=to_timestamp(event.fire_at),
+                    ),
+                )
+            case ev.ExecutionRequested():
+                clear, sealed = split_sealed(spec.request.headers)
+                emit(
+                    topics.execution_requests,
+                    index,
+                    event.at,
+                    execution_requested=pb.ExecutionRequested(
+                        attempt=event.attempt,
+                        not_before=to_timestamp(event.not_before),
+                        lease_expire_time=to_timestamp(event.lease_expires_at),
+                        request=request_to_proto(replace(spec.request, headers=clear)),
+                        sealed_headers=sealed,
+                        # One key per call, so a retry of the same call is recognisable too.
+                        idempotency_key=spec.service_call_id,
+                        max_response_snippet_bytes=max_snippet_bytes,
+                    ),
+                )
+            case ev.Canceled():
+                emit(
+                    topics.call_events,
+                    index,
+                    event.at,
+                    canceled=pb.ServiceCallCanceled(reason=event.reason),
+                )
+            case ev.Rescheduled():
+                emit(
+                    topics.call_events,
+                    index,
+                    event.at,
+                    rescheduled=pb.ServiceCallRescheduled(due_time=to_timestamp(event.due_at)),
+                )
+            case ev.Abandoned():
+                pass  # the terminal summary below says it
+            case ev.ExecutionStarted() | ev.ExecutionSucceeded() | ev.ExecutionFailed():
+                pass  # the executor already announced these; the terminal summary follows
+    status = status_of(after)
+    if status in _TERMINAL_STATE and (before is None or status_of(before) != status):
+        reason = getattr(after, "reason", "")
+        emit(
+            topics.call_events,
+            len(events) - 1,
+            events[-1].at,
+            completed=pb.ServiceCallCompleted(
+                state=_TERMINAL_STATE[status], reason=reason, attempt_count=len(after.attempts)
+            ),
+        )
+    return tuple(out)
+
+
+def split_sealed(
+    headers: tuple[tuple[str, str], ...],
+) -> tuple[tuple[tuple[str, str], ...], dict[str, bytes]]:
+    """(clear headers, sealed headers by name) for the execution request.
+
+    Never raises: this runs while the orchestrator applies a fact, where an exception would
+    hold up the consumer's partition for every tenant.
+    """
+    clear: list[tuple[str, str]] = []
+    sealed: dict[str, bytes] = {}
+    for name, value in headers:
+        opened = _sealed_bytes(value) if is_secret_header(name) else None
+        if opened is None:
+            clear.append((name, value))
+        else:
+            sealed[name] = opened
+    return tuple(clear), sealed
+
+
+def _sealed_bytes(value: str) -> bytes | None:
+    # A secret-named header that was not sealed at submit (its name became secret after the
+    # call was stored) holds the client's clear value: it is sent as it was before.
+    if not value.startswith(SEALED_PREFIX):
+        return None
+    try:
+        raw = base64.b64decode(value[len(SEALED_PREFIX) :], validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    return raw if len(raw) >= SEALED_MIN_BYTES else None
+
+
+def decode_call_event(message: ReceivedMessage) -> IncomingFact | None:
+    """The fact an envelope on the timer or execution events topic reports; None for the
+    payloads the orchestrator ignores. Raises for a message no retry can make readable (it
+    does not decode, or names a timer purpose this version does not know): the consumer
+    parks it at once (mesh.kafka.decoding)."""
+    envelope = pb.Envelope.FromString(message.value)
+    command = command_from_envelope(envelope)
+    if command is None:
+        return None
+    return IncomingFact(
+        tenant_id=envelope.tenant_id,
+        service_call_id=envelope.service_call_id,
+        event_id=envelope.event_id,
+        correlation_id=envelope.correlation_id,
+        command=command,
+        payload=envelope.WhichOneof("payload") or "",
+    )
+
+
+def command_from_envelope(envelope: pb.Envelope) -> Command | None:
+    """The core command an incoming fact asks for; None for messages the orchestrator ignores."""
+    match envelope.WhichOneof("payload"):
+        case "due_time_reached":
+            fired = envelope.due_time_reached
+            purpose = PURPOSE_FROM_PROTO.get(fired.purpose)
+            if purpose is None:
+                raise UnreadableMessageError(f"unknown timer purpose {fired.purpose}")
+            return FireTimer(
+                purpose=purpose,
+                attempt=fired.attempt,
+                fire_at=from_timestamp(fired.fire_time),
+            )
+        case "execution_started":
+            started = envelope.execution_started
+            return RecordExecutionStarted(
+                attempt=started.attempt, started_at=from_timestamp(started.start_time)
+            )
+        case "execution_succeeded":
+            succeeded = envelope.execution_succeeded
+            return RecordExecutionSucceeded(
+                attempt=succeeded.attempt, result=_result(succeeded.result, False, None)
+            )
+        case "execution_failed":
+            failed = envelope.execution_failed
+            retry_after = (
+                from_duration(failed.retry_after) if failed.HasField("retry_after") else None
+            )
+            return RecordExecutionFailed(
+                attempt=failed.attempt, result=_result(failed.result, failed.retryable, retry_after)
+            )
+        case _:
+            return None
+
+
+def _result(
+    result: pb.AttemptResult, retryable: bool, retry_after: timedelta | None
+) -> ExecutionResult:
+    return ExecutionResult(
+        response_status=result.response_status or None,
+        response_snippet=result.response_snippet,
+        error=result.error,
+        retryable=retryable,
+        retry_after=retry_after,
+        ended_at=from_timestamp(result.end_time),
+        started_at=(
+            from_timestamp(result.end_time) - from_duration(result.duration)
+            if result.HasField("duration")
+            else None
+        ),
+    )

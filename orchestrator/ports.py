@@ -1,4 +1,5 @@
-"""The orchestrator's ports: where service calls are kept and how their changes commit."""
+"""The orchestrator's ports: where service calls are kept and how their changes commit, and
+the values the use cases take and give (submissions, queries, pages, parked items, keys)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,60 @@ from datetime import datetime, timedelta
 from typing import Literal, Protocol
 
 from mesh.ports import OutgoingMessage
+from orchestrator.domain.api_keys import ApiKey
+from orchestrator.domain.commands import Command
 from orchestrator.domain.errors import DomainError
 from orchestrator.domain.events import Event
+from orchestrator.domain.idempotency import DueSpec
+from orchestrator.domain.model import HttpRequest, RetryPolicy
 from orchestrator.domain.states import ServiceCallState, Status
+from orchestrator.domain.validation import FieldViolation
+
+
+@dataclass(frozen=True, slots=True)
+class Submission:
+    """One call a client asks to submit, as the API received it (not validated yet)."""
+
+    tenant_id: str
+    request: HttpRequest
+    tags: frozenset[str]
+    idempotency_key: str | None
+    retry_policy: RetryPolicy
+    due: DueSpec | None  # None: now
+
+
+@dataclass(frozen=True, slots=True)
+class Invalid:
+    violations: tuple[FieldViolation, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    state: ServiceCallState
+    created: bool
+
+
+class SubmitObserver(Protocol):
+    """Sees every submit's answer (the metrics adapter counts them)."""
+
+    def observe_submit(self, outcome: Accepted | Invalid | DomainError) -> None: ...
+
+    def observe_submit_error(self) -> None:
+        """A submit raised (an outage) instead of answering."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class IncomingFact:
+    """A fact another service reports about a call (a fired timer, an execution's progress),
+    decoded from its Kafka envelope: what to apply, to which call, once per `event_id`."""
+
+    tenant_id: str
+    service_call_id: str
+    event_id: str
+    correlation_id: str
+    command: Command
+    payload: str  # the envelope's payload kind, for the log line
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +80,12 @@ class Transition:
 
 
 Step = Callable[[ServiceCallState | None], Transition]
+
+# The messages a committed decision sends (before, after, events, correlation id): the
+# envelopes built by orchestrator/mapping.py `outbox_messages`, wired in by main.py.
+OutboxMessages = Callable[
+    [ServiceCallState | None, ServiceCallState, Sequence[Event], str], tuple[OutgoingMessage, ...]
+]
 
 OrderBy = Literal["create_time", "schedule_time"]
 
@@ -120,3 +178,80 @@ class ServiceCallStore(Protocol):
         `limit`. A plain read: a call may move on before the caller
         acts on it, which the core's guards against stale timers are for."""
         ...
+
+
+@dataclass(frozen=True, slots=True)
+class ParkedItem:
+    """What was parked: a Kafka message (partition and offset set) or an outbox row."""
+
+    topic: str
+    key: str
+    payload: bytes
+    error: str
+    source: str
+    tenant_id: str | None = None
+    service_call_id: str | None = None
+    kafka_partition: int | None = None
+    kafka_offset: int | None = None
+    outbox_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ParkedRow:
+    id: int
+    item: ParkedItem
+    parked_at: datetime
+    replayed_at: datetime | None
+
+
+class ParkingLot(Protocol):
+    async def park(self, item: ParkedItem) -> int:
+        """Keeps the item; returns its parked id."""
+        ...
+
+
+class ParkedMessages(Protocol):
+    """The operator's side of the parking lot (`python -m orchestrator admin parked`)."""
+
+    def list(self, include_replayed: bool = False, limit: int = 100) -> list[ParkedRow]: ...
+
+    def replay(self, parked_id: int) -> bool:
+        """Publishes a parked message again (through the outbox); False if it is unknown or
+        was already replayed."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class StoredKey:
+    key_id: str
+    tenant_id: str
+    secret_hash: bytes
+    revoked: bool
+
+
+class KeyLookup(Protocol):
+    async def find(self, key_id: str) -> StoredKey | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class KeyInfo:
+    key_id: str
+    tenant_id: str
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+class Tenants(Protocol):
+    """Tenants and their API keys, the admin side (`python -m orchestrator admin`)."""
+
+    def create_tenant(self, tenant_id: str) -> bool:
+        """False when the tenant already exists."""
+        ...
+
+    def create_key(self, tenant_id: str) -> ApiKey: ...
+
+    def revoke_key(self, key_id: str) -> bool:
+        """False when the key is unknown or already revoked."""
+        ...
+
+    def list_keys(self, tenant_id: str) -> list[KeyInfo]: ...

@@ -8,11 +8,11 @@ from mesh.clock import Uuid7Gen
 from mesh.ports import Clock
 from mesh.secrets import SecretBox
 from mesh.topics import Topics
-from orchestrator.adapters.messages import outbox_messages
 from orchestrator.domain.model import DEFAULT_TIMING
 from orchestrator.domain.validation import Limits
+from orchestrator.mapping import outbox_messages
 from orchestrator.ports import ServiceCallStore
-from orchestrator.service import Orchestrator
+from orchestrator.service_layer.services import Orchestrator
 from tests.builders import FINGERPRINT_KEY
 
 

@@ -1,1 +1,1 @@
-"""The orchestrator's adapters: Postgres store, outbox relay, Kafka mapping."""
+"""The orchestrator's adapters: Postgres store, outbox relay, tenants, parking lot, metrics."""

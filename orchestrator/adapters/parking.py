@@ -8,9 +8,6 @@ other row: no second Kafka producer, and a replay is never lost or doubled by a 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import datetime
-
 import psycopg
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -19,33 +16,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from mesh.db import libpq_url
 from orchestrator.adapters.relay import NOTIFY_CHANNEL
 from orchestrator.adapters.tables import parked_messages
+from orchestrator.ports import ParkedItem, ParkedRow
 
 # An error text is kept for people, bounded so a huge exception message cannot bloat a row.
 MAX_ERROR_CHARS = 2000
-
-
-@dataclass(frozen=True, slots=True)
-class ParkedItem:
-    """What was parked: a Kafka message (partition and offset set) or an outbox row."""
-
-    topic: str
-    key: str
-    payload: bytes
-    error: str
-    source: str
-    tenant_id: str | None = None
-    service_call_id: str | None = None
-    kafka_partition: int | None = None
-    kafka_offset: int | None = None
-    outbox_id: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class ParkedRow:
-    id: int
-    item: ParkedItem
-    parked_at: datetime
-    replayed_at: datetime | None
 
 
 class PostgresParkingLot:

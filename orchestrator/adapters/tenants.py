@@ -4,24 +4,14 @@ API uses on every request (async)."""
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
-from datetime import datetime
 
 import psycopg
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from mesh.db import libpq_url
-from orchestrator.auth import StoredKey
 from orchestrator.domain.api_keys import ApiKey, hash_secret, new_api_key
-
-
-@dataclass(frozen=True, slots=True)
-class KeyInfo:
-    key_id: str
-    tenant_id: str
-    created_at: datetime
-    revoked_at: datetime | None
+from orchestrator.ports import KeyInfo, StoredKey
 
 
 class TenantAdmin:

@@ -6,6 +6,12 @@ import enum
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+# A secret header is stored sealed: it keeps its name and carries SEALED_PREFIX +
+# base64(sealed bytes) as its value (sealed at submit by service_layer/sealing.py, moved into
+# ExecutionRequested.sealed_headers by mapping.py). The prefix alone proves nothing: a client
+# may send `X-Note: sealed:abc`, and that value is the client's text.
+SEALED_PREFIX = "sealed:"
+
 
 @dataclass(frozen=True, slots=True)
 class HttpRequest:

@@ -13,7 +13,6 @@ from mesh.clock import Uuid7Gen
 from mesh.ports import OutgoingMessage
 from mesh.secrets import SecretBox
 from mesh.topics import Topics
-from orchestrator.adapters.messages import outbox_messages
 from orchestrator.adapters.store import DEFAULT_HANDOFF_BACKSTOP
 from orchestrator.domain.commands import (
     FireTimer,
@@ -37,9 +36,10 @@ from orchestrator.domain.states import (
     Succeeded,
 )
 from orchestrator.domain.validation import Limits
-from orchestrator.ports import ServiceCallStore, Transition
-from orchestrator.service import Accepted, Orchestrator, Submission
-from orchestrator.watchdog import Watchdog
+from orchestrator.entrypoints.watchdog import Watchdog
+from orchestrator.mapping import outbox_messages
+from orchestrator.ports import Accepted, ServiceCallStore, Submission, Transition
+from orchestrator.service_layer.services import Orchestrator
 from servicecall.internal.v1 import events_pb2 as pb
 from tests.fakes.clock import FakeClock
 

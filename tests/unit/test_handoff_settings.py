@@ -9,7 +9,7 @@ from datetime import timedelta
 import pytest
 
 from mesh.config import ConfigError, Env
-from orchestrator.main import OrchestratorConfig
+from orchestrator.config import OrchestratorConfig
 from scheduler.main import SchedulerConfig
 
 KEY = {"MESH_SECRET_KEY": base64.b64encode(bytes(32)).decode()}

@@ -31,7 +31,7 @@ from gateway.render_envoy import render as render_local_envoy
 from mesh.config import CommonConfig, Env
 from mesh.secrets import SecretBox
 from mesh.topics import Topics
-from orchestrator.main import OrchestratorConfig
+from orchestrator.config import OrchestratorConfig
 from scheduler.main import SchedulerConfig
 
 ROOT = Path(__file__).resolve().parents[2]

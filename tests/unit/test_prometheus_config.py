@@ -10,7 +10,7 @@ import yaml
 from mesh.config import Env
 from meshctl.layout import ROOT, Layout
 from meshctl.prometheus import RULES, render_config
-from orchestrator.main import OrchestratorConfig
+from orchestrator.config import OrchestratorConfig
 
 DASHBOARD_RECORDS = {
     "servicecall:lateness_seconds:p50_5m",

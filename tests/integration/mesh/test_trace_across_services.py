@@ -39,8 +39,9 @@ from mesh.topics import Topics
 from meshctl.layout import Layout
 from meshctl.sink import Sink
 from orchestrator.adapters.relay import OutboxRelay
-from orchestrator.consumer import CallEventHandler
-from orchestrator.main import OrchestratorConfig, build_api
+from orchestrator.config import OrchestratorConfig
+from orchestrator.entrypoints.consumer import CallEventHandler
+from orchestrator.main import build_api
 from scheduler.adapters.store import PostgresTimerStore
 from scheduler.consumer import TimerRequestHandler
 from scheduler.firing import Firer

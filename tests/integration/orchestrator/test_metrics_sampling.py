@@ -9,8 +9,9 @@ import psycopg
 from prometheus_client import CollectorRegistry
 
 from mesh.db import libpq_url, make_engine
-from orchestrator.adapters.parking import ParkedItem, ParkingAdmin, PostgresParkingLot
-from orchestrator.metrics import OrchestratorMetrics, TableSampler
+from orchestrator.adapters.metrics import OrchestratorMetrics, TableSampler
+from orchestrator.adapters.parking import ParkingAdmin, PostgresParkingLot
+from orchestrator.ports import ParkedItem
 from scheduler.adapters.store import PostgresTimerStore
 from scheduler.metrics import PendingSampler, SchedulerMetrics
 from tests.fakes.clock import T0

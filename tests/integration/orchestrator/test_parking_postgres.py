@@ -5,7 +5,8 @@ from __future__ import annotations
 import psycopg
 
 from mesh.db import libpq_url, make_engine
-from orchestrator.adapters.parking import ParkedItem, ParkingAdmin, PostgresParkingLot
+from orchestrator.adapters.parking import ParkingAdmin, PostgresParkingLot
+from orchestrator.ports import ParkedItem
 
 
 async def test_parked_messages_are_listed_and_replayed_once(fresh_database: str) -> None:

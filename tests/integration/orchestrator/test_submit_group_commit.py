@@ -24,8 +24,8 @@ from orchestrator.adapters.store import PostgresServiceCallStore
 from orchestrator.domain.errors import IdempotencyConflict
 from orchestrator.domain.model import DEFAULT_RETRY_POLICY, HttpRequest
 from orchestrator.main import MIGRATIONS
-from orchestrator.ports import ServiceCallStore
-from orchestrator.service import Accepted, Invalid, Orchestrator, Submission
+from orchestrator.ports import Accepted, Invalid, ServiceCallStore, Submission
+from orchestrator.service_layer.services import Orchestrator
 from tests.builders import new_tenant
 from tests.fakes.store import InMemoryServiceCallStore
 from tests.services import orchestrator_over

@@ -14,8 +14,8 @@ import yaml
 from gateway.render_envoy import render
 from mesh.config import ConfigError, Env
 from meshctl.layout import Layout
-from orchestrator.api_workers import ApiWorkers, worker_ports
-from orchestrator.main import OrchestratorConfig
+from orchestrator.config import OrchestratorConfig
+from orchestrator.entrypoints.api_workers import ApiWorkers, worker_ports
 
 KEY = {"MESH_SECRET_KEY": base64.b64encode(bytes(32)).decode()}
 

@@ -11,12 +11,12 @@ import pytest
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
 from mesh.clock import Uuid7Gen
-from orchestrator.auth import Authenticator, StoredKey
 from orchestrator.domain.api_keys import hash_secret, new_api_key
 from orchestrator.domain.idempotency import service_call_id_for
-from orchestrator.grpc_api import MAX_BATCH_ITEMS, ServiceCallApi
-from orchestrator.page_tokens import PageTokens
-from orchestrator.ports import Step, Transition
+from orchestrator.entrypoints.grpc_api import MAX_BATCH_ITEMS, ServiceCallApi
+from orchestrator.entrypoints.page_tokens import PageTokens
+from orchestrator.ports import Step, StoredKey, Transition
+from orchestrator.service_layer.auth import Authenticator
 from servicecall.v1 import service_call_pb2 as api
 from servicecall.v1 import service_call_service_pb2 as svc
 from tests.builders import new_tenant

@@ -8,11 +8,11 @@ from typing import Any
 import pytest
 
 from mesh.clock import Uuid7Gen
-from orchestrator.auth import Authenticator, StoredKey
 from orchestrator.domain.api_keys import hash_secret, new_api_key
-from orchestrator.grpc_api import ServiceCallApi
-from orchestrator.page_tokens import PageTokens
-from orchestrator.ports import ListQuery, Page
+from orchestrator.entrypoints.grpc_api import ServiceCallApi
+from orchestrator.entrypoints.page_tokens import PageTokens
+from orchestrator.ports import ListQuery, Page, StoredKey
+from orchestrator.service_layer.auth import Authenticator
 from servicecall.v1 import service_call_service_pb2 as svc
 from tests.builders import T0, new_tenant, spec, submit_step
 from tests.fakes.clock import FakeClock

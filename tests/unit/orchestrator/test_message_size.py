@@ -9,12 +9,12 @@ from pathlib import Path
 from mesh.kafka import MAX_MESSAGE_BYTES
 from mesh.secrets import SecretBox
 from mesh.topics import Topics
-from orchestrator.adapters.messages import outbox_messages
 from orchestrator.domain.commands import SubmitServiceCall
 from orchestrator.domain.decide import decide, evolve
 from orchestrator.domain.model import HttpRequest
 from orchestrator.domain.validation import DEFAULT_LIMITS, validate_request
-from orchestrator.sealing import seal_secret_headers
+from orchestrator.mapping import outbox_messages
+from orchestrator.service_layer.sealing import seal_secret_headers
 from tests.unit.domain.builders import T0, TIMING, events_of, http_request, service_call_spec
 
 ROOT = Path(__file__).resolve().parents[3]

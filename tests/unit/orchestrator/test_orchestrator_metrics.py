@@ -12,8 +12,12 @@ from prometheus_client import CollectorRegistry
 from mesh.clock import Uuid7Gen
 from mesh.secrets import SecretBox
 from mesh.topics import Topics
-from orchestrator.adapters.messages import outbox_messages
-from orchestrator.adapters.parking import ParkedItem
+from orchestrator.adapters.metrics import (
+    CountedParkingLot,
+    MeasuredStore,
+    OrchestratorMetrics,
+    RelayCounts,
+)
 from orchestrator.domain.commands import RecordExecutionFailed, RecordExecutionSucceeded
 from orchestrator.domain.model import (
     DEFAULT_RETRY_POLICY,
@@ -23,14 +27,9 @@ from orchestrator.domain.model import (
 )
 from orchestrator.domain.states import Canceled, ServiceCallState
 from orchestrator.domain.validation import Limits
-from orchestrator.metrics import (
-    CountedParkingLot,
-    MeasuredOrchestrator,
-    MeasuredStore,
-    OrchestratorMetrics,
-    RelayCounts,
-)
-from orchestrator.service import Accepted, Submission
+from orchestrator.mapping import outbox_messages
+from orchestrator.ports import Accepted, ParkedItem, Submission
+from orchestrator.service_layer.services import MeasuredOrchestrator
 from tests.builders import FINGERPRINT_KEY, new_tenant
 from tests.fakes.clock import FakeClock
 from tests.fakes.store import InMemoryServiceCallStore

@@ -6,7 +6,6 @@ from datetime import timedelta
 
 from mesh.timeconv import from_timestamp
 from mesh.topics import Topics
-from orchestrator.adapters.messages import outbox_messages
 from orchestrator.domain import events as ev
 from orchestrator.domain.commands import (
     FireTimer,
@@ -16,6 +15,7 @@ from orchestrator.domain.commands import (
 )
 from orchestrator.domain.decide import decide, evolve
 from orchestrator.domain.states import ServiceCallState
+from orchestrator.mapping import outbox_messages
 from servicecall.internal.v1 import events_pb2 as pb
 from tests.unit.domain.builders import DUE, SPEC, T0, TIMING, dispatched, events_of
 

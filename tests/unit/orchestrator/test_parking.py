@@ -6,14 +6,13 @@ from datetime import timedelta
 
 import pytest
 
-from mesh.kafka import ReceivedMessage
+from mesh.kafka import ReceivedMessage, UnreadableMessageError
 from mesh.ports import OutgoingMessage
-from orchestrator.adapters.messages import UnreadableMessageError, command_from_envelope
-from orchestrator.adapters.parking import ParkedItem
-from orchestrator.consumer import CallEventHandler
 from orchestrator.domain.states import Failed, Scheduled
-from orchestrator.parking import Parking
-from orchestrator.ports import OutboxRow
+from orchestrator.entrypoints.consumer import CallEventHandler
+from orchestrator.entrypoints.parking import Parking
+from orchestrator.mapping import command_from_envelope
+from orchestrator.ports import OutboxRow, ParkedItem
 from servicecall.internal.v1 import events_pb2 as pb
 from tests.contracts.watchdog import World
 from tests.unit.orchestrator.test_watchdog import fake_world

@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from mesh.timeconv import to_duration, to_timestamp
-from orchestrator.adapters.messages import command_from_envelope
 from orchestrator.domain.commands import RecordExecutionFailed, RecordExecutionSucceeded
+from orchestrator.mapping import command_from_envelope
 from servicecall.internal.v1 import events_pb2 as pb
 
 ENDED = datetime(2030, 1, 2, 3, 4, 5, 250_000, tzinfo=UTC)

@@ -10,11 +10,11 @@ import pytest
 
 from mesh.secrets import SecretBox, SecretError, header_binding
 from mesh.topics import Topics
-from orchestrator.adapters.messages import outbox_messages
 from orchestrator.domain.commands import SubmitServiceCall
 from orchestrator.domain.decide import decide
-from orchestrator.domain.model import HttpRequest
-from orchestrator.sealing import SEALED_PREFIX, seal_secret_headers, split_sealed
+from orchestrator.domain.model import SEALED_PREFIX, HttpRequest
+from orchestrator.mapping import outbox_messages, split_sealed
+from orchestrator.service_layer.sealing import seal_secret_headers
 from servicecall.internal.v1 import events_pb2 as pb
 from tests.unit.domain.builders import T0, TIMING, apply, events_of, service_call_spec
 

@@ -6,8 +6,8 @@ from datetime import timedelta
 
 from google.protobuf.duration_pb2 import Duration
 
-from orchestrator.grpc_api import DEFAULT_ATTEMPT_TIMEOUT, submission_from_proto
-from orchestrator.service import Submission
+from orchestrator.mapping import DEFAULT_ATTEMPT_TIMEOUT, submission_from_proto
+from orchestrator.ports import Submission
 from servicecall.v1 import service_call_pb2 as api
 
 

@@ -12,7 +12,8 @@ import pytest
 from mesh.ports import OutgoingMessage
 from orchestrator.domain.decide import watchdog_timer
 from orchestrator.domain.states import Dispatched, ServiceCallState
-from orchestrator.watchdog import Watchdog, event_id
+from orchestrator.entrypoints.watchdog import Watchdog
+from orchestrator.service_layer.watchdog import event_id
 from tests.contracts.watchdog import TIMING, WatchdogContract, World
 from tests.fakes.store import InMemoryServiceCallStore
 

@@ -18,6 +18,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from mesh.backoff import Backoff
 from mesh.logs import get_logger
 
 log = get_logger(__name__)
@@ -78,7 +79,7 @@ class ApiWorkers:
                 workers.create_task(self._keep(index, port, stop), name=f"api-worker-{index}")
 
     async def _keep(self, index: int, port: int, stop: asyncio.Event) -> None:
-        backoff = self.first_backoff_s
+        backoff = Backoff(self.first_backoff_s, self.max_backoff_s)
         while not stop.is_set():
             started = time.monotonic()
             child = await self._start(index, port)
@@ -96,13 +97,12 @@ class ApiWorkers:
                 port=port,
                 pid=child.pid,
                 returncode=exited.result(),
-                restart_in_s=backoff,
+                restart_in_s=backoff.peek(),
             )
             if time.monotonic() - started >= self.steady_s:
-                backoff = self.first_backoff_s
+                backoff.reset()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), backoff)
-            backoff = min(backoff * 2, self.max_backoff_s)
+                await asyncio.wait_for(stop.wait(), backoff.next())
 
     async def _start(self, index: int, port: int) -> asyncio.subprocess.Process:
         env = {

@@ -1,6 +1,7 @@
 """The orchestrator's Prometheus metrics: calls submitted and finished, retries, the outbox and
-the parking lot. Wired in by the composition root (main.py) around the store, the use cases
-and the parking lot; the pure core knows nothing of them.
+the parking lot. Observers of the ports, wired in by the composition root (main.py) around the
+store and the parking lot, and given to the use cases as their SubmitObserver; the pure core
+knows nothing of them.
 
 Labels are closed sets (outcome names, a parking source kind): no tenant, no call id.
 """
@@ -17,13 +18,21 @@ from prometheus_client.core import CounterMetricFamily, Metric
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from mesh.metrics import NAMESPACE, counter, gauge
-from orchestrator.adapters.parking import ParkedItem
+from orchestrator.adapters.tables import outbox, parked_messages
 from orchestrator.domain.errors import DomainError, ErrorKind
 from orchestrator.domain.events import ExecutionFailed
 from orchestrator.domain.states import Canceled, Failed, ServiceCallState, Succeeded
-from orchestrator.parking import ParkingLot
-from orchestrator.ports import ListQuery, Page, ServiceCallStore, Step, Transition
-from orchestrator.service import Accepted, Invalid, Orchestrator, Submission
+from orchestrator.ports import (
+    Accepted,
+    Invalid,
+    ListQuery,
+    Page,
+    ParkedItem,
+    ParkingLot,
+    ServiceCallStore,
+    Step,
+    Transition,
+)
 
 SUBMIT_OUTCOMES = ("created", "existing", "conflict", "invalid", "error")
 FINISH_OUTCOMES = ("SUCCEEDED", "FAILED", "CANCELED")
@@ -82,6 +91,9 @@ class OrchestratorMetrics:
         else:
             self.submitted["invalid"].inc()
 
+    def observe_submit_error(self) -> None:
+        self.submitted["error"].inc()
+
     def observe_transition(self, transition: Transition | None) -> None:
         """A committed transition: counts a call that just became terminal and a retry. A
         terminal state with events is one that the transition moved there (no event applies
@@ -99,25 +111,6 @@ class OrchestratorMetrics:
                 for event in transition.events:
                     if isinstance(event, ExecutionFailed) and event.retry_at is not None:
                         self.retries.inc()
-
-
-class MeasuredOrchestrator(Orchestrator):
-    """The use cases, counting each submit's outcome (a batch counts each item)."""
-
-    def __init__(self, metrics: OrchestratorMetrics, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self._metrics = metrics
-
-    async def submit(
-        self, submission: Submission, correlation_id: str
-    ) -> Accepted | Invalid | DomainError:
-        try:
-            outcome = await super().submit(submission, correlation_id)
-        except Exception:
-            self._metrics.submitted["error"].inc()
-            raise
-        self._metrics.observe_submit(outcome)
-        return outcome
 
 
 class MeasuredStore:
@@ -197,13 +190,17 @@ class RelayCounts:
 
 # The oldest unpublished row is the lowest unpublished id (ids are taken in insertion order):
 # one row read through the outbox's partial index of unpublished ids, whatever the backlog.
-_OLDEST_UNPUBLISHED = sa.text(
-    "SELECT EXTRACT(EPOCH FROM now() - created_at) FROM orchestrator.outbox"
-    " WHERE published_at IS NULL ORDER BY id LIMIT 1"
+_OLDEST_UNPUBLISHED = (
+    sa.select(sa.extract("epoch", sa.func.now() - outbox.c.created_at))
+    .where(outbox.c.published_at.is_(None))
+    .order_by(outbox.c.id)
+    .limit(1)
 )
 # The parking table holds what needed an operator: small by nature.
-_PARKED_WAITING = sa.text(
-    "SELECT count(*) FROM orchestrator.parked_messages WHERE replayed_at IS NULL"
+_PARKED_WAITING = (
+    sa.select(sa.func.count())
+    .select_from(parked_messages)
+    .where(parked_messages.c.replayed_at.is_(None))
 )
 
 

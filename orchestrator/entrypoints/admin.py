@@ -8,12 +8,12 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from orchestrator.adapters.parking import ParkingAdmin
-from orchestrator.adapters.tenants import TenantAdmin
 from orchestrator.domain.validation import validate_tenant_id
+from orchestrator.ports import ParkedMessages, Tenants
 
 
-def run(database_url: str, argv: Sequence[str]) -> int:
+def run(tenants: Tenants, parked_messages: ParkedMessages, argv: Sequence[str]) -> int:
+    # main.py passes the Postgres adapters; the module docstring is the --help text.
     parser = argparse.ArgumentParser(prog="python -m orchestrator admin", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     create_tenant = commands.add_parser("create-tenant", help="add a tenant")
@@ -38,21 +38,20 @@ def run(database_url: str, argv: Sequence[str]) -> int:
     args = parser.parse_args(list(argv))
 
     if args.command == "parked":
-        return _parked(ParkingAdmin(database_url), args)
+        return _parked(parked_messages, args)
 
-    admin = TenantAdmin(database_url)
     if args.command in ("create-tenant", "create-key", "list-keys"):
         problems = validate_tenant_id(args.tenant_id)
         if problems:
             print(f"tenant_id: {problems[0].description}", file=sys.stderr)
             return 2
     if args.command == "create-tenant":
-        created = admin.create_tenant(args.tenant_id)
+        created = tenants.create_tenant(args.tenant_id)
         print(f"tenant {args.tenant_id} {'created' if created else 'already exists'}")
     elif args.command == "create-key":
         if args.create_tenant:
-            admin.create_tenant(args.tenant_id)
-        key = admin.create_key(args.tenant_id)
+            tenants.create_tenant(args.tenant_id)
+        key = tenants.create_key(args.tenant_id)
         if args.out is not None:
             args.out.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(args.out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -62,17 +61,17 @@ def run(database_url: str, argv: Sequence[str]) -> int:
         else:
             print(key.text)
     elif args.command == "revoke-key":
-        revoked = admin.revoke_key(args.key_id)
+        revoked = tenants.revoke_key(args.key_id)
         print(f"key {args.key_id} {'revoked' if revoked else 'not found or already revoked'}")
         return 0 if revoked else 1
     elif args.command == "list-keys":
-        for info in admin.list_keys(args.tenant_id):
+        for info in tenants.list_keys(args.tenant_id):
             state = f"revoked {info.revoked_at:%F %T}" if info.revoked_at else "active"
             print(f"{info.key_id}  created {info.created_at:%F %T}  {state}")
     return 0
 
 
-def _parked(admin: ParkingAdmin, args: argparse.Namespace) -> int:
+def _parked(admin: ParkedMessages, args: argparse.Namespace) -> int:
     if args.parked_command == "replay":
         done = admin.replay(args.parked_id)
         outcome = "replayed" if done else "not found or already replayed"

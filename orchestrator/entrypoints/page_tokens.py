@@ -1,4 +1,5 @@
-"""Opaque, tamper-evident page tokens bound to the filter they were issued for."""
+"""Opaque, tamper-evident page tokens bound to the filter they were issued for: the public
+API's own text form of a list position (ports.Cursor), issued and read by grpc_api.py only."""
 
 from __future__ import annotations
 

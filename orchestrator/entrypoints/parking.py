@@ -3,25 +3,19 @@ operator, and the call it concerns is failed with a clear reason instead of stay
 
 Without this, one bad message retried forever blocks its partition (and, through the
 consumer's in-flight cap, every tenant's facts); one refused outbox row blocks the relay.
+
+An entry point: the consumer runner's `park` hook and the relay's `refuse` hook, each
+keeping the item in the parking lot (a port) and failing its call through the abandon use case.
 """
 
 from __future__ import annotations
 
-from typing import Protocol
-
 from mesh.kafka import ReceivedMessage
 from mesh.logs import call_context, get_logger
-from orchestrator.adapters.parking import ParkedItem
-from orchestrator.ports import OutboxRow
-from orchestrator.service import Orchestrator
+from orchestrator.ports import OutboxRow, ParkedItem, ParkingLot
+from orchestrator.service_layer.services import Orchestrator
 
 log = get_logger(__name__)
-
-
-class ParkingLot(Protocol):
-    async def park(self, item: ParkedItem) -> int:
-        """Keeps the item; returns its parked id."""
-        ...
 
 
 def _call_of(key: str) -> tuple[str | None, str | None]:

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from mesh.logs import call_context, get_logger
-from mesh.ports import Clock, IdGen, OutgoingMessage
+from mesh.ports import Clock, IdGen
 from mesh.secrets import SecretBox
 from orchestrator.domain.commands import (
     AbandonServiceCall,
@@ -19,9 +18,8 @@ from orchestrator.domain.commands import (
 )
 from orchestrator.domain.decide import decide, evolve
 from orchestrator.domain.errors import AlreadySubmitted, DomainError
-from orchestrator.domain.events import Event
 from orchestrator.domain.idempotency import DueSpec, fingerprint, service_call_id_for
-from orchestrator.domain.model import HttpRequest, RetryPolicy, ServiceCallSpec, Timing
+from orchestrator.domain.model import ServiceCallSpec, Timing
 from orchestrator.domain.states import ServiceCallState
 from orchestrator.domain.validation import (
     FieldViolation,
@@ -31,38 +29,26 @@ from orchestrator.domain.validation import (
     validate_reason,
     validate_submission,
 )
-from orchestrator.ports import ListQuery, Page, ServiceCallStore, Transition
-from orchestrator.sealing import seal_secret_headers
+from orchestrator.ports import (
+    Accepted,
+    Invalid,
+    ListQuery,
+    OutboxMessages,
+    Page,
+    ServiceCallStore,
+    Submission,
+    SubmitObserver,
+    Transition,
+)
+from orchestrator.service_layer.sealing import seal_secret_headers
 
 log = get_logger(__name__)
 
-MessageMapper = Callable[
-    [ServiceCallState | None, ServiceCallState, Sequence[Event], str], tuple[OutgoingMessage, ...]
-]
-
-
-@dataclass(frozen=True, slots=True)
-class Submission:
-    tenant_id: str
-    request: HttpRequest
-    tags: frozenset[str]
-    idempotency_key: str | None
-    retry_policy: RetryPolicy
-    due: DueSpec | None  # None: now
-
-
-@dataclass(frozen=True, slots=True)
-class Invalid:
-    violations: tuple[FieldViolation, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class Accepted:
-    state: ServiceCallState
-    created: bool
-
 
 class Orchestrator:
+    """The use cases. `to_messages` turns a decision into the envelopes committed with it:
+    the use cases hand it domain values only, never build a message themselves."""
+
     def __init__(
         self,
         store: ServiceCallStore,
@@ -70,7 +56,7 @@ class Orchestrator:
         ids: IdGen,
         timing: Timing,
         limits: Limits,
-        to_messages: MessageMapper,
+        to_messages: OutboxMessages,
         secrets: SecretBox,
         fingerprint_key: bytes,
     ) -> None:
@@ -208,8 +194,9 @@ class Orchestrator:
     async def abandon(
         self, tenant_id: str, service_call_id: str, reason: str, event_id: str
     ) -> Transition | None:
-        """Fails a call the mesh cannot carry further (see orchestrator/parking.py), once per
-        `event_id`; refused (and so harmless) when the call is unknown or already terminal."""
+        """Fails a call the mesh cannot carry further (see orchestrator/entrypoints/parking.py),
+        once per `event_id`; refused (and so harmless) when the call is unknown or already
+        terminal."""
         return await self._run(
             tenant_id,
             service_call_id,
@@ -273,3 +260,22 @@ class Orchestrator:
                         events=[type(e).__name__ for e in transition.events],
                     )
         return transition
+
+
+class MeasuredOrchestrator(Orchestrator):
+    """The use cases, reporting each submit's outcome (a batch reports each item)."""
+
+    def __init__(self, metrics: SubmitObserver, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._metrics = metrics
+
+    async def submit(
+        self, submission: Submission, correlation_id: str
+    ) -> Accepted | Invalid | DomainError:
+        try:
+            outcome = await super().submit(submission, correlation_id)
+        except Exception:
+            self._metrics.observe_submit_error()
+            raise
+        self._metrics.observe_submit(outcome)
+        return outcome

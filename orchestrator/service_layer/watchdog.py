@@ -1,6 +1,6 @@
-"""Keeps the dispatch-lease and attempt-deadline timers: a sweep of overdue calls in Postgres.
+"""Keeps the dispatch-lease and attempt-deadline timers: one sweep of overdue calls in the store.
 
-The core still asks for these timers (TimerRequested); outbox_messages keeps them from the
+The core still asks for these timers (TimerRequested); mapping.outbox_messages keeps them from the
 scheduler, and the store records each call's as its `watchdog_at`. A sweep applies to every
 call whose time has come the FireTimer the scheduler's DueTimeReached would have carried,
 through `Orchestrator.apply` like any fact from Kafka, so the core's guards (attempt, fire
@@ -14,7 +14,6 @@ get "already applied"; and once applied, the call no longer holds that timer.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import uuid
 from datetime import UTC
 
@@ -24,12 +23,11 @@ from orchestrator.domain.commands import FireTimer
 from orchestrator.domain.decide import watchdog_timer
 from orchestrator.domain.states import ServiceCallState
 from orchestrator.ports import ServiceCallStore
-from orchestrator.service import Orchestrator
+from orchestrator.service_layer.services import Orchestrator
 
 log = get_logger(__name__)
 
 _EVENT_IDS = uuid.UUID("5c0a6b1e-8f3d-4d59-9a57-2b7f1e0c9d41")
-_MAX_BACKOFF_S = 10.0
 
 
 def event_id(state: ServiceCallState, timer: FireTimer) -> str:
@@ -53,19 +51,17 @@ def event_id(state: ServiceCallState, timer: FireTimer) -> str:
     return str(uuid.uuid5(_EVENT_IDS, name))
 
 
-class Watchdog:
+class WatchdogSweep:
     def __init__(
         self,
         orchestrator: Orchestrator,
         store: ServiceCallStore,
         clock: Clock,
-        interval_s: float = 1.0,
         batch_size: int = 256,
     ) -> None:
         self._orchestrator = orchestrator
         self._store = store
         self._clock = clock
-        self._interval_s = interval_s
         self._batch_size = batch_size
 
     async def sweep(self) -> bool:
@@ -75,21 +71,6 @@ class Watchdog:
         # _fire) is read again by the next sweep.
         applied = await asyncio.gather(*(self._fire(state) for state in overdue))
         return len(overdue) == self._batch_size and all(applied)
-
-    async def run(self, stop: asyncio.Event) -> None:
-        delay = self._interval_s
-        while not stop.is_set():
-            try:
-                more = await self.sweep()
-            except Exception:
-                # Nothing is lost: whatever was not applied is still overdue next time.
-                log.exception("watchdog sweep failed; retrying", retry_in_s=delay)
-                await self._pause(stop, delay)
-                delay = min(delay * 2, max(_MAX_BACKOFF_S, self._interval_s))
-                continue
-            delay = self._interval_s
-            if not more:
-                await self._pause(stop, self._interval_s)
 
     async def _fire(self, state: ServiceCallState) -> bool:
         timer = watchdog_timer(state)
@@ -123,7 +104,3 @@ class Watchdog:
                     events=[type(e).__name__ for e in transition.events],
                 )
         return True
-
-    async def _pause(self, stop: asyncio.Event, seconds: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), seconds)

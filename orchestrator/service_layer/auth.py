@@ -1,34 +1,13 @@
-"""Who is calling: an API key from the request metadata, mapped to its tenant."""
+"""Who is calling: an API key, mapped to its tenant (the gRPC API reads the key from the
+request metadata)."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Protocol
 
 from orchestrator.domain.api_keys import parse_api_key, secret_matches
-
-
-@dataclass(frozen=True, slots=True)
-class StoredKey:
-    key_id: str
-    tenant_id: str
-    secret_hash: bytes
-    revoked: bool
-
-
-class KeyLookup(Protocol):
-    async def find(self, key_id: str) -> StoredKey | None: ...
-
-
-def key_from_metadata(metadata: dict[str, str]) -> str | None:
-    """`Authorization: Bearer <key>` (what curl and grpcurl users send) or `x-api-key`."""
-    authorization = metadata.get("authorization", "")
-    scheme, _, credentials = authorization.partition(" ")
-    if scheme.lower() == "bearer" and credentials.strip():
-        return credentials.strip()
-    return metadata.get("x-api-key") or None
+from orchestrator.ports import KeyLookup, StoredKey
 
 
 class Authenticator:

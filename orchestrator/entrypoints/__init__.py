@@ -1,0 +1,1 @@
+"""How the orchestrator is reached: gRPC API, Kafka handler, background loops, admin CLI."""

@@ -1,0 +1,1 @@
+"""The orchestrator's use cases: they run the pure core behind the ports; no protobuf."""
