@@ -4,10 +4,11 @@
 Kafka handler and attempt use case (executor.main.execution_handler), H1Client, SendingSlots
 (the executor's defaults: 512 in flight, 256 per tenant, 128 per host) and sleeper, fed
 `--calls` execution requests all due at the same instant, each to its own URL (`/c/<uuid>`,
-as the timing bench's calls are), sent to the bench's minimal loopback sink (bench/_sink.py) in a process of its own. Kafka is left out on purpose: the
-requests are handed to the handler a few seconds ahead, as crowded hand-offs reach a real
-executor, and reports are acknowledged at once, so what is measured is the path from the due
-instant to the last answer, which is where the timing bench's 10k burst spent its time.
+as the timing bench's calls are), sent to the bench's minimal loopback sink (bench/_sink.py)
+in a process of its own. Kafka is left out on purpose: the requests are handed to the handler
+a few seconds ahead, as crowded hand-offs reach a real executor, and reports are acknowledged
+at once, so what is measured is the path from the due instant to the last answer, which is
+where the timing bench's 10k burst spent its time.
 
 Per run it prints when the first, 10th, 50th, 90th percentile and last answers came (ms after
 the due instant) and the drain (last answer - due instant); then the median drain. Figures,
