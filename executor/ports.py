@@ -19,6 +19,7 @@ __all__ = [
     "AttemptObserver",
     "AttemptPorts",
     "EventQueue",
+    "HoldersByKey",
     "HttpClient",
     "HttpFailure",
     "HttpRequest",
