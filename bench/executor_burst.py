@@ -1,13 +1,14 @@
 """How fast ONE executor's handler gets a crowd of calls due at one instant onto the wire.
 
 `make bench-burst` (or `python -m bench.executor_burst --help`). In one process: the real
-ExecutionHandler, H1Client, Limits (the executor's defaults: 512 in flight, 256 per tenant,
-128 per host) and sleeper, fed `--calls` execution requests all due at the same instant, each
-to its own URL (`/c/<uuid>`, as the timing bench's calls are), sent to the bench's minimal
-loopback sink (bench/_sink.py) in a process of its own. Kafka is left out on purpose: the
-requests are handed to the handler a few seconds ahead, as crowded hand-offs reach a real
-executor, and reports are acknowledged at once, so what is measured is the path from the due
-instant to the last answer, which is where the timing bench's 10k burst spent its time.
+Kafka handler and attempt use case (executor.main.execution_handler), H1Client, SendingSlots
+(the executor's defaults: 512 in flight, 256 per tenant, 128 per host) and sleeper, fed
+`--calls` execution requests all due at the same instant, each to its own URL (`/c/<uuid>`,
+as the timing bench's calls are), sent to the bench's minimal loopback sink (bench/_sink.py)
+in a process of its own. Kafka is left out on purpose: the requests are handed to the handler
+a few seconds ahead, as crowded hand-offs reach a real executor, and reports are acknowledged
+at once, so what is measured is the path from the due instant to the last answer, which is
+where the timing bench's 10k burst spent its time.
 
 Per run it prints when the first, 10th, 50th, 90th percentile and last answers came (ms after
 the due instant) and the drain (last answer - due instant); then the median drain. Figures,
@@ -32,13 +33,12 @@ from executor.adapters.h1_client import H1Client
 from executor.adapters.signing_keys import SigningKeysFile
 from executor.adapters.sleeper import LoopSleeper, PreciseSleeper
 from executor.domain.egress import parse_allowlist
-from executor.handler import ExecutionHandler
-from executor.limits import Limits
-from executor.main import tune_gc
+from executor.main import execution_handler, tune_gc
 from executor.ports import HttpFailure, HttpRequest, HttpResponse, PreparedRequest
-from executor.registry import Executions
+from executor.service_layer.registry import Executions
+from executor.service_layer.slots import SendingSlots
 from mesh.clock import SystemClock, Uuid7Gen
-from mesh.kafka import ReceivedMessage
+from mesh.kafka import Handler, ReceivedMessage
 from mesh.logs import configure_logging
 from mesh.ports import OutgoingMessage
 from mesh.secrets import SecretBox
@@ -81,7 +81,7 @@ def _message(offset: int, url: str, due: datetime) -> ReceivedMessage:
     return ReceivedMessage("bench.execution-requests", 0, offset, call_id, value)
 
 
-async def _crowd(handler: ExecutionHandler, base_url: str, count: int, due: datetime) -> None:
+async def _crowd(handler: Handler, base_url: str, count: int, due: datetime) -> None:
     messages = [_message(i, f"{base_url}/c/{uuid.uuid4().hex}", due) for i in range(count)]
     await asyncio.gather(*(handler(m) for m in messages))
 
@@ -89,14 +89,14 @@ async def _crowd(handler: ExecutionHandler, base_url: str, count: int, due: date
 async def _run(sink_port: int, calls: int) -> tuple[list[float], int]:
     base_url = f"http://127.0.0.1:{sink_port}"
     http = _Timed(H1Client.create(parse_allowlist(["127.0.0.0/8"]), 1024 * 1024, 512))
-    handler = ExecutionHandler(
+    handler = execution_handler(
         bus=_AckedAtOnce(),
         http=http,
         clock=SystemClock(),
         ids=Uuid7Gen(),
         sleeper=PreciseSleeper(),
         coarse_sleeper=LoopSleeper(),
-        limits=Limits(512, 256, 128),
+        limits=SendingSlots(512, 256, 128),
         secrets=SecretBox({1: bytes(32)}, 1),
         signing=SigningKeysFile(None),
         executions=Executions(),

@@ -18,10 +18,10 @@ from typing import Any
 import grpc
 from prometheus_client import generate_latest
 
-from executor.limits import Limits
-from executor.metrics import ExecutorMetrics
+from executor.adapters.metrics import ExecutorMetrics
 from executor.ports import HttpResponse
-from executor.registry import Executions
+from executor.service_layer.registry import Executions
+from executor.service_layer.slots import SendingSlots
 from mesh.metrics import ConsumerLag, GrpcMetrics, new_registry
 from orchestrator.adapters.metrics import OrchestratorMetrics
 from orchestrator.domain.events import ExecutionSucceeded
@@ -92,7 +92,7 @@ def stats_document(partitions: int) -> str:
 
 def main() -> None:
     now = datetime(2026, 1, 1, tzinfo=UTC)
-    limits = Limits(512, 256, 128)
+    limits = SendingSlots(512, 256, 128)
     executor = ExecutorMetrics(new_registry(), Executions(), limits)
     reply = HttpResponse(200, (), b"")
     sent = now + timedelta(microseconds=700)

@@ -12,7 +12,7 @@ from executor.adapters.h1_client import MAX_RESPONSE_HEADER_BYTES, MAX_RESPONSE_
 from executor.adapters.resolver import DNS_LOOKUPS_PER_TENANT, DNS_THREADS, DNS_TIMEOUT_S
 from executor.adapters.signing_keys import load_signing_keys
 from executor.domain.egress import Network, parse_allowlist
-from executor.registry import FINISHED_BYTES, FINISHED_REMEMBERED
+from executor.service_layer.registry import FINISHED_BYTES, FINISHED_REMEMBERED
 from mesh.config import CommonConfig, ConfigError, Env
 from mesh.metrics import METRICS_OFF, MetricsConfig
 from mesh.secrets import SecretBox
@@ -26,7 +26,7 @@ class ExecutorConfig:
     executor_id: str
     consumer_group: str
     # Requests in flight at once: overall (also the connection pool's size), per tenant and
-    # per target host (executor/limits.py).
+    # per target host (executor/service_layer/slots.py).
     max_in_flight: int
     max_in_flight_per_tenant: int
     max_in_flight_per_host: int
@@ -71,10 +71,11 @@ class ExecutorConfig:
     # covers an attempt lost before its Started.
     started_after: timedelta | None = timedelta(seconds=1)
     # How long a finished attempt's report may wait while other attempts are about to send
-    # (ExecutionHandler._reports_may_go); None: reports never wait.
+    # (Attempts._reports_may_go); None: reports never wait.
     report_defer: timedelta | None = timedelta(seconds=2)
     # Results of finished attempts kept to answer a redelivered request without sending it
-    # again (executor/registry.py, FinishedAttempts): at most this many, and this many bytes.
+    # again (executor/service_layer/registry.py, FinishedAttempts): at most this many, and
+    # this many bytes.
     finished_remembered: int = FINISHED_REMEMBERED
     finished_bytes: int = FINISHED_BYTES
     # A response with more headers, or more header bytes, fails its attempt (connection_error,

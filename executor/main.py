@@ -2,47 +2,46 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import gc
 import os
+from datetime import timedelta
 from functools import partial
 
 from executor.adapters.h1_client import H1Client
 from executor.adapters.kafka_queue import KafkaEventQueue
+from executor.adapters.metrics import ExecutorMetrics
 from executor.adapters.resolver import Resolver
 from executor.adapters.signing_keys import SigningKeysFile
 from executor.adapters.sleeper import LoopSleeper, PreciseSleeper
 from executor.config import ExecutorConfig
-from executor.grpc_api import SERVICE_NAME, ExecutorApi
-from executor.handler import ExecutionHandler
-from executor.limits import Limits
-from executor.metrics import ExecutorMetrics
-from executor.registry import Executions
+from executor.entrypoints.execution_requests import execution_requests
+from executor.entrypoints.grpc_api import SERVICE_NAME, ExecutorApi
+from executor.mapping import ReportEnvelopes
+from executor.ports import (
+    AttemptObserver,
+    AttemptPorts,
+    EventQueue,
+    HttpClient,
+    SecretOpener,
+    SigningKeys,
+    Sleeper,
+)
+from executor.service_layer.attempts import Attempts, AttemptSettings
+from executor.service_layer.registry import Executions
+from executor.service_layer.slots import SendingSlots
 from mesh import tracing
 from mesh.clock import SystemClock, Uuid7Gen
 from mesh.config import Env
 from mesh.grpc_server import GrpcServer
-from mesh.kafka import ConsumerRunner, tenant_share
-from mesh.lifecycle import service_main, stop_on_signals, supervise
+from mesh.kafka import ConsumerRunner, Handler, tenant_share
+from mesh.lifecycle import Drain, Lifecycle, service_main
 from mesh.logs import get_logger
 from mesh.metrics import ConsumerLag, GrpcMetrics, new_registry, serve_metrics
+from mesh.ports import Clock, IdGen
 from mesh.topics import Topics
 from servicecall.internal.v1 import executor_service_pb2_grpc
 
 log = get_logger("executor")
-
-
-async def drain(consuming: asyncio.Task[None], handler: ExecutionHandler, timeout: float) -> None:
-    """Lets a stopped consumer finish its held attempts for up to `timeout` seconds, then
-    abandons the rest: their offsets stay uncommitted, so another executor gets them again
-    (and the orchestrator's lease or watchdog covers an attempt cut off mid-request)."""
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(asyncio.shield(consuming), timeout=timeout)
-    if not consuming.done():
-        log.warning("drain timeout; abandoning held attempts", abandoned=handler.abandon_all())
-    with contextlib.suppress(Exception):
-        await consuming
 
 
 def tune_gc(gen0_threshold: int) -> None:
@@ -103,27 +102,26 @@ async def serve(config: ExecutorConfig) -> None:
             timeout_s=config.dns_timeout_s,
         ),
     )
-    limits = Limits(
+    slots = SendingSlots(
         config.max_in_flight, config.max_in_flight_per_tenant, config.max_in_flight_per_host
     )
-    metrics = ExecutorMetrics(new_registry(), executions, limits)
-    handler = ExecutionHandler(
-        bus=bus,
-        http=http,
-        clock=SystemClock(),
-        ids=Uuid7Gen(),
-        sleeper=PreciseSleeper(),
-        coarse_sleeper=LoopSleeper(),
-        limits=limits,
-        secrets=config.secrets,
-        signing=SigningKeysFile(config.signing_keys_file),
-        executions=executions,
-        events_topic=topics.execution_events,
-        executor_id=config.executor_id,
-        default_snippet_bytes=config.default_snippet_bytes,
-        started_after=config.started_after,
-        report_defer=config.report_defer,
-        observer=metrics,
+    metrics = ExecutorMetrics(new_registry(), executions, slots)
+    attempts = Attempts(
+        AttemptPorts(
+            queue=bus,
+            reports=ReportEnvelopes(topics.execution_events, config.executor_id),
+            http=http,
+            clock=SystemClock(),
+            ids=Uuid7Gen(),
+            sleeper=PreciseSleeper(),
+            coarse_sleeper=LoopSleeper(),
+            secrets=config.secrets,
+            signing=SigningKeysFile(config.signing_keys_file),
+            observer=metrics,
+        ),
+        executions,
+        slots,
+        AttemptSettings(started_after=config.started_after, report_defer=config.report_defer),
     )
     server = GrpcServer(
         common.grpc_host,
@@ -141,7 +139,7 @@ async def serve(config: ExecutorConfig) -> None:
         common.kafka_bootstrap,
         config.consumer_group,
         [topics.execution_requests],
-        handler,
+        execution_requests(attempts, config.default_snippet_bytes),
         # Back-pressure: the consumer holds at most this many requests, whatever they wait for.
         max_in_flight=config.max_held,
         max_bytes_in_flight=config.max_held_bytes,
@@ -167,31 +165,66 @@ async def serve(config: ExecutorConfig) -> None:
         commit_interval_s=0.01,
         consumer_factory=ConsumerLag(metrics.registry, config.consumer_group).consumer_factory(),
     )
-    stop = stop_on_signals()
     metrics_server = await serve_metrics(metrics.registry, config.metrics)
-    await server.start()
-    tune_gc(config.gc_gen0_threshold)
-    consuming = asyncio.create_task(consumer.run(), name="consumer")
-    log.info(
-        "executor ready",
-        port=server.bound_port,
-        executor_id=config.executor_id,
-        egress_allow=[str(n) for n in config.egress_allowlist],
+    await Lifecycle(
+        "executor",
+        server,
+        loops={"consumer": lambda _stop: consumer.run()},
+        on_stop=[consumer.stop],
+        # The consumer stopped, the held attempts finish (or are abandoned), then what they
+        # used closes: the producer's close flushes their last reports.
+        drain=Drain(
+            attempts, config.drain_timeout_s, what="attempts", release=[http.close, bus.close]
+        ),
+        grace=1.0,
+        closers=[stop_tracing, *([metrics_server.close] if metrics_server else [])],
+        after_start=[partial(tune_gc, config.gc_gen0_threshold)],
+        ready={
+            "executor_id": config.executor_id,
+            "egress_allow": [str(n) for n in config.egress_allowlist],
+        },
+    ).run()
+
+
+def execution_handler(
+    *,
+    bus: EventQueue,
+    http: HttpClient,
+    clock: Clock,
+    ids: IdGen,
+    sleeper: Sleeper,
+    limits: SendingSlots,
+    secrets: SecretOpener,
+    signing: SigningKeys,
+    executions: Executions,
+    events_topic: str,
+    executor_id: str,
+    default_snippet_bytes: int = 1024,
+    started_after: timedelta | None = None,
+    report_defer: timedelta | None = None,
+    coarse_sleeper: Sleeper | None = None,
+    observer: AttemptObserver | None = None,
+) -> Handler:
+    """The `execution-requests` handler wired from its parts in one call, as `serve` wires it:
+    for a bench or a test that runs an executor inside its own process."""
+    attempts = Attempts(
+        AttemptPorts(
+            queue=bus,
+            reports=ReportEnvelopes(events_topic, executor_id),
+            http=http,
+            clock=clock,
+            ids=ids,
+            sleeper=sleeper,
+            coarse_sleeper=coarse_sleeper,
+            secrets=secrets,
+            signing=signing,
+            observer=observer,
+        ),
+        executions,
+        limits,
+        AttemptSettings(started_after=started_after, report_defer=report_defer),
     )
-    crashed = await supervise([consuming], stop)
-    log.info("executor stopping", held=len(executions))
-    await server.set_serving(False)
-    consumer.stop()
-    await drain(consuming, handler, config.drain_timeout_s)
-    await http.close()
-    await bus.close()
-    await server.stop(grace=1.0)
-    await stop_tracing()
-    if metrics_server is not None:
-        await metrics_server.close()
-    log.info("executor stopped")
-    if crashed:
-        raise SystemExit(1)
+    return execution_requests(attempts, default_snippet_bytes)
 
 
 def main(argv: list[str] | None = None) -> None:

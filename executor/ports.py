@@ -1,4 +1,6 @@
-"""The executor's ports: the bus it reports on, the HTTP client that reaches targets, sleeping."""
+"""The executor's ports: the bus it reports on and the reports it writes, the HTTP client that
+reaches targets, sleeping, secrets and signing keys, the attempt observer; and the bundle of
+them the attempt use case is built with (AttemptPorts)."""
 
 from __future__ import annotations
 
@@ -8,20 +10,24 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from executor.domain.execution import HttpRequest
-from executor.domain.outcome import AttemptError
+from executor.domain.execution import ExecutionOrder, HttpRequest
+from executor.domain.outcome import AttemptError, Outcome
 from executor.domain.signing import SigningSecret
-from mesh.ports import OutgoingMessage
+from mesh.ports import Clock, IdGen, OutgoingMessage
 
 __all__ = [
     "AttemptObserver",
+    "AttemptPorts",
     "EventQueue",
+    "HoldersByKey",
     "HttpClient",
     "HttpFailure",
     "HttpRequest",
     "HttpResponse",
     "PreparedRequest",
+    "Reports",
     "SecretOpener",
+    "SendingLoad",
     "SigningKeys",
     "Sleeper",
 ]
@@ -36,6 +42,34 @@ class EventQueue(Protocol):
         Unlike EventBus.publish, handing over and waiting are separate, so the executor can
         announce an attempt and send its request without waiting for the announcement's ack.
         """
+        ...
+
+
+class Reports(Protocol):
+    """Writes the messages an attempt reports on (executor/mapping.py, ReportEnvelopes): the
+    use case decides what to say and when; this knows the topic, the key and the wire format.
+    The event id is the caller's, so a message published again keeps it."""
+
+    def started(
+        self, order: ExecutionOrder, event_id: str, at: datetime, start_time: datetime
+    ) -> OutgoingMessage:
+        """ExecutionStarted: the attempt's request went out at `start_time`."""
+        ...
+
+    def result(
+        self,
+        order: ExecutionOrder,
+        event_id: str,
+        outcome: Outcome,
+        snippet: str,
+        started_at: datetime,
+        ended_at: datetime,
+    ) -> OutgoingMessage:
+        """ExecutionSucceeded or ExecutionFailed, as `outcome` says."""
+        ...
+
+    def again(self, order: ExecutionOrder, value: bytes) -> OutgoingMessage:
+        """A result published before (its message's value), to publish once more."""
         ...
 
 
@@ -107,7 +141,7 @@ class SigningKeys(Protocol):
 
 
 class AttemptObserver(Protocol):
-    """Told of each attempt once its reply is in (executor/metrics.py); must be cheap."""
+    """Told of each attempt once its reply is in (executor/adapters/metrics.py); must be cheap."""
 
     def attempt(
         self,
@@ -116,3 +150,39 @@ class AttemptObserver(Protocol):
         ended_at: datetime,
         reply: HttpResponse | HttpFailure,
     ) -> None: ...
+
+
+class HoldersByKey(Protocol):
+    def holding(self) -> dict[str, int]:
+        """Holders per key, for keys someone holds."""
+        ...
+
+
+class SendingLoad(Protocol):
+    """What the metrics read of the sending slots at scrape time
+    (executor/service_layer/slots.py, SendingSlots)."""
+
+    @property
+    def in_flight(self) -> int: ...
+
+    @property
+    def hosts(self) -> HoldersByKey: ...
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptPorts:
+    """Everything outside the process an attempt talks to, bundled for the use case
+    (executor/service_layer/attempts.py)."""
+
+    queue: EventQueue  # where Started and the result go
+    reports: Reports  # how they are written
+    http: HttpClient
+    clock: Clock
+    ids: IdGen  # event ids
+    sleeper: Sleeper  # the wait until not-before: precise
+    secrets: SecretOpener  # opens sealed headers
+    signing: SigningKeys
+    # The wait until an attempt prepares, which needs no precision and must not block the
+    # event loop (adapters/sleeper.py, LoopSleeper); None: `sleeper`.
+    coarse_sleeper: Sleeper | None = None
+    observer: AttemptObserver | None = None  # metrics (adapters/metrics.py)

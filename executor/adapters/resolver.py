@@ -23,7 +23,7 @@ import socket
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
-from executor.limits import KeyedLimit
+from mesh.slots import KeyedLimit
 
 AddrInfo = tuple[
     socket.AddressFamily,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from enum import Enum
 
 # Headers the executor sets itself; same-named headers from the call spec are replaced.
 IDEMPOTENCY_KEY = "Idempotency-Key"
@@ -77,3 +78,22 @@ class ExecutionOrder:
             kept = tuple((n, v) for n, v in kept if n.lower() not in traced)
             return replace(self.request, headers=(*kept, *secret, *trace, *own))
         return replace(self.request, headers=(*kept, *secret, *own))
+
+
+class Stage(Enum):
+    """Where a held attempt is: waiting for its not-before time (or a slot), or sent."""
+
+    WAITING = "waiting"
+    IN_FLIGHT = "in_flight"
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutionView:
+    """One attempt this process holds, as ListExecutions shows it."""
+
+    tenant_id: str
+    service_call_id: str
+    attempt: int
+    stage: Stage
+    not_before: datetime
+    start_time: datetime | None

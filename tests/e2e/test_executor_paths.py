@@ -25,7 +25,7 @@ from meshctl.sink import Arrival, Sink
 from meshctl.topic_reader import read_whole_topic
 from servicecall.v1 import service_call_pb2 as api
 from tests.e2e.conftest import CallEvents, JsonClient
-from tests.unit.executor.webhook_verifier import verify
+from tests.fakes.executor.webhook_verifier import verify
 
 
 class ScriptedSink(Sink):

@@ -11,13 +11,13 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from executor.domain.execution import CallRef, ExecutionOrder, HttpRequest
-from executor.grpc_api import SERVICE_NAME, ExecutorApi
-from executor.registry import Executions
+from executor.entrypoints.grpc_api import SERVICE_NAME, ExecutorApi
+from executor.service_layer.registry import Executions
 from mesh.grpc_server import GrpcServer
 from mesh.timeconv import from_timestamp
 from servicecall.internal.v1 import executor_service_pb2 as pb
 from servicecall.internal.v1 import executor_service_pb2_grpc as pb_grpc
-from tests.unit.executor.fakes import T0
+from tests.fakes.executor.ports import T0
 
 pytestmark = pytest.mark.integration
 

@@ -13,8 +13,8 @@ from executor.domain.egress import parse_allowlist
 from executor.domain.execution import CallRef, ExecutionOrder
 from executor.domain.outcome import AttemptError
 from executor.ports import HttpFailure, HttpRequest, HttpResponse
-from tests.unit.executor.fakes import T0, Target
-from tests.unit.executor.loopback import LoopbackServer, serve_target
+from tests.fakes.executor.loopback import LoopbackServer, serve_target
+from tests.fakes.executor.ports import T0, Target
 
 pytestmark = pytest.mark.integration
 

@@ -8,8 +8,8 @@ import pytest
 
 from executor.adapters.kafka_queue import KafkaEventQueue
 from meshctl.layout import Layout
+from tests.contracts.event_queue import EventQueueContract, ReadBack
 from tests.kafka_helpers import TopicReader, private_topic
-from tests.unit.executor.queue_contract import EventQueueContract, ReadBack
 
 pytestmark = pytest.mark.integration
 

@@ -27,9 +27,9 @@ from executor.adapters.kafka_queue import KafkaEventQueue
 from executor.adapters.signing_keys import SigningKeysFile
 from executor.adapters.sleeper import LoopSleeper, PreciseSleeper
 from executor.domain.egress import parse_allowlist
-from executor.handler import ExecutionHandler
-from executor.limits import Limits
-from executor.registry import Executions
+from executor.main import execution_handler as ExecutionHandler  # noqa: N812
+from executor.service_layer.registry import Executions
+from executor.service_layer.slots import SendingSlots as Limits
 from mesh.clock import SystemClock, Uuid7Gen
 from mesh.config import Env
 from mesh.db import make_engine

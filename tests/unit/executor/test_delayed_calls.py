@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from executor.timing import DelayedCalls
+from executor.service_layer.timing import DelayedCalls
 
 
 async def test_a_callback_runs_no_earlier_than_its_delay() -> None:

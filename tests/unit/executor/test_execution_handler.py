@@ -12,8 +12,8 @@ import pytest
 
 from executor.domain.outcome import AttemptError
 from executor.domain.signing import SigningSecret
-from executor.handler import PREPARE_AHEAD
 from executor.ports import HttpFailure, HttpRequest
+from executor.service_layer.attempts import PREPARE_AHEAD
 from mesh.ports import OutgoingMessage
 from mesh.secrets import SecretBox, header_binding
 from mesh.timeconv import from_duration, from_timestamp
@@ -21,9 +21,9 @@ from mesh.topics import call_key
 from servicecall.internal.v1 import events_pb2 as pb
 from servicecall.internal.v1 import executor_service_pb2 as xpb
 from servicecall.v1 import service_call_pb2 as api
-from tests.unit.executor.fakes import T0
-from tests.unit.executor.webhook_verifier import verify
-from tests.unit.executor.world import PORT, TOPIC, World, received, request_envelope, seal
+from tests.fakes.executor.ports import T0
+from tests.fakes.executor.webhook_verifier import verify
+from tests.fakes.executor.world import PORT, TOPIC, World, received, request_envelope, seal
 
 FLOW = [
     "produce:execution_started",

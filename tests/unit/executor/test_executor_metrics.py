@@ -8,13 +8,13 @@ from datetime import timedelta
 
 from prometheus_client import CollectorRegistry
 
+from executor.adapters.metrics import ExecutorMetrics, host_class, response_class
 from executor.domain.outcome import AttemptError
-from executor.limits import Limits
-from executor.metrics import ExecutorMetrics, host_class, response_class
 from executor.ports import HttpFailure, HttpResponse
-from executor.registry import Executions
-from tests.unit.executor.fakes import T0
-from tests.unit.executor.world import PORT, World, received, request_envelope
+from executor.service_layer.registry import Executions
+from executor.service_layer.slots import SendingSlots as Limits
+from tests.fakes.executor.ports import T0
+from tests.fakes.executor.world import PORT, World, received, request_envelope
 
 LATENESS = "servicecall_executor_lateness_seconds"
 

@@ -7,7 +7,7 @@ import tracemalloc
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from executor.registry import FinishedAttempts
+from executor.service_layer.registry import FinishedAttempts
 
 
 def message(size: int, n: int = 0) -> bytes:

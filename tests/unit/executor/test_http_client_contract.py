@@ -12,8 +12,8 @@ from executor.adapters.h1_client import H1Client
 from executor.domain.egress import Network, parse_allowlist
 from executor.domain.outcome import AttemptError
 from executor.ports import HttpClient, HttpFailure, HttpRequest, HttpResponse, PreparedRequest
-from tests.unit.executor.fakes import FakeHttpClient, Target
-from tests.unit.executor.loopback import closed_port, serve_target
+from tests.fakes.executor.loopback import closed_port, serve_target
+from tests.fakes.executor.ports import FakeHttpClient, Target
 
 LOOPBACK = parse_allowlist(["127.0.0.0/8", "::1/128"])
 LIMIT = 1000

@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 from datetime import timedelta
 
-from executor.limits import FifoSlots, KeyedLimit, Limits
 from executor.ports import HttpFailure, HttpRequest, HttpResponse, PreparedRequest
-from tests.unit.executor.world import World, received, request_envelope
+from executor.service_layer.slots import SendingSlots as Limits
+from mesh.slots import FifoSlots, KeyedLimit
+from tests.fakes.executor.world import World, received, request_envelope
 
 
 async def settle() -> None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.unit.executor.fakes import FakeBus
-from tests.unit.executor.queue_contract import EventQueueContract, ReadBack
+from tests.contracts.event_queue import EventQueueContract, ReadBack
+from tests.fakes.executor.ports import FakeBus
 
 
 class TestFakeEventQueue(EventQueueContract):

@@ -8,8 +8,8 @@ from datetime import timedelta
 
 import pytest
 
-from tests.unit.executor.fakes import T0
-from tests.unit.executor.world import World, received, request_envelope
+from tests.fakes.executor.ports import T0
+from tests.fakes.executor.world import World, received, request_envelope
 
 
 async def test_a_redelivery_after_the_attempt_finished_is_not_sent_again() -> None:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 from datetime import timedelta
 
-from executor.main import drain
-from tests.unit.executor.fakes import T0
-from tests.unit.executor.world import World, received, request_envelope
+from mesh.lifecycle import drain
+from tests.fakes.executor.ports import T0
+from tests.fakes.executor.world import World, received, request_envelope
 
 
 async def consume_one(world: World, delay: timedelta) -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 from datetime import datetime, timedelta
 
-from executor.timing import LatenessReport, SharedWakeups, wait_until
-from tests.unit.executor.fakes import T0, FakeClock, FakeSleeper
+from executor.service_layer.timing import LatenessReport, SharedWakeups, wait_until
+from tests.fakes.executor.ports import T0, FakeClock, FakeSleeper
 
 
 async def test_due_already_returns_at_once() -> None:

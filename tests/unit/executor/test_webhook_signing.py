@@ -18,7 +18,7 @@ from executor.domain.signing import (
     sign,
     signature_headers,
 )
-from tests.unit.executor.webhook_verifier import VerificationError, verify
+from tests.fakes.executor.webhook_verifier import VerificationError, verify
 
 
 def new_secret() -> str:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from aiohttp import web
 from multidict import CIMultiDict
 
-from tests.unit.executor.fakes import Seen, Target
+from tests.fakes.executor.ports import Seen, Target
 
 
 @dataclass

@@ -9,9 +9,8 @@ import struct
 from array import array
 from dataclasses import dataclass, field
 from datetime import datetime
-from enum import Enum
 
-from executor.domain.execution import ExecutionOrder
+from executor.domain.execution import ExecutionOrder, ExecutionView, Stage
 from mesh.ports import OutgoingMessage
 
 # Defaults for the memory of finished attempts (FINISHED_ATTEMPTS_REMEMBERED/_BYTES).
@@ -19,22 +18,7 @@ FINISHED_REMEMBERED = 100_000
 FINISHED_BYTES = 64 * 1024 * 1024
 
 
-class Stage(Enum):
-    WAITING = "waiting"
-    IN_FLIGHT = "in_flight"
-
-
 AttemptKey = tuple[str, str, int]  # tenant_id, service_call_id, attempt
-
-
-@dataclass(frozen=True, slots=True)
-class ExecutionView:
-    tenant_id: str
-    service_call_id: str
-    attempt: int
-    stage: Stage
-    not_before: datetime
-    start_time: datetime | None
 
 
 @dataclass(eq=False, slots=True)

@@ -1,24 +1,16 @@
-"""Performs one execution request from Kafka: wait, announce, send, report."""
+"""The perform-an-attempt use case: wait for not-before, announce, send, report."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import lru_cache
 from urllib.parse import urlsplit
 
-from google.protobuf.message import DecodeError
-
-from executor.adapters.messages import (
-    UnreadableOrderError,
-    order_from_envelope,
-    result_again,
-    result_message,
-    started_message,
-)
-from executor.domain.execution import ExecutionOrder, HttpRequest
+from executor.domain.execution import ExecutionOrder, HttpRequest, Stage
 from executor.domain.outcome import (
     AttemptError,
     Failed,
@@ -28,27 +20,21 @@ from executor.domain.outcome import (
     classify_response,
 )
 from executor.domain.signing import signature_headers
-from executor.limits import Limits
 from executor.ports import (
-    AttemptObserver,
-    EventQueue,
-    HttpClient,
+    AttemptPorts,
     HttpFailure,
     HttpResponse,
     PreparedRequest,
-    SecretOpener,
-    SigningKeys,
-    Sleeper,
 )
-from executor.registry import Executions, HeldExecution, Stage
-from executor.timing import DelayedCalls, LatenessReport, SharedWakeups, wait_until
+from executor.service_layer.registry import Executions, HeldExecution
+from executor.service_layer.slots import SendingSlots
+from executor.service_layer.timing import DelayedCalls, LatenessReport, SharedWakeups, wait_until
 from mesh import tracing
-from mesh.kafka import ReceivedMessage
+from mesh.backoff import Backoff
 from mesh.logs import get_logger
-from mesh.ports import Clock, IdGen, OutgoingMessage
+from mesh.ports import OutgoingMessage
 from mesh.redaction import snippet
 from mesh.secrets import SecretError, header_binding
-from servicecall.internal.v1 import events_pb2 as pb
 
 log = get_logger(__name__)
 
@@ -68,52 +54,54 @@ def _host_of(url: str) -> str:
         return ""
 
 
-class ExecutionHandler:
-    """The ConsumerRunner's handler for `execution-requests`.
+@dataclass(frozen=True, slots=True)
+class AttemptSettings:
+    """How attempts report; the defaults report everything at once (tests, tools)."""
 
-    It returns only after the attempt's result (and its Started, if one was sent) were
-    acknowledged by Kafka, so the offset is committed only then; a crash before that
+    # None: Started goes out before every request; else only for an attempt still in flight
+    # this long after its request went out (ExecutorConfig.started_after).
+    started_after: timedelta | None = None
+    # How long a finished attempt's report may wait while others are about to send
+    # (Attempts._reports_may_go); None: reports never wait.
+    report_defer: timedelta | None = None
+    # Retrying a publish that failed: the first delay and the ceiling (mesh.backoff.Backoff).
+    publish_backoff: tuple[float, float] = (0.05, 5.0)
+
+
+class Attempts:
+    """Performs the attempts the executor is handed (entrypoints/execution_requests.py).
+
+    `perform` returns only after the attempt's result (and its Started, if one was sent) were
+    acknowledged by the queue, so the Kafka offset is committed only then; a crash before that
     redelivers the request and the target may see the attempt twice (with the same
     Idempotency-Key). A redelivery to this process is not sent again: it joins the attempt
     if still held, or gets its remembered result published again if finished (registry.py).
-    Publishing is retried here rather than by raising, because the runner
+    Publishing is retried here rather than by raising, because the consumer runner
     would retry the whole message and send the HTTP request again.
     """
 
     def __init__(
         self,
-        *,
-        bus: EventQueue,
-        http: HttpClient,
-        clock: Clock,
-        ids: IdGen,
-        sleeper: Sleeper,
-        limits: Limits,
-        secrets: SecretOpener,
-        signing: SigningKeys,
+        ports: AttemptPorts,
         executions: Executions,
-        events_topic: str,
-        executor_id: str,
-        default_snippet_bytes: int = 1024,
-        started_after: timedelta | None = None,
-        report_defer: timedelta | None = None,
-        publish_backoff: tuple[float, float] = (0.05, 5.0),
-        coarse_sleeper: Sleeper | None = None,
-        observer: AttemptObserver | None = None,
+        slots: SendingSlots,
+        settings: AttemptSettings = AttemptSettings(),
     ) -> None:
-        self._bus = bus
-        self._http = http
-        self._clock = clock
-        self._ids = ids
-        self._sleeper = sleeper
-        self._secrets = secrets
-        self._limits = limits
-        self._signing = signing
+        # Each port in an attribute of its own: the hot path reads them once per attempt.
+        self._bus = ports.queue
+        self._reports = ports.reports
+        self._http = ports.http
+        self._clock = ports.clock
+        self._ids = ports.ids
+        self._sleeper = ports.sleeper
+        self._secrets = ports.secrets
+        self._signing = ports.signing
+        # Metrics (adapters/metrics.py): told of each attempt after its reply.
+        self._observer = ports.observer
+        self._slots = slots
         self._executions = executions
-        self._topic = events_topic
-        self._executor_id = executor_id
-        self._default_snippet_bytes = default_snippet_bytes
-        self._backoff = publish_backoff
+        self._backoff = settings.publish_backoff
+        started_after = settings.started_after
         # None: Started goes out before every request; else only for one still in flight then.
         self._started_later = (
             None if started_after is None else DelayedCalls(started_after.total_seconds())
@@ -121,33 +109,18 @@ class ExecutionHandler:
         self._active: set[asyncio.Task[object]] = set()
         self._lateness = LatenessReport()
         # The prepare moment needs no precision, and must not block the loop (LoopSleeper).
-        self._prepare_moments = SharedWakeups(clock, coarse_sleeper or sleeper)
+        self._prepare_moments = SharedWakeups(ports.clock, ports.coarse_sleeper or ports.sleeper)
         # Sends before reports: attempts between their prepare time and their reply, and
         # whether none is (reports may go). None: reports never wait.
+        report_defer = settings.report_defer
         self._report_defer = None if report_defer is None else report_defer.total_seconds()
         self._sending = 0
         self._quiet = asyncio.Event()
         self._quiet.set()
         self._release: asyncio.TimerHandle | None = None
-        # Metrics (executor/metrics.py): told of each attempt after its reply.
-        self._observer = observer
 
-    async def __call__(self, message: ReceivedMessage) -> None:
-        try:
-            envelope = pb.Envelope.FromString(message.value)
-            order = order_from_envelope(envelope, self._default_snippet_bytes)
-        except (DecodeError, UnreadableOrderError) as e:
-            # Retrying cannot make it readable; dropping it is the only way forward.
-            log.error(
-                "unreadable message dropped",
-                topic=message.topic,
-                partition=message.partition,
-                offset=message.offset,
-                error=type(e).__name__,
-            )
-            return
-        if order is None:
-            return
+    async def perform(self, order: ExecutionOrder) -> None:
+        """Performs `order` once in this process, however often it is handed over."""
         # The call's ids go on each log line explicitly rather than through bound context
         # variables: binding and unbinding them cost ~3% of an attempt's CPU, for lines that a
         # successful attempt does not write.
@@ -155,7 +128,7 @@ class ExecutionHandler:
             while True:
                 done = self._executions.result_of(order)
                 if done is not None:
-                    await self._report_again(order, result_again(self._topic, order, done))
+                    await self._report_again(order, self._reports.again(order, done))
                     return
                 entry, mine = self._executions.hold(order)
                 if mine:
@@ -204,6 +177,10 @@ class ExecutionHandler:
             task.cancel()
         return len(tasks)
 
+    def __len__(self) -> int:
+        """Attempts held: handed over and not finished."""
+        return len(self._executions)
+
     async def _perform(self, order: ExecutionOrder, entry: HeldExecution) -> OutgoingMessage:
         """Returns the attempt's result once it (and Started, if sent) were acknowledged."""
         # Debug only: at thousands of calls per second each info line is CPU taken from sending.
@@ -233,7 +210,7 @@ class ExecutionHandler:
         # wait for it (see _reports_may_go).
         self._begin_send()
         try:
-            async with self._limits.slot(order.call.tenant_id, host):
+            async with self._slots.slot(order.call.tenant_id, host):
                 request = self._request_for(order, ahead, trace)
                 await wait_until(order.not_before, self._clock, self._sleeper)
                 # Read after the slot is ours: with every slot busy this is later than not_before,
@@ -250,13 +227,8 @@ class ExecutionHandler:
 
                 def announce() -> None:
                     started = tracing.with_trace(
-                        started_message(
-                            self._topic,
-                            order,
-                            self._ids.new_id(),
-                            at=self._clock.now(),
-                            start_time=start_time,
-                            executor_id=self._executor_id,
+                        self._reports.started(
+                            order, self._ids.new_id(), at=self._clock.now(), start_time=start_time
                         ),
                         carrier,
                     )
@@ -303,8 +275,7 @@ class ExecutionHandler:
         await self._reports_may_go()
         outcome, body_snippet = self._judge(reply, order, ended_at)
         result = tracing.with_trace(
-            result_message(
-                self._topic,
+            self._reports.result(
                 order,
                 self._ids.new_id(),
                 outcome,
@@ -388,9 +359,9 @@ class ExecutionHandler:
             **_ids(order),
         )
         messages = [message for message, _ in pending[failed:]]
-        delay, ceiling = self._backoff
+        backoff = Backoff(*self._backoff)
         while True:
-            await self._sleeper.sleep(delay)
+            await self._sleeper.sleep(backoff.next())
             try:
                 await self._enqueue(messages)
                 return
@@ -401,7 +372,6 @@ class ExecutionHandler:
                     detail=str(e),
                     **_ids(order),
                 )
-                delay = min(delay * 2, ceiling)
 
     def _request_for(
         self,

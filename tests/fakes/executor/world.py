@@ -1,4 +1,5 @@
-"""A handler wired to fakes, and builders of execution-request messages."""
+"""The executor's attempt use case and Kafka handler wired to fakes, and builders of
+execution-request messages."""
 
 from __future__ import annotations
 
@@ -9,18 +10,20 @@ from typing import cast
 import grpc
 
 from executor.domain.signing import SigningSecret
-from executor.grpc_api import ExecutorApi
-from executor.handler import ExecutionHandler
-from executor.limits import Limits
-from executor.ports import AttemptObserver
-from executor.registry import Executions
-from mesh.kafka import ReceivedMessage
+from executor.entrypoints.execution_requests import execution_requests
+from executor.entrypoints.grpc_api import ExecutorApi
+from executor.mapping import ReportEnvelopes
+from executor.ports import AttemptObserver, AttemptPorts, HttpClient
+from executor.service_layer.attempts import Attempts, AttemptSettings
+from executor.service_layer.registry import Executions
+from executor.service_layer.slots import SendingSlots
+from mesh.kafka import ReceivedMessage, UnreadableMessageError
 from mesh.secrets import SecretBox, header_binding
 from mesh.timeconv import to_duration, to_timestamp
 from servicecall.internal.v1 import events_pb2 as pb
 from servicecall.internal.v1 import executor_service_pb2 as xpb
 from servicecall.v1 import service_call_pb2 as api
-from tests.unit.executor.fakes import (
+from tests.fakes.executor.ports import (
     T0,
     FakeBus,
     FakeClock,
@@ -49,13 +52,44 @@ class FakeSigningKeys:
         return self.keys.get(tenant_id, ())
 
 
+class Consumer:
+    """Stands in for the ConsumerRunner around the executor's Kafka handler: hands it each
+    message, and drops an unreadable one as the runner without a parking lot does (mesh/kafka.py,
+    `_give_up`). Shutdown reaches the held attempts through it (`abandon_all`), and `_http`
+    swaps the HTTP client the attempts use."""
+
+    def __init__(self, attempts: Attempts) -> None:
+        self.attempts = attempts
+        self._handler = execution_requests(attempts, default_snippet_bytes=16)
+
+    async def __call__(self, message: ReceivedMessage) -> None:
+        try:
+            await self._handler(message)
+        except UnreadableMessageError:
+            return
+
+    def abandon_all(self) -> int:
+        return self.attempts.abandon_all()
+
+    def __len__(self) -> int:
+        return len(self.attempts)
+
+    @property
+    def _http(self) -> HttpClient:
+        return self.attempts._http
+
+    @_http.setter
+    def _http(self, http: HttpClient) -> None:
+        self.attempts._http = http
+
+
 @dataclass
 class World:
     clock: FakeClock = field(default_factory=FakeClock)
     target: Target = field(default_factory=Target)
     journal: list[str] = field(default_factory=list)
     executions: Executions = field(default_factory=Executions)
-    limits: Limits = field(default_factory=lambda: Limits(512, 512, 512))
+    limits: SendingSlots = field(default_factory=lambda: SendingSlots(512, 512, 512))
     started_after: timedelta | None = None
     report_defer: timedelta | None = None
     observer: AttemptObserver | None = None
@@ -71,23 +105,23 @@ class World:
             dns={"target.example": ("93.184.215.14",)},
             journal=self.journal,
         )
-        self.handler = ExecutionHandler(
-            bus=self.bus,
-            http=self.http,
-            clock=self.clock,
-            ids=SeqIds(),
-            sleeper=self.sleeper,
-            limits=self.limits,
-            secrets=BOX,
-            signing=self.signing,
-            executions=self.executions,
-            events_topic=TOPIC,
-            executor_id="exec-1",
-            default_snippet_bytes=16,
-            started_after=self.started_after,
-            report_defer=self.report_defer,
-            observer=self.observer,
+        self.attempts = Attempts(
+            AttemptPorts(
+                queue=self.bus,
+                reports=ReportEnvelopes(TOPIC, "exec-1"),
+                http=self.http,
+                clock=self.clock,
+                ids=SeqIds(),
+                sleeper=self.sleeper,
+                secrets=BOX,
+                signing=self.signing,
+                observer=self.observer,
+            ),
+            self.executions,
+            self.limits,
+            AttemptSettings(started_after=self.started_after, report_defer=self.report_defer),
         )
+        self.handler = Consumer(self.attempts)
 
     def results(self) -> list[pb.Envelope]:
         return [

@@ -1,8 +1,8 @@
 """The executor's Prometheus metrics: lateness, attempts by response class, what it holds.
 
-The handler reports each attempt once, after its reply (never before the send); the held
-and in-flight gauges are read from the registry and the limits at scrape time, on the event
-loop (mesh/metrics.py), so the hot path pays only for the two histogram observations.
+The attempt use case reports each attempt once, after its reply (never before the send); the
+held and in-flight gauges are read from the registry and the sending slots at scrape time, on
+the event loop (mesh/metrics.py), so the hot path pays only for the two histogram observations.
 
 Labels are closed sets: the response class (1xx..5xx or the attempt's error class) and the
 target's host class (loopback, private, public, or name: a host given by name, whose
@@ -12,7 +12,7 @@ addresses only the resolver knows). Never the host itself, a tenant or a call id
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable
+from collections.abc import Iterable, Sized
 from datetime import datetime
 from functools import lru_cache
 from typing import Any
@@ -21,9 +21,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from executor.domain.outcome import AttemptError
-from executor.limits import Limits
-from executor.ports import HttpFailure, HttpResponse
-from executor.registry import Executions
+from executor.ports import HttpFailure, HttpResponse, SendingLoad
 from mesh.metrics import LATENCY_BUCKETS, LATENESS_BUCKETS, NAMESPACE, gauge, histogram
 
 RESPONSE_CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx", *(e.value for e in AttemptError))
@@ -38,7 +36,8 @@ def response_class(reply: HttpResponse | HttpFailure) -> str:
 
 @lru_cache(maxsize=1024)
 def host_class(host: str) -> str:
-    """The class of a per-host key ("host:port" as the URL gave it, executor/handler.py)."""
+    """The class of a per-host key ("host:port" as the URL gave it,
+    executor/service_layer/attempts.py)."""
     name = host.rpartition(":")[0] if ":" in host else host
     name = name.strip("[]")
     if name == "localhost" or name.endswith(".localhost"):
@@ -55,7 +54,7 @@ def host_class(host: str) -> str:
 
 
 class ExecutorMetrics:
-    def __init__(self, registry: CollectorRegistry, executions: Executions, limits: Limits) -> None:
+    def __init__(self, registry: CollectorRegistry, executions: Sized, slots: SendingLoad) -> None:
         self.registry = registry
         self.lateness = histogram(
             registry,
@@ -83,8 +82,8 @@ class ExecutorMetrics:
         ).set_function(lambda: len(executions))
         gauge(
             registry, "executor_in_flight", "Requests holding a send slot (all targets)."
-        ).set_function(lambda: limits.in_flight)
-        _InFlightByHostClass(limits, registry)
+        ).set_function(lambda: slots.in_flight)
+        _InFlightByHostClass(slots, registry)
 
     def attempt(
         self,
@@ -103,8 +102,8 @@ class ExecutorMetrics:
 
 
 class _InFlightByHostClass:
-    def __init__(self, limits: Limits, registry: CollectorRegistry) -> None:
-        self._limits = limits
+    def __init__(self, slots: SendingLoad, registry: CollectorRegistry) -> None:
+        self._slots = slots
         registry.register(self)
 
     def describe(self) -> Iterable[Metric]:
@@ -112,7 +111,7 @@ class _InFlightByHostClass:
 
     def collect(self) -> Iterable[Metric]:
         counts = dict.fromkeys(HOST_CLASSES, 0)
-        for host, holders in self._limits.hosts.holding().items():
+        for host, holders in self._slots.hosts.holding().items():
             counts[host_class(host)] += holders
         family = self._family()
         for name, count in counts.items():

@@ -1,0 +1,1 @@
+"""How work reaches the executor: its Kafka handler and its gRPC servicer."""
