@@ -836,14 +836,16 @@ class ConsumerRunner:
         """Parks a message that failed `max_tries` times or is unreadable (or logs and drops it
         without a parking lot), so that its key and partition move on."""
         where = {"topic": message.topic, "partition": message.partition, "offset": message.offset}
+        unreadable = isinstance(error, UnreadableMessageError)
+        why = "unreadable message" if unreadable else "handler failed"
         if self._park is None:
-            log.error("handler failed; message dropped", tries=tries, error=repr(error), **where)
+            log.error(f"{why}; message dropped", tries=tries, error=repr(error), **where)
             return
         backoff = Backoff(first=0.05, ceiling=5.0)
         while True:
             try:
                 await self._park(message, error)
-                log.error("handler failed; message parked", error=repr(error), **where)
+                log.error(f"{why}; message parked", error=repr(error), **where)
                 return
             except asyncio.CancelledError:
                 raise
