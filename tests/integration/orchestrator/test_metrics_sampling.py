@@ -11,8 +11,8 @@ from prometheus_client import CollectorRegistry
 from mesh.db import libpq_url, make_engine
 from orchestrator.adapters.parking import ParkedItem, ParkingAdmin, PostgresParkingLot
 from orchestrator.metrics import OrchestratorMetrics, TableSampler
+from scheduler.adapters.metrics import PendingSampler, SchedulerMetrics
 from scheduler.adapters.store import PostgresTimerStore
-from scheduler.metrics import PendingSampler, SchedulerMetrics
 from tests.fakes.clock import T0
 from tests.unit.scheduler.test_scheduler_metrics import timer
 
