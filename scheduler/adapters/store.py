@@ -199,6 +199,28 @@ _PRUNE = sa.delete(timers).where(
 )
 
 
+def _batch_json(timers: Sequence[Timer]) -> str:
+    """The `timers` parameter of _ARM_MANY: the batch as one JSON array of records."""
+    return json.dumps(
+        [
+            {
+                "timer_id": t.timer_id,
+                "tenant_id": t.key.tenant_id,
+                "service_call_id": t.key.service_call_id,
+                "purpose": t.key.purpose,
+                "attempt": t.key.attempt,
+                "fire_at": t.key.fire_at.isoformat(),
+                "armed_by": t.armed_by,
+                "correlation_id": t.correlation_id,
+                "sequence": t.sequence,
+                "trace_context": t.trace_context,
+            }
+            for t in timers
+        ],
+        separators=(",", ":"),
+    )
+
+
 def _timer(row: Any) -> Timer:
     return Timer(
         key=TimerKey(
@@ -230,29 +252,7 @@ class PostgresTimerStore:
         if not unique:
             return set()
         async with self._engine.begin() as conn:
-            rows = await conn.execute(
-                _ARM_MANY,
-                {
-                    "timers": json.dumps(
-                        [
-                            {
-                                "timer_id": t.timer_id,
-                                "tenant_id": t.key.tenant_id,
-                                "service_call_id": t.key.service_call_id,
-                                "purpose": t.key.purpose,
-                                "attempt": t.key.attempt,
-                                "fire_at": t.key.fire_at.isoformat(),
-                                "armed_by": t.armed_by,
-                                "correlation_id": t.correlation_id,
-                                "sequence": t.sequence,
-                                "trace_context": t.trace_context,
-                            }
-                            for t in unique
-                        ],
-                        separators=(",", ":"),
-                    )
-                },
-            )
+            rows = await conn.execute(_ARM_MANY, {"timers": _batch_json(unique)})
             return {row[0] for row in rows}
 
     async def claim_due(
