@@ -18,9 +18,9 @@ def test_the_timers_table_matches_the_migrations(template_database: str) -> None
             "SELECT indexname FROM pg_indexes WHERE schemaname = 'scheduler'"
             " AND tablename = 'timers' AND indexname <> 'timers_pkey' ORDER BY indexname"
         ).fetchall()
+    dialect = postgresql.dialect()  # type: ignore[no-untyped-call]
     described = sorted(
-        (c.name, c.type.compile(dialect=postgresql.dialect()).lower(), c.nullable)
-        for c in timers.columns
+        (c.name, c.type.compile(dialect=dialect).lower(), c.nullable) for c in timers.columns
     )
     assert [tuple(row) for row in columns] == described
     assert [row[0] for row in indexes] == sorted(str(i.name) for i in timers.indexes)

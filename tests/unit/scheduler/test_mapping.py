@@ -84,7 +84,11 @@ def test_a_page_token_that_is_none_of_ours_is_a_value_error(token: str) -> None:
 
 def test_a_schedule_request_becomes_a_timer_with_the_ids_it_is_given() -> None:
     request = ts.ScheduleTimerRequest(
-        tenant_id="acme", service_call_id="call-1", purpose=1, attempt=3, fire_time=to_timestamp(T0)
+        tenant_id="acme",
+        service_call_id="call-1",
+        purpose=1,  # type: ignore[arg-type]
+        attempt=3,
+        fire_time=to_timestamp(T0),
     )
     timer = mapping.scheduled_timer(request, "api/1", "corr", None)
     assert timer == Timer(TimerKey("acme", "call-1", 1, 3, T0), "api/1", "corr", 0)

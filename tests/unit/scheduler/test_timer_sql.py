@@ -15,8 +15,11 @@ from sqlalchemy.sql import ClauseElement
 from scheduler.adapters import metrics, store
 
 
+DIALECT = psycopg.dialect()  # type: ignore[no-untyped-call]
+
+
 def sql(statement: ClauseElement) -> str:
-    return re.sub(r"\s+", " ", str(statement.compile(dialect=psycopg.dialect())))
+    return re.sub(r"\s+", " ", str(statement.compile(dialect=DIALECT)))
 
 
 STATEMENTS = {
