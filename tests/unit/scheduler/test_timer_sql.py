@@ -14,7 +14,6 @@ from sqlalchemy.sql import ClauseElement
 
 from scheduler.adapters import metrics, store
 
-
 DIALECT = psycopg.dialect()  # type: ignore[no-untyped-call]
 
 
