@@ -14,8 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from scheduler.adapters.tables import CANCELED, FIRED, PENDING, timers
 from scheduler.domain.timers import HANDOFF_PURPOSE, Timer, TimerKey, TimerState, Upcoming
 
-# The timer id as text: psycopg loads that as the str the domain uses, cheaper than a UUID
-# object turned into one.
+# The timer id as text, the str the domain holds (a uuid column would load as a UUID object).
 _timer_id = sa.cast(timers.c.timer_id, sa.Text).label("timer_id")
 _COLUMNS = (
     _timer_id,
