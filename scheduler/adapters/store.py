@@ -136,13 +136,15 @@ _CLAIM = (
     )
 )
 
+# The parameters of an UPDATE are never named after a column of it: executed with such a
+# key, SQLAlchemy takes it for a value to SET.
 _MARK_FIRED = (
     sa.update(timers)
     .values(state=FIRED, fired_at=sa.bindparam("now"), claimed_until=sa.null())
     .where(
         timers.c.timer_id == sa.any_(sa.cast(_param("ids"), pg.ARRAY(pg.UUID))),
         timers.c.state == PENDING,
-        timers.c.claimed_until == sa.bindparam("claimed_until"),
+        timers.c.claimed_until == sa.bindparam("claim_ends", type_=sa.DateTime(timezone=True)),
     )
 )
 
@@ -170,7 +172,7 @@ _UPCOMING = (
 _CANCEL = (
     sa.update(timers)
     .values(state=CANCELED, fired_at=sa.bindparam("now"))
-    .where(timers.c.timer_id == _uuid("timer_id"), timers.c.state == PENDING)
+    .where(timers.c.timer_id == _uuid("id"), timers.c.state == PENDING)
     .returning(*_COLUMNS)
 )
 
@@ -277,7 +279,7 @@ class PostgresTimerStore:
         async with self._engine.begin() as conn:
             marked = await conn.execute(
                 _MARK_FIRED,
-                {"ids": list(timer_ids), "now": now, "claimed_until": claimed_until},
+                {"ids": list(timer_ids), "now": now, "claim_ends": claimed_until},
             )
         return marked.rowcount
 
@@ -295,7 +297,7 @@ class PostgresTimerStore:
 
     async def cancel(self, timer_id: str, now: datetime) -> Timer | None:
         async with self._engine.begin() as conn:
-            row = (await conn.execute(_CANCEL, {"timer_id": timer_id, "now": now})).first()
+            row = (await conn.execute(_CANCEL, {"id": timer_id, "now": now})).first()
         return None if row is None else _timer(row)
 
     async def get(self, timer_id: str) -> Timer | None:

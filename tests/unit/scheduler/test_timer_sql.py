@@ -73,4 +73,19 @@ def test_arming_is_one_upsert_of_a_json_batch_that_rearms_only_fired_timers() ->
 def test_only_the_claims_holder_marks_its_timers_fired() -> None:
     text = sql(store._MARK_FIRED)
     assert "timer_id = ANY (CAST(%(ids)s AS UUID[]))" in text
-    assert "scheduler.timers.claimed_until = %(claimed_until)s" in text
+    assert "scheduler.timers.claimed_until = %(claim_ends)s" in text
+
+
+@pytest.mark.parametrize(
+    ("name", "keys"),
+    [
+        ("_CLAIM", ["now", "handoffs_until", "limit", "lease_until"]),
+        ("_MARK_FIRED", ["ids", "now", "claim_ends"]),
+        ("_CANCEL", ["id", "now"]),
+    ],
+)
+def test_an_updates_parameters_add_nothing_to_what_it_sets(name: str, keys: list[str]) -> None:
+    # Executed with a key named after a column, SQLAlchemy would SET that column too.
+    statement = STATEMENTS[name]
+    executed = str(statement.compile(dialect=DIALECT, column_keys=keys))
+    assert re.sub(r"\s+", " ", executed) == sql(statement)
