@@ -3,85 +3,68 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from datetime import timedelta
 from functools import partial
 from pathlib import Path
 
 from mesh import tracing
 from mesh.clock import SystemClock, Uuid7Gen
-from mesh.config import CommonConfig, ConfigError, Env
+from mesh.config import Env
 from mesh.db import make_engine
 from mesh.grpc_server import GrpcServer
 from mesh.kafka import ConsumerRunner, KafkaEventBus
 from mesh.lifecycle import Lifecycle, Loop, service_main
-from mesh.metrics import (
-    METRICS_OFF,
-    ConsumerLag,
-    GrpcMetrics,
-    MetricsConfig,
-    new_registry,
-    sample_every,
-    serve_metrics,
-)
+from mesh.metrics import ConsumerLag, GrpcMetrics, new_registry, sample_every, serve_metrics
+from mesh.ports import Clock, EventBus
 from mesh.topics import Topics
+from scheduler.adapters.fired_timers import KafkaFiredTimers
+from scheduler.adapters.metrics import MeasuredTimerStore, PendingSampler, SchedulerMetrics
 from scheduler.adapters.store import PostgresTimerStore
-from scheduler.consumer import TimerRequestHandler
-from scheduler.firing import Firer
-from scheduler.grpc_api import TimerApi
-from scheduler.metrics import MeasuredTimerStore, PendingSampler, SchedulerMetrics
+from scheduler.config import SchedulerConfig
+from scheduler.entrypoints.grpc_api import TimerApi
+from scheduler.entrypoints.timer_requests import TimerRequestHandler
+from scheduler.ports import TimerStore
+from scheduler.service_layer.firing import Firer, Sleeper
 from servicecall.internal.v1 import timer_service_pb2, timer_service_pb2_grpc
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 SERVICE_NAME = timer_service_pb2.DESCRIPTOR.services_by_name["TimerService"].full_name
 
 
-@dataclass(frozen=True, slots=True)
-class SchedulerConfig:
-    common: CommonConfig
-    batch_size: int
-    claim_lease: timedelta
-    max_sleep: timedelta
-    window_span: timedelta
-    window_capacity: int
-    handoff_pull_rate: float
-    handoff_pull_max: timedelta
-    consumer_group: str
-    metrics: MetricsConfig = METRICS_OFF
-    # How often the pending-timers gauge is sampled: one count over the index of pending
-    # timers, ~135 ms at 500k pending (docs/observability.md), hence not every scrape.
-    metrics_sample_s: float = 15.0
+class KafkaFirer(Firer):
+    """The firing loop announcing fired timers on `topics.timer_events` through `bus`: what
+    the scheduler runs (and what tests build over a bus of their own)."""
 
-    @classmethod
-    def from_env(cls, env: Env) -> SchedulerConfig:
-        config = cls(
-            common=CommonConfig.from_env(env, "scheduler", 50052),
-            batch_size=env.integer("FIRE_BATCH_SIZE", 500),
-            claim_lease=env.seconds("CLAIM_LEASE_S", 10.0),
-            # How often the firing loop re-reads the near-term window from Postgres even when
-            # nothing woke it: the bound on noticing timers another replica armed or left.
-            max_sleep=env.seconds("MAX_SLEEP_S", 1.0),
-            window_span=env.seconds("WINDOW_SPAN_S", 300.0),
-            # Bounded memory: the window never holds more, however many timers are pending.
-            # Also what the crowded-hand-off rule can see ahead (scheduler/domain/window.py):
-            # at least HANDOFF_PULL_RATE x HANDOFF_PULL_MAX_S.
-            window_capacity=env.integer("WINDOW_CAPACITY", 16384),
-            # Hand-offs per second the pipeline (orchestrator, Kafka) is counted on for when
-            # many calls are due together, and how early that may fire one (at most the
-            # orchestrator's HANDOFF_EARLY_MAX_S); 0 turns the rule off. docs/timing.md.
-            handoff_pull_rate=env.number("HANDOFF_PULL_RATE", 1000.0),
-            handoff_pull_max=env.seconds("HANDOFF_PULL_MAX_S", 10.0),
-            consumer_group=env.text("SCHEDULER_GROUP", "scheduler"),
-            metrics=MetricsConfig.from_env(env),
-            metrics_sample_s=env.number("METRICS_SAMPLE_S", 15.0),
+    def __init__(
+        self,
+        store: TimerStore,
+        bus: EventBus,
+        clock: Clock,
+        topics: Topics,
+        batch_size: int = 500,
+        claim_lease: timedelta = timedelta(seconds=10),
+        max_sleep: timedelta = timedelta(seconds=1),
+        retention: timedelta = timedelta(hours=1),
+        window_span: timedelta = timedelta(minutes=5),
+        window_capacity: int = 16384,
+        handoff_pull_rate: float = 0.0,
+        handoff_pull_max: timedelta = timedelta(0),
+        sleeper: Sleeper | None = None,
+    ) -> None:
+        super().__init__(
+            store,
+            KafkaFiredTimers(bus, topics.timer_events),
+            clock,
+            batch_size=batch_size,
+            claim_lease=claim_lease,
+            max_sleep=max_sleep,
+            retention=retention,
+            window_span=window_span,
+            window_capacity=window_capacity,
+            handoff_pull_rate=handoff_pull_rate,
+            handoff_pull_max=handoff_pull_max,
+            sleeper=sleeper,
         )
-        if config.handoff_pull_rate < 0:
-            raise ConfigError("HANDOFF_PULL_RATE must not be negative (0 turns it off)")
-        if config.handoff_pull_max < timedelta(0):
-            raise ConfigError("HANDOFF_PULL_MAX_S must not be negative")
-        if config.window_capacity < 1:
-            raise ConfigError("WINDOW_CAPACITY must be positive")
-        return config
 
 
 async def serve(config: SchedulerConfig) -> None:
@@ -94,7 +77,7 @@ async def serve(config: SchedulerConfig) -> None:
     clock = SystemClock()
     metrics = SchedulerMetrics(new_registry())
     store = MeasuredTimerStore(PostgresTimerStore(engine), metrics)
-    firer = Firer(
+    firer = KafkaFirer(
         store,
         bus,
         clock,

@@ -1,4 +1,4 @@
-"""The scheduler's storage port."""
+"""The scheduler's ports: where timers are stored, and where fired timers are announced."""
 
 from __future__ import annotations
 
@@ -64,3 +64,11 @@ class TimerStore(Protocol):
     async def list_pending(
         self, limit: int, after: tuple[datetime, str] | None
     ) -> Sequence[Timer]: ...
+
+
+class FiredTimers(Protocol):
+    async def publish(self, timers: Sequence[Timer], fired_at: datetime) -> None:
+        """Announces that `timers` fired at `fired_at` (a DueTimeReached each); returns once
+        every one is acknowledged, raises if any may not be. Each announcement continues the
+        trace its timer was armed in."""
+        ...

@@ -1,1 +1,1 @@
-"""The scheduler's adapters."""
+"""The scheduler's adapters: the timers table in Postgres, fired timers onto the bus, metrics."""

@@ -5,111 +5,221 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql as pg
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from scheduler.adapters.tables import CANCELED, FIRED, PENDING, timers
 from scheduler.domain.timers import HANDOFF_PURPOSE, Timer, TimerKey, TimerState, Upcoming
 
+# The timer id as text, the str the domain holds (a uuid column would load as a UUID object).
+_timer_id = sa.cast(timers.c.timer_id, sa.Text).label("timer_id")
 _COLUMNS = (
-    "timer_id::text AS timer_id, tenant_id, service_call_id, purpose, attempt, fire_at, state,"
-    " armed_by, correlation_id, sequence, trace_context"
+    _timer_id,
+    timers.c.tenant_id,
+    timers.c.service_call_id,
+    timers.c.purpose,
+    timers.c.attempt,
+    timers.c.fire_at,
+    timers.c.state,
+    timers.c.armed_by,
+    timers.c.correlation_id,
+    timers.c.sequence,
+    timers.c.trace_context,
 )
+# A constant of the code, written into the statements like the states (tables.PENDING).
+_HANDOFF = sa.literal_column(str(HANDOFF_PURPOSE), sa.SmallInteger)
+
+
+def _param(name: str) -> sa.BindParameter[Any]:
+    """A parameter passed to psycopg as it is: no type, so SQLAlchemy neither converts the
+    value nor adds a cast of its own (the statement casts where Postgres needs one)."""
+    return sa.bindparam(name, type_=sa.types.NullType())
+
+
+def _uuid(name: str) -> sa.Cast[Any]:
+    return sa.cast(_param(name), pg.UUID)
+
 
 # Arming is an upsert: a new timer is inserted; a fired one is armed again only by a request
 # other than the one that armed it (a re-arm, not a redelivery). The batch travels as one
 # JSON document, so one statement arms a whole batch (JSON, not one array per column: the
 # driver's dumping of Python lists as arrays cost more CPU than the rest of the write).
-_ARM_MANY = sa.text(
-    """
-    INSERT INTO scheduler.timers (timer_id, tenant_id, service_call_id, purpose, attempt,
-                                  fire_at, state, armed_by, correlation_id, sequence,
-                                  trace_context)
-    SELECT t.timer_id, t.tenant_id, t.service_call_id, t.purpose, t.attempt,
-           t.fire_at, 'pending', t.armed_by, t.correlation_id, t.sequence, t.trace_context
-      FROM jsonb_to_recordset(CAST(:timers AS jsonb))
-           AS t(timer_id uuid, tenant_id text, service_call_id text, purpose smallint,
-                attempt integer, fire_at timestamptz, armed_by text, correlation_id text,
-                sequence bigint, trace_context jsonb)
-    ON CONFLICT (timer_id) DO UPDATE
-       SET state = 'pending', armed_by = EXCLUDED.armed_by, claimed_until = NULL,
-           fired_at = NULL, correlation_id = EXCLUDED.correlation_id,
-           sequence = EXCLUDED.sequence, trace_context = EXCLUDED.trace_context
-     WHERE scheduler.timers.state = 'fired'
-       AND scheduler.timers.armed_by <> EXCLUDED.armed_by
-    RETURNING timer_id::text
-    """
+_batch = (
+    sa.func.jsonb_to_recordset(sa.cast(_param("timers"), pg.JSONB))
+    .table_valued(
+        sa.column("timer_id", pg.UUID),
+        sa.column("tenant_id", sa.Text),
+        sa.column("service_call_id", sa.Text),
+        sa.column("purpose", sa.SmallInteger),
+        sa.column("attempt", sa.Integer),
+        sa.column("fire_at", sa.DateTime(timezone=True)),
+        sa.column("armed_by", sa.Text),
+        sa.column("correlation_id", sa.Text),
+        sa.column("sequence", sa.BigInteger),
+        sa.column("trace_context", pg.JSONB),
+    )
+    .render_derived(name="t", with_types=True)
 )
+_insert_batch = pg.insert(timers).from_select(
+    [
+        "timer_id",
+        "tenant_id",
+        "service_call_id",
+        "purpose",
+        "attempt",
+        "fire_at",
+        "state",
+        "armed_by",
+        "correlation_id",
+        "sequence",
+        "trace_context",
+    ],
+    sa.select(
+        _batch.c.timer_id,
+        _batch.c.tenant_id,
+        _batch.c.service_call_id,
+        _batch.c.purpose,
+        _batch.c.attempt,
+        _batch.c.fire_at,
+        PENDING,
+        _batch.c.armed_by,
+        _batch.c.correlation_id,
+        _batch.c.sequence,
+        _batch.c.trace_context,
+    ),
+)
+_ARM_MANY = _insert_batch.on_conflict_do_update(
+    index_elements=[timers.c.timer_id],
+    set_={
+        "state": PENDING,
+        "armed_by": _insert_batch.excluded.armed_by,
+        "claimed_until": sa.null(),
+        "fired_at": sa.null(),
+        "correlation_id": _insert_batch.excluded.correlation_id,
+        "sequence": _insert_batch.excluded.sequence,
+        "trace_context": _insert_batch.excluded.trace_context,
+    },
+    where=(timers.c.state == FIRED) & (timers.c.armed_by != _insert_batch.excluded.armed_by),
+).returning(_timer_id)
 
 # The inner SELECT takes the earliest due, unclaimed rows and locks them; SKIP LOCKED lets a
 # second replica take the next rows instead of waiting, and the lease written here keeps a
 # third from re-claiming them after this transaction commits.
-_CLAIM = sa.text(
-    f"""
-    UPDATE scheduler.timers AS t SET claimed_until = :lease_until
-      FROM (SELECT timer_id FROM scheduler.timers
-             WHERE state = 'pending' AND fire_at <= :handoffs_until
-               AND (fire_at <= :now OR purpose = {HANDOFF_PURPOSE})
-               AND (claimed_until IS NULL OR claimed_until <= :now)
-             ORDER BY fire_at
-             LIMIT :limit
-             FOR UPDATE SKIP LOCKED) AS due
-     WHERE t.timer_id = due.timer_id
-    RETURNING {_COLUMNS.replace("timer_id::text", "t.timer_id::text")}
-    """
+_now = sa.bindparam("now", type_=sa.DateTime(timezone=True))
+_due = (
+    sa.select(timers.c.timer_id)
+    .where(
+        timers.c.state == PENDING,
+        timers.c.fire_at <= sa.bindparam("handoffs_until", type_=sa.DateTime(timezone=True)),
+        sa.or_(timers.c.fire_at <= _now, timers.c.purpose == _HANDOFF),
+        sa.or_(timers.c.claimed_until.is_(None), timers.c.claimed_until <= _now),
+    )
+    .order_by(timers.c.fire_at)
+    .limit(_param("limit"))
+    .with_for_update(skip_locked=True)
+    .subquery("due")
+)
+# The updated table under another name, so the subquery reads scheduler.timers on its own
+# instead of being correlated with the row being updated.
+# (An Alias at run time; typed as a plain named FROM clause, which update() does not take.)
+_t = cast("sa.Alias[Any]", timers.alias("t"))
+_CLAIM = (
+    sa.update(_t)
+    .values(claimed_until=sa.bindparam("lease_until"))
+    .where(_t.c.timer_id == _due.c.timer_id)
+    .returning(
+        sa.cast(_t.c.timer_id, sa.Text).label("timer_id"),
+        *(_t.c[column.name] for column in _COLUMNS[1:]),
+    )
 )
 
-_MARK_FIRED = sa.text(
-    """
-    UPDATE scheduler.timers SET state = 'fired', fired_at = :now, claimed_until = NULL
-     WHERE timer_id = ANY(CAST(:ids AS uuid[])) AND state = 'pending'
-       AND claimed_until = :claimed_until
-    """
+# The parameters of an UPDATE are never named after a column of it: executed with such a
+# key, SQLAlchemy takes it for a value to SET.
+_MARK_FIRED = (
+    sa.update(timers)
+    .values(state=FIRED, fired_at=sa.bindparam("now"), claimed_until=sa.null())
+    .where(
+        timers.c.timer_id == sa.any_(sa.cast(_param("ids"), pg.ARRAY(pg.UUID))),
+        timers.c.state == PENDING,
+        timers.c.claimed_until == sa.bindparam("claim_ends", type_=sa.DateTime(timezone=True)),
+    )
 )
 
-_NEXT = sa.text(
-    """
-    SELECT fire_at, claimed_until FROM scheduler.timers
-     WHERE state = 'pending' ORDER BY fire_at LIMIT 64
-    """
+_NEXT = (
+    sa.select(timers.c.fire_at, timers.c.claimed_until)
+    .where(timers.c.state == PENDING)
+    .order_by(timers.c.fire_at)
+    .limit(sa.literal_column("64"))
 )
 
 # Served by the partial index on fire_at: the cost does not depend on how many timers pend.
-_UPCOMING = sa.text(
-    f"""
-    SELECT fire_at, GREATEST(fire_at, claimed_until) AS attention,
-           purpose = {HANDOFF_PURPOSE} AND claimed_until IS NULL AS may_fire_early
-      FROM scheduler.timers
-     WHERE state = 'pending' AND fire_at < :until ORDER BY fire_at LIMIT :limit
-    """
+_UPCOMING = (
+    sa.select(
+        timers.c.fire_at,
+        sa.func.greatest(timers.c.fire_at, timers.c.claimed_until).label("attention"),
+        sa.and_(timers.c.purpose == _HANDOFF, timers.c.claimed_until.is_(None)).label(
+            "may_fire_early"
+        ),
+    )
+    .where(timers.c.state == PENDING, timers.c.fire_at < sa.bindparam("until"))
+    .order_by(timers.c.fire_at)
+    .limit(_param("limit"))
 )
 
-_CANCEL = sa.text(
-    f"""
-    UPDATE scheduler.timers SET state = 'canceled', fired_at = :now
-     WHERE timer_id = CAST(:timer_id AS uuid) AND state = 'pending'
-    RETURNING {_COLUMNS}
-    """
+_CANCEL = (
+    sa.update(timers)
+    .values(state=CANCELED, fired_at=sa.bindparam("now"))
+    .where(timers.c.timer_id == _uuid("id"), timers.c.state == PENDING)
+    .returning(*_COLUMNS)
 )
 
-_GET = sa.text(f"SELECT {_COLUMNS} FROM scheduler.timers WHERE timer_id = CAST(:timer_id AS uuid)")
+_GET = sa.select(*_COLUMNS).where(timers.c.timer_id == _uuid("timer_id"))
 
-_LIST_FIRST = sa.text(
-    f"""
-    SELECT {_COLUMNS} FROM scheduler.timers WHERE state = 'pending'
-     ORDER BY fire_at, timer_id LIMIT :limit
-    """
+_LIST_FIRST = (
+    sa.select(*_COLUMNS)
+    .where(timers.c.state == PENDING)
+    .order_by(timers.c.fire_at, timers.c.timer_id)
+    .limit(_param("limit"))
 )
-_LIST_AFTER = sa.text(
-    f"""
-    SELECT {_COLUMNS} FROM scheduler.timers
-     WHERE state = 'pending' AND (fire_at, timer_id) > (:fire_at, CAST(:timer_id AS uuid))
-     ORDER BY fire_at, timer_id LIMIT :limit
-    """
+_LIST_AFTER = (
+    sa.select(*_COLUMNS)
+    .where(
+        timers.c.state == PENDING,
+        sa.tuple_(timers.c.fire_at, timers.c.timer_id)
+        > sa.tuple_(_param("fire_at"), _uuid("timer_id")),
+    )
+    .order_by(timers.c.fire_at, timers.c.timer_id)
+    .limit(_param("limit"))
 )
 
-_PRUNE = sa.text("DELETE FROM scheduler.timers WHERE state <> 'pending' AND fired_at < :before")
+_PRUNE = sa.delete(timers).where(
+    timers.c.state != PENDING, timers.c.fired_at < sa.bindparam("before")
+)
+
+
+def _batch_json(timers: Sequence[Timer]) -> str:
+    """The `timers` parameter of _ARM_MANY: the batch as one JSON array of records."""
+    return json.dumps(
+        [
+            {
+                "timer_id": t.timer_id,
+                "tenant_id": t.key.tenant_id,
+                "service_call_id": t.key.service_call_id,
+                "purpose": t.key.purpose,
+                "attempt": t.key.attempt,
+                "fire_at": t.key.fire_at.isoformat(),
+                "armed_by": t.armed_by,
+                "correlation_id": t.correlation_id,
+                "sequence": t.sequence,
+                "trace_context": t.trace_context,
+            }
+            for t in timers
+        ],
+        separators=(",", ":"),
+    )
 
 
 def _timer(row: Any) -> Timer:
@@ -143,29 +253,7 @@ class PostgresTimerStore:
         if not unique:
             return set()
         async with self._engine.begin() as conn:
-            rows = await conn.execute(
-                _ARM_MANY,
-                {
-                    "timers": json.dumps(
-                        [
-                            {
-                                "timer_id": t.timer_id,
-                                "tenant_id": t.key.tenant_id,
-                                "service_call_id": t.key.service_call_id,
-                                "purpose": t.key.purpose,
-                                "attempt": t.key.attempt,
-                                "fire_at": t.key.fire_at.isoformat(),
-                                "armed_by": t.armed_by,
-                                "correlation_id": t.correlation_id,
-                                "sequence": t.sequence,
-                                "trace_context": t.trace_context,
-                            }
-                            for t in unique
-                        ],
-                        separators=(",", ":"),
-                    )
-                },
-            )
+            rows = await conn.execute(_ARM_MANY, {"timers": _batch_json(unique)})
             return {row[0] for row in rows}
 
     async def claim_due(
@@ -191,7 +279,7 @@ class PostgresTimerStore:
         async with self._engine.begin() as conn:
             marked = await conn.execute(
                 _MARK_FIRED,
-                {"ids": list(timer_ids), "now": now, "claimed_until": claimed_until},
+                {"ids": list(timer_ids), "now": now, "claim_ends": claimed_until},
             )
         return marked.rowcount
 
@@ -209,7 +297,7 @@ class PostgresTimerStore:
 
     async def cancel(self, timer_id: str, now: datetime) -> Timer | None:
         async with self._engine.begin() as conn:
-            row = (await conn.execute(_CANCEL, {"timer_id": timer_id, "now": now})).first()
+            row = (await conn.execute(_CANCEL, {"id": timer_id, "now": now})).first()
         return None if row is None else _timer(row)
 
     async def get(self, timer_id: str) -> Timer | None:

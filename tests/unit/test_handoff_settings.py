@@ -10,7 +10,7 @@ import pytest
 
 from mesh.config import ConfigError, Env
 from orchestrator.config import OrchestratorConfig
-from scheduler.main import SchedulerConfig
+from scheduler.config import SchedulerConfig
 
 KEY = {"MESH_SECRET_KEY": base64.b64encode(bytes(32)).decode()}
 

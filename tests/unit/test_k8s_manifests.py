@@ -32,7 +32,7 @@ from mesh.config import CommonConfig, Env
 from mesh.secrets import SecretBox
 from mesh.topics import Topics
 from orchestrator.config import OrchestratorConfig
-from scheduler.main import SchedulerConfig
+from scheduler.config import SchedulerConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "k8s"

@@ -43,8 +43,8 @@ from orchestrator.config import OrchestratorConfig
 from orchestrator.entrypoints.consumer import CallEventHandler
 from orchestrator.main import build_api
 from scheduler.adapters.store import PostgresTimerStore
-from scheduler.consumer import TimerRequestHandler
-from scheduler.firing import Firer
+from scheduler.entrypoints.timer_requests import TimerRequestHandler
+from scheduler.main import KafkaFirer as Firer
 from servicecall.v1 import service_call_pb2 as api
 from servicecall.v1 import service_call_service_pb2 as svc
 from servicecall.v1 import service_call_service_pb2_grpc as svc_grpc

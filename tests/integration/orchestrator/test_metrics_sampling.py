@@ -12,8 +12,8 @@ from mesh.db import libpq_url, make_engine
 from orchestrator.adapters.metrics import OrchestratorMetrics, TableSampler
 from orchestrator.adapters.parking import ParkingAdmin, PostgresParkingLot
 from orchestrator.ports import ParkedItem
+from scheduler.adapters.metrics import PendingSampler, SchedulerMetrics
 from scheduler.adapters.store import PostgresTimerStore
-from scheduler.metrics import PendingSampler, SchedulerMetrics
 from tests.fakes.clock import T0
 from tests.unit.scheduler.test_scheduler_metrics import timer
 

@@ -18,7 +18,7 @@ from mesh.topics import Topics
 from meshctl.layout import Layout
 from scheduler.adapters.store import PostgresTimerStore
 from scheduler.domain.timers import Timer, TimerKey, TimerState
-from scheduler.firing import Firer
+from scheduler.main import KafkaFirer as Firer
 from servicecall.internal.v1 import events_pb2 as pb
 from tests.kafka_helpers import Record, TopicReader, private_topic
 from tests.waiting import eventually

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
-from scheduler.arming import ArmBatcher
 from scheduler.domain.timers import Timer
+from scheduler.service_layer.arming import ArmBatcher
 from tests.contracts.timers import timer
 from tests.fakes.timers import InMemoryTimerStore
 

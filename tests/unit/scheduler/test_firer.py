@@ -16,7 +16,8 @@ import pytest
 from mesh.ports import Clock, OutgoingMessage
 from mesh.topics import Topics
 from scheduler.domain.timers import Timer, TimerKey, TimerState
-from scheduler.firing import EARLY_CHUNK, Firer
+from scheduler.main import KafkaFirer as Firer
+from scheduler.service_layer.firing import EARLY_CHUNK
 from servicecall.internal.v1 import events_pb2 as pb
 from tests.fakes.bus import InMemoryEventBus
 from tests.fakes.clock import T0, FakeClock

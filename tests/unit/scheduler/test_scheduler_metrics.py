@@ -9,9 +9,9 @@ from datetime import datetime, timedelta
 from prometheus_client import CollectorRegistry
 
 from mesh.topics import Topics
+from scheduler.adapters.metrics import MeasuredTimerStore, SchedulerMetrics
 from scheduler.domain.timers import Timer, TimerKey
-from scheduler.firing import Firer
-from scheduler.metrics import MeasuredTimerStore, SchedulerMetrics
+from scheduler.main import KafkaFirer as Firer
 from tests.fakes.bus import InMemoryEventBus
 from tests.fakes.clock import T0, FakeClock
 from tests.fakes.timers import InMemoryTimerStore

@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from mesh.metrics import counter, gauge
+from scheduler.adapters.tables import PENDING, timers
 from scheduler.domain.timers import Timer, Upcoming
 from scheduler.ports import TimerStore
 
@@ -108,7 +109,7 @@ class MeasuredTimerStore:
 
 # An index-only scan of the partial index of pending timers (timers_pending_by_fire_at):
 # it reads that index alone, never the fired rows. Measured in docs/observability.md.
-_PENDING = sa.text("SELECT count(*) FROM scheduler.timers WHERE state = 'pending'")
+_PENDING = sa.select(sa.func.count()).select_from(timers).where(timers.c.state == PENDING)
 
 
 class PendingSampler:

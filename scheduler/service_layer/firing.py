@@ -12,42 +12,16 @@ import contextlib
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 
-from mesh import tracing
 from mesh.logs import get_logger
-from mesh.ports import Clock, EventBus, OutgoingMessage
-from mesh.timeconv import to_timestamp
-from mesh.topics import Topics, call_key
-from scheduler.domain.timers import Timer
+from mesh.ports import Clock
 from scheduler.domain.window import TimerWindow
-from scheduler.ports import TimerStore
-from servicecall.internal.v1 import events_pb2 as pb
+from scheduler.ports import FiredTimers, TimerStore
 
 log = get_logger(__name__)
 
 # Crowded hand-offs are claimed a little ahead of their pulled-forward times, in chunks: one
 # claim per hand-off would cost a round of claim, publish and mark each.
 EARLY_CHUNK = timedelta(milliseconds=50)
-
-
-def due_time_reached(timer: Timer, fired_at: datetime, topic: str) -> OutgoingMessage:
-    key = timer.key
-    envelope = pb.Envelope(
-        event_id=timer.fire_event_id,
-        tenant_id=key.tenant_id,
-        service_call_id=key.service_call_id,
-        correlation_id=timer.correlation_id,
-        occurred_at=to_timestamp(fired_at),
-        sequence=timer.sequence,
-        due_time_reached=pb.DueTimeReached(
-            purpose=key.purpose,  # type: ignore[arg-type]
-            attempt=key.attempt,
-            fire_time=to_timestamp(key.fire_at),
-            fired_time=to_timestamp(fired_at),
-        ),
-    )
-    return OutgoingMessage(
-        topic, call_key(key.tenant_id, key.service_call_id), envelope.SerializeToString()
-    )
 
 
 class Firer:
@@ -72,9 +46,8 @@ class Firer:
     def __init__(
         self,
         store: TimerStore,
-        bus: EventBus,
+        fired_timers: FiredTimers,
         clock: Clock,
-        topics: Topics,
         batch_size: int = 500,
         claim_lease: timedelta = timedelta(seconds=10),
         max_sleep: timedelta = timedelta(seconds=1),
@@ -86,9 +59,8 @@ class Firer:
         sleeper: Sleeper | None = None,
     ) -> None:
         self._store = store
-        self._bus = bus
+        self._fired_timers = fired_timers
         self._clock = clock
-        self._topics = topics
         self._batch_size = batch_size
         self._claim_lease = claim_lease
         self._refresh = max_sleep
@@ -171,25 +143,13 @@ class Firer:
             self._window.fired_up_to(now, EARLY_CHUNK)
         if not due:
             return 0
-        # A PRODUCER span per timer armed with a trace, continuing it (mesh/tracing.py).
-        spans = tracing.ProducerSpans(
-            "servicecall.timer fire",
-            [
-                tracing.with_trace(
-                    due_time_reached(t, now, self._topics.timer_events), t.trace_context
-                )
-                for t in due
-            ],
-        )
         try:
-            await self._bus.publish(spans.messages)
-            spans.end()
+            await self._fired_timers.publish(due, now)
             # claim_due holds its timers until now + lease: that names this firer's claim.
             marked = await self._store.mark_fired(
                 [t.timer_id for t in due], self._clock.now(), now + self._claim_lease
             )
         except Exception:
-            spans.end(failed=range(len(due)))  # those not ended yet: the publish failed
             # The claim stays until its lease ends; look again then (at least once).
             self._window.retry_at(now + self._claim_lease)
             raise

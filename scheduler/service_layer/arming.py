@@ -8,6 +8,7 @@ import asyncio
 
 from scheduler.domain.timers import Timer
 from scheduler.ports import TimerStore
+from scheduler.service_layer.firing import Firer
 
 
 class ArmBatcher:
@@ -44,3 +45,19 @@ class ArmBatcher:
                 seen.add(timer.timer_id)
                 if not future.done():
                     future.set_result(first and timer.timer_id in armed)
+
+
+class TimerArming:
+    """Arms requested timers (in batches) and wakes the firing loop for one due before it
+    would next look."""
+
+    def __init__(self, store: TimerStore, firer: Firer) -> None:
+        self._batcher = ArmBatcher(store)
+        self._firer = firer
+
+    async def arm(self, timer: Timer) -> bool:
+        """True if this request armed the timer (see TimerStore.arm)."""
+        armed = await self._batcher.arm(timer)
+        if armed:
+            self._firer.armed(timer.key.fire_at)
+        return armed
