@@ -120,9 +120,7 @@ _BACKFILL_SCHEDULED = sa.text(
 )
 
 
-def _decode(data: Any) -> ServiceCallState:
-    state: ServiceCallState = codec.decode(ServiceCallState, data)
-    return state
+_decode = codec.decode
 
 
 class PostgresServiceCallStore:

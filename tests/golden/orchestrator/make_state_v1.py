@@ -2,7 +2,7 @@
 1: the reflective codec, no version field), from the values in
 tests/stored_state_cases.py.
 
-Run once, at commit "golden files of the stored state as written today (v1)", before the
+Run once, at commit bb60b5d ("golden files of the stored state as written today (v1)", before the
 codec changed; the v1 files are frozen since: they stand for rows already in databases, which
 no later code can write any more. Kept as the record of how they were made:
 
@@ -18,6 +18,8 @@ from tests.stored_state_cases import CASES, GOLDEN
 
 
 def main() -> None:
+    if getattr(codec, "FORMAT_VERSION", 1) != 1:
+        raise SystemExit("the version 1 golden files are frozen: today's codec writes a newer one")
     out = GOLDEN / "state_v1"
     out.mkdir(parents=True, exist_ok=True)
     for name, state in CASES.items():
