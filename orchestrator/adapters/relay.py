@@ -25,15 +25,21 @@ import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
+from typing import Any
 
 import psycopg
+import sqlalchemy as sa
 from confluent_kafka import KafkaException
+from sqlalchemy.dialects import postgresql as pg
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from mesh import tracing
+from mesh.backoff import Backoff
 from mesh.db import libpq_url
 from mesh.errors import is_transient
 from mesh.logs import get_logger
 from mesh.ports import EventBus, OutgoingMessage, PublishError
+from orchestrator.adapters.tables import inbox, outbox
 from orchestrator.ports import OutboxRow
 
 log = get_logger(__name__)
@@ -53,59 +59,110 @@ Refuse = Callable[[OutboxRow, str], Awaitable[None]]
 INBOX_RETENTION = timedelta(days=7)
 
 
+# Every unpublished row, lowest id first (see the module docstring for why never "after id N").
+_PENDING = (
+    sa.select(outbox.c.id, outbox.c.topic, outbox.c.key, outbox.c.payload, outbox.c.trace_context)
+    .where(outbox.c.published_at.is_(None))
+    .order_by(outbox.c.id)
+    .limit(sa.bindparam("limit"))
+)
+
+_MARK_PUBLISHED = (
+    sa.update(outbox)
+    .where(outbox.c.id == sa.any_(sa.bindparam("ids", type_=pg.ARRAY(sa.BigInteger))))
+    .values(published_at=sa.func.now())
+)
+
+
+def _bounded_delete(
+    table: sa.Table, key: sa.Column[Any], *due: sa.ColumnElement[bool]
+) -> sa.Delete:
+    """DELETE of at most :limit rows matching `due`: a bounded statement holds no lock for long.
+    The subquery names the table again rather than correlating with the DELETE's."""
+    return sa.delete(table).where(
+        key.in_(sa.select(key).where(*due).limit(sa.bindparam("limit")).correlate(None))
+    )
+
+
+_PRUNE_OUTBOX = _bounded_delete(
+    outbox,
+    outbox.c.id,
+    outbox.c.published_at.is_not(None),
+    outbox.c.published_at <= sa.func.now() - sa.bindparam("older_than", type_=sa.Interval),
+)
+
+_PRUNE_INBOX = _bounded_delete(
+    inbox,
+    inbox.c.event_id,
+    inbox.c.received_at <= sa.func.now() - sa.bindparam("older_than", type_=sa.Interval),
+)
+
+_TRY_LEAD = sa.select(sa.func.pg_try_advisory_lock(sa.bindparam("key", type_=sa.BigInteger)))
+
+
+def session_engine(conn: psycopg.AsyncConnection[Any]) -> AsyncEngine:
+    """SQLAlchemy over the relay's one Postgres session, `conn` (autocommit).
+
+    The relay's state lives in a session, not in rows: the leader's advisory lock and the
+    LISTEN that wakes it. So the relay keeps its own psycopg connection (the notification
+    stream has no SQLAlchemy API: `OutboxRelay._wait_for_notify`), and its statements run
+    through SQLAlchemy on that same connection: an engine whose pool is that one connection.
+    Checking it out costs no round trip (no ping; returning it rolls back nothing, as an
+    autocommit connection is idle between statements).
+    """
+
+    async def the_connection() -> psycopg.AsyncConnection[Any]:
+        return conn
+
+    return create_async_engine(
+        "postgresql+psycopg://",
+        async_creator=the_connection,
+        poolclass=sa.StaticPool,
+        pool_reset_on_return=None,
+        isolation_level="AUTOCOMMIT",
+        hide_parameters=True,
+    )
+
+
 class PostgresOutbox:
-    """The relay's view of the outbox table (the Outbox port)."""
+    """The relay's view of the outbox table (the Outbox port), on the relay's session."""
 
     def __init__(self, conn: psycopg.AsyncConnection[tuple[object, ...]]) -> None:
-        self._conn = conn
+        self.session = session_engine(conn)
 
     async def pending(self, limit: int) -> list[OutboxRow]:
-        cur = await self._conn.execute(
-            "SELECT id, topic, key, payload, trace_context FROM orchestrator.outbox"
-            " WHERE published_at IS NULL ORDER BY id LIMIT %s",
-            (limit,),
-        )
-        rows = await cur.fetchall()
+        async with self.session.connect() as conn:
+            rows = (await conn.execute(_PENDING, {"limit": limit})).all()
         return [
             OutboxRow(
-                int(str(r[0])),
+                r.id,
                 OutgoingMessage(
-                    str(r[1]),
-                    str(r[2]),
-                    bytes(r[3]),  # type: ignore[call-overload]
+                    r.topic,
+                    r.key,
+                    r.payload,
                     # NULL for rows written without a trace (or before migration 0008).
-                    tracing.headers_from_carrier(r[4]),  # type: ignore[arg-type]
+                    tracing.headers_from_carrier(r.trace_context),
                 ),
             )
             for r in rows
         ]
 
     async def mark_published(self, ids: list[int]) -> None:
-        await self._conn.execute(
-            "UPDATE orchestrator.outbox SET published_at = now() WHERE id = ANY(%s)", (ids,)
-        )
+        async with self.session.connect() as conn:
+            await conn.execute(_MARK_PUBLISHED, {"ids": ids})
 
     async def prune(self, older_than: timedelta, limit: int | None = None) -> int:
         """Deletes up to `limit` rows published more than `older_than` ago (all when None)."""
-        cur = await self._conn.execute(
-            "DELETE FROM orchestrator.outbox WHERE id IN ("
-            " SELECT id FROM orchestrator.outbox"
-            " WHERE published_at IS NOT NULL AND published_at <= now() - %s LIMIT %s)",
-            (older_than, limit),
-        )
-        return cur.rowcount
+        async with self.session.connect() as conn:
+            deleted = await conn.execute(_PRUNE_OUTBOX, {"older_than": older_than, "limit": limit})
+        return deleted.rowcount
 
 
-async def prune_inbox(
-    conn: psycopg.AsyncConnection[tuple[object, ...]], older_than: timedelta, limit: int
-) -> int:
+async def prune_inbox(session: AsyncEngine, older_than: timedelta, limit: int) -> int:
     """Forgets up to `limit` applied event ids received more than `older_than` ago."""
-    cur = await conn.execute(
-        "DELETE FROM orchestrator.inbox WHERE event_id IN ("
-        " SELECT event_id FROM orchestrator.inbox WHERE received_at <= now() - %s LIMIT %s)",
-        (older_than, limit),
-    )
-    return cur.rowcount
+    async with session.connect() as conn:
+        deleted = await conn.execute(_PRUNE_INBOX, {"older_than": older_than, "limit": limit})
+    return deleted.rowcount
 
 
 class OutboxRelay:
@@ -135,33 +192,41 @@ class OutboxRelay:
         self.pruned = 0
 
     async def run(self, stop: asyncio.Event) -> None:
-        delay = 0.1
+        backoff = Backoff(0.1, 10.0)
         while not stop.is_set():
             try:
                 await self._run_once(stop)
-            except (psycopg.OperationalError, OSError, KafkaException) as e:
+            except (
+                psycopg.OperationalError,
+                sa.exc.OperationalError,
+                OSError,
+                KafkaException,
+            ) as e:
                 # Nothing unmarked was lost: start over from the oldest unpublished row once
-                # Postgres or Kafka answers again.
+                # Postgres or Kafka answers again. (sa.exc.OperationalError is psycopg's, as
+                # SQLAlchemy raises it.)
+                delay = backoff.next()
                 log.warning("outbox relay interrupted; retrying", error=str(e), retry_in_s=delay)
                 await _pause(stop, delay)
-                delay = min(delay * 2, 10.0)
             else:
-                delay = 0.1
+                backoff.reset()
 
     async def _run_once(self, stop: asyncio.Event) -> None:
         async with await psycopg.AsyncConnection.connect(self._url, autocommit=True) as conn:
-            if not await self._lead(conn, stop):
-                return
-            await conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
             outbox = PostgresOutbox(conn)
+            if not await self._lead(outbox.session, stop):
+                return
+            # Raw psycopg, the one exception to SQL through SQLAlchemy: LISTEN starts the
+            # notification stream, which SQLAlchemy has no API for (see session_engine).
+            await conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
             log.info("outbox relay is the leader")
             loop = asyncio.get_running_loop()
             next_prune = loop.time()
-            retry_delay = 0.1
+            retry = Backoff(0.1, 10.0)
             while not stop.is_set():
                 # On a clock, not only when idle: a relay that always finds rows must prune too.
                 if loop.time() >= next_prune:
-                    more = await self._prune(conn, outbox)
+                    more = await self._prune(outbox)
                     # A full batch means more are due: take the next one after the next publish,
                     # so a large backlog is deleted in short statements between batches.
                     next_prune = loop.time() + (0 if more else self._prune_interval)
@@ -170,10 +235,9 @@ class OutboxRelay:
                     await self._wait_for_notify(conn, stop)
                     continue
                 if await self._publish(outbox, rows):
-                    retry_delay = 0.1
+                    retry.reset()
                 else:
-                    await _pause(stop, retry_delay)
-                    retry_delay = min(retry_delay * 2, 10.0)
+                    await _pause(stop, retry.next())
 
     async def _publish(self, outbox: PostgresOutbox, rows: list[OutboxRow]) -> bool:
         """Publishes `rows`; marks what was delivered or refused. False when some must wait."""
@@ -229,26 +293,23 @@ class OutboxRelay:
             self.refused += 1
         return waiting == 0
 
-    async def _prune(
-        self, conn: psycopg.AsyncConnection[tuple[object, ...]], outbox: PostgresOutbox
-    ) -> bool:
+    async def _prune(self, outbox: PostgresOutbox) -> bool:
         """One bounded delete per table (short, so it holds no lock for long); True when a
         table had a full batch to delete, i.e. probably more."""
         outbox_rows = await outbox.prune(self._retention, self._prune_batch)
-        inbox_rows = await prune_inbox(conn, self._inbox_retention, self._prune_batch)
+        inbox_rows = await prune_inbox(outbox.session, self._inbox_retention, self._prune_batch)
         self.pruned += outbox_rows + inbox_rows
         if outbox_rows or inbox_rows:
             log.info("pruned outbox and inbox", outbox_rows=outbox_rows, inbox_rows=inbox_rows)
         return max(outbox_rows, inbox_rows) >= self._prune_batch
 
-    async def _lead(
-        self, conn: psycopg.AsyncConnection[tuple[object, ...]], stop: asyncio.Event
-    ) -> bool:
-        """Blocks until this relay holds the leader lock (or stop is asked)."""
+    async def _lead(self, session: AsyncEngine, stop: asyncio.Event) -> bool:
+        """Blocks until this relay holds the leader lock (or stop is asked): a session lock,
+        so it is held as long as the relay's connection lives."""
         while not stop.is_set():
-            cur = await conn.execute("SELECT pg_try_advisory_lock(%s)", (_LEADER_LOCK,))
-            row = await cur.fetchone()
-            if row is not None and row[0]:
+            async with session.connect() as conn:
+                held = (await conn.execute(_TRY_LEAD, {"key": _LEADER_LOCK})).scalar()
+            if held:
                 return True
             await _pause(stop, 2.0)
         return False
