@@ -13,17 +13,16 @@ import base64
 import contextlib
 import functools
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-import psycopg
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from mesh import tracing
 from mesh.logs import get_logger
@@ -79,45 +78,97 @@ def _columns(state: ServiceCallState, now: datetime, handoff_backstop: timedelta
 # The state as the BASIC view needs it, projected in Postgres so that a page of calls never
 # carries their request bodies (up to MAX_BODY_BYTES each) or the attempts' response
 # snippets to us: both emptied, everything else (the status, times, counts) as stored.
-_BASIC_STATE = sa.literal_column(
-    """jsonb_set(
-        jsonb_set(orchestrator.service_calls.state, '{spec,request,body}', '""'),
-        '{attempts}',
-        COALESCE(
-            (SELECT jsonb_agg(a.attempt || '{"response_snippet": ""}' ORDER BY a.n)
-               FROM jsonb_array_elements(orchestrator.service_calls.state->'attempts')
-                    WITH ORDINALITY AS a(attempt, n)),
-            '[]'))""",
-    type_=pg.JSONB,
-).label("state")
+def _basic_state() -> sa.Label[object]:
+    c = service_calls.c
+    a = (
+        sa.func.jsonb_array_elements(
+            c.state.op("->", return_type=pg.JSONB)(sa.literal("attempts", sa.Text))
+        )
+        .table_valued(sa.column("attempt", pg.JSONB), with_ordinality="n")
+        .render_derived(name="a")
+    )
+    attempts = (
+        sa.select(
+            sa.func.jsonb_agg(
+                pg.aggregate_order_by(
+                    a.c.attempt.op("||")(sa.literal({"response_snippet": ""}, pg.JSONB)), a.c.n
+                )
+            )
+        )
+        .select_from(a)
+        .scalar_subquery()
+    )
+    no_body = sa.func.jsonb_set(
+        c.state,
+        sa.literal(["spec", "request", "body"], pg.ARRAY(sa.Text)),
+        sa.literal("", pg.JSONB),
+    )
+    return sa.func.jsonb_set(
+        no_body,
+        sa.literal(["attempts"], pg.ARRAY(sa.Text)),
+        sa.func.coalesce(attempts, sa.literal([], pg.JSONB)),
+        type_=pg.JSONB,
+    ).label("state")
+
+
+_BASIC_STATE = _basic_state()
 
 _NIL_UUID = "00000000-0000-0000-0000-000000000000"
+
 
 # One page of the primary key after the last one seen; of it, the Scheduled calls without a
 # watchdog time get handoff_at + backstop (the cast is exact: the codec writes ISO 8601 with
 # an offset). A call changed meanwhile is skipped or re-checked under its row lock by
 # Postgres; the version is left alone, so no concurrent transaction's guard fails.
-_BACKFILL_SCHEDULED = sa.text(
-    """
-    WITH page AS (
-        SELECT tenant_id, service_call_id FROM orchestrator.service_calls
-         WHERE (tenant_id, service_call_id) > (:tenant_id, CAST(:service_call_id AS uuid))
-         ORDER BY tenant_id, service_call_id
-         LIMIT :page
-    ), backfilled AS (
-        UPDATE orchestrator.service_calls AS s
-           SET watchdog_at = (s.state->>'handoff_at')::timestamptz + :backstop
-          FROM page
-         WHERE s.tenant_id = page.tenant_id AND s.service_call_id = page.service_call_id
-           AND s.status = 'SCHEDULED' AND s.watchdog_at IS NULL
-           AND s.state->>'handoff_at' IS NOT NULL
-        RETURNING 1
+def _backfill_scheduled() -> sa.Select[int, str, str]:
+    c = service_calls.c
+    page = (
+        sa.select(c.tenant_id, c.service_call_id)
+        .where(
+            sa.tuple_(c.tenant_id, c.service_call_id)
+            > sa.tuple_(
+                sa.bindparam("tenant_id", type_=sa.Text),
+                sa.cast(sa.bindparam("service_call_id", type_=sa.Text), pg.UUID(as_uuid=False)),
+            )
+        )
+        .order_by(c.tenant_id, c.service_call_id)
+        .limit(sa.bindparam("page"))
+        .cte("page")
     )
-    SELECT (SELECT count(*) FROM backfilled) AS backfilled,
-           tenant_id, service_call_id::text AS service_call_id
-      FROM page ORDER BY tenant_id DESC, service_call_id DESC LIMIT 1
-    """
-)
+    s = cast(sa.Alias, service_calls.alias("s"))
+    handoff_at = s.c.state.op("->>", return_type=sa.Text)(sa.literal("handoff_at", sa.Text))
+    backfilled = (
+        sa.update(s)
+        .values(
+            watchdog_at=sa.cast(handoff_at, sa.DateTime(timezone=True))
+            + sa.bindparam("backstop", type_=sa.Interval)
+        )
+        .where(
+            s.c.tenant_id == page.c.tenant_id,
+            s.c.service_call_id == page.c.service_call_id,
+            s.c.status == "SCHEDULED",
+            s.c.watchdog_at.is_(None),
+            handoff_at.is_not(None),
+        )
+        .returning(sa.literal(1))
+        .cte("backfilled")
+    )
+    service_call_id = sa.cast(page.c.service_call_id, sa.Text).label("service_call_id")
+    return (
+        sa.select(
+            sa.select(sa.func.count())
+            .select_from(backfilled)
+            .scalar_subquery()
+            .label("backfilled"),
+            page.c.tenant_id,
+            service_call_id,
+        )
+        .order_by(page.c.tenant_id.desc(), service_call_id.desc())
+        .limit(1)
+    )
+
+
+_BACKFILL_SCHEDULED = _backfill_scheduled()
 
 
 _decode = codec.decode
@@ -142,9 +193,7 @@ class PostgresServiceCallStore:
             if max_batch > 1
             else None
         )
-        self._connections = _Connections(
-            engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
-        )
+        self._group_commit = _group_commit_engine(engine, concurrent_creates)
         self._creates = (
             _Batcher(self, self._create_batch, max_create_batch, concurrent_creates)
             if max_create_batch > 1
@@ -152,7 +201,7 @@ class PostgresServiceCallStore:
         )
 
     async def close(self) -> None:
-        await self._connections.close()
+        await self._group_commit.dispose()
 
     async def get(self, tenant_id: str, service_call_id: str) -> ServiceCallState | None:
         async with self._engine.connect() as conn:
@@ -366,12 +415,12 @@ class PostgresServiceCallStore:
         if not new:
             return outcomes
         params = _new_call_params([(p, t) for _, p, t in new], self._handoff_backstop)
-        async with self._connections.connection() as conn:
+        async with self._group_commit.connect() as conn:
             # One statement in autocommit is its own transaction; psycopg returns its rows
             # only once Postgres says ReadyForQuery, which it sends after the commit. So no
             # caller hears of a call that a crash could still take away.
-            cursor = await conn.execute(_INSERT_NEW_CALLS, params, prepare=True)
-            inserted = {(t, c) for t, c, _notified in await cursor.fetchall()}
+            rows = (await conn.execute(_INSERT_NEW_CALLS, params)).all()
+            inserted = {(t, c) for t, c, _notified in rows}
         for n, p, transition in new:
             if (p.tenant_id, p.service_call_id) in inserted:
                 outcomes[n] = transition
@@ -589,41 +638,108 @@ def _guarded_update(shape: tuple[str, ...]) -> sa.Update:
 # json.dumps is C, where psycopg's dumping of 18 Python lists as arrays cost more than the
 # rest of a submit's SQL (profile in docs/intake.md). Outbox rows are inserted in input
 # order, and only for the calls the INSERT inserted.
-_INSERT_NEW_CALLS = """
-WITH new AS (
-    SELECT * FROM jsonb_to_recordset(%(calls)s::jsonb) AS n(
-        tenant_id text, service_call_id uuid, status text, version bigint,
-        due_at timestamptz, attempt int, tags text[], idempotency_key text, state jsonb,
-        created_at timestamptz, updated_at timestamptz, completed_at timestamptz,
-        watchdog_at timestamptz, n int)
-), inserted AS (
-    INSERT INTO orchestrator.service_calls AS s (
-        tenant_id, service_call_id, status, version, due_at, attempt, tags,
-        idempotency_key, state, created_at, updated_at, completed_at, watchdog_at)
-    SELECT tenant_id, service_call_id, status, version, due_at, attempt, tags,
-           idempotency_key, state, created_at, updated_at, completed_at, watchdog_at
-      FROM new
-     ORDER BY n
-    ON CONFLICT DO NOTHING
-    RETURNING s.tenant_id, s.service_call_id, s.created_at, s.tags
-), tagged AS (
-    INSERT INTO orchestrator.service_call_tags (tenant_id, tag, created_at, service_call_id)
-    SELECT i.tenant_id, t.tag, i.created_at, i.service_call_id
-      FROM inserted AS i, unnest(i.tags) AS t(tag)
-), queued AS (
-    INSERT INTO orchestrator.outbox (topic, key, payload, trace_context)
-    SELECT m.topic, m.key, decode(m.payload, 'base64'), m.trace_context
-      FROM jsonb_to_recordset(%(messages)s::jsonb)
-           AS m(tenant_id text, service_call_id uuid, topic text, key text, payload text, n int,
-                trace_context jsonb)
-      JOIN inserted AS i USING (tenant_id, service_call_id)
-     ORDER BY m.n
-    RETURNING 1
-)
-SELECT i.tenant_id, i.service_call_id::text,
-       (SELECT count(*) FROM (SELECT pg_notify(%(channel)s, '') FROM queued LIMIT 1) AS q)
-  FROM inserted AS i
-"""
+_TIMESTAMPTZ = sa.DateTime(timezone=True)
+
+
+def _insert_new_calls() -> sa.Select[str, str, int]:
+    n = (
+        sa.func.jsonb_to_recordset(sa.cast(sa.bindparam("calls", type_=sa.Text), pg.JSONB))
+        .table_valued(
+            sa.column("tenant_id", sa.Text),
+            sa.column("service_call_id", pg.UUID(as_uuid=False)),
+            sa.column("status", sa.Text),
+            sa.column("version", sa.BigInteger),
+            sa.column("due_at", _TIMESTAMPTZ),
+            sa.column("attempt", sa.Integer),
+            sa.column("tags", pg.ARRAY(sa.Text)),
+            sa.column("idempotency_key", sa.Text),
+            sa.column("state", pg.JSONB),
+            sa.column("created_at", _TIMESTAMPTZ),
+            sa.column("updated_at", _TIMESTAMPTZ),
+            sa.column("completed_at", _TIMESTAMPTZ),
+            sa.column("watchdog_at", _TIMESTAMPTZ),
+            sa.column("n", sa.Integer),
+        )
+        .render_derived(name="n", with_types=True)
+    )
+    new = sa.select(n).cte("new")
+    columns = [c for c in new.c if c.name != "n"]
+    inserted = (
+        pg.insert(service_calls)
+        .from_select([c.name for c in columns], sa.select(*columns).order_by(new.c.n))
+        .on_conflict_do_nothing()
+        .returning(
+            service_calls.c.tenant_id,
+            service_calls.c.service_call_id,
+            service_calls.c.created_at,
+            service_calls.c.tags,
+        )
+        .cte("inserted")
+    )
+    i = inserted.alias("i")
+    t = sa.func.unnest(i.c.tags).table_valued("tag").render_derived(name="t")
+    tagged = (
+        sa.insert(service_call_tags)
+        .from_select(
+            ["tenant_id", "tag", "created_at", "service_call_id"],
+            sa.select(i.c.tenant_id, t.c.tag, i.c.created_at, i.c.service_call_id).select_from(
+                i, t
+            ),
+        )
+        .cte("tagged")
+    )
+    m = (
+        sa.func.jsonb_to_recordset(sa.cast(sa.bindparam("messages", type_=sa.Text), pg.JSONB))
+        .table_valued(
+            sa.column("tenant_id", sa.Text),
+            sa.column("service_call_id", pg.UUID(as_uuid=False)),
+            sa.column("topic", sa.Text),
+            sa.column("key", sa.Text),
+            sa.column("payload", sa.Text),
+            sa.column("n", sa.Integer),
+            sa.column("trace_context", pg.JSONB),
+        )
+        .render_derived(name="m", with_types=True)
+    )
+    queued = (
+        sa.insert(outbox)
+        .from_select(
+            ["topic", "key", "payload", "trace_context"],
+            sa.select(
+                m.c.topic,
+                m.c.key,
+                sa.func.decode(m.c.payload, sa.literal("base64", sa.Text), type_=sa.LargeBinary),
+                m.c.trace_context,
+            )
+            .select_from(
+                m.join(
+                    i,
+                    sa.and_(
+                        m.c.tenant_id == i.c.tenant_id, m.c.service_call_id == i.c.service_call_id
+                    ),
+                )
+            )
+            .order_by(m.c.n),
+        )
+        .returning(sa.literal(1))
+        .cte("queued")
+    )
+    notify = (
+        sa.select(
+            sa.func.pg_notify(sa.bindparam("channel", type_=sa.Text), sa.literal("", sa.Text))
+        )
+        .select_from(queued)
+        .limit(1)
+        .subquery("q")
+    )
+    return sa.select(
+        i.c.tenant_id,
+        sa.cast(i.c.service_call_id, sa.Text),
+        sa.select(sa.func.count()).select_from(notify).scalar_subquery(),
+    ).add_cte(tagged)
+
+
+_INSERT_NEW_CALLS = _insert_new_calls()
 
 
 def _new_call_params(
@@ -671,31 +787,23 @@ def _json_time(value: object) -> str:
     raise TypeError(f"cannot encode {type(value).__name__}")
 
 
-class _Connections:
-    """Connections of the group commit's own, outside SQLAlchemy's pool: autocommit, the
-    insert prepared on each, no checkout or ping per batch. At most `concurrent_creates` are
-    in use at once (the batcher's slots); one that failed is closed, not reused."""
-
-    def __init__(self, url: str) -> None:
-        self._url = url
-        self._idle: list[psycopg.AsyncConnection[tuple[Any, ...]]] = []
-
-    @contextlib.asynccontextmanager
-    async def connection(self) -> AsyncIterator[psycopg.AsyncConnection[tuple[Any, ...]]]:
-        conn = self._idle.pop() if self._idle else None
-        if conn is None or conn.closed:
-            conn = await psycopg.AsyncConnection.connect(self._url, autocommit=True)
-        try:
-            yield conn
-        except BaseException:
-            await conn.close()
-            raise
-        self._idle.append(conn)
-
-    async def close(self) -> None:
-        idle, self._idle = self._idle, []
-        for conn in idle:
-            await conn.close()
+def _group_commit_engine(engine: AsyncEngine, connections: int) -> AsyncEngine:
+    """Connections of the group commit's own, beside the service's pool: autocommit, the
+    insert prepared on each (psycopg prepares every statement on its first run with
+    prepare_threshold=0), no ping at checkout and no reset at checkin, so a batch costs its
+    one round trip. At most `connections` are in use at once (the batcher's slots); one that
+    failed is invalidated by SQLAlchemy, not reused."""
+    return create_async_engine(
+        engine.url,
+        pool_size=connections,
+        max_overflow=0,
+        pool_pre_ping=False,
+        pool_reset_on_return=None,
+        isolation_level="AUTOCOMMIT",
+        connect_args={"prepare_threshold": 0},
+        # As the service's engine: an error's text must not carry the calls' requests.
+        hide_parameters=True,
+    )
 
 
 def _event_time(transition: Transition) -> datetime:
