@@ -173,6 +173,54 @@ _BACKFILL_SCHEDULED = _backfill_scheduled()
 
 _decode = codec.decode
 
+_KEY = (
+    service_calls.c.tenant_id == sa.bindparam("tenant_id"),
+    service_calls.c.service_call_id == sa.bindparam("service_call_id"),
+)
+
+_GET_STATE = sa.select(service_calls.c.state).where(*_KEY)
+
+# FOR UPDATE serialises every change of one call; the outbox relay's ordering argument
+# (relay.py) rests on it.
+_LOCK_STATE = sa.select(service_calls.c.state).where(*_KEY).with_for_update()
+
+# RETURNING, not rowcount: the driver reports -1 for INSERT ... ON CONFLICT.
+_MARK_EVENT = (
+    pg_insert(inbox)
+    .values(event_id=sa.bindparam("event_id"))
+    .on_conflict_do_nothing()
+    .returning(inbox.c.event_id)
+)
+
+_QUEUE = sa.insert(outbox)
+
+# Sent in the writing transaction, so it reaches the relay when that commits.
+_NOTIFY_RELAY = sa.select(sa.func.pg_notify(NOTIFY_CHANNEL, ""))
+
+_OVERDUE_WATCHDOGS = (
+    sa.select(
+        service_calls.c.tenant_id,
+        service_calls.c.service_call_id,
+        service_calls.c.version,
+        service_calls.c.watchdog_at,
+        service_calls.c.state,
+    )
+    .where(service_calls.c.watchdog_at <= sa.bindparam("now"))
+    .order_by(service_calls.c.watchdog_at)
+    .limit(sa.bindparam("limit"))
+)
+
+# A tag's calls, counted up to a bound (`_rarest_tag`).
+_COUNT_TAG = sa.select(sa.func.count()).select_from(
+    sa.select(sa.literal(1))
+    .where(
+        service_call_tags.c.tenant_id == sa.bindparam("tenant_id"),
+        service_call_tags.c.tag == sa.bindparam("tag"),
+    )
+    .limit(_TAG_COUNT_BOUND)
+    .subquery()
+)
+
 
 class PostgresServiceCallStore:
     def __init__(
@@ -207,10 +255,7 @@ class PostgresServiceCallStore:
         async with self._engine.connect() as conn:
             row = (
                 await conn.execute(
-                    sa.select(service_calls.c.state).where(
-                        service_calls.c.tenant_id == tenant_id,
-                        service_calls.c.service_call_id == service_call_id,
-                    )
+                    _GET_STATE, {"tenant_id": tenant_id, "service_call_id": service_call_id}
                 )
             ).first()
         return None if row is None else _decode(row.state)
@@ -282,18 +327,11 @@ class PostgresServiceCallStore:
         makes the smallest range to drive a page by; None when one of them has no calls."""
         if len(tags) == 1:
             return next(iter(tags))
-        t = service_call_tags.c
         counts = {}
         async with self._engine.connect() as conn:
             for tag in sorted(tags):
-                probe = (
-                    sa.select(sa.literal(1))
-                    .where(t.tenant_id == tenant_id, t.tag == tag)
-                    .limit(_TAG_COUNT_BOUND)
-                    .subquery()
-                )
                 counts[tag] = (
-                    await conn.execute(sa.select(sa.func.count()).select_from(probe))
+                    await conn.execute(_COUNT_TAG, {"tenant_id": tenant_id, "tag": tag})
                 ).scalar_one()
         rarest = min(counts, key=lambda tag: counts[tag])
         return None if counts[rarest] == 0 else rarest
@@ -301,16 +339,8 @@ class PostgresServiceCallStore:
     async def overdue_watchdogs(self, now: datetime, limit: int) -> Sequence[ServiceCallState]:
         if self._backfill_after is not None:
             await self._backfill_scheduled()
-        c = service_calls.c
         async with self._engine.connect() as conn:
-            rows = (
-                await conn.execute(
-                    sa.select(c.tenant_id, c.service_call_id, c.version, c.watchdog_at, c.state)
-                    .where(c.watchdog_at <= now)
-                    .order_by(c.watchdog_at)
-                    .limit(limit)
-                )
-            ).all()
+            rows = (await conn.execute(_OVERDUE_WATCHDOGS, {"now": now, "limit": limit})).all()
         due: list[ServiceCallState] = []
         repairs: list[dict[str, Any]] = []
         for row in rows:
@@ -457,33 +487,20 @@ class PostgresServiceCallStore:
         trace: tracing.Carrier | None = None,
     ) -> Transition | None:
         if event_id is not None:
-            # RETURNING, not rowcount: the driver reports -1 for INSERT ... ON CONFLICT.
-            marked = await conn.execute(
-                pg_insert(inbox)
-                .values(event_id=event_id)
-                .on_conflict_do_nothing()
-                .returning(inbox.c.event_id)
-            )
+            marked = await conn.execute(_MARK_EVENT, {"event_id": event_id})
             if marked.first() is None:
                 return None
-        # FOR UPDATE serialises every change of one call; the outbox relay's ordering
-        # argument (relay.py) rests on it.
         row = (
             await conn.execute(
-                sa.select(service_calls.c.state)
-                .where(
-                    service_calls.c.tenant_id == tenant_id,
-                    service_calls.c.service_call_id == service_call_id,
-                )
-                .with_for_update()
+                _LOCK_STATE, {"tenant_id": tenant_id, "service_call_id": service_call_id}
             )
         ).first()
         before = None if row is None else _decode(row.state)
         transition = step(before)
         messages = await self._write(conn, tenant_id, service_call_id, before, transition, trace)
         if messages:
-            await conn.execute(sa.insert(outbox), messages)
-            await conn.execute(sa.select(sa.func.pg_notify(NOTIFY_CHANNEL, "")))
+            await conn.execute(_QUEUE, messages)
+            await conn.execute(_NOTIFY_RELAY)
         return transition
 
     async def _write(
@@ -604,8 +621,8 @@ class PostgresServiceCallStore:
                 if updated.rowcount != len(params):
                     raise ConcurrentUpdateError("a call of the batch changed concurrently")
             if messages:
-                await conn.execute(sa.insert(outbox), messages)
-                await conn.execute(sa.select(sa.func.pg_notify(NOTIFY_CHANNEL, "")))
+                await conn.execute(_QUEUE, messages)
+                await conn.execute(_NOTIFY_RELAY)
         return [results.get(id(p)) for p in batch]
 
 
