@@ -116,14 +116,14 @@ _PARKED_AND_REPLAYED = _parked_rows(include_replayed=True)
 # Marks a parked message replayed, once: a second replay finds nothing to update.
 _MARK_REPLAYED = (
     sa.update(parked_messages)
-    .where(parked_messages.c.id == sa.bindparam("id"), parked_messages.c.replayed_at.is_(None))
+    .where(
+        parked_messages.c.id == sa.bindparam("parked_id"), parked_messages.c.replayed_at.is_(None)
+    )
     .values(replayed_at=sa.func.now())
     .returning(parked_messages.c.topic, parked_messages.c.key, parked_messages.c.payload)
 )
 
-_REQUEUE = sa.insert(outbox).values(
-    topic=sa.bindparam("topic"), key=sa.bindparam("key"), payload=sa.bindparam("payload")
-)
+_REQUEUE = sa.insert(outbox)
 
 _WAKE_RELAY = sa.select(sa.func.pg_notify(sa.bindparam("channel", type_=sa.Text), ""))
 
@@ -166,7 +166,7 @@ class ParkingAdmin:
         """Publishes a parked message again (through the outbox); False if it is unknown or
         was already replayed."""
         with self._engine.begin() as conn:
-            row = conn.execute(_MARK_REPLAYED, {"id": parked_id}).first()
+            row = conn.execute(_MARK_REPLAYED, {"parked_id": parked_id}).first()
             if row is None:
                 return False
             conn.execute(_REQUEUE, {"topic": row.topic, "key": row.key, "payload": row.payload})

@@ -127,8 +127,10 @@ def _backfill_scheduled() -> sa.Select[int, str, str]:
         .where(
             sa.tuple_(c.tenant_id, c.service_call_id)
             > sa.tuple_(
-                sa.bindparam("tenant_id", type_=sa.Text),
-                sa.cast(sa.bindparam("service_call_id", type_=sa.Text), pg.UUID(as_uuid=False)),
+                sa.bindparam("after_tenant_id", type_=sa.Text),
+                sa.cast(
+                    sa.bindparam("after_service_call_id", type_=sa.Text), pg.UUID(as_uuid=False)
+                ),
             )
         )
         .order_by(c.tenant_id, c.service_call_id)
@@ -185,12 +187,7 @@ _GET_STATE = sa.select(service_calls.c.state).where(*_KEY)
 _LOCK_STATE = sa.select(service_calls.c.state).where(*_KEY).with_for_update()
 
 # RETURNING, not rowcount: the driver reports -1 for INSERT ... ON CONFLICT.
-_MARK_EVENT = (
-    pg_insert(inbox)
-    .values(event_id=sa.bindparam("event_id"))
-    .on_conflict_do_nothing()
-    .returning(inbox.c.event_id)
-)
+_MARK_EVENT = pg_insert(inbox).on_conflict_do_nothing().returning(inbox.c.event_id)
 
 _QUEUE = sa.insert(outbox)
 
@@ -381,8 +378,8 @@ class PostgresServiceCallStore:
                 await conn.execute(
                     _BACKFILL_SCHEDULED,
                     {
-                        "tenant_id": tenant_id,
-                        "service_call_id": service_call_id,
+                        "after_tenant_id": tenant_id,
+                        "after_service_call_id": service_call_id,
                         "page": _BACKFILL_PAGE,
                         "backstop": self._handoff_backstop,
                     },
@@ -699,9 +696,11 @@ def _insert_new_calls() -> sa.Select[str, str, int]:
         sa.insert(service_call_tags)
         .from_select(
             ["tenant_id", "tag", "created_at", "service_call_id"],
-            sa.select(i.c.tenant_id, t.c.tag, i.c.created_at, i.c.service_call_id).select_from(
-                i, t
-            ),
+            # A set-returning function in FROM sees the items before it (implicitly LATERAL),
+            # so this is the comma join "FROM inserted AS i, unnest(i.tags) AS t(tag)".
+            sa.select(i.c.tenant_id, t.c.tag, i.c.created_at, i.c.service_call_id)
+            .select_from(i)
+            .join(t, sa.true()),
         )
         .cte("tagged")
     )

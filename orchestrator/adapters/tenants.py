@@ -16,22 +16,13 @@ from orchestrator.adapters.tables import api_keys, tenants
 from orchestrator.auth import StoredKey
 from orchestrator.domain.api_keys import ApiKey, hash_secret, new_api_key
 
-_CREATE_TENANT = (
-    pg_insert(tenants)
-    .values(tenant_id=sa.bindparam("tenant_id"))
-    .on_conflict_do_nothing()
-    .returning(tenants.c.tenant_id)
-)
+_CREATE_TENANT = pg_insert(tenants).on_conflict_do_nothing().returning(tenants.c.tenant_id)
 
-_CREATE_KEY = sa.insert(api_keys).values(
-    key_id=sa.bindparam("key_id"),
-    tenant_id=sa.bindparam("tenant_id"),
-    secret_hash=sa.bindparam("secret_hash"),
-)
+_CREATE_KEY = sa.insert(api_keys)
 
 _REVOKE_KEY = (
     sa.update(api_keys)
-    .where(api_keys.c.key_id == sa.bindparam("key_id"), api_keys.c.revoked_at.is_(None))
+    .where(api_keys.c.key_id == sa.bindparam("revoked_key_id"), api_keys.c.revoked_at.is_(None))
     .values(revoked_at=sa.func.now())
     .returning(api_keys.c.key_id)
 )
@@ -87,7 +78,7 @@ class TenantAdmin:
 
     def revoke_key(self, key_id: str) -> bool:
         with self._engine.begin() as conn:
-            return conn.execute(_REVOKE_KEY, {"key_id": key_id}).first() is not None
+            return conn.execute(_REVOKE_KEY, {"revoked_key_id": key_id}).first() is not None
 
     def list_keys(self, tenant_id: str) -> list[KeyInfo]:
         with self._engine.begin() as conn:
