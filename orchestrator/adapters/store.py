@@ -13,20 +13,22 @@ import base64
 import contextlib
 import functools
 import json
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, cast
 
+import psycopg
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from mesh import tracing
 from mesh.logs import get_logger
 from orchestrator.adapters import codec
+from orchestrator.adapters.driver_sql import for_driver
 from orchestrator.adapters.relay import NOTIFY_CHANNEL
 from orchestrator.adapters.tables import inbox, outbox, service_call_tags, service_calls
 from orchestrator.domain.decide import watchdog_due
@@ -238,7 +240,9 @@ class PostgresServiceCallStore:
             if max_batch > 1
             else None
         )
-        self._group_commit = _group_commit_engine(engine, concurrent_creates)
+        self._connections = _Connections(
+            engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        )
         self._creates = (
             _Batcher(self, self._create_batch, max_create_batch, concurrent_creates)
             if max_create_batch > 1
@@ -246,7 +250,7 @@ class PostgresServiceCallStore:
         )
 
     async def close(self) -> None:
-        await self._group_commit.dispose()
+        await self._connections.close()
 
     async def get(self, tenant_id: str, service_call_id: str) -> ServiceCallState | None:
         async with self._engine.connect() as conn:
@@ -441,17 +445,23 @@ class PostgresServiceCallStore:
                 new.append((n, p, transition))
         if not new:
             return outcomes
-        params = _new_call_params([(p, t) for _, p, t in new], self._handoff_backstop)
-        async with self._group_commit.connect() as conn:
-            # One statement in autocommit is its own transaction; psycopg returns its rows
-            # only once Postgres says ReadyForQuery, which it sends after the commit. So no
-            # caller hears of a call that a crash could still take away.
-            rows = (await conn.execute(_INSERT_NEW_CALLS, params)).all()
-            inserted = {(t, c) for t, c, _notified in rows}
+        inserted = await self._insert_new_calls(
+            _new_call_params([(p, t) for _, p, t in new], self._handoff_backstop)
+        )
         for n, p, transition in new:
             if (p.tenant_id, p.service_call_id) in inserted:
                 outcomes[n] = transition
         return outcomes
+
+    async def _insert_new_calls(self, params: dict[str, Any]) -> set[tuple[str, str]]:
+        """Runs `_INSERT_NEW_CALLS`; the (tenant, id) of the calls it inserted."""
+        async with self._connections.connection() as conn:
+            # One statement in autocommit is its own transaction; psycopg returns its rows
+            # only once Postgres says ReadyForQuery, which it sends after the commit. So no
+            # caller hears of a call that a crash could still take away.
+            statement = _INSERT_NEW_CALLS_ON_DRIVER
+            cursor = await conn.execute(statement.sql, statement.params(params), prepare=True)
+            return {(t, c) for t, c, _notified in await cursor.fetchall()}
 
     async def _transact_one(
         self,
@@ -758,6 +768,12 @@ def _insert_new_calls() -> sa.Select[str, str, int]:
 _INSERT_NEW_CALLS = _insert_new_calls()
 
 
+# The one statement the store runs on the driver (orchestrator/adapters/driver_sql.py): a
+# lone submit is a batch of one, and SQLAlchemy's execute around it measured 0.71 ms CPU a
+# submit against 0.43 ms this way (in-process, one submit at a time).
+_INSERT_NEW_CALLS_ON_DRIVER = for_driver(_INSERT_NEW_CALLS)
+
+
 def _new_call_params(
     new: Sequence[tuple[_Pending, Transition]], handoff_backstop: timedelta
 ) -> dict[str, Any]:
@@ -803,23 +819,31 @@ def _json_time(value: object) -> str:
     raise TypeError(f"cannot encode {type(value).__name__}")
 
 
-def _group_commit_engine(engine: AsyncEngine, connections: int) -> AsyncEngine:
-    """Connections of the group commit's own, beside the service's pool: autocommit, the
-    insert prepared on each (psycopg prepares every statement on its first run with
-    prepare_threshold=0), no ping at checkout and no reset at checkin, so a batch costs its
-    one round trip. At most `connections` are in use at once (the batcher's slots); one that
-    failed is invalidated by SQLAlchemy, not reused."""
-    return create_async_engine(
-        engine.url,
-        pool_size=connections,
-        max_overflow=0,
-        pool_pre_ping=False,
-        pool_reset_on_return=None,
-        isolation_level="AUTOCOMMIT",
-        connect_args={"prepare_threshold": 0},
-        # As the service's engine: an error's text must not carry the calls' requests.
-        hide_parameters=True,
-    )
+class _Connections:
+    """Connections of the group commit's own, outside SQLAlchemy's pool: autocommit, the
+    insert prepared on each, no checkout or ping per batch. At most `concurrent_creates` are
+    in use at once (the batcher's slots); one that failed is closed, not reused."""
+
+    def __init__(self, url: str) -> None:
+        self._url = url
+        self._idle: list[psycopg.AsyncConnection[tuple[Any, ...]]] = []
+
+    @contextlib.asynccontextmanager
+    async def connection(self) -> AsyncIterator[psycopg.AsyncConnection[tuple[Any, ...]]]:
+        conn = self._idle.pop() if self._idle else None
+        if conn is None or conn.closed:
+            conn = await psycopg.AsyncConnection.connect(self._url, autocommit=True)
+        try:
+            yield conn
+        except BaseException:
+            await conn.close()
+            raise
+        self._idle.append(conn)
+
+    async def close(self) -> None:
+        idle, self._idle = self._idle, []
+        for conn in idle:
+            await conn.close()
 
 
 def _event_time(transition: Transition) -> datetime:

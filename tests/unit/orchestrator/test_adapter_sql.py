@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import psycopg
 
 from orchestrator.adapters import parking, relay, store, tenants
+from orchestrator.adapters.driver_sql import DriverStatement
 
 # The dialect the services run with (psycopg 3), so binds render as they are sent.
 DIALECT = psycopg.dialect()  # type: ignore[no-untyped-call]
@@ -74,6 +75,30 @@ def test_admin_statements_are_idempotent_where_the_cli_says_so() -> None:
 def test_no_sql_text_in_the_adapters(module: str) -> None:
     source = (ADAPTERS / module).read_text()
     assert "sa.text(" not in source and "literal_column" not in source
-    # Raw driver SQL only for LISTEN, the relay's notification stream (relay.session_engine).
+    # SQL text only for LISTEN, the relay's notification stream (relay._PENDING_ON_DRIVER).
     raw = re.findall(r"""\.execute\(\s*f?["']([A-Z]+)""", source)
     assert raw in ([], ["LISTEN"]), raw
+
+
+@pytest.mark.parametrize(
+    ("statement", "on_driver"),
+    [
+        (store._INSERT_NEW_CALLS, store._INSERT_NEW_CALLS_ON_DRIVER),
+        (relay._PENDING, relay._PENDING_ON_DRIVER),
+        (relay._MARK_PUBLISHED, relay._MARK_PUBLISHED_ON_DRIVER),
+        (relay._PRUNE_OUTBOX, relay._PRUNE_OUTBOX_ON_DRIVER),
+        (relay._PRUNE_INBOX, relay._PRUNE_INBOX_ON_DRIVER),
+        (relay._TRY_LEAD, relay._TRY_LEAD_ON_DRIVER),
+    ],
+)
+def test_statements_run_on_the_driver_are_their_core_statements(
+    statement: sa.ClauseElement, on_driver: DriverStatement
+) -> None:
+    compiled = statement.compile(dialect=DIALECT)
+    assert on_driver.sql == compiled.string
+    # Every parameter of the text has a value once the caller's are given: the constants
+    # SQLAlchemy bound, and only those.
+    names = set(re.findall(r"%\((\w+)\)s", on_driver.sql))
+    given = {"calls", "messages", "channel", "limit", "ids", "older_than", "key"}
+    assert names - given == set(on_driver.constants)
+    assert on_driver.params({"limit": 5})["limit"] == 5
