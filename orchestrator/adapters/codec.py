@@ -1,89 +1,294 @@
-"""JSON codec for the domain's frozen dataclasses, driven by their type hints.
+"""The stored form of a call's state (the jsonb `state` column of service_calls), versioned.
 
-The store keeps each call's whole state as jsonb, so this must round-trip every state
-exactly; a union member is tagged with its class name so the right dataclass comes back.
+Every name in the stored JSON is written here, by hand, once per state shape and value type:
+none is derived from a Python attribute or class name, so renaming a field or a class in the
+domain cannot change what is written or break what was. A change of the stored form is a new
+format version: add it here, keep reading every older one, and add its golden files
+(tests/golden/orchestrator/state_v<N>/, tests/unit/orchestrator/test_stored_state_golden.py).
+
+Format versions:
+- 1 (no "v" field): written by the reflective codec before the format was versioned. Every
+  dataclass was a JSON object tagged with its class name under "kind", its fields under their
+  attribute names.
+- 2 ({"v": 2, ...}): the same names as version 1, so SQL that reads the state (the BASIC list
+  view's projection, the hand-off backstop's backfill in store.py, migration 0005) reads both
+  alike, and the previous release still reads a version-2 row during a rolling upgrade (it
+  picks the state by "kind" and reads fields by name, ignoring "v"). Only the state carries
+  "kind" (its values fixed in `_KINDS`), nested values carry none: their shape is known from
+  where they are.
+
+Values in both: datetimes as ISO 8601 with offset (SQL casts them with ::timestamptz),
+durations as integer microseconds, bytes as base64, enums by value, sets as sorted lists,
+header pairs as two-element lists in their order.
+
+This runs on every fact the orchestrator applies (decode the state, encode the next), so it is
+straight-line code: no reflection, no per-field dispatch.
 """
 
 from __future__ import annotations
 
 import base64
-import dataclasses
-import enum
-import types
-import typing
 from datetime import datetime, timedelta
-from functools import cache
-from typing import Any, TypeVar, Union, get_args, get_origin
+from typing import Any, assert_never
 
-T = TypeVar("T")
+from orchestrator.domain.model import (
+    Attempt,
+    AttemptOutcome,
+    HttpRequest,
+    RetryPolicy,
+    ServiceCallSpec,
+)
+from orchestrator.domain.states import (
+    Canceled,
+    Dispatched,
+    Failed,
+    Running,
+    Scheduled,
+    ServiceCallState,
+    Succeeded,
+)
+
+FORMAT_VERSION = 2
+
 _MICROSECOND = timedelta(microseconds=1)
-_KIND = "kind"
+_b64encode = base64.b64encode
+_b64decode = base64.b64decode
+_fromisoformat = datetime.fromisoformat
 
 
-def encode(value: Any) -> Any:
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        out: dict[str, Any] = {_KIND: type(value).__name__}
-        for f in dataclasses.fields(value):
-            out[f.name] = encode(getattr(value, f.name))
-        return out
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, timedelta):
-        return value // _MICROSECOND
-    if isinstance(value, bytes):
-        return base64.b64encode(value).decode("ascii")
-    if isinstance(value, enum.Enum):
-        return value.value
-    if isinstance(value, frozenset):
-        return sorted(encode(v) for v in value)
-    if isinstance(value, tuple):
-        return [encode(v) for v in value]
-    raise TypeError(f"cannot encode {type(value).__name__}")
+class UnreadableStateError(ValueError):
+    """A stored state that no known format version describes."""
 
 
-@cache
-def _hints(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
+# The stored "kind" of each state; also the class names version 1 wrote, which is why they
+# are spelled like the classes today. They are stored values: never rename one.
+_SCHEDULED = "Scheduled"
+_DISPATCHED = "Dispatched"
+_RUNNING = "Running"
+_SUCCEEDED = "Succeeded"
+_FAILED = "Failed"
+_CANCELED = "Canceled"
 
 
-def decode(hint: Any, data: Any) -> Any:
-    origin = get_origin(hint)
-    if origin in (Union, types.UnionType):
-        options = get_args(hint)
-        if data is None and type(None) in options:
-            return None
-        classes = [o for o in options if o is not type(None)]
-        if len(classes) == 1:
-            return decode(classes[0], data)
-        # A union of dataclasses (a state, a command): pick by the recorded class name.
-        for option in classes:
-            if isinstance(data, dict) and getattr(option, "__name__", None) == data.get(_KIND):
-                return decode(option, data)
-        raise TypeError(f"no member of {hint} matches {data!r:.80}")
-    if origin is tuple:
-        args = get_args(hint)
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(decode(args[0], v) for v in data)
-        return tuple(decode(a, v) for a, v in zip(args, data, strict=True))
-    if origin is frozenset:
-        (item,) = get_args(hint)
-        return frozenset(decode(item, v) for v in data)
-    if isinstance(hint, type):
-        if dataclasses.is_dataclass(hint):
-            hints = _hints(hint)
-            return hint(
-                **{f.name: decode(hints[f.name], data[f.name]) for f in dataclasses.fields(hint)}
-            )
-        if issubclass(hint, enum.Enum):
-            return hint(data)
-        if hint is datetime:
-            return datetime.fromisoformat(data)
-        if hint is timedelta:
-            return timedelta(microseconds=data)
-        if hint is bytes:
-            return base64.b64decode(data)
-        if hint in (str, int, float, bool):
-            return hint(data)
-    raise TypeError(f"cannot decode {hint!r}")
+def encode(state: ServiceCallState) -> dict[str, Any]:
+    """The state in the newest format, as a JSON-ready dict."""
+    out: dict[str, Any] = {
+        "v": FORMAT_VERSION,
+        "kind": "",
+        "spec": _encode_spec(state.spec),
+        "version": state.version,
+        "attempts": [_encode_attempt(a) for a in state.attempts],
+    }
+    match state:
+        case Scheduled():
+            out["kind"] = _SCHEDULED
+            out["due_at"] = state.due_at.isoformat()
+            out["attempt"] = state.attempt
+            out["handoff_at"] = None if state.handoff_at is None else state.handoff_at.isoformat()
+        case Dispatched():
+            out["kind"] = _DISPATCHED
+            out["due_at"] = state.due_at.isoformat()
+            out["attempt"] = state.attempt
+            out["dispatched_at"] = state.dispatched_at.isoformat()
+            out["lease_expires_at"] = state.lease_expires_at.isoformat()
+        case Running():
+            out["kind"] = _RUNNING
+            out["due_at"] = state.due_at.isoformat()
+            out["attempt"] = state.attempt
+            out["started_at"] = state.started_at.isoformat()
+            out["deadline"] = state.deadline.isoformat()
+        case Succeeded():
+            out["kind"] = _SUCCEEDED
+            out["completed_at"] = state.completed_at.isoformat()
+        case Failed():
+            out["kind"] = _FAILED
+            out["completed_at"] = state.completed_at.isoformat()
+            out["reason"] = state.reason
+        case Canceled():
+            out["kind"] = _CANCELED
+            out["canceled_at"] = state.canceled_at.isoformat()
+            out["reason"] = state.reason
+        case _:
+            assert_never(state)
+    return out
+
+
+def decode(data: Any) -> ServiceCallState:
+    """The state stored as `data`, in any format version ever written."""
+    try:
+        version = data.get("v", 1)
+        if version in (1, 2):
+            # Version 1 differs only by its nested "kind" tags, which say nothing a reader
+            # of a fixed shape needs, and by having no "v".
+            return _decode_state(data)
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise UnreadableStateError(f"stored state not readable: {e!r}") from e
+    raise UnreadableStateError(f"unknown stored state format version {version!r}")
+
+
+def _decode_state(data: dict[str, Any]) -> ServiceCallState:
+    kind = data["kind"]
+    spec = _decode_spec(data["spec"])
+    version: int = data["version"]
+    attempts = tuple([_decode_attempt(a) for a in data["attempts"]])
+    if kind == _SCHEDULED:
+        handoff_at = data["handoff_at"]
+        return Scheduled(
+            spec=spec,
+            version=version,
+            attempts=attempts,
+            due_at=_fromisoformat(data["due_at"]),
+            attempt=data["attempt"],
+            handoff_at=None if handoff_at is None else _fromisoformat(handoff_at),
+        )
+    if kind == _DISPATCHED:
+        return Dispatched(
+            spec=spec,
+            version=version,
+            attempts=attempts,
+            due_at=_fromisoformat(data["due_at"]),
+            attempt=data["attempt"],
+            dispatched_at=_fromisoformat(data["dispatched_at"]),
+            lease_expires_at=_fromisoformat(data["lease_expires_at"]),
+        )
+    if kind == _RUNNING:
+        return Running(
+            spec=spec,
+            version=version,
+            attempts=attempts,
+            due_at=_fromisoformat(data["due_at"]),
+            attempt=data["attempt"],
+            started_at=_fromisoformat(data["started_at"]),
+            deadline=_fromisoformat(data["deadline"]),
+        )
+    if kind == _SUCCEEDED:
+        return Succeeded(
+            spec=spec,
+            version=version,
+            attempts=attempts,
+            completed_at=_fromisoformat(data["completed_at"]),
+        )
+    if kind == _FAILED:
+        return Failed(
+            spec=spec,
+            version=version,
+            attempts=attempts,
+            completed_at=_fromisoformat(data["completed_at"]),
+            reason=data["reason"],
+        )
+    if kind == _CANCELED:
+        return Canceled(
+            spec=spec,
+            version=version,
+            attempts=attempts,
+            canceled_at=_fromisoformat(data["canceled_at"]),
+            reason=data["reason"],
+        )
+    raise UnreadableStateError(f"unknown stored state kind {kind!r}")
+
+
+def _encode_spec(spec: ServiceCallSpec) -> dict[str, Any]:
+    return {
+        "tenant_id": spec.tenant_id,
+        "service_call_id": spec.service_call_id,
+        "request": _encode_request(spec.request),
+        "tags": sorted(spec.tags),
+        "idempotency_key": spec.idempotency_key,
+        "retry_policy": _encode_retry_policy(spec.retry_policy),
+        "fingerprint": spec.fingerprint,
+        "created_at": spec.created_at.isoformat(),
+    }
+
+
+def _decode_spec(data: dict[str, Any]) -> ServiceCallSpec:
+    return ServiceCallSpec(
+        tenant_id=data["tenant_id"],
+        service_call_id=data["service_call_id"],
+        request=_decode_request(data["request"]),
+        tags=frozenset(data["tags"]),
+        idempotency_key=data["idempotency_key"],
+        retry_policy=_decode_retry_policy(data["retry_policy"]),
+        fingerprint=data["fingerprint"],
+        created_at=_fromisoformat(data["created_at"]),
+    )
+
+
+def _encode_request(request: HttpRequest) -> dict[str, Any]:
+    return {
+        "method": request.method,
+        "url": request.url,
+        "headers": [[name, value] for name, value in request.headers],
+        "body": _b64encode(request.body).decode("ascii"),
+        "attempt_timeout": request.attempt_timeout // _MICROSECOND,
+    }
+
+
+def _decode_request(data: dict[str, Any]) -> HttpRequest:
+    return HttpRequest(
+        method=data["method"],
+        url=data["url"],
+        headers=tuple([(name, value) for name, value in data["headers"]]),
+        body=_b64decode(data["body"]),
+        attempt_timeout=timedelta(microseconds=data["attempt_timeout"]),
+    )
+
+
+def _encode_retry_policy(policy: RetryPolicy) -> dict[str, Any]:
+    budget = policy.max_retry_duration
+    return {
+        "max_attempts": policy.max_attempts,
+        "max_retry_duration": None if budget is None else budget // _MICROSECOND,
+        "min_backoff": policy.min_backoff // _MICROSECOND,
+        "max_backoff": policy.max_backoff // _MICROSECOND,
+        "multiplier": policy.multiplier,
+        "jitter": policy.jitter,
+        "retryable_status_codes": sorted(policy.retryable_status_codes),
+    }
+
+
+def _decode_retry_policy(data: dict[str, Any]) -> RetryPolicy:
+    budget = data["max_retry_duration"]
+    return RetryPolicy(
+        max_attempts=data["max_attempts"],
+        max_retry_duration=None if budget is None else timedelta(microseconds=budget),
+        min_backoff=timedelta(microseconds=data["min_backoff"]),
+        max_backoff=timedelta(microseconds=data["max_backoff"]),
+        # float(): JSON has one number type; a whole multiplier may come back as an int.
+        multiplier=float(data["multiplier"]),
+        jitter=float(data["jitter"]),
+        retryable_status_codes=frozenset(data["retryable_status_codes"]),
+    )
+
+
+def _encode_attempt(attempt: Attempt) -> dict[str, Any]:
+    ended_at = attempt.ended_at
+    outcome = attempt.outcome
+    retry_after = attempt.retry_after
+    return {
+        "number": attempt.number,
+        "started_at": attempt.started_at.isoformat(),
+        "ended_at": None if ended_at is None else ended_at.isoformat(),
+        "outcome": None if outcome is None else outcome.value,
+        "response_status": attempt.response_status,
+        "response_snippet": attempt.response_snippet,
+        "error": attempt.error,
+        "retry_reason": attempt.retry_reason,
+        "retry_after": None if retry_after is None else retry_after // _MICROSECOND,
+    }
+
+
+def _decode_attempt(data: dict[str, Any]) -> Attempt:
+    ended_at = data["ended_at"]
+    outcome = data["outcome"]
+    retry_after = data["retry_after"]
+    return Attempt(
+        number=data["number"],
+        started_at=_fromisoformat(data["started_at"]),
+        ended_at=None if ended_at is None else _fromisoformat(ended_at),
+        outcome=None if outcome is None else AttemptOutcome(outcome),
+        response_status=data["response_status"],
+        response_snippet=data["response_snippet"],
+        error=data["error"],
+        retry_reason=data["retry_reason"],
+        retry_after=None if retry_after is None else timedelta(microseconds=retry_after),
+    )

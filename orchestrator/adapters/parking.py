@@ -8,14 +8,15 @@ other row: no second Kafka producer, and a replay is never lost or doubled by a 
 
 from __future__ import annotations
 
-import psycopg
+from typing import Any
+
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from mesh.db import libpq_url
+from mesh.db import sqlalchemy_url
 from orchestrator.adapters.relay import NOTIFY_CHANNEL
-from orchestrator.adapters.tables import parked_messages
+from orchestrator.adapters.tables import outbox, parked_messages
 from orchestrator.ports import ParkedItem, ParkedRow
 
 # An error text is kept for people, bounded so a huge exception message cannot bloat a row.
@@ -62,38 +63,76 @@ class PostgresParkingLot:
             return int((await conn.execute(sa.select(c.id).where(same))).scalar_one())
 
 
+def _parked_rows(include_replayed: bool) -> sa.Select[Any]:
+    c = parked_messages.c
+    stmt = sa.select(
+        c.id,
+        c.topic,
+        c.key,
+        c.payload,
+        c.error,
+        c.source,
+        c.tenant_id,
+        c.service_call_id,
+        c.kafka_partition,
+        c.kafka_offset,
+        c.outbox_id,
+        c.parked_at,
+        c.replayed_at,
+    )
+    if not include_replayed:
+        stmt = stmt.where(c.replayed_at.is_(None))
+    return stmt.order_by(c.id).limit(sa.bindparam("limit"))
+
+
+_PARKED = _parked_rows(include_replayed=False)
+_PARKED_AND_REPLAYED = _parked_rows(include_replayed=True)
+
+# Marks a parked message replayed, once: a second replay finds nothing to update.
+_MARK_REPLAYED = (
+    sa.update(parked_messages)
+    .where(
+        parked_messages.c.id == sa.bindparam("parked_id"), parked_messages.c.replayed_at.is_(None)
+    )
+    .values(replayed_at=sa.func.now())
+    .returning(parked_messages.c.topic, parked_messages.c.key, parked_messages.c.payload)
+)
+
+_REQUEUE = sa.insert(outbox)
+
+_WAKE_RELAY = sa.select(sa.func.pg_notify(sa.bindparam("channel", type_=sa.Text), ""))
+
+
 class ParkingAdmin:
     """What `python -m orchestrator admin parked ...` does."""
 
     def __init__(self, database_url: str) -> None:
-        self._url = libpq_url(database_url)
+        # No pool: each command is one short transaction, and the CLI exits after it.
+        self._engine = sa.create_engine(
+            sqlalchemy_url(database_url), poolclass=sa.NullPool, hide_parameters=True
+        )
 
     def list(self, include_replayed: bool = False, limit: int = 100) -> list[ParkedRow]:
-        where = "" if include_replayed else " WHERE replayed_at IS NULL"
-        with psycopg.connect(self._url) as conn:
-            rows = conn.execute(
-                "SELECT id, topic, key, payload, error, source, tenant_id, service_call_id,"
-                " kafka_partition, kafka_offset, outbox_id, parked_at, replayed_at"
-                f" FROM orchestrator.parked_messages{where} ORDER BY id LIMIT %s",
-                (limit,),
-            ).fetchall()
+        stmt = _PARKED_AND_REPLAYED if include_replayed else _PARKED
+        with self._engine.begin() as conn:
+            rows = conn.execute(stmt, {"limit": limit}).all()
         return [
             ParkedRow(
-                id=r[0],
+                id=r.id,
                 item=ParkedItem(
-                    topic=r[1],
-                    key=r[2],
-                    payload=bytes(r[3]),
-                    error=r[4],
-                    source=r[5],
-                    tenant_id=r[6],
-                    service_call_id=r[7],
-                    kafka_partition=r[8],
-                    kafka_offset=r[9],
-                    outbox_id=r[10],
+                    topic=r.topic,
+                    key=r.key,
+                    payload=bytes(r.payload),
+                    error=r.error,
+                    source=r.source,
+                    tenant_id=r.tenant_id,
+                    service_call_id=r.service_call_id,
+                    kafka_partition=r.kafka_partition,
+                    kafka_offset=r.kafka_offset,
+                    outbox_id=r.outbox_id,
                 ),
-                parked_at=r[11],
-                replayed_at=r[12],
+                parked_at=r.parked_at,
+                replayed_at=r.replayed_at,
             )
             for r in rows
         ]
@@ -101,16 +140,10 @@ class ParkingAdmin:
     def replay(self, parked_id: int) -> bool:
         """Publishes a parked message again (through the outbox); False if it is unknown or
         was already replayed."""
-        with psycopg.connect(self._url) as conn:
-            row = conn.execute(
-                "UPDATE orchestrator.parked_messages SET replayed_at = now()"
-                " WHERE id = %s AND replayed_at IS NULL RETURNING topic, key, payload",
-                (parked_id,),
-            ).fetchone()
+        with self._engine.begin() as conn:
+            row = conn.execute(_MARK_REPLAYED, {"parked_id": parked_id}).first()
             if row is None:
                 return False
-            conn.execute(
-                "INSERT INTO orchestrator.outbox (topic, key, payload) VALUES (%s, %s, %s)", row
-            )
-            conn.execute("SELECT pg_notify(%s, '')", (NOTIFY_CHANNEL,))
+            conn.execute(_REQUEUE, {"topic": row.topic, "key": row.key, "payload": row.payload})
+            conn.execute(_WAKE_RELAY, {"channel": NOTIFY_CHANNEL})
         return True

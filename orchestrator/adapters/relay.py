@@ -25,15 +25,21 @@ import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
+from typing import Any
 
 import psycopg
+import sqlalchemy as sa
 from confluent_kafka import KafkaException
+from sqlalchemy.dialects import postgresql as pg
 
 from mesh import tracing
+from mesh.backoff import Backoff
 from mesh.db import libpq_url
 from mesh.errors import is_transient
 from mesh.logs import get_logger
 from mesh.ports import EventBus, OutgoingMessage, PublishError
+from orchestrator.adapters.driver_sql import for_driver
+from orchestrator.adapters.tables import inbox, outbox
 from orchestrator.ports import OutboxRow
 
 log = get_logger(__name__)
@@ -53,6 +59,58 @@ Refuse = Callable[[OutboxRow, str], Awaitable[None]]
 INBOX_RETENTION = timedelta(days=7)
 
 
+# Every unpublished row, lowest id first (see the module docstring for why never "after id N").
+_PENDING = (
+    sa.select(outbox.c.id, outbox.c.topic, outbox.c.key, outbox.c.payload, outbox.c.trace_context)
+    .where(outbox.c.published_at.is_(None))
+    .order_by(outbox.c.id)
+    .limit(sa.bindparam("limit"))
+)
+
+_MARK_PUBLISHED = (
+    sa.update(outbox)
+    .where(outbox.c.id == sa.any_(sa.bindparam("ids", type_=pg.ARRAY(sa.BigInteger))))
+    .values(published_at=sa.func.now())
+)
+
+
+def _bounded_delete(
+    table: sa.Table, key: sa.Column[Any], *due: sa.ColumnElement[bool]
+) -> sa.Delete:
+    """DELETE of at most :limit rows matching `due`: a short statement holds no lock for long.
+    The subquery names the table again rather than correlating with the DELETE's."""
+    return sa.delete(table).where(
+        key.in_(sa.select(key).where(*due).limit(sa.bindparam("limit")).correlate(None))
+    )
+
+
+_PRUNE_OUTBOX = _bounded_delete(
+    outbox,
+    outbox.c.id,
+    outbox.c.published_at.is_not(None),
+    outbox.c.published_at <= sa.func.now() - sa.bindparam("older_than", type_=sa.Interval),
+)
+
+_PRUNE_INBOX = _bounded_delete(
+    inbox,
+    inbox.c.event_id,
+    inbox.c.received_at <= sa.func.now() - sa.bindparam("older_than", type_=sa.Interval),
+)
+
+_TRY_LEAD = sa.select(sa.func.pg_try_advisory_lock(sa.bindparam("key", type_=sa.BigInteger)))
+
+# The relay's session is a psycopg connection of its own: its state is the session's (the
+# leader's advisory lock, the LISTEN that wakes it), and the notification stream has no
+# SQLAlchemy API. Its statements, written in Core above, run on that connection compiled once
+# (orchestrator/adapters/driver_sql.py): through SQLAlchemy's execute a batch of one row cost
+# 0.58 ms of CPU against 0.34 ms this way (pending + mark_published, in-process).
+_PENDING_ON_DRIVER = for_driver(_PENDING)
+_MARK_PUBLISHED_ON_DRIVER = for_driver(_MARK_PUBLISHED)
+_PRUNE_OUTBOX_ON_DRIVER = for_driver(_PRUNE_OUTBOX)
+_PRUNE_INBOX_ON_DRIVER = for_driver(_PRUNE_INBOX)
+_TRY_LEAD_ON_DRIVER = for_driver(_TRY_LEAD)
+
+
 class PostgresOutbox:
     """The relay's view of the outbox table (the Outbox port)."""
 
@@ -60,11 +118,8 @@ class PostgresOutbox:
         self._conn = conn
 
     async def pending(self, limit: int) -> list[OutboxRow]:
-        cur = await self._conn.execute(
-            "SELECT id, topic, key, payload, trace_context FROM orchestrator.outbox"
-            " WHERE published_at IS NULL ORDER BY id LIMIT %s",
-            (limit,),
-        )
+        statement = _PENDING_ON_DRIVER
+        cur = await self._conn.execute(statement.sql, statement.params({"limit": limit}))
         rows = await cur.fetchall()
         return [
             OutboxRow(
@@ -81,17 +136,14 @@ class PostgresOutbox:
         ]
 
     async def mark_published(self, ids: list[int]) -> None:
-        await self._conn.execute(
-            "UPDATE orchestrator.outbox SET published_at = now() WHERE id = ANY(%s)", (ids,)
-        )
+        statement = _MARK_PUBLISHED_ON_DRIVER
+        await self._conn.execute(statement.sql, statement.params({"ids": ids}))
 
     async def prune(self, older_than: timedelta, limit: int | None = None) -> int:
         """Deletes up to `limit` rows published more than `older_than` ago (all when None)."""
+        statement = _PRUNE_OUTBOX_ON_DRIVER
         cur = await self._conn.execute(
-            "DELETE FROM orchestrator.outbox WHERE id IN ("
-            " SELECT id FROM orchestrator.outbox"
-            " WHERE published_at IS NOT NULL AND published_at <= now() - %s LIMIT %s)",
-            (older_than, limit),
+            statement.sql, statement.params({"older_than": older_than, "limit": limit})
         )
         return cur.rowcount
 
@@ -100,10 +152,9 @@ async def prune_inbox(
     conn: psycopg.AsyncConnection[tuple[object, ...]], older_than: timedelta, limit: int
 ) -> int:
     """Forgets up to `limit` applied event ids received more than `older_than` ago."""
+    statement = _PRUNE_INBOX_ON_DRIVER
     cur = await conn.execute(
-        "DELETE FROM orchestrator.inbox WHERE event_id IN ("
-        " SELECT event_id FROM orchestrator.inbox WHERE received_at <= now() - %s LIMIT %s)",
-        (older_than, limit),
+        statement.sql, statement.params({"older_than": older_than, "limit": limit})
     )
     return cur.rowcount
 
@@ -135,29 +186,31 @@ class OutboxRelay:
         self.pruned = 0
 
     async def run(self, stop: asyncio.Event) -> None:
-        delay = 0.1
+        backoff = Backoff(0.1, 10.0)
         while not stop.is_set():
             try:
                 await self._run_once(stop)
             except (psycopg.OperationalError, OSError, KafkaException) as e:
                 # Nothing unmarked was lost: start over from the oldest unpublished row once
                 # Postgres or Kafka answers again.
+                delay = backoff.next()
                 log.warning("outbox relay interrupted; retrying", error=str(e), retry_in_s=delay)
                 await _pause(stop, delay)
-                delay = min(delay * 2, 10.0)
             else:
-                delay = 0.1
+                backoff.reset()
 
     async def _run_once(self, stop: asyncio.Event) -> None:
         async with await psycopg.AsyncConnection.connect(self._url, autocommit=True) as conn:
             if not await self._lead(conn, stop):
                 return
+            # SQL text, the one exception to SQL written in Core: LISTEN starts the
+            # notification stream, which SQLAlchemy has no API for (see _PENDING_ON_DRIVER).
             await conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
             outbox = PostgresOutbox(conn)
             log.info("outbox relay is the leader")
             loop = asyncio.get_running_loop()
             next_prune = loop.time()
-            retry_delay = 0.1
+            retry = Backoff(0.1, 10.0)
             while not stop.is_set():
                 # On a clock, not only when idle: a relay that always finds rows must prune too.
                 if loop.time() >= next_prune:
@@ -170,10 +223,9 @@ class OutboxRelay:
                     await self._wait_for_notify(conn, stop)
                     continue
                 if await self._publish(outbox, rows):
-                    retry_delay = 0.1
+                    retry.reset()
                 else:
-                    await _pause(stop, retry_delay)
-                    retry_delay = min(retry_delay * 2, 10.0)
+                    await _pause(stop, retry.next())
 
     async def _publish(self, outbox: PostgresOutbox, rows: list[OutboxRow]) -> bool:
         """Publishes `rows`; marks what was delivered or refused. False when some must wait."""
@@ -244,9 +296,11 @@ class OutboxRelay:
     async def _lead(
         self, conn: psycopg.AsyncConnection[tuple[object, ...]], stop: asyncio.Event
     ) -> bool:
-        """Blocks until this relay holds the leader lock (or stop is asked)."""
+        """Blocks until this relay holds the leader lock (or stop is asked): a session lock,
+        so it is held as long as the relay's connection lives."""
+        statement = _TRY_LEAD_ON_DRIVER
         while not stop.is_set():
-            cur = await conn.execute("SELECT pg_try_advisory_lock(%s)", (_LEADER_LOCK,))
+            cur = await conn.execute(statement.sql, statement.params({"key": _LEADER_LOCK}))
             row = await cur.fetchone()
             if row is not None and row[0]:
                 return True

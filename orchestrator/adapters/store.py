@@ -16,7 +16,7 @@ import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import psycopg
 import sqlalchemy as sa
@@ -28,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from mesh import tracing
 from mesh.logs import get_logger
 from orchestrator.adapters import codec
+from orchestrator.adapters.driver_sql import for_driver
 from orchestrator.adapters.relay import NOTIFY_CHANNEL
 from orchestrator.adapters.tables import inbox, outbox, service_call_tags, service_calls
 from orchestrator.domain.decide import watchdog_due
@@ -79,50 +80,145 @@ def _columns(state: ServiceCallState, now: datetime, handoff_backstop: timedelta
 # The state as the BASIC view needs it, projected in Postgres so that a page of calls never
 # carries their request bodies (up to MAX_BODY_BYTES each) or the attempts' response
 # snippets to us: both emptied, everything else (the status, times, counts) as stored.
-_BASIC_STATE = sa.literal_column(
-    """jsonb_set(
-        jsonb_set(orchestrator.service_calls.state, '{spec,request,body}', '""'),
-        '{attempts}',
-        COALESCE(
-            (SELECT jsonb_agg(a.attempt || '{"response_snippet": ""}' ORDER BY a.n)
-               FROM jsonb_array_elements(orchestrator.service_calls.state->'attempts')
-                    WITH ORDINALITY AS a(attempt, n)),
-            '[]'))""",
-    type_=pg.JSONB,
-).label("state")
+def _basic_state() -> sa.Label[object]:
+    c = service_calls.c
+    a = (
+        sa.func.jsonb_array_elements(
+            c.state.op("->", return_type=pg.JSONB)(sa.literal("attempts", sa.Text))
+        )
+        .table_valued(sa.column("attempt", pg.JSONB), with_ordinality="n")
+        .render_derived(name="a")
+    )
+    attempts = (
+        sa.select(
+            sa.func.jsonb_agg(
+                pg.aggregate_order_by(
+                    a.c.attempt.op("||")(sa.literal({"response_snippet": ""}, pg.JSONB)), a.c.n
+                )
+            )
+        )
+        .select_from(a)
+        .scalar_subquery()
+    )
+    no_body = sa.func.jsonb_set(
+        c.state,
+        sa.literal(["spec", "request", "body"], pg.ARRAY(sa.Text)),
+        sa.literal("", pg.JSONB),
+    )
+    return sa.func.jsonb_set(
+        no_body,
+        sa.literal(["attempts"], pg.ARRAY(sa.Text)),
+        sa.func.coalesce(attempts, sa.literal([], pg.JSONB)),
+        type_=pg.JSONB,
+    ).label("state")
+
+
+_BASIC_STATE = _basic_state()
 
 _NIL_UUID = "00000000-0000-0000-0000-000000000000"
+
 
 # One page of the primary key after the last one seen; of it, the Scheduled calls without a
 # watchdog time get handoff_at + backstop (the cast is exact: the codec writes ISO 8601 with
 # an offset). A call changed meanwhile is skipped or re-checked under its row lock by
 # Postgres; the version is left alone, so no concurrent transaction's guard fails.
-_BACKFILL_SCHEDULED = sa.text(
-    """
-    WITH page AS (
-        SELECT tenant_id, service_call_id FROM orchestrator.service_calls
-         WHERE (tenant_id, service_call_id) > (:tenant_id, CAST(:service_call_id AS uuid))
-         ORDER BY tenant_id, service_call_id
-         LIMIT :page
-    ), backfilled AS (
-        UPDATE orchestrator.service_calls AS s
-           SET watchdog_at = (s.state->>'handoff_at')::timestamptz + :backstop
-          FROM page
-         WHERE s.tenant_id = page.tenant_id AND s.service_call_id = page.service_call_id
-           AND s.status = 'SCHEDULED' AND s.watchdog_at IS NULL
-           AND s.state->>'handoff_at' IS NOT NULL
-        RETURNING 1
+def _backfill_scheduled() -> sa.Select[int, str, str]:
+    c = service_calls.c
+    page = (
+        sa.select(c.tenant_id, c.service_call_id)
+        .where(
+            sa.tuple_(c.tenant_id, c.service_call_id)
+            > sa.tuple_(
+                sa.bindparam("after_tenant_id", type_=sa.Text),
+                sa.cast(
+                    sa.bindparam("after_service_call_id", type_=sa.Text), pg.UUID(as_uuid=False)
+                ),
+            )
+        )
+        .order_by(c.tenant_id, c.service_call_id)
+        .limit(sa.bindparam("page"))
+        .cte("page")
     )
-    SELECT (SELECT count(*) FROM backfilled) AS backfilled,
-           tenant_id, service_call_id::text AS service_call_id
-      FROM page ORDER BY tenant_id DESC, service_call_id DESC LIMIT 1
-    """
+    s = cast(sa.Alias, service_calls.alias("s"))
+    handoff_at = s.c.state.op("->>", return_type=sa.Text)(sa.literal("handoff_at", sa.Text))
+    backfilled = (
+        sa.update(s)
+        .values(
+            watchdog_at=sa.cast(handoff_at, sa.DateTime(timezone=True))
+            + sa.bindparam("backstop", type_=sa.Interval)
+        )
+        .where(
+            s.c.tenant_id == page.c.tenant_id,
+            s.c.service_call_id == page.c.service_call_id,
+            s.c.status == "SCHEDULED",
+            s.c.watchdog_at.is_(None),
+            handoff_at.is_not(None),
+        )
+        .returning(sa.literal(1))
+        .cte("backfilled")
+    )
+    service_call_id = sa.cast(page.c.service_call_id, sa.Text).label("service_call_id")
+    return (
+        sa.select(
+            sa.select(sa.func.count())
+            .select_from(backfilled)
+            .scalar_subquery()
+            .label("backfilled"),
+            page.c.tenant_id,
+            service_call_id,
+        )
+        .order_by(page.c.tenant_id.desc(), service_call_id.desc())
+        .limit(1)
+    )
+
+
+_BACKFILL_SCHEDULED = _backfill_scheduled()
+
+
+_decode = codec.decode
+
+_KEY = (
+    service_calls.c.tenant_id == sa.bindparam("tenant_id"),
+    service_calls.c.service_call_id == sa.bindparam("service_call_id"),
 )
 
+_GET_STATE = sa.select(service_calls.c.state).where(*_KEY)
 
-def _decode(data: Any) -> ServiceCallState:
-    state: ServiceCallState = codec.decode(ServiceCallState, data)
-    return state
+# FOR UPDATE serialises every change of one call; the outbox relay's ordering argument
+# (relay.py) rests on it.
+_LOCK_STATE = sa.select(service_calls.c.state).where(*_KEY).with_for_update()
+
+# RETURNING, not rowcount: the driver reports -1 for INSERT ... ON CONFLICT.
+_MARK_EVENT = pg_insert(inbox).on_conflict_do_nothing().returning(inbox.c.event_id)
+
+_QUEUE = sa.insert(outbox)
+
+# Sent in the writing transaction, so it reaches the relay when that commits.
+_NOTIFY_RELAY = sa.select(sa.func.pg_notify(NOTIFY_CHANNEL, ""))
+
+_OVERDUE_WATCHDOGS = (
+    sa.select(
+        service_calls.c.tenant_id,
+        service_calls.c.service_call_id,
+        service_calls.c.version,
+        service_calls.c.watchdog_at,
+        service_calls.c.state,
+    )
+    .where(service_calls.c.watchdog_at <= sa.bindparam("now"))
+    .order_by(service_calls.c.watchdog_at)
+    .limit(sa.bindparam("limit"))
+)
+
+# A tag's calls, counted up to a bound (`_rarest_tag`).
+_COUNT_TAG = sa.select(sa.func.count()).select_from(
+    sa.select(sa.literal(1))
+    .where(
+        service_call_tags.c.tenant_id == sa.bindparam("tenant_id"),
+        service_call_tags.c.tag == sa.bindparam("tag"),
+    )
+    .limit(_TAG_COUNT_BOUND)
+    .subquery()
+)
 
 
 class PostgresServiceCallStore:
@@ -160,10 +256,7 @@ class PostgresServiceCallStore:
         async with self._engine.connect() as conn:
             row = (
                 await conn.execute(
-                    sa.select(service_calls.c.state).where(
-                        service_calls.c.tenant_id == tenant_id,
-                        service_calls.c.service_call_id == service_call_id,
-                    )
+                    _GET_STATE, {"tenant_id": tenant_id, "service_call_id": service_call_id}
                 )
             ).first()
         return None if row is None else _decode(row.state)
@@ -235,18 +328,11 @@ class PostgresServiceCallStore:
         makes the smallest range to drive a page by; None when one of them has no calls."""
         if len(tags) == 1:
             return next(iter(tags))
-        t = service_call_tags.c
         counts = {}
         async with self._engine.connect() as conn:
             for tag in sorted(tags):
-                probe = (
-                    sa.select(sa.literal(1))
-                    .where(t.tenant_id == tenant_id, t.tag == tag)
-                    .limit(_TAG_COUNT_BOUND)
-                    .subquery()
-                )
                 counts[tag] = (
-                    await conn.execute(sa.select(sa.func.count()).select_from(probe))
+                    await conn.execute(_COUNT_TAG, {"tenant_id": tenant_id, "tag": tag})
                 ).scalar_one()
         rarest = min(counts, key=lambda tag: counts[tag])
         return None if counts[rarest] == 0 else rarest
@@ -254,16 +340,8 @@ class PostgresServiceCallStore:
     async def overdue_watchdogs(self, now: datetime, limit: int) -> Sequence[ServiceCallState]:
         if self._backfill_after is not None:
             await self._backfill_scheduled()
-        c = service_calls.c
         async with self._engine.connect() as conn:
-            rows = (
-                await conn.execute(
-                    sa.select(c.tenant_id, c.service_call_id, c.version, c.watchdog_at, c.state)
-                    .where(c.watchdog_at <= now)
-                    .order_by(c.watchdog_at)
-                    .limit(limit)
-                )
-            ).all()
+            rows = (await conn.execute(_OVERDUE_WATCHDOGS, {"now": now, "limit": limit})).all()
         due: list[ServiceCallState] = []
         repairs: list[dict[str, Any]] = []
         for row in rows:
@@ -304,8 +382,8 @@ class PostgresServiceCallStore:
                 await conn.execute(
                     _BACKFILL_SCHEDULED,
                     {
-                        "tenant_id": tenant_id,
-                        "service_call_id": service_call_id,
+                        "after_tenant_id": tenant_id,
+                        "after_service_call_id": service_call_id,
                         "page": _BACKFILL_PAGE,
                         "backstop": self._handoff_backstop,
                     },
@@ -367,17 +445,23 @@ class PostgresServiceCallStore:
                 new.append((n, p, transition))
         if not new:
             return outcomes
-        params = _new_call_params([(p, t) for _, p, t in new], self._handoff_backstop)
-        async with self._connections.connection() as conn:
-            # One statement in autocommit is its own transaction; psycopg returns its rows
-            # only once Postgres says ReadyForQuery, which it sends after the commit. So no
-            # caller hears of a call that a crash could still take away.
-            cursor = await conn.execute(_INSERT_NEW_CALLS, params, prepare=True)
-            inserted = {(t, c) for t, c, _notified in await cursor.fetchall()}
+        inserted = await self._insert_new_calls(
+            _new_call_params([(p, t) for _, p, t in new], self._handoff_backstop)
+        )
         for n, p, transition in new:
             if (p.tenant_id, p.service_call_id) in inserted:
                 outcomes[n] = transition
         return outcomes
+
+    async def _insert_new_calls(self, params: dict[str, Any]) -> set[tuple[str, str]]:
+        """Runs `_INSERT_NEW_CALLS`; the (tenant, id) of the calls it inserted."""
+        async with self._connections.connection() as conn:
+            # One statement in autocommit is its own transaction; psycopg returns its rows
+            # only once Postgres says ReadyForQuery, which it sends after the commit. So no
+            # caller hears of a call that a crash could still take away.
+            statement = _INSERT_NEW_CALLS_ON_DRIVER
+            cursor = await conn.execute(statement.sql, statement.params(params), prepare=True)
+            return {(t, c) for t, c, _notified in await cursor.fetchall()}
 
     async def _transact_one(
         self,
@@ -410,33 +494,20 @@ class PostgresServiceCallStore:
         trace: tracing.Carrier | None = None,
     ) -> Transition | None:
         if event_id is not None:
-            # RETURNING, not rowcount: the driver reports -1 for INSERT ... ON CONFLICT.
-            marked = await conn.execute(
-                pg_insert(inbox)
-                .values(event_id=event_id)
-                .on_conflict_do_nothing()
-                .returning(inbox.c.event_id)
-            )
+            marked = await conn.execute(_MARK_EVENT, {"event_id": event_id})
             if marked.first() is None:
                 return None
-        # FOR UPDATE serialises every change of one call; the outbox relay's ordering
-        # argument (relay.py) rests on it.
         row = (
             await conn.execute(
-                sa.select(service_calls.c.state)
-                .where(
-                    service_calls.c.tenant_id == tenant_id,
-                    service_calls.c.service_call_id == service_call_id,
-                )
-                .with_for_update()
+                _LOCK_STATE, {"tenant_id": tenant_id, "service_call_id": service_call_id}
             )
         ).first()
         before = None if row is None else _decode(row.state)
         transition = step(before)
         messages = await self._write(conn, tenant_id, service_call_id, before, transition, trace)
         if messages:
-            await conn.execute(sa.insert(outbox), messages)
-            await conn.execute(sa.select(sa.func.pg_notify(NOTIFY_CHANNEL, "")))
+            await conn.execute(_QUEUE, messages)
+            await conn.execute(_NOTIFY_RELAY)
         return transition
 
     async def _write(
@@ -557,8 +628,8 @@ class PostgresServiceCallStore:
                 if updated.rowcount != len(params):
                     raise ConcurrentUpdateError("a call of the batch changed concurrently")
             if messages:
-                await conn.execute(sa.insert(outbox), messages)
-                await conn.execute(sa.select(sa.func.pg_notify(NOTIFY_CHANNEL, "")))
+                await conn.execute(_QUEUE, messages)
+                await conn.execute(_NOTIFY_RELAY)
         return [results.get(id(p)) for p in batch]
 
 
@@ -591,41 +662,116 @@ def _guarded_update(shape: tuple[str, ...]) -> sa.Update:
 # json.dumps is C, where psycopg's dumping of 18 Python lists as arrays cost more than the
 # rest of a submit's SQL (profile in docs/intake.md). Outbox rows are inserted in input
 # order, and only for the calls the INSERT inserted.
-_INSERT_NEW_CALLS = """
-WITH new AS (
-    SELECT * FROM jsonb_to_recordset(%(calls)s::jsonb) AS n(
-        tenant_id text, service_call_id uuid, status text, version bigint,
-        due_at timestamptz, attempt int, tags text[], idempotency_key text, state jsonb,
-        created_at timestamptz, updated_at timestamptz, completed_at timestamptz,
-        watchdog_at timestamptz, n int)
-), inserted AS (
-    INSERT INTO orchestrator.service_calls AS s (
-        tenant_id, service_call_id, status, version, due_at, attempt, tags,
-        idempotency_key, state, created_at, updated_at, completed_at, watchdog_at)
-    SELECT tenant_id, service_call_id, status, version, due_at, attempt, tags,
-           idempotency_key, state, created_at, updated_at, completed_at, watchdog_at
-      FROM new
-     ORDER BY n
-    ON CONFLICT DO NOTHING
-    RETURNING s.tenant_id, s.service_call_id, s.created_at, s.tags
-), tagged AS (
-    INSERT INTO orchestrator.service_call_tags (tenant_id, tag, created_at, service_call_id)
-    SELECT i.tenant_id, t.tag, i.created_at, i.service_call_id
-      FROM inserted AS i, unnest(i.tags) AS t(tag)
-), queued AS (
-    INSERT INTO orchestrator.outbox (topic, key, payload, trace_context)
-    SELECT m.topic, m.key, decode(m.payload, 'base64'), m.trace_context
-      FROM jsonb_to_recordset(%(messages)s::jsonb)
-           AS m(tenant_id text, service_call_id uuid, topic text, key text, payload text, n int,
-                trace_context jsonb)
-      JOIN inserted AS i USING (tenant_id, service_call_id)
-     ORDER BY m.n
-    RETURNING 1
-)
-SELECT i.tenant_id, i.service_call_id::text,
-       (SELECT count(*) FROM (SELECT pg_notify(%(channel)s, '') FROM queued LIMIT 1) AS q)
-  FROM inserted AS i
-"""
+_TIMESTAMPTZ = sa.DateTime(timezone=True)
+
+
+def _insert_new_calls() -> sa.Select[str, str, int]:
+    n = (
+        sa.func.jsonb_to_recordset(sa.cast(sa.bindparam("calls", type_=sa.Text), pg.JSONB))
+        .table_valued(
+            sa.column("tenant_id", sa.Text),
+            sa.column("service_call_id", pg.UUID(as_uuid=False)),
+            sa.column("status", sa.Text),
+            sa.column("version", sa.BigInteger),
+            sa.column("due_at", _TIMESTAMPTZ),
+            sa.column("attempt", sa.Integer),
+            sa.column("tags", pg.ARRAY(sa.Text)),
+            sa.column("idempotency_key", sa.Text),
+            sa.column("state", pg.JSONB),
+            sa.column("created_at", _TIMESTAMPTZ),
+            sa.column("updated_at", _TIMESTAMPTZ),
+            sa.column("completed_at", _TIMESTAMPTZ),
+            sa.column("watchdog_at", _TIMESTAMPTZ),
+            sa.column("n", sa.Integer),
+        )
+        .render_derived(name="n", with_types=True)
+    )
+    new = sa.select(n).cte("new")
+    columns = [c for c in new.c if c.name != "n"]
+    inserted = (
+        pg.insert(service_calls)
+        .from_select([c.name for c in columns], sa.select(*columns).order_by(new.c.n))
+        .on_conflict_do_nothing()
+        .returning(
+            service_calls.c.tenant_id,
+            service_calls.c.service_call_id,
+            service_calls.c.created_at,
+            service_calls.c.tags,
+        )
+        .cte("inserted")
+    )
+    i = inserted.alias("i")
+    t = sa.func.unnest(i.c.tags).table_valued("tag").render_derived(name="t")
+    tagged = (
+        sa.insert(service_call_tags)
+        .from_select(
+            ["tenant_id", "tag", "created_at", "service_call_id"],
+            # A set-returning function in FROM sees the items before it (implicitly LATERAL),
+            # so this is the comma join "FROM inserted AS i, unnest(i.tags) AS t(tag)".
+            sa.select(i.c.tenant_id, t.c.tag, i.c.created_at, i.c.service_call_id)
+            .select_from(i)
+            .join(t, sa.true()),
+        )
+        .cte("tagged")
+    )
+    m = (
+        sa.func.jsonb_to_recordset(sa.cast(sa.bindparam("messages", type_=sa.Text), pg.JSONB))
+        .table_valued(
+            sa.column("tenant_id", sa.Text),
+            sa.column("service_call_id", pg.UUID(as_uuid=False)),
+            sa.column("topic", sa.Text),
+            sa.column("key", sa.Text),
+            sa.column("payload", sa.Text),
+            sa.column("n", sa.Integer),
+            sa.column("trace_context", pg.JSONB),
+        )
+        .render_derived(name="m", with_types=True)
+    )
+    queued = (
+        sa.insert(outbox)
+        .from_select(
+            ["topic", "key", "payload", "trace_context"],
+            sa.select(
+                m.c.topic,
+                m.c.key,
+                sa.func.decode(m.c.payload, sa.literal("base64", sa.Text), type_=sa.LargeBinary),
+                m.c.trace_context,
+            )
+            .select_from(
+                m.join(
+                    i,
+                    sa.and_(
+                        m.c.tenant_id == i.c.tenant_id, m.c.service_call_id == i.c.service_call_id
+                    ),
+                )
+            )
+            .order_by(m.c.n),
+        )
+        .returning(sa.literal(1))
+        .cte("queued")
+    )
+    notify = (
+        sa.select(
+            sa.func.pg_notify(sa.bindparam("channel", type_=sa.Text), sa.literal("", sa.Text))
+        )
+        .select_from(queued)
+        .limit(1)
+        .subquery("q")
+    )
+    return sa.select(
+        i.c.tenant_id,
+        sa.cast(i.c.service_call_id, sa.Text),
+        sa.select(sa.func.count()).select_from(notify).scalar_subquery(),
+    ).add_cte(tagged)
+
+
+_INSERT_NEW_CALLS = _insert_new_calls()
+
+
+# The one statement the store runs on the driver (orchestrator/adapters/driver_sql.py): a
+# lone submit is a batch of one, and SQLAlchemy's execute around it measured 0.71 ms CPU a
+# submit against 0.43 ms this way (in-process, one submit at a time).
+_INSERT_NEW_CALLS_ON_DRIVER = for_driver(_INSERT_NEW_CALLS)
 
 
 def _new_call_params(

@@ -77,3 +77,25 @@ parked_messages = sa.Table(
     sa.Column("parked_at", sa.DateTime(timezone=True), server_default=sa.func.now()),
     sa.Column("replayed_at", sa.DateTime(timezone=True)),
 )
+
+# Tenants and their API keys, only a hash of a key's secret kept (migration 0002).
+tenants = sa.Table(
+    "tenants",
+    metadata,
+    sa.Column("tenant_id", sa.Text, primary_key=True),
+    sa.Column(
+        "created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
+    ),
+)
+
+api_keys = sa.Table(
+    "api_keys",
+    metadata,
+    sa.Column("key_id", sa.Text, primary_key=True),
+    sa.Column("tenant_id", sa.Text, sa.ForeignKey(tenants.c.tenant_id), nullable=False, index=True),
+    sa.Column("secret_hash", sa.LargeBinary, nullable=False),
+    sa.Column(
+        "created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
+    ),
+    sa.Column("revoked_at", sa.DateTime(timezone=True)),
+)

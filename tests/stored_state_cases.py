@@ -1,0 +1,227 @@
+"""The domain values behind the stored-state golden files (tests/golden/orchestrator/).
+
+One value per state shape and per variant that changes the stored form: optional fields set
+and unset, tags, an idempotency key, repeated and sealed headers, a binary body, a retry
+policy with and without a retry budget, and finished attempts of each outcome. The values are
+written out by hand, field by field, so that the golden files pin the stored form, not
+whatever a builder happens to produce.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from orchestrator.domain.model import (
+    DEFAULT_RETRY_POLICY,
+    Attempt,
+    AttemptOutcome,
+    HttpRequest,
+    RetryPolicy,
+    ServiceCallSpec,
+)
+from orchestrator.domain.states import (
+    Canceled,
+    Dispatched,
+    Failed,
+    Running,
+    Scheduled,
+    ServiceCallState,
+    Succeeded,
+)
+
+GOLDEN = Path(__file__).resolve().parent / "golden" / "orchestrator"
+
+T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+# Microseconds, so the golden files show that they survive.
+T1 = datetime(2026, 1, 1, 12, 0, 1, 250_001, tzinfo=UTC)
+DUE = datetime(2026, 2, 1, 9, 30, tzinfo=UTC)
+
+_PLAIN_REQUEST = HttpRequest("GET", "https://example.test/ping", (), b"", timedelta(seconds=30))
+
+_FULL_REQUEST = HttpRequest(
+    "POST",
+    "https://example.test/hooks/ünïcode?x=1&y=2",
+    (
+        ("content-type", "application/json"),
+        # Repeated names keep their order.
+        ("x-trace", "a"),
+        ("x-trace", "b"),
+        # How a secret header is stored: sealed before it reaches the state (sealing.py).
+        ("authorization", "sealed:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8gISIj"),
+        # A client's own text that only looks sealed: kept as it came.
+        ("x-note", "sealed:abc"),
+    ),
+    bytes(range(256)),
+    timedelta(seconds=12, microseconds=500),
+)
+
+_BUDGETED_POLICY = RetryPolicy(
+    max_attempts=7,
+    max_retry_duration=timedelta(minutes=10),
+    min_backoff=timedelta(milliseconds=250),
+    max_backoff=timedelta(seconds=90),
+    multiplier=1.5,
+    jitter=0.0,
+    retryable_status_codes=frozenset({503, 429, 500}),
+)
+
+_NO_RETRY_POLICY = RetryPolicy(
+    max_attempts=1,
+    max_retry_duration=None,
+    min_backoff=timedelta(seconds=1),
+    max_backoff=timedelta(seconds=1),
+    multiplier=2.0,
+    jitter=1.0,
+    retryable_status_codes=frozenset(),
+)
+
+
+def _spec(
+    request: HttpRequest = _PLAIN_REQUEST,
+    *,
+    tags: frozenset[str] = frozenset(),
+    idempotency_key: str | None = None,
+    retry_policy: RetryPolicy = DEFAULT_RETRY_POLICY,
+) -> ServiceCallSpec:
+    return ServiceCallSpec(
+        tenant_id="tenant-a",
+        service_call_id="0b6f1c2e-4d5a-4e7b-9c1d-2f3a4b5c6d7e",
+        request=request,
+        tags=tags,
+        idempotency_key=idempotency_key,
+        retry_policy=retry_policy,
+        fingerprint="v1:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+        created_at=T0,
+    )
+
+
+PLAIN = _spec()
+FULL = _spec(
+    _FULL_REQUEST,
+    tags=frozenset({"nightly", "billing", "ünï"}),
+    idempotency_key="order-42",
+    retry_policy=_BUDGETED_POLICY,
+)
+
+FAILED_ATTEMPT = Attempt(
+    number=1,
+    started_at=T0 + timedelta(days=31),
+    ended_at=T0 + timedelta(days=31, seconds=2),
+    outcome=AttemptOutcome.FAILED,
+    response_status=503,
+    response_snippet='{"error": "busy"}',
+    error="",
+    retry_reason="HTTP 503",
+    retry_after=timedelta(seconds=20),
+)
+TIMED_OUT_ATTEMPT = Attempt(
+    number=2,
+    started_at=T0 + timedelta(days=31, minutes=1),
+    ended_at=T0 + timedelta(days=31, minutes=1, seconds=42),
+    outcome=AttemptOutcome.TIMED_OUT,
+    response_status=None,
+    response_snippet="",
+    error="no result before the attempt deadline",
+    retry_reason="timed out",
+    retry_after=None,
+)
+SUCCEEDED_ATTEMPT = Attempt(
+    number=3,
+    started_at=T1 + timedelta(days=31, minutes=2),
+    ended_at=T1 + timedelta(days=31, minutes=2, seconds=1),
+    outcome=AttemptOutcome.SUCCEEDED,
+    response_status=200,
+    response_snippet="ok ✓",
+    error="",
+    retry_reason="",
+    retry_after=None,
+)
+# No end and no outcome: the optional fields of an attempt unset.
+OPEN_ATTEMPT = Attempt(
+    number=1,
+    started_at=T1,
+    ended_at=None,
+    outcome=None,
+    response_status=None,
+    response_snippet="",
+    error="connection reset",
+    retry_reason="",
+    retry_after=None,
+)
+
+# name -> value; a golden file <name>.json exists for each, in every format version.
+CASES: dict[str, ServiceCallState] = {
+    "scheduled_minimal": Scheduled(
+        spec=PLAIN, version=1, attempts=(), due_at=DUE, attempt=1, handoff_at=None
+    ),
+    "scheduled_full": Scheduled(
+        spec=FULL,
+        version=5,
+        attempts=(FAILED_ATTEMPT, TIMED_OUT_ATTEMPT),
+        due_at=DUE + timedelta(minutes=1, seconds=20),
+        attempt=3,
+        handoff_at=DUE + timedelta(minutes=1, seconds=18),
+    ),
+    "scheduled_no_retry_policy": Scheduled(
+        spec=_spec(retry_policy=_NO_RETRY_POLICY),
+        version=2,
+        attempts=(),
+        due_at=DUE,
+        attempt=1,
+        handoff_at=DUE - timedelta(seconds=2),
+    ),
+    "dispatched": Dispatched(
+        spec=FULL,
+        version=3,
+        attempts=(),
+        due_at=DUE,
+        attempt=1,
+        dispatched_at=DUE - timedelta(seconds=2),
+        lease_expires_at=DUE + timedelta(seconds=30),
+    ),
+    "dispatched_after_failures": Dispatched(
+        spec=PLAIN,
+        version=7,
+        attempts=(FAILED_ATTEMPT, TIMED_OUT_ATTEMPT),
+        due_at=DUE,
+        attempt=3,
+        dispatched_at=T1,
+        lease_expires_at=T1 + timedelta(seconds=30),
+    ),
+    "running": Running(
+        spec=FULL,
+        version=4,
+        attempts=(FAILED_ATTEMPT,),
+        due_at=DUE,
+        attempt=2,
+        started_at=T1,
+        deadline=T1 + timedelta(seconds=42, microseconds=500),
+    ),
+    "succeeded": Succeeded(
+        spec=FULL,
+        version=9,
+        attempts=(FAILED_ATTEMPT, TIMED_OUT_ATTEMPT, SUCCEEDED_ATTEMPT),
+        completed_at=SUCCEEDED_ATTEMPT.ended_at or T1,
+    ),
+    "succeeded_first_try": Succeeded(
+        spec=PLAIN, version=4, attempts=(SUCCEEDED_ATTEMPT,), completed_at=T1
+    ),
+    "failed": Failed(
+        spec=FULL,
+        version=8,
+        attempts=(FAILED_ATTEMPT, OPEN_ATTEMPT),
+        completed_at=T1 + timedelta(hours=1),
+        reason="retry budget exhausted: HTTP 503",
+    ),
+    "canceled": Canceled(
+        spec=PLAIN, version=2, attempts=(), canceled_at=T1, reason="canceled by the client"
+    ),
+    "canceled_after_attempts": Canceled(
+        spec=FULL,
+        version=6,
+        attempts=(FAILED_ATTEMPT,),
+        canceled_at=T1 + timedelta(minutes=5),
+        reason="",
+    ),
+}
