@@ -31,7 +31,7 @@ _TENANT_KEYS = (
     .order_by(api_keys.c.created_at)
 )
 
-# On every request whose key is not cached (orchestrator/auth.py).
+# On every request whose key is not cached (orchestrator/service_layer/auth.py).
 _FIND_KEY = sa.select(
     api_keys.c.key_id,
     api_keys.c.tenant_id,

@@ -1,7 +1,7 @@
 """An executor killed in the middle of a request, or away when a call is handed off: the call
 gets one more attempt with the same idempotency key, and exactly one terminal state. The last
 two tests keep the executor down past the dispatch lease / attempt deadline, so only the
-orchestrator's watchdog (orchestrator/watchdog.py) can move the call on."""
+orchestrator's watchdog (orchestrator/entrypoints/watchdog.py) can move the call on."""
 
 from __future__ import annotations
 
