@@ -886,10 +886,10 @@ class _Batcher:
     Why the guarantees hold with batches:
     - Per-call order: the consumer hands over a call's next message only after its previous
       one returned (ConsumerRunner keeps one in flight per key), so a fact is applied before
-      its successor is even read. The watchdog (orchestrator/entrypoints/watchdog.py) applies its timers
-      beside the consumer, so a batch can hold two facts about one call: both steps then see
-      the same state, the second update fails its version guard, and the fallback below
-      applies them one after the other.
+      its successor is even read. The watchdog (orchestrator/entrypoints/watchdog.py) applies
+      its timers beside the consumer, so a batch can hold two facts about one call: both
+      steps then see the same state, the second update fails its version guard, and the
+      fallback below applies them one after the other.
     - Exactly once: the inbox insert of a batch returns the ids not seen before; only those
       are applied, in the same transaction that marks them.
     - Version guard: each changed call is updated `WHERE version = before.version` under the

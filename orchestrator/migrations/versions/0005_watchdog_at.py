@@ -5,8 +5,8 @@ Revises: 0004
 
 The column is the fire time of the call's DISPATCH_LEASE (Dispatched) or ATTEMPT_DEADLINE
 (Running) timer, NULL in every other state; the store writes it with every state change and
-orchestrator/entrypoints/watchdog.py sweeps it through the partial index, which holds only the calls in
-flight, so a sweep that finds nothing overdue is one short index probe.
+the watchdog (orchestrator/entrypoints/watchdog.py) sweeps it through the partial index, which
+holds only the calls in flight, so a sweep that finds nothing overdue is one short index probe.
 
 Upgrade. Calls already Dispatched or Running are backfilled from their state (the same
 fields the store derives it from), so the sweep guards them at once. Their lease and deadline
