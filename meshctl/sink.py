@@ -41,6 +41,9 @@ class Sink:
     port: int = 0
     arrivals: list[Arrival] = field(default_factory=list)
     on_arrival: Callable[[Arrival], None] | None = None
+    # Paths answered 500 until they are taken out again: a target that is down, then fixed
+    # (a failed call is replayed against it once it works, tests/e2e/test_replay.py).
+    failing: set[str] = field(default_factory=set)
     _runner: web.AppRunner | None = None
     _changed: asyncio.Condition = field(default_factory=asyncio.Condition)
 
@@ -81,6 +84,8 @@ class Sink:
         return await self._answer(request)
 
     async def _answer(self, request: web.Request) -> web.StreamResponse:
+        if request.path in self.failing:
+            return web.json_response({"status": 500}, status=500)
         parts = request.path.strip("/").split("/")
         if len(parts) >= 2 and parts[0] == "status" and parts[1].isdigit():
             headers = {}

@@ -64,6 +64,7 @@ from orchestrator.ports import (
     Invalid,
     ListQuery,
     OrderBy,
+    Replay,
     Submission,
 )
 from servicecall.internal.v1 import events_pb2 as pb
@@ -191,6 +192,8 @@ def service_call_to_proto(
         create_time=to_timestamp(spec.created_at),
         etag=etag_of(state),
     )
+    if spec.replay_of is not None:
+        out.replay_of = resource_name(spec.tenant_id, spec.replay_of)
     if full:
         out.attempts.extend(_attempt_to_proto(a) for a in state.attempts)
     match state:
@@ -494,6 +497,32 @@ def reschedule_from_proto(
     if problems.items or due is None:
         return problems.items
     return Reschedule(due, expected)
+
+
+def replay_from_proto(
+    request: svc.ReplayServiceCallRequest, header_key: str | None
+) -> Replay | list[FieldViolation]:
+    """The replay a ReplayServiceCallRequest asks for (`header_key`: the Idempotency-Key,
+    read as on submit). The ids are checked by the entry point, as for every call's RPC."""
+    problems = _Violations()
+    due: datetime | timedelta | None = None
+    if request.HasField("schedule_time") and request.HasField("delay"):
+        problems.add("delay", "give either schedule_time or delay, not both")
+    elif request.HasField("schedule_time"):
+        due = from_timestamp(request.schedule_time)
+    elif request.HasField("delay"):
+        due = _duration(request.delay, "delay", problems)
+    key = request.idempotency_key or header_key or None
+    if request.idempotency_key and header_key and request.idempotency_key != header_key:
+        problems.add("idempotency_key", "differs from the Idempotency-Key header")
+    if problems.items:
+        return problems.items
+    return Replay(
+        tenant_id=request.tenant_id,
+        service_call_id=request.service_call_id,
+        idempotency_key=key,
+        due=due,
+    )
 
 
 BatchResult = svc.BatchSubmitServiceCallsResponse.Result

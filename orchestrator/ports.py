@@ -29,6 +29,19 @@ class Submission:
     idempotency_key: str | None
     retry_policy: RetryPolicy
     due: DueSpec | None  # None: now
+    # Set only by the replay use case (Orchestrator.replay): the id of the terminal call this
+    # one is made from. The API's own submissions never carry it.
+    replay_of: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Replay:
+    """A client's ask to replay a terminal call (ReplayServiceCall), not validated yet."""
+
+    tenant_id: str
+    service_call_id: str  # the call to replay
+    idempotency_key: str | None
+    due: DueSpec | None  # None: now
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,6 +9,7 @@ whatever a builder happens to produce.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -223,5 +224,27 @@ CASES: dict[str, ServiceCallState] = {
         attempts=(FAILED_ATTEMPT,),
         canceled_at=T1 + timedelta(minutes=5),
         reason="",
+    ),
+}
+
+
+# Replays (format version 3 on): the spec names the call it was made from. Kept apart from
+# CASES, whose files exist in every version: versions 1 and 2 cannot hold the link. Their
+# golden files are in replays_v<N>/ (tests/unit/orchestrator/test_stored_replay_golden.py).
+REPLAY_OF = "01890a5d-ac96-774b-bcce-b302099a8057"
+REPLAY_CASES: dict[str, ServiceCallState] = {
+    "replay_scheduled": Scheduled(
+        spec=replace(FULL, idempotency_key="replay-1", replay_of=REPLAY_OF),
+        version=1,
+        attempts=(),
+        due_at=DUE,
+        attempt=1,
+        handoff_at=DUE - timedelta(seconds=2),
+    ),
+    "replay_succeeded": Succeeded(
+        spec=replace(PLAIN, replay_of=REPLAY_OF),
+        version=4,
+        attempts=(SUCCEEDED_ATTEMPT,),
+        completed_at=T1,
     ),
 }

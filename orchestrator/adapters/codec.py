@@ -16,8 +16,13 @@ Format versions:
   picks the state by "kind" and reads fields by name, ignoring "v"). Only the state carries
   "kind" (its values fixed in `_KINDS`), nested values carry none: their shape is known from
   where they are.
+- 3 ({"v": 3, ...}): version 2 and, in the spec, "replay_of" (the id of the call a replay was
+  made from, ReplayServiceCall), written only for a replay: the state of a call submitted as
+  itself is version 2's, names and all, but for "v". Versions 1 and 2 read with no link.
+  A release that reads only up to version 2 refuses a version-3 row: upgrade every replica
+  before the first replay is made.
 
-Values in both: datetimes as ISO 8601 with offset (SQL casts them with ::timestamptz),
+Values in all: datetimes as ISO 8601 with offset (SQL casts them with ::timestamptz),
 durations as integer microseconds, bytes as base64, enums by value, sets as sorted lists,
 header pairs as two-element lists in their order.
 
@@ -48,7 +53,7 @@ from orchestrator.domain.states import (
     Succeeded,
 )
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 
 _MICROSECOND = timedelta(microseconds=1)
 _b64encode = base64.b64encode
@@ -117,9 +122,10 @@ def decode(data: Any) -> ServiceCallState:
     """The state stored as `data`, in any format version ever written."""
     try:
         version = data.get("v", 1)
-        if version in (1, 2):
+        if version in (1, 2, 3):
             # Version 1 differs only by its nested "kind" tags, which say nothing a reader
-            # of a fixed shape needs, and by having no "v".
+            # of a fixed shape needs, and by having no "v"; version 3 only by the spec's
+            # optional "replay_of".
             return _decode_state(data)
     except (KeyError, TypeError, ValueError, AttributeError) as e:
         raise UnreadableStateError(f"stored state not readable: {e!r}") from e
@@ -188,7 +194,7 @@ def _decode_state(data: dict[str, Any]) -> ServiceCallState:
 
 
 def _encode_spec(spec: ServiceCallSpec) -> dict[str, Any]:
-    return {
+    out = {
         "tenant_id": spec.tenant_id,
         "service_call_id": spec.service_call_id,
         "request": _encode_request(spec.request),
@@ -198,6 +204,9 @@ def _encode_spec(spec: ServiceCallSpec) -> dict[str, Any]:
         "fingerprint": spec.fingerprint,
         "created_at": spec.created_at.isoformat(),
     }
+    if spec.replay_of is not None:
+        out["replay_of"] = spec.replay_of
+    return out
 
 
 def _decode_spec(data: dict[str, Any]) -> ServiceCallSpec:
@@ -210,6 +219,7 @@ def _decode_spec(data: dict[str, Any]) -> ServiceCallSpec:
         retry_policy=_decode_retry_policy(data["retry_policy"]),
         fingerprint=data["fingerprint"],
         created_at=_fromisoformat(data["created_at"]),
+        replay_of=data.get("replay_of"),
     )
 
 

@@ -104,6 +104,21 @@ class NotReschedulable:
 
 
 @dataclass(frozen=True, slots=True)
+class NotReplayable:
+    # A replay is a new call made from a finished one; replaying a call still under way
+    # would let two calls send the same request at once.
+    kind: ClassVar[ErrorKind] = ErrorKind.PRECONDITION
+    status: Status
+
+    @property
+    def message(self) -> str:
+        return (
+            f"service call is {self.status.value}: only a SUCCEEDED, FAILED or CANCELED call "
+            "can be replayed"
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class IllegalTransition:
     # An executor report the current state cannot have caused (e.g. a result for an
     # attempt that was never handed off). Never produced by a correct mesh.
@@ -183,6 +198,7 @@ DomainError = (
     | AlreadyTerminal
     | NotCancelable
     | NotReschedulable
+    | NotReplayable
     | IllegalTransition
     | StaleTimer
     | StaleEvent

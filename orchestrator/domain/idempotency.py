@@ -32,9 +32,10 @@ def fingerprint(
     request: HttpRequest,
     tags: Iterable[str],
     retry_policy: RetryPolicy,
-    due: DueSpec,
+    due: DueSpec | None,
     *,
     key: bytes,
+    replay_of: str | None = None,
 ) -> str:
     """A keyed hash (HMAC-SHA256) of the request as the client sent it.
 
@@ -42,6 +43,14 @@ def fingerprint(
     stored beside the call: a plain hash would let anyone who reads the row confirm a guessed
     password offline. The key is the mesh's (orchestrator/main.py); a different key gives
     different fingerprints, so a resubmit of a call stored under another key is a conflict.
+
+    A replay (`replay_of`: the id of the call it was made from) adds that link, so one
+    idempotency key used for a replay and for a submit of the very same request, or for
+    replays of two different calls, is a conflict (ALREADY_EXISTS) rather than one silently
+    answering with the other's call. A submit's fingerprint is unchanged by this (the link's
+    fields are only added for a replay), so the fingerprints already stored still match.
+    `due` None ("now") is only given for a replay: a repeated replay without a due time is
+    the same request, whenever it is repeated.
     """
     if not key:
         raise ValueError("the fingerprint key must not be empty")
@@ -64,6 +73,7 @@ def fingerprint(
         *(tag.encode() for tag in sorted_tags),
         *_retry_policy_fields(retry_policy),
         *_due_fields(due),
+        *(() if replay_of is None else (b"replay-of", replay_of.encode())),
     ]
     for part in parts:
         hasher.update(_int(len(part)))
@@ -86,7 +96,9 @@ def _retry_policy_fields(policy: RetryPolicy) -> list[bytes]:
     ]
 
 
-def _due_fields(due: DueSpec) -> list[bytes]:
+def _due_fields(due: DueSpec | None) -> list[bytes]:
+    if due is None:
+        return [b"now"]
     if isinstance(due, datetime):
         # Instants, not wall times: the same moment in two time zones is the same due time.
         # A naive datetime raises here, as it should.

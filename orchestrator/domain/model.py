@@ -87,6 +87,9 @@ class ServiceCallSpec:
     retry_policy: RetryPolicy
     fingerprint: str
     created_at: datetime
+    # A replay (ReplayServiceCall) names the terminal call it was made from: its id, in the
+    # same tenant. None for a call submitted as itself.
+    replay_of: str | None = None
 
 
 class AttemptOutcome(enum.Enum):

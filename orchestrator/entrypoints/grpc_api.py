@@ -30,6 +30,7 @@ from orchestrator.mapping import (
     item_violations,
     list_request_from_proto,
     list_response,
+    replay_from_proto,
     reschedule_from_proto,
     service_call_to_proto,
     submission_of_item,
@@ -157,6 +158,11 @@ class ServiceCallApi(svc_grpc.ServiceCallServiceServicer):
             await _abort_invalid(context, outcome.violations)
         if not isinstance(outcome, Accepted):
             await _abort_domain(context, outcome)
+        return await self._created(outcome, context)
+
+    async def _created(
+        self, outcome: Accepted, context: grpc.aio.ServicerContext[object, object]
+    ) -> api.ServiceCall:
         spec = outcome.state.spec
         await context.send_initial_metadata(
             (
@@ -283,6 +289,23 @@ class ServiceCallApi(svc_grpc.ServiceCallServiceServicer):
             request.tenant_id, request.service_call_id, self._correlation_id(context)
         )
         return await self._answer(outcome, context)
+
+    async def ReplayServiceCall(  # noqa: N802
+        self,
+        request: svc.ReplayServiceCallRequest,
+        context: grpc.aio.ServicerContext[object, object],
+    ) -> api.ServiceCall:
+        # Another tenant's call answers NOT_FOUND, as GetServiceCall does.
+        await self._existing(request.tenant_id, request.service_call_id, context)
+        replay = replay_from_proto(request, _metadata(context).get("idempotency-key"))
+        if isinstance(replay, list):
+            await _abort_invalid(context, replay)
+        outcome = await self._orchestrator.replay(replay, self._correlation_id(context))
+        if isinstance(outcome, Invalid):
+            await _abort_invalid(context, outcome.violations)
+        if not isinstance(outcome, Accepted):
+            await _abort_domain(context, outcome)
+        return await self._created(outcome, context)
 
     async def _existing(
         self,

@@ -17,7 +17,7 @@ import base64
 from dataclasses import replace
 
 from mesh.redaction import is_secret_header
-from mesh.secrets import SecretBox, header_binding
+from mesh.secrets import SEALED_MIN_BYTES, SecretBox, SecretError, header_binding
 from orchestrator.domain.model import SEALED_PREFIX, HttpRequest
 
 
@@ -37,3 +37,32 @@ def seal_secret_headers(
         for name, value in request.headers
     )
     return replace(request, headers=headers)
+
+
+def open_secret_headers(
+    request: HttpRequest, tenant_id: str, service_call_id: str, box: SecretBox
+) -> HttpRequest | None:
+    """The request as the client sent it, from its stored form: what a replay submits again
+    (and then seals anew, bound to the new call, since a sealed value opens only on the call
+    it was sealed for). None when a sealed header no longer opens (its key was retired).
+
+    A secret-named header whose value does not open as sealed is the client's own text (see
+    the module's docstring), and is kept as it is, as the hand-off would send it."""
+    headers: list[tuple[str, str]] = []
+    for name, value in request.headers:
+        if is_secret_header(name) and value.startswith(SEALED_PREFIX):
+            try:
+                raw = base64.b64decode(value[len(SEALED_PREFIX) :], validate=True)
+            except ValueError:
+                raw = b""
+            if len(raw) < SEALED_MIN_BYTES:
+                headers.append((name, value))
+                continue
+            try:
+                opened = box.open(raw, header_binding(tenant_id, service_call_id, name))
+            except SecretError:
+                return None
+            headers.append((name, opened.decode()))
+        else:
+            headers.append((name, value))
+    return replace(request, headers=tuple(headers))

@@ -12,15 +12,21 @@ from orchestrator.domain.commands import (
     AbandonServiceCall,
     CancelServiceCall,
     Command,
+    CommandKind,
     RescheduleServiceCall,
     RunServiceCallNow,
     SubmitServiceCall,
 )
 from orchestrator.domain.decide import decide, evolve
-from orchestrator.domain.errors import AlreadySubmitted, DomainError
+from orchestrator.domain.errors import (
+    AlreadySubmitted,
+    DomainError,
+    NotReplayable,
+    ServiceCallNotFound,
+)
 from orchestrator.domain.idempotency import DueSpec, fingerprint, service_call_id_for
 from orchestrator.domain.model import ServiceCallSpec, Timing
-from orchestrator.domain.states import ServiceCallState
+from orchestrator.domain.states import TERMINAL, ServiceCallState, status_of
 from orchestrator.domain.validation import (
     FieldViolation,
     Limits,
@@ -35,12 +41,13 @@ from orchestrator.ports import (
     ListQuery,
     OutboxMessages,
     Page,
+    Replay,
     ServiceCallStore,
     Submission,
     SubmitObserver,
     Transition,
 )
-from orchestrator.service_layer.sealing import seal_secret_headers
+from orchestrator.service_layer.sealing import open_secret_headers, seal_secret_headers
 
 log = get_logger(__name__)
 
@@ -103,12 +110,17 @@ class Orchestrator:
         )
         # The fingerprint is over the request as the client sent it (so a retried submit
         # matches); what is stored has its secret headers sealed (sealing is randomised).
+        # A replay's unset due time is fingerprinted as "now", not as this instant, so that a
+        # repeated replay matches (idempotency.fingerprint).
+        replay_of = submission.replay_of
+        due_spec = submission.due
         request_fingerprint = fingerprint(
             submission.request,
             submission.tags,
             submission.retry_policy,
-            submission.due if submission.due is not None else now,
+            due_spec if due_spec is not None or replay_of is not None else now,
             key=self._fingerprint_key,
+            replay_of=replay_of,
         )
         spec = ServiceCallSpec(
             tenant_id=submission.tenant_id,
@@ -121,6 +133,7 @@ class Orchestrator:
             retry_policy=submission.retry_policy,
             fingerprint=request_fingerprint,
             created_at=now,
+            replay_of=replay_of,
         )
         transition = await self._run(
             submission.tenant_id,
@@ -137,6 +150,44 @@ class Orchestrator:
             return transition.rejection
         assert transition.state is not None
         return Accepted(transition.state, created=True)
+
+    async def replay(self, replay: Replay, correlation_id: str) -> Accepted | Invalid | DomainError:
+        """A new call made from a terminal one (SUCCEEDED, FAILED or CANCELED): the same
+        request, retry policy and tags, a new id, due at `replay.due` (default now), linked to
+        the original by `replay_of`. It goes through `submit`, so it is validated (against
+        today's limits), made idempotent by its key, and stored with its outbox rows exactly
+        like a submitted call. The original is left as it is."""
+        original = await self._store.get(replay.tenant_id, replay.service_call_id)
+        if original is None:
+            return ServiceCallNotFound(CommandKind.SUBMIT)
+        if not isinstance(original, TERMINAL):
+            return NotReplayable(status_of(original))
+        spec = original.spec
+        # Sealed headers are bound to the original call: opened here, sealed again for the
+        # new one by submit.
+        request = open_secret_headers(
+            spec.request, spec.tenant_id, spec.service_call_id, self._secrets
+        )
+        if request is None:
+            return Invalid(
+                (
+                    FieldViolation(
+                        "service_call_id",
+                        "a secret header of this call can no longer be opened (its key was "
+                        "retired): submit the call again instead",
+                    ),
+                )
+            )
+        submission = Submission(
+            tenant_id=spec.tenant_id,
+            request=request,
+            tags=spec.tags,
+            idempotency_key=replay.idempotency_key,
+            retry_policy=spec.retry_policy,
+            due=replay.due,
+            replay_of=spec.service_call_id,
+        )
+        return await self.submit(submission, correlation_id)
 
     async def get(self, tenant_id: str, service_call_id: str) -> ServiceCallState | None:
         return await self._store.get(tenant_id, service_call_id)

@@ -133,6 +133,7 @@ class ServiceCall(_message.Message):
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     COMPLETE_TIME_FIELD_NUMBER: _builtins.int
     ETAG_FIELD_NUMBER: _builtins.int
+    REPLAY_OF_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Resource name: `tenants/{tenant_id}/service-calls/{service_call_id}`."""
     tenant_id: _builtins.str
@@ -155,6 +156,11 @@ class ServiceCall(_message.Message):
     """Why the call failed or was canceled, when it did."""
     etag: _builtins.str
     """Opaque version tag; pass it back on reschedule to guard against lost updates."""
+    replay_of: _builtins.str
+    """For a call made by ReplayServiceCall, the resource name of the call it
+    replays (`tenants/{tenant_id}/service-calls/{service_call_id}`); empty
+    otherwise.
+    """
     @_builtins.property
     def request(self) -> Global___HttpRequest:
         """What to send."""
@@ -208,10 +214,11 @@ class ServiceCall(_message.Message):
         update_time: _timestamp_pb2.Timestamp | None = ...,
         complete_time: _timestamp_pb2.Timestamp | None = ...,
         etag: _builtins.str = ...,
+        replay_of: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["complete_time", b"complete_time", "create_time", b"create_time", "request", b"request", "retry_policy", b"retry_policy", "schedule_time", b"schedule_time", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt_count", b"attempt_count", "attempts", b"attempts", "complete_time", b"complete_time", "create_time", b"create_time", "etag", b"etag", "idempotency_key", b"idempotency_key", "name", b"name", "request", b"request", "retry_policy", b"retry_policy", "schedule_time", b"schedule_time", "service_call_id", b"service_call_id", "state", b"state", "status_reason", b"status_reason", "tags", b"tags", "tenant_id", b"tenant_id", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt_count", b"attempt_count", "attempts", b"attempts", "complete_time", b"complete_time", "create_time", b"create_time", "etag", b"etag", "idempotency_key", b"idempotency_key", "name", b"name", "replay_of", b"replay_of", "request", b"request", "retry_policy", b"retry_policy", "schedule_time", b"schedule_time", "service_call_id", b"service_call_id", "state", b"state", "status_reason", b"status_reason", "tags", b"tags", "tenant_id", b"tenant_id", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

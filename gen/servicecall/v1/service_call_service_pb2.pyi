@@ -442,3 +442,51 @@ class RunServiceCallRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RunServiceCallRequest: _TypeAlias = RunServiceCallRequest  # noqa: Y015
+
+@_typing.final
+class ReplayServiceCallRequest(_message.Message):
+    """Request for ReplayServiceCall."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_ID_FIELD_NUMBER: _builtins.int
+    SERVICE_CALL_ID_FIELD_NUMBER: _builtins.int
+    SCHEDULE_TIME_FIELD_NUMBER: _builtins.int
+    DELAY_FIELD_NUMBER: _builtins.int
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    tenant_id: _builtins.str
+    """The tenant that owns the call."""
+    service_call_id: _builtins.str
+    """The id of the finished call to replay."""
+    idempotency_key: _builtins.str
+    """Makes the replay idempotent within the tenant, as on submit: the same key
+    for the same replay returns the call it made; for anything else (another
+    call, another due time, a submit) it is rejected with ALREADY_EXISTS.
+    Also read from the `Idempotency-Key` header.
+    """
+    @_builtins.property
+    def schedule_time(self) -> _timestamp_pb2.Timestamp:
+        """When the new call is due. At most one of `schedule_time` and `delay`;
+        neither: now.
+        """
+
+    @_builtins.property
+    def delay(self) -> _duration_pb2.Duration:
+        """The new call's due time relative to now."""
+
+    def __init__(
+        self,
+        *,
+        tenant_id: _builtins.str = ...,
+        service_call_id: _builtins.str = ...,
+        schedule_time: _timestamp_pb2.Timestamp | None = ...,
+        delay: _duration_pb2.Duration | None = ...,
+        idempotency_key: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["delay", b"delay", "schedule_time", b"schedule_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["delay", b"delay", "idempotency_key", b"idempotency_key", "schedule_time", b"schedule_time", "service_call_id", b"service_call_id", "tenant_id", b"tenant_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReplayServiceCallRequest: _TypeAlias = ReplayServiceCallRequest  # noqa: Y015

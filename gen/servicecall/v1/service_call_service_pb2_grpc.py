@@ -71,6 +71,11 @@ class ServiceCallServiceStub:
                 request_serializer=servicecall_dot_v1_dot_service__call__service__pb2.RunServiceCallRequest.SerializeToString,
                 response_deserializer=servicecall_dot_v1_dot_service__call__pb2.ServiceCall.FromString,
                 _registered_method=True)
+        self.ReplayServiceCall = channel.unary_unary(
+                '/servicecall.v1.ServiceCallService/ReplayServiceCall',
+                request_serializer=servicecall_dot_v1_dot_service__call__service__pb2.ReplayServiceCallRequest.SerializeToString,
+                response_deserializer=servicecall_dot_v1_dot_service__call__pb2.ServiceCall.FromString,
+                _registered_method=True)
 
 
 class ServiceCallServiceServicer:
@@ -109,7 +114,10 @@ class ServiceCallServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListServiceCalls(self, request, context):
-        """Lists a tenant's service calls, filtered and paged.
+        """Lists a tenant's service calls, filtered and paged. With `states=FAILED`
+        it is the tenant's dead letters: the calls whose attempts ran out or whose
+        failure was not retryable, kept with their attempts for inspection; each
+        can be replayed with ReplayServiceCall.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -132,6 +140,21 @@ class ServiceCallServiceServicer:
 
     def RunServiceCall(self, request, context):
         """Runs a scheduled call now.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReplayServiceCall(self, request, context):
+        """Replays a finished call (SUCCEEDED, FAILED or CANCELED): creates a new call
+        with a new id and the same request, retry policy and tags, due at
+        `schedule_time` or after `delay` (now when neither is set), whose
+        `replay_of` names the original. The original is not changed.
+        FAILED_PRECONDITION for a call that has not finished. A FAILED call is a
+        dead letter: list them with `states=FAILED` (ListServiceCalls). Idempotent
+        by `idempotency_key` (or the `Idempotency-Key` header) as SubmitServiceCall
+        is: the same replay again returns the call it made (`200` instead of
+        `201` in JSON); without a key every replay makes a new call.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -173,6 +196,11 @@ def add_ServiceCallServiceServicer_to_server(servicer, server):
             'RunServiceCall': grpc.unary_unary_rpc_method_handler(
                     servicer.RunServiceCall,
                     request_deserializer=servicecall_dot_v1_dot_service__call__service__pb2.RunServiceCallRequest.FromString,
+                    response_serializer=servicecall_dot_v1_dot_service__call__pb2.ServiceCall.SerializeToString,
+            ),
+            'ReplayServiceCall': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReplayServiceCall,
+                    request_deserializer=servicecall_dot_v1_dot_service__call__service__pb2.ReplayServiceCallRequest.FromString,
                     response_serializer=servicecall_dot_v1_dot_service__call__pb2.ServiceCall.SerializeToString,
             ),
     }
@@ -365,6 +393,33 @@ class ServiceCallService:
             target,
             '/servicecall.v1.ServiceCallService/RunServiceCall',
             servicecall_dot_v1_dot_service__call__service__pb2.RunServiceCallRequest.SerializeToString,
+            servicecall_dot_v1_dot_service__call__pb2.ServiceCall.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReplayServiceCall(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/servicecall.v1.ServiceCallService/ReplayServiceCall',
+            servicecall_dot_v1_dot_service__call__service__pb2.ReplayServiceCallRequest.SerializeToString,
             servicecall_dot_v1_dot_service__call__pb2.ServiceCall.FromString,
             options,
             channel_credentials,

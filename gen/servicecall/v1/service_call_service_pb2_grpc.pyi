@@ -53,7 +53,11 @@ class ServiceCallServiceStub:
     GetServiceCall: _grpc.UnaryUnaryMultiCallable[_service_call_service_pb2.GetServiceCallRequest, _service_call_pb2.ServiceCall]
     """Gets a service call."""
     ListServiceCalls: _grpc.UnaryUnaryMultiCallable[_service_call_service_pb2.ListServiceCallsRequest, _service_call_service_pb2.ListServiceCallsResponse]
-    """Lists a tenant's service calls, filtered and paged."""
+    """Lists a tenant's service calls, filtered and paged. With `states=FAILED`
+    it is the tenant's dead letters: the calls whose attempts ran out or whose
+    failure was not retryable, kept with their attempts for inspection; each
+    can be replayed with ReplayServiceCall.
+    """
     CancelServiceCall: _grpc.UnaryUnaryMultiCallable[_service_call_service_pb2.CancelServiceCallRequest, _service_call_pb2.ServiceCall]
     """Cancels a call that has not been dispatched yet. FAILED_PRECONDITION once
     it has been handed to an executor.
@@ -62,6 +66,17 @@ class ServiceCallServiceStub:
     """Moves a scheduled call to a new time. FAILED_PRECONDITION once dispatched."""
     RunServiceCall: _grpc.UnaryUnaryMultiCallable[_service_call_service_pb2.RunServiceCallRequest, _service_call_pb2.ServiceCall]
     """Runs a scheduled call now."""
+    ReplayServiceCall: _grpc.UnaryUnaryMultiCallable[_service_call_service_pb2.ReplayServiceCallRequest, _service_call_pb2.ServiceCall]
+    """Replays a finished call (SUCCEEDED, FAILED or CANCELED): creates a new call
+    with a new id and the same request, retry policy and tags, due at
+    `schedule_time` or after `delay` (now when neither is set), whose
+    `replay_of` names the original. The original is not changed.
+    FAILED_PRECONDITION for a call that has not finished. A FAILED call is a
+    dead letter: list them with `states=FAILED` (ListServiceCalls). Idempotent
+    by `idempotency_key` (or the `Idempotency-Key` header) as SubmitServiceCall
+    is: the same replay again returns the call it made (`200` instead of
+    `201` in JSON); without a key every replay makes a new call.
+    """
 
 @_typing.type_check_only
 class ServiceCallServiceAsyncStub(ServiceCallServiceStub):
@@ -87,7 +102,11 @@ class ServiceCallServiceAsyncStub(ServiceCallServiceStub):
     GetServiceCall: _aio.UnaryUnaryMultiCallable[_service_call_service_pb2.GetServiceCallRequest, _service_call_pb2.ServiceCall]  # type: ignore[assignment]
     """Gets a service call."""
     ListServiceCalls: _aio.UnaryUnaryMultiCallable[_service_call_service_pb2.ListServiceCallsRequest, _service_call_service_pb2.ListServiceCallsResponse]  # type: ignore[assignment]
-    """Lists a tenant's service calls, filtered and paged."""
+    """Lists a tenant's service calls, filtered and paged. With `states=FAILED`
+    it is the tenant's dead letters: the calls whose attempts ran out or whose
+    failure was not retryable, kept with their attempts for inspection; each
+    can be replayed with ReplayServiceCall.
+    """
     CancelServiceCall: _aio.UnaryUnaryMultiCallable[_service_call_service_pb2.CancelServiceCallRequest, _service_call_pb2.ServiceCall]  # type: ignore[assignment]
     """Cancels a call that has not been dispatched yet. FAILED_PRECONDITION once
     it has been handed to an executor.
@@ -96,6 +115,17 @@ class ServiceCallServiceAsyncStub(ServiceCallServiceStub):
     """Moves a scheduled call to a new time. FAILED_PRECONDITION once dispatched."""
     RunServiceCall: _aio.UnaryUnaryMultiCallable[_service_call_service_pb2.RunServiceCallRequest, _service_call_pb2.ServiceCall]  # type: ignore[assignment]
     """Runs a scheduled call now."""
+    ReplayServiceCall: _aio.UnaryUnaryMultiCallable[_service_call_service_pb2.ReplayServiceCallRequest, _service_call_pb2.ServiceCall]  # type: ignore[assignment]
+    """Replays a finished call (SUCCEEDED, FAILED or CANCELED): creates a new call
+    with a new id and the same request, retry policy and tags, due at
+    `schedule_time` or after `delay` (now when neither is set), whose
+    `replay_of` names the original. The original is not changed.
+    FAILED_PRECONDITION for a call that has not finished. A FAILED call is a
+    dead letter: list them with `states=FAILED` (ListServiceCalls). Idempotent
+    by `idempotency_key` (or the `Idempotency-Key` header) as SubmitServiceCall
+    is: the same replay again returns the call it made (`200` instead of
+    `201` in JSON); without a key every replay makes a new call.
+    """
 
 class ServiceCallServiceServicer(metaclass=_abc_1.ABCMeta):
     """The public API: submit HTTP calls to be performed at a time, and follow them."""
@@ -142,7 +172,11 @@ class ServiceCallServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _service_call_service_pb2.ListServiceCallsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_service_call_service_pb2.ListServiceCallsResponse, _abc.Awaitable[_service_call_service_pb2.ListServiceCallsResponse]]:
-        """Lists a tenant's service calls, filtered and paged."""
+        """Lists a tenant's service calls, filtered and paged. With `states=FAILED`
+        it is the tenant's dead letters: the calls whose attempts ran out or whose
+        failure was not retryable, kept with their attempts for inspection; each
+        can be replayed with ReplayServiceCall.
+        """
 
     @_abc_1.abstractmethod
     def CancelServiceCall(
@@ -169,5 +203,22 @@ class ServiceCallServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_service_call_pb2.ServiceCall, _abc.Awaitable[_service_call_pb2.ServiceCall]]:
         """Runs a scheduled call now."""
+
+    @_abc_1.abstractmethod
+    def ReplayServiceCall(
+        self,
+        request: _service_call_service_pb2.ReplayServiceCallRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_service_call_pb2.ServiceCall, _abc.Awaitable[_service_call_pb2.ServiceCall]]:
+        """Replays a finished call (SUCCEEDED, FAILED or CANCELED): creates a new call
+        with a new id and the same request, retry policy and tags, due at
+        `schedule_time` or after `delay` (now when neither is set), whose
+        `replay_of` names the original. The original is not changed.
+        FAILED_PRECONDITION for a call that has not finished. A FAILED call is a
+        dead letter: list them with `states=FAILED` (ListServiceCalls). Idempotent
+        by `idempotency_key` (or the `Idempotency-Key` header) as SubmitServiceCall
+        is: the same replay again returns the call it made (`200` instead of
+        `201` in JSON); without a key every replay makes a new call.
+        """
 
 def add_ServiceCallServiceServicer_to_server(servicer: ServiceCallServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
