@@ -42,7 +42,8 @@ class Sink:
     arrivals: list[Arrival] = field(default_factory=list)
     on_arrival: Callable[[Arrival], None] | None = None
     # Paths answered 500 until they are taken out again: a target that is down, then fixed
-    # (a failed call is replayed against it once it works, tests/e2e/test_dead_letters_and_replay.py).
+    # (a failed call is replayed against it once it works:
+    # tests/e2e/test_dead_letters_and_replay.py).
     failing: set[str] = field(default_factory=set)
     _runner: web.AppRunner | None = None
     _changed: asyncio.Condition = field(default_factory=asyncio.Condition)
