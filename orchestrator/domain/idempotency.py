@@ -49,8 +49,9 @@ def fingerprint(
     replays of two different calls, is a conflict (ALREADY_EXISTS) rather than one silently
     answering with the other's call. A submit's fingerprint is unchanged by this (the link's
     fields are only added for a replay), so the fingerprints already stored still match.
-    `due` None ("now") is only given for a replay: a repeated replay without a due time is
-    the same request, whenever it is repeated.
+    `due` None means "now" (no due time given): a submit or replay without a due time is the
+    same request whenever it is repeated. (Until session 9 a submit's missing due time was
+    fingerprinted as the instant it arrived, so its retry a moment later was a conflict.)
     """
     if not key:
         raise ValueError("the fingerprint key must not be empty")

@@ -110,15 +110,15 @@ class Orchestrator:
         )
         # The fingerprint is over the request as the client sent it (so a retried submit
         # matches); what is stored has its secret headers sealed (sealing is randomised).
-        # A replay's unset due time is fingerprinted as "now", not as this instant, so that a
-        # repeated replay matches (idempotency.fingerprint).
+        # An unset due time is fingerprinted as "now", not as this instant: a client retrying
+        # a keyed "run now" submit after a timeout sends the same request, and must get its
+        # call back, not ALREADY_EXISTS (idempotency.fingerprint).
         replay_of = submission.replay_of
-        due_spec = submission.due
         request_fingerprint = fingerprint(
             submission.request,
             submission.tags,
             submission.retry_policy,
-            due_spec if due_spec is not None or replay_of is not None else now,
+            submission.due,
             key=self._fingerprint_key,
             replay_of=replay_of,
         )
