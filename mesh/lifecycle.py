@@ -62,7 +62,7 @@ class HeldWork(Protocol):
 
 
 async def drain(
-    task: asyncio.Task[None], held: HeldWork, timeout: float, what: str = "work"
+    task: asyncio.Future[Any], held: HeldWork, timeout: float, what: str = "work"
 ) -> None:
     """Lets a stopped loop finish its held work for up to `timeout` seconds, then abandons the
     rest (the executor's: their offsets stay uncommitted, so another executor gets them
@@ -142,8 +142,8 @@ class Lifecycle:
         await self.server.set_serving(False)
         for signal_stop in self.on_stop:
             signal_stop()
-        for task in tasks:
-            await drain(task, how.held, how.timeout, how.what)
+        # All loops under one deadline: draining them one by one would wait `timeout` each.
+        await drain(asyncio.gather(*tasks, return_exceptions=True), how.held, how.timeout, how.what)
         for close in how.release:
             await close()
         await self.server.stop(grace=self.grace)
