@@ -165,7 +165,7 @@ async def serve(config: ExecutorConfig) -> None:
         commit_interval_s=0.01,
         consumer_factory=ConsumerLag(metrics.registry, config.consumer_group).consumer_factory(),
     )
-    metrics_server = await serve_metrics(metrics.registry, config.metrics)
+    close_metrics = await serve_metrics(metrics.registry, config.metrics)
     await Lifecycle(
         "executor",
         server,
@@ -177,7 +177,7 @@ async def serve(config: ExecutorConfig) -> None:
             attempts, config.drain_timeout_s, what="attempts", release=[http.close, bus.close]
         ),
         grace=1.0,
-        closers=[stop_tracing, *([metrics_server.close] if metrics_server else [])],
+        closers=[stop_tracing, close_metrics],
         after_start=[partial(tune_gc, config.gc_gen0_threshold)],
         ready={
             "executor_id": config.executor_id,

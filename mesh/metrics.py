@@ -183,13 +183,20 @@ class MetricsServer:
                 await writer.wait_closed()
 
 
-async def serve_metrics(registry: CollectorRegistry, config: MetricsConfig) -> MetricsServer | None:
-    """Starts the endpoint when METRICS_PORT is set; the composition root closes it last."""
+async def serve_metrics(
+    registry: CollectorRegistry, config: MetricsConfig
+) -> Callable[[], Awaitable[None]]:
+    """Starts the endpoint when METRICS_PORT is set. Returns what closes it (nothing to close
+    when it is not served), which the composition root runs last."""
     if not config.enabled:
-        return None
+        return _nothing_to_close
     server = MetricsServer(registry, config.host, config.port)
     await server.start()
-    return server
+    return server.close
+
+
+async def _nothing_to_close() -> None:
+    return None
 
 
 # ---- gRPC -------------------------------------------------------------------------------------

@@ -115,9 +115,7 @@ async def serve_api(config: OrchestratorConfig, index: int) -> None:
     stop_tracing = tracing.start(config.common.service_name, os.environ)
     api = build_api(config)
     closers = [api.store.close, api.engine.dispose, stop_tracing]
-    metrics_server = await serve_metrics(api.metrics.registry, config.metrics)
-    if metrics_server is not None:
-        closers.append(metrics_server.close)
+    closers.append(await serve_metrics(api.metrics.registry, config.metrics))
     await Lifecycle(f"orchestrator api worker {index}", api.server, loops={}, closers=closers).run()
 
 
@@ -179,9 +177,7 @@ async def serve(config: OrchestratorConfig) -> None:
         )
         loops["api-workers"] = workers.run
     closers = [bus.close, store.close, engine.dispose, stop_tracing]
-    metrics_server = await serve_metrics(metrics.registry, config.metrics)
-    if metrics_server is not None:
-        closers.append(metrics_server.close)
+    closers.append(await serve_metrics(metrics.registry, config.metrics))
     await Lifecycle(
         "orchestrator", server, loops=loops, on_stop=[consumer.stop], closers=closers
     ).run()

@@ -116,7 +116,7 @@ async def serve(config: SchedulerConfig) -> None:
         loops["metrics-sampler"] = partial(
             sample_every, config.metrics_sample_s, pending.sample, what="pending timers"
         )
-    metrics_server = await serve_metrics(metrics.registry, config.metrics)
+    close_metrics = await serve_metrics(metrics.registry, config.metrics)
     await Lifecycle(
         "scheduler",
         server,
@@ -126,7 +126,7 @@ async def serve(config: SchedulerConfig) -> None:
             bus.close,
             engine.dispose,
             stop_tracing,
-            *([metrics_server.close] if metrics_server else []),
+            close_metrics,
         ],
     ).run()
 
