@@ -32,6 +32,20 @@ _TAG_BYTES = 16
 # The shortest sealed value: version byte, nonce and tag around an empty plaintext.
 SEALED_MIN_BYTES = 1 + _NONCE_BYTES + _TAG_BYTES
 
+
+def sealed_bytes(text: str, prefix: str) -> bytes | None:
+    """The sealed value a stored header holds (`prefix` + base64 of a sealed box), or None
+    when the text is not one: a header whose name became secret after its call was stored
+    holds the client's clear value. Never raises."""
+    if not text.startswith(prefix):
+        return None
+    try:
+        raw = base64.b64decode(text[len(prefix) :], validate=True)
+    except ValueError:  # binascii.Error is a ValueError
+        return None
+    return raw if len(raw) >= SEALED_MIN_BYTES else None
+
+
 # Domain separation: the version byte must say nothing useful about the key beyond itself, and
 # never coincide with another use of a hash over the same key.
 _VERSION_LABEL = b"servicecall-mesh/secret-key-version/v1\x00"

@@ -11,8 +11,6 @@ never see a message.
 
 from __future__ import annotations
 
-import base64
-import binascii
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -24,7 +22,7 @@ from mesh.errors import UNAVAILABLE_MESSAGE
 from mesh.kafka import ReceivedMessage, UnreadableMessageError
 from mesh.ports import OutgoingMessage
 from mesh.redaction import is_secret_header, redact_headers
-from mesh.secrets import SEALED_MIN_BYTES
+from mesh.secrets import sealed_bytes
 from mesh.timeconv import from_duration, from_timestamp, to_duration, to_timestamp
 from mesh.topics import Topics, call_key
 from orchestrator.domain import events as ev
@@ -697,24 +695,14 @@ def split_sealed(
     clear: list[tuple[str, str]] = []
     sealed: dict[str, bytes] = {}
     for name, value in headers:
-        opened = _sealed_bytes(value) if is_secret_header(name) else None
+        # A secret-named header not sealed at submit (its name became secret after the
+        # call was stored) holds the client's clear value: it is sent as it was before.
+        opened = sealed_bytes(value, SEALED_PREFIX) if is_secret_header(name) else None
         if opened is None:
             clear.append((name, value))
         else:
             sealed[name] = opened
     return tuple(clear), sealed
-
-
-def _sealed_bytes(value: str) -> bytes | None:
-    # A secret-named header that was not sealed at submit (its name became secret after the
-    # call was stored) holds the client's clear value: it is sent as it was before.
-    if not value.startswith(SEALED_PREFIX):
-        return None
-    try:
-        raw = base64.b64decode(value[len(SEALED_PREFIX) :], validate=True)
-    except (binascii.Error, ValueError):
-        return None
-    return raw if len(raw) >= SEALED_MIN_BYTES else None
 
 
 def decode_call_event(message: ReceivedMessage) -> IncomingFact | None:

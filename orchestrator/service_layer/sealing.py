@@ -17,7 +17,7 @@ import base64
 from dataclasses import replace
 
 from mesh.redaction import is_secret_header
-from mesh.secrets import SEALED_MIN_BYTES, SecretBox, SecretError, header_binding
+from mesh.secrets import SecretBox, SecretError, header_binding, sealed_bytes
 from orchestrator.domain.model import SEALED_PREFIX, HttpRequest
 
 
@@ -50,14 +50,8 @@ def open_secret_headers(
     the module's docstring), and is kept as it is, as the hand-off would send it."""
     headers: list[tuple[str, str]] = []
     for name, value in request.headers:
-        if is_secret_header(name) and value.startswith(SEALED_PREFIX):
-            try:
-                raw = base64.b64decode(value[len(SEALED_PREFIX) :], validate=True)
-            except ValueError:
-                raw = b""
-            if len(raw) < SEALED_MIN_BYTES:
-                headers.append((name, value))
-                continue
+        raw = sealed_bytes(value, SEALED_PREFIX) if is_secret_header(name) else None
+        if raw is not None:
             try:
                 opened = box.open(raw, header_binding(tenant_id, service_call_id, name))
             except SecretError:

@@ -8,7 +8,13 @@ import os
 
 import pytest
 
-from mesh.secrets import SecretBox, SecretError, fingerprint_key_from_env, key_version
+from mesh.secrets import (
+    SecretBox,
+    SecretError,
+    fingerprint_key_from_env,
+    key_version,
+    sealed_bytes,
+)
 
 WHERE = b"acme\x00call-1\x00authorization"
 
@@ -136,3 +142,13 @@ def test_idempotency_key_takes_precedence_and_frees_the_mesh_key_to_rotate() -> 
 def test_a_missing_or_malformed_fingerprint_key_is_refused(env: dict[str, str]) -> None:
     with pytest.raises(ValueError, match="KEY"):
         fingerprint_key_from_env(env)
+
+
+def test_sealed_bytes_recognises_only_a_prefixed_base64_sealed_box() -> None:
+    raw = SecretBox.from_keys(os.urandom(32)).seal(b"s", WHERE)
+    stored = "sealed:" + base64.b64encode(raw).decode()
+
+    assert sealed_bytes(stored, "sealed:") == raw
+    assert sealed_bytes("Bearer abc", "sealed:") is None  # the client's own clear value
+    assert sealed_bytes("sealed:not base64!", "sealed:") is None
+    assert sealed_bytes("sealed:" + base64.b64encode(b"short").decode(), "sealed:") is None
