@@ -45,6 +45,7 @@ MESH_UID = 10001
 SERVICES = {"orchestrator": 50051, "scheduler": 50052, "executor": 50053}
 PUBLIC_ROUTES = {
     "/servicecall.v1.ServiceCallService/",
+    "/servicecall.v1.ScheduleService/",
     "/grpc.health.v1.Health/",
     "/grpc.reflection.v1alpha.ServerReflection/",
     "/grpc.reflection.v1.ServerReflection/",
@@ -566,7 +567,10 @@ def test_envoy_routes_only_the_public_service(overlay: list[Obj]) -> None:
             assert route["route"]["cluster"] == "orchestrator", route
         else:
             assert "direct_response" in route, route  # /openapi.json, the 404 catch-all
-    assert transcoder(public)["services"] == ["servicecall.v1.ServiceCallService"]
+    assert transcoder(public)["services"] == [
+        "servicecall.v1.ServiceCallService",
+        "servicecall.v1.ScheduleService",
+    ]
     (health,) = listener(config, "health")["route_config"]["virtual_hosts"]
     assert [r["match"] for r in health["routes"]] == [{"path": "/ready"}]
     assert config["admin"]["address"]["socket_address"]["address"] == "127.0.0.1"

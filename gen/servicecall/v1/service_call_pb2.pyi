@@ -134,6 +134,11 @@ class ServiceCall(_message.Message):
     COMPLETE_TIME_FIELD_NUMBER: _builtins.int
     ETAG_FIELD_NUMBER: _builtins.int
     REPLAY_OF_FIELD_NUMBER: _builtins.int
+    CALLBACK_URL_FIELD_NUMBER: _builtins.int
+    FAILURE_CALLBACK_URL_FIELD_NUMBER: _builtins.int
+    MAX_LATENESS_FIELD_NUMBER: _builtins.int
+    CALLBACK_OF_FIELD_NUMBER: _builtins.int
+    SCHEDULE_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Resource name: `tenants/{tenant_id}/service-calls/{service_call_id}`."""
     tenant_id: _builtins.str
@@ -160,6 +165,26 @@ class ServiceCall(_message.Message):
     """For a call made by ReplayServiceCall, the resource name of the call it
     replays (`tenants/{tenant_id}/service-calls/{service_call_id}`); empty
     otherwise.
+    """
+    callback_url: _builtins.str
+    """Completion callback: when the call ends (SUCCEEDED, FAILED or CANCELED) the
+    mesh POSTs its outcome here as JSON, signed as every call is (Standard
+    Webhooks). The callback is itself a service call (`callback_of` names this
+    one) with the default retry policy and its own attempts. An absolute http
+    or https URL; empty: no callback.
+    """
+    failure_callback_url: _builtins.str
+    """Failure callback: as `callback_url`, but only when the call ends FAILED.
+    When both are set and the call fails, both are called.
+    """
+    callback_of: _builtins.str
+    """For a completion callback made by the mesh, the resource name of the call
+    whose outcome it carries; empty otherwise. A callback has no callbacks of
+    its own, so callbacks never call back.
+    """
+    schedule: _builtins.str
+    """For an occurrence of a schedule, the schedule's resource name
+    (`tenants/{tenant_id}/schedules/{schedule_id}`); empty otherwise.
     """
     @_builtins.property
     def request(self) -> Global___HttpRequest:
@@ -195,6 +220,14 @@ class ServiceCall(_message.Message):
     def complete_time(self) -> _timestamp_pb2.Timestamp:
         """When the call reached a terminal state."""
 
+    @_builtins.property
+    def max_lateness(self) -> _duration_pb2.Duration:
+        """How late an attempt may still be sent. When the mesh comes to send an
+        attempt more than this long after the attempt's due time (after an outage,
+        say) the call ends FAILED with a reason saying so instead of being sent.
+        Unset: no limit, a late call is sent as soon as the mesh can.
+        """
+
     def __init__(
         self,
         *,
@@ -215,10 +248,15 @@ class ServiceCall(_message.Message):
         complete_time: _timestamp_pb2.Timestamp | None = ...,
         etag: _builtins.str = ...,
         replay_of: _builtins.str = ...,
+        callback_url: _builtins.str = ...,
+        failure_callback_url: _builtins.str = ...,
+        max_lateness: _duration_pb2.Duration | None = ...,
+        callback_of: _builtins.str = ...,
+        schedule: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["complete_time", b"complete_time", "create_time", b"create_time", "request", b"request", "retry_policy", b"retry_policy", "schedule_time", b"schedule_time", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["complete_time", b"complete_time", "create_time", b"create_time", "max_lateness", b"max_lateness", "request", b"request", "retry_policy", b"retry_policy", "schedule_time", b"schedule_time", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt_count", b"attempt_count", "attempts", b"attempts", "complete_time", b"complete_time", "create_time", b"create_time", "etag", b"etag", "idempotency_key", b"idempotency_key", "name", b"name", "replay_of", b"replay_of", "request", b"request", "retry_policy", b"retry_policy", "schedule_time", b"schedule_time", "service_call_id", b"service_call_id", "state", b"state", "status_reason", b"status_reason", "tags", b"tags", "tenant_id", b"tenant_id", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt_count", b"attempt_count", "attempts", b"attempts", "callback_of", b"callback_of", "callback_url", b"callback_url", "complete_time", b"complete_time", "create_time", b"create_time", "etag", b"etag", "failure_callback_url", b"failure_callback_url", "idempotency_key", b"idempotency_key", "max_lateness", b"max_lateness", "name", b"name", "replay_of", b"replay_of", "request", b"request", "retry_policy", b"retry_policy", "schedule", b"schedule", "schedule_time", b"schedule_time", "service_call_id", b"service_call_id", "state", b"state", "status_reason", b"status_reason", "tags", b"tags", "tenant_id", b"tenant_id", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

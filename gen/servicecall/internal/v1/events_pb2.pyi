@@ -296,6 +296,7 @@ class ExecutionRequested(_message.Message):
     IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
     MAX_RESPONSE_SNIPPET_BYTES_FIELD_NUMBER: _builtins.int
     SEALED_HEADERS_FIELD_NUMBER: _builtins.int
+    SEND_DEADLINE_FIELD_NUMBER: _builtins.int
     attempt: _builtins.int
     """The attempt number (1-based). Redeliveries and re-dispatches of the same
     attempt carry the same number and idempotency key.
@@ -323,6 +324,12 @@ class ExecutionRequested(_message.Message):
         are absent from `request.headers`.
         """
 
+    @_builtins.property
+    def send_deadline(self) -> _timestamp_pb2.Timestamp:
+        """The call's `max_lateness`: when set, the executor does not send after this time and
+        reports the attempt FAILED (error `max_lateness_exceeded`, not retryable) instead.
+        """
+
     def __init__(
         self,
         *,
@@ -333,10 +340,11 @@ class ExecutionRequested(_message.Message):
         idempotency_key: _builtins.str = ...,
         max_response_snippet_bytes: _builtins.int = ...,
         sealed_headers: _abc.Mapping[_builtins.str, _builtins.bytes] | None = ...,
+        send_deadline: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["lease_expire_time", b"lease_expire_time", "not_before", b"not_before", "request", b"request"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["lease_expire_time", b"lease_expire_time", "not_before", b"not_before", "request", b"request", "send_deadline", b"send_deadline"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "idempotency_key", b"idempotency_key", "lease_expire_time", b"lease_expire_time", "max_response_snippet_bytes", b"max_response_snippet_bytes", "not_before", b"not_before", "request", b"request", "sealed_headers", b"sealed_headers"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "idempotency_key", b"idempotency_key", "lease_expire_time", b"lease_expire_time", "max_response_snippet_bytes", b"max_response_snippet_bytes", "not_before", b"not_before", "request", b"request", "sealed_headers", b"sealed_headers", "send_deadline", b"send_deadline"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
