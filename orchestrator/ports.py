@@ -32,6 +32,13 @@ class Submission:
     # Set only by the replay use case (Orchestrator.replay): the id of the terminal call this
     # one is made from. The API's own submissions never carry it.
     replay_of: str | None = None
+    callback_url: str | None = None
+    failure_callback_url: str | None = None
+    max_lateness: timedelta | None = None
+    # Set only by the mesh's own use cases, never by the API: the call a completion callback
+    # reports on, and the schedule an occurrence belongs to (ServiceCallSpec).
+    callback_of: str | None = None
+    schedule_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

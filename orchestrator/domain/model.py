@@ -90,6 +90,16 @@ class ServiceCallSpec:
     # A replay (ReplayServiceCall) names the terminal call it was made from: its id, in the
     # same tenant. None for a call submitted as itself.
     replay_of: str | None = None
+    # Completion callbacks (#17): absolute http(s) URLs POSTed the outcome when the call ends
+    # (any terminal state) and when it FAILS. None: no callback.
+    callback_url: str | None = None
+    failure_callback_url: str | None = None
+    # An attempt sent more than this after its due time is not sent: the call FAILS instead.
+    max_lateness: timedelta | None = None
+    # Set by the mesh only: the id of the call whose outcome this callback carries (same
+    # tenant), and the id of the schedule whose occurrence this call is.
+    callback_of: str | None = None
+    schedule_id: str | None = None
 
 
 class AttemptOutcome(enum.Enum):
