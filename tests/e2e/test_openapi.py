@@ -20,7 +20,7 @@ from meshctl.layout import Layout
 from tests.conftest import KeyRing
 
 ROOT = Path(__file__).resolve().parents[2]
-SERVICE = "servicecall.v1.ServiceCallService"
+SERVICES = ("servicecall.v1.ServiceCallService", "servicecall.v1.ScheduleService")
 
 
 def http(
@@ -67,11 +67,11 @@ def _message(
 def _rules(
     files: dict[str, descriptor_pb2.FileDescriptorProto],
 ) -> list[tuple[descriptor_pb2.MethodDescriptorProto, str, str]]:
-    """(method, HTTP verb, path template) of every google.api.http rule of the public service."""
+    """(method, HTTP verb, path template) of every google.api.http rule of the public services."""
     out = []
     for f in files.values():
         for service in f.service:
-            if f"{f.package}.{service.name}" != SERVICE:
+            if f"{f.package}.{service.name}" not in SERVICES:
                 continue
             for method in service.method:
                 rule = method.options.Extensions[annotations_pb2.http]
@@ -81,9 +81,24 @@ def _rules(
     return out
 
 
-def _json_path(template: str, request: descriptor_pb2.DescriptorProto) -> str:
-    names = {f.name: f.json_name for f in request.field}
-    return re.sub(r"\{(\w+)\}", lambda m: "{" + names[m.group(1)] + "}", template)
+def _json_path(
+    template: str,
+    request: descriptor_pb2.DescriptorProto,
+    files: dict[str, descriptor_pb2.FileDescriptorProto],
+) -> str:
+    """The template with each field path in JSON names: `{schedule.schedule_id}` names a field
+    of the request's `schedule` message."""
+
+    def json_names(path: str) -> str:
+        message, out = request, []
+        for name in path.split("."):
+            field = next(f for f in message.field if f.name == name)
+            out.append(field.json_name)
+            if field.type_name:
+                message = _message(files, field.type_name)
+        return ".".join(out)
+
+    return re.sub(r"\{([\w.]+)\}", lambda m: "{" + json_names(m.group(1)) + "}", template)
 
 
 # -- served by Envoy -------------------------------------------------------------------------
@@ -122,7 +137,7 @@ def test_it_describes_exactly_the_public_service_routes(
     document: dict[str, Any], files: dict[str, descriptor_pb2.FileDescriptorProto]
 ) -> None:
     expected = {
-        (_json_path(path, _message(files, method.input_type)), verb)
+        (_json_path(path, _message(files, method.input_type), files), verb)
         for method, verb, path in _rules(files)
     }
     described = {(path, verb) for path, ops in document["paths"].items() for verb in ops}
@@ -131,6 +146,8 @@ def test_it_describes_exactly_the_public_service_routes(
         "/v1/tenants/{tenantId}/service-calls/{serviceCallId}:cancel",
         "/v1/tenants/{tenantId}/service-calls/{serviceCallId}:reschedule",
         "/v1/tenants/{tenantId}/service-calls/{serviceCallId}:run",
+        "/v1/tenants/{tenantId}/schedules/{scheduleId}:pause",
+        "/v1/tenants/{tenantId}/schedules/{schedule.scheduleId}",
     } <= {path for path, _ in described}
     text = json.dumps(document)
     for internal in ("internal", "Timer", "Executor", "Envelope"):
@@ -147,6 +164,8 @@ def test_field_names_are_the_json_names_envoy_prints(
         ("v1RetryPolicy", ".servicecall.v1.RetryPolicy"),
         ("v1Attempt", ".servicecall.v1.Attempt"),
         ("v1ListServiceCallsResponse", ".servicecall.v1.ListServiceCallsResponse"),
+        ("v1Schedule", ".servicecall.v1.Schedule"),
+        ("v1ListSchedulesResponse", ".servicecall.v1.ListSchedulesResponse"),
     ):
         fields = {f.json_name for f in _message(files, message).field}
         assert set(definitions[definition]["properties"]) == fields, definition
@@ -190,6 +209,9 @@ def test_security_and_error_shapes(document: dict[str, Any]) -> None:
     submit = document["paths"]["/v1/tenants/{tenantId}/service-calls"]["post"]["responses"]
     assert {"200", "201", "409"} <= set(submit)
     assert "Location" in submit["201"]["headers"]
+    create = document["paths"]["/v1/tenants/{tenantId}/schedules"]["post"]["responses"]
+    assert {"201", "409"} <= set(create)
+    assert "Location" in create["201"]["headers"]
 
 
 def test_documented_statuses_and_shapes_are_what_envoy_answers(
