@@ -94,6 +94,14 @@ def seeded_ids(running_mesh: Layout, fuzz_key: str) -> list[str]:
         )
         assert response.status_code == 201, response.text
         ids.append(response.json()["serviceCallId"])
+    # The last one is finished (canceled), so that replays get past FAILED_PRECONDITION.
+    response = requests.post(
+        f"{running_mesh.public_url}/v1/tenants/{TENANT}/service-calls/{ids[-1]}:cancel",
+        json={},
+        headers={"authorization": f"Bearer {fuzz_key}"},
+        timeout=30,
+    )
+    assert response.status_code == 200, response.text
     return ids
 
 
@@ -136,21 +144,35 @@ def _safe_url(url: Any) -> Any:
     return safe if host == SAFE_TARGET.split(":", maxsplit=1)[0] else f"http://{SAFE_TARGET}/"
 
 
+# The URLs a call carries: where its request goes, and where its callbacks go.
+CALLBACK_URL_FIELDS = ("callbackUrl", "callback_url", "failureCallbackUrl", "failure_callback_url")
+
+
+def _keep_call_on_loopback(call: Any) -> None:
+    if not isinstance(call, dict):
+        return
+    request = call.get("request")
+    if isinstance(request, dict) and "url" in request:
+        request["url"] = _safe_url(request["url"])
+    for name in CALLBACK_URL_FIELDS:
+        if name in call:
+            call[name] = _safe_url(call[name])
+
+
 def keep_on_loopback(case: Case[Any]) -> None:
     body = case.body
     if not isinstance(body, dict):
         return
     items = body.get("items")
-    # A batch's items are submits of their own: each one's URL is kept on loopback too.
+    # A batch's items are submits of their own: each one's URLs are kept on loopback too.
     for submit in [body, *(items if isinstance(items, list) else [])]:
         if not isinstance(submit, dict):
             continue
         for call_key in ("serviceCall", "service_call"):
-            call = submit.get(call_key)
-            if isinstance(call, dict):
-                request = call.get("request")
-                if isinstance(request, dict) and "url" in request:
-                    request["url"] = _safe_url(request["url"])
+            _keep_call_on_loopback(submit.get(call_key))
+    # A schedule (its body is the Schedule itself) makes calls from its template.
+    for template_key in ("callTemplate", "call_template"):
+        _keep_call_on_loopback(body.get(template_key))
 
 
 # -- checks ----------------------------------------------------------------------------------------
@@ -215,6 +237,7 @@ OPERATIONS = [
     ("POST", "/v1/tenants/{tenantId}/service-calls/{serviceCallId}:cancel"),
     ("POST", "/v1/tenants/{tenantId}/service-calls/{serviceCallId}:reschedule"),
     ("POST", "/v1/tenants/{tenantId}/service-calls/{serviceCallId}:run"),
+    ("POST", "/v1/tenants/{tenantId}/service-calls/{serviceCallId}:replay"),
 ]
 
 
@@ -292,6 +315,7 @@ REQUESTS: dict[str, type[pb_message.Message]] = {
     "CancelServiceCall": svc.CancelServiceCallRequest,
     "RescheduleServiceCall": svc.RescheduleServiceCallRequest,
     "RunServiceCall": svc.RunServiceCallRequest,
+    "ReplayServiceCall": svc.ReplayServiceCallRequest,
 }
 RESPONSES: dict[str, type[pb_message.Message]] = {
     "ListServiceCalls": svc.ListServiceCallsResponse,
@@ -336,6 +360,8 @@ def _valid_request(name: str, seeded: list[str]) -> pb_message.Message:
         item = message.items.add()
         item.service_call.request.url = f"http://{SAFE_TARGET}/grpc-fuzz-batch"
         item.delay.FromSeconds(3600)
+    elif name == "ReplayServiceCall":
+        message.service_call_id = seeded[-1]  # type: ignore[attr-defined]  # the canceled one
     elif name != "ListServiceCalls":
         message.service_call_id = seeded[0]  # type: ignore[attr-defined]
     if name == "RescheduleServiceCall":
@@ -407,7 +433,9 @@ def test_grpc_fuzz(
             return
         findings.statuses["gRPC OK"] += 1
         response = RESPONSES.get(method, api.ServiceCall).FromString(raw)
-        if method == "SubmitServiceCall" and isinstance(response, api.ServiceCall):
+        if method in ("SubmitServiceCall", "ReplayServiceCall") and isinstance(
+            response, api.ServiceCall
+        ):
             findings.created_ids.add(response.service_call_id)
         if isinstance(response, svc.BatchSubmitServiceCallsResponse):
             for result in response.results:
