@@ -43,6 +43,7 @@ from orchestrator.domain.model import (
     ExecutionResult,
     HttpRequest,
     RetryPolicy,
+    ServiceCallSpec,
 )
 from orchestrator.domain.states import (
     Canceled,
@@ -192,6 +193,7 @@ def service_call_to_proto(
     )
     if spec.replay_of is not None:
         out.replay_of = resource_name(spec.tenant_id, spec.replay_of)
+    _call_features_to_proto(spec, out)
     if full:
         out.attempts.extend(_attempt_to_proto(a) for a in state.attempts)
     match state:
@@ -211,6 +213,21 @@ def service_call_to_proto(
             out.update_time.CopyFrom(to_timestamp(state.canceled_at))
             out.status_reason = state.reason
     return out
+
+
+def _call_features_to_proto(spec: ServiceCallSpec, out: api.ServiceCall) -> None:
+    """#17's fields of a call: its callbacks and max_lateness as given, and the links the mesh
+    set (the call a callback reports on, the schedule an occurrence belongs to)."""
+    if spec.callback_url is not None:
+        out.callback_url = spec.callback_url
+    if spec.failure_callback_url is not None:
+        out.failure_callback_url = spec.failure_callback_url
+    if spec.max_lateness is not None:
+        out.max_lateness.CopyFrom(to_duration(spec.max_lateness))
+    if spec.callback_of is not None:
+        out.callback_of = resource_name(spec.tenant_id, spec.callback_of)
+    if spec.schedule_id is not None:
+        out.schedule = f"tenants/{spec.tenant_id}/schedules/{spec.schedule_id}"
 
 
 def _last_change(state: Scheduled | Dispatched | Running) -> datetime:
@@ -350,6 +367,9 @@ def submission_from_proto(
     if call.idempotency_key and header_key and call.idempotency_key != header_key:
         problems.add("service_call.idempotency_key", "differs from the Idempotency-Key header")
     policy = _retry_policy(call.retry_policy, problems)
+    max_lateness = None
+    if call.HasField("max_lateness"):
+        max_lateness = _duration(call.max_lateness, "service_call.max_lateness", problems)
     if problems.items:
         return problems.items
     return Submission(
@@ -365,6 +385,10 @@ def submission_from_proto(
         idempotency_key=key,
         retry_policy=policy,
         due=due,
+        # Empty is proto3's "unset": no callback.
+        callback_url=call.callback_url or None,
+        failure_callback_url=call.failure_callback_url or None,
+        max_lateness=max_lateness,
     )
 
 
