@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
-from google.protobuf import any_pb2, duration_pb2
+from google.protobuf import any_pb2, duration_pb2, timestamp_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
 from mesh.errors import UNAVAILABLE_MESSAGE
@@ -674,6 +674,7 @@ def outbox_messages(
                         # One key per call, so a retry of the same call is recognisable too.
                         idempotency_key=spec.service_call_id,
                         max_response_snippet_bytes=max_snippet_bytes,
+                        send_deadline=_send_deadline(event.not_before, spec.max_lateness),
                     ),
                 )
             case ev.Canceled():
@@ -690,7 +691,7 @@ def outbox_messages(
                     event.at,
                     rescheduled=pb.ServiceCallRescheduled(due_time=to_timestamp(event.due_at)),
                 )
-            case ev.Abandoned():
+            case ev.Abandoned() | ev.TooLate():
                 pass  # the terminal summary below says it
             case ev.ExecutionStarted() | ev.ExecutionSucceeded() | ev.ExecutionFailed():
                 pass  # the executor already announced these; the terminal summary follows
@@ -706,6 +707,13 @@ def outbox_messages(
             ),
         )
     return tuple(out)
+
+
+def _send_deadline(
+    not_before: datetime, max_lateness: timedelta | None
+) -> timestamp_pb2.Timestamp | None:
+    """The last moment the executor may send: the attempt's due time plus max_lateness."""
+    return None if max_lateness is None else to_timestamp(not_before + max_lateness)
 
 
 def split_sealed(
