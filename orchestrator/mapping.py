@@ -26,6 +26,7 @@ from mesh.secrets import sealed_bytes
 from mesh.timeconv import from_duration, from_timestamp, to_duration, to_timestamp
 from mesh.topics import Topics, call_key
 from orchestrator.domain import events as ev
+from orchestrator.domain.callbacks import service_call_name
 from orchestrator.domain.commands import (
     Command,
     FireTimer,
@@ -59,6 +60,7 @@ from orchestrator.domain.states import (
 from orchestrator.domain.validation import FieldViolation, validate_tags, validate_tenant_id
 from orchestrator.ports import (
     Accepted,
+    Completion,
     IncomingFact,
     Invalid,
     ListQuery,
@@ -107,7 +109,7 @@ _OUTCOME_TO_PROTO = {
 
 
 def resource_name(tenant_id: str, service_call_id: str) -> str:
-    return f"tenants/{tenant_id}/service-calls/{service_call_id}"
+    return service_call_name(tenant_id, service_call_id)
 
 
 def request_to_proto(request: HttpRequest, redact: bool = False) -> api.HttpRequest:
@@ -753,6 +755,20 @@ def decode_call_event(message: ReceivedMessage) -> IncomingFact | None:
         correlation_id=envelope.correlation_id,
         command=command,
         payload=envelope.WhichOneof("payload") or "",
+    )
+
+
+def decode_completion(message: ReceivedMessage) -> Completion | None:
+    """The ending a `completed` envelope on the call events topic reports; None for the
+    topic's other payloads. Raises for a message that does not decode (parked at once)."""
+    envelope = pb.Envelope.FromString(message.value)
+    if envelope.WhichOneof("payload") != "completed":
+        return None
+    return Completion(
+        tenant_id=envelope.tenant_id,
+        service_call_id=envelope.service_call_id,
+        event_id=envelope.event_id,
+        correlation_id=envelope.correlation_id,
     )
 
 
