@@ -45,6 +45,7 @@ from orchestrator.entrypoints.api_workers import (
     ApiWorkers,
     die_with_parent,
 )
+from orchestrator.entrypoints.callbacks import CompletionHandler
 from orchestrator.entrypoints.consumer import CallEventHandler
 from orchestrator.entrypoints.grpc_api import ServiceCallApi
 from orchestrator.entrypoints.page_tokens import PageTokens
@@ -52,6 +53,7 @@ from orchestrator.entrypoints.parking import Parking
 from orchestrator.entrypoints.watchdog import Watchdog
 from orchestrator.mapping import outbox_messages
 from orchestrator.service_layer.auth import Authenticator
+from orchestrator.service_layer.callbacks import Callbacks
 from orchestrator.service_layer.services import MeasuredOrchestrator, Orchestrator
 from servicecall.v1 import service_call_service_pb2, service_call_service_pb2_grpc
 
@@ -157,11 +159,31 @@ async def serve(config: OrchestratorConfig) -> None:
         on_health=partial(server.set_ready, "consumer"),
         consumer_factory=ConsumerLag(metrics.registry, config.consumer_group).consumer_factory(),
     )
+    # Completion callbacks: the call events topic's `completed` summaries, in a group of
+    # their own (orchestrator/entrypoints/callbacks.py).
+    callback_group = f"{config.consumer_group}-callbacks"
+    callback_consumer = ConsumerRunner(
+        common.kafka_bootstrap,
+        callback_group,
+        [topics.call_events],
+        CompletionHandler(Callbacks(orchestrator)),
+        client_id="orchestrator-callbacks",
+        group_instance_id=(
+            f"{common.group_instance_id}-callbacks" if common.group_instance_id else None
+        ),
+        park=Parking(
+            CountedParkingLot(PostgresParkingLot(engine), metrics), orchestrator, callback_group
+        ).park_message,
+        on_health=partial(server.set_ready, "callback-consumer"),
+        # No lag gauge of its own: a second ConsumerLag would register the same metric name
+        # in this registry (mesh.metrics), which refuses it.
+    )
     RelayCounts(relay, metrics.registry)
     sampler = TableSampler(engine, metrics)
     loops: dict[str, Loop] = {
         "outbox-relay": relay.run,
         "consumer": lambda _stop: consumer.run(),
+        "callback-consumer": lambda _stop: callback_consumer.run(),
         "watchdog": watchdog.run,
     }
     if config.metrics.enabled:  # nobody reads the sampled gauges otherwise
@@ -179,7 +201,11 @@ async def serve(config: OrchestratorConfig) -> None:
     closers = [bus.close, store.close, engine.dispose, stop_tracing]
     closers.append(await serve_metrics(metrics.registry, config.metrics))
     await Lifecycle(
-        "orchestrator", server, loops=loops, on_stop=[consumer.stop], closers=closers
+        "orchestrator",
+        server,
+        loops=loops,
+        on_stop=[consumer.stop, callback_consumer.stop],
+        closers=closers,
     ).run()
 
 

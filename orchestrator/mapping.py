@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
-from google.protobuf import any_pb2, duration_pb2
+from google.protobuf import any_pb2, duration_pb2, timestamp_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
 from mesh.errors import UNAVAILABLE_MESSAGE
@@ -26,6 +26,7 @@ from mesh.secrets import sealed_bytes
 from mesh.timeconv import from_duration, from_timestamp, to_duration, to_timestamp
 from mesh.topics import Topics, call_key
 from orchestrator.domain import events as ev
+from orchestrator.domain.callbacks import service_call_name
 from orchestrator.domain.commands import (
     Command,
     FireTimer,
@@ -43,6 +44,7 @@ from orchestrator.domain.model import (
     ExecutionResult,
     HttpRequest,
     RetryPolicy,
+    ServiceCallSpec,
 )
 from orchestrator.domain.states import (
     Canceled,
@@ -58,6 +60,7 @@ from orchestrator.domain.states import (
 from orchestrator.domain.validation import FieldViolation, validate_tags, validate_tenant_id
 from orchestrator.ports import (
     Accepted,
+    Completion,
     IncomingFact,
     Invalid,
     ListQuery,
@@ -106,7 +109,7 @@ _OUTCOME_TO_PROTO = {
 
 
 def resource_name(tenant_id: str, service_call_id: str) -> str:
-    return f"tenants/{tenant_id}/service-calls/{service_call_id}"
+    return service_call_name(tenant_id, service_call_id)
 
 
 def request_to_proto(request: HttpRequest, redact: bool = False) -> api.HttpRequest:
@@ -192,6 +195,7 @@ def service_call_to_proto(
     )
     if spec.replay_of is not None:
         out.replay_of = resource_name(spec.tenant_id, spec.replay_of)
+    _call_features_to_proto(spec, out)
     if full:
         out.attempts.extend(_attempt_to_proto(a) for a in state.attempts)
     match state:
@@ -211,6 +215,21 @@ def service_call_to_proto(
             out.update_time.CopyFrom(to_timestamp(state.canceled_at))
             out.status_reason = state.reason
     return out
+
+
+def _call_features_to_proto(spec: ServiceCallSpec, out: api.ServiceCall) -> None:
+    """#17's fields of a call: its callbacks and max_lateness as given, and the links the mesh
+    set (the call a callback reports on, the schedule an occurrence belongs to)."""
+    if spec.callback_url is not None:
+        out.callback_url = spec.callback_url
+    if spec.failure_callback_url is not None:
+        out.failure_callback_url = spec.failure_callback_url
+    if spec.max_lateness is not None:
+        out.max_lateness.CopyFrom(to_duration(spec.max_lateness))
+    if spec.callback_of is not None:
+        out.callback_of = resource_name(spec.tenant_id, spec.callback_of)
+    if spec.schedule_id is not None:
+        out.schedule = f"tenants/{spec.tenant_id}/schedules/{spec.schedule_id}"
 
 
 def _last_change(state: Scheduled | Dispatched | Running) -> datetime:
@@ -350,6 +369,9 @@ def submission_from_proto(
     if call.idempotency_key and header_key and call.idempotency_key != header_key:
         problems.add("service_call.idempotency_key", "differs from the Idempotency-Key header")
     policy = _retry_policy(call.retry_policy, problems)
+    max_lateness = None
+    if call.HasField("max_lateness"):
+        max_lateness = _duration(call.max_lateness, "service_call.max_lateness", problems)
     if problems.items:
         return problems.items
     return Submission(
@@ -365,6 +387,10 @@ def submission_from_proto(
         idempotency_key=key,
         retry_policy=policy,
         due=due,
+        # Empty is proto3's "unset": no callback.
+        callback_url=call.callback_url or None,
+        failure_callback_url=call.failure_callback_url or None,
+        max_lateness=max_lateness,
     )
 
 
@@ -650,6 +676,7 @@ def outbox_messages(
                         # One key per call, so a retry of the same call is recognisable too.
                         idempotency_key=spec.service_call_id,
                         max_response_snippet_bytes=max_snippet_bytes,
+                        send_deadline=_send_deadline(event.not_before, spec.max_lateness),
                     ),
                 )
             case ev.Canceled():
@@ -666,7 +693,7 @@ def outbox_messages(
                     event.at,
                     rescheduled=pb.ServiceCallRescheduled(due_time=to_timestamp(event.due_at)),
                 )
-            case ev.Abandoned():
+            case ev.Abandoned() | ev.TooLate():
                 pass  # the terminal summary below says it
             case ev.ExecutionStarted() | ev.ExecutionSucceeded() | ev.ExecutionFailed():
                 pass  # the executor already announced these; the terminal summary follows
@@ -682,6 +709,13 @@ def outbox_messages(
             ),
         )
     return tuple(out)
+
+
+def _send_deadline(
+    not_before: datetime, max_lateness: timedelta | None
+) -> timestamp_pb2.Timestamp | None:
+    """The last moment the executor may send: the attempt's due time plus max_lateness."""
+    return None if max_lateness is None else to_timestamp(not_before + max_lateness)
 
 
 def split_sealed(
@@ -721,6 +755,20 @@ def decode_call_event(message: ReceivedMessage) -> IncomingFact | None:
         correlation_id=envelope.correlation_id,
         command=command,
         payload=envelope.WhichOneof("payload") or "",
+    )
+
+
+def decode_completion(message: ReceivedMessage) -> Completion | None:
+    """The ending a `completed` envelope on the call events topic reports; None for the
+    topic's other payloads. Raises for a message that does not decode (parked at once)."""
+    envelope = pb.Envelope.FromString(message.value)
+    if envelope.WhichOneof("payload") != "completed":
+        return None
+    return Completion(
+        tenant_id=envelope.tenant_id,
+        service_call_id=envelope.service_call_id,
+        event_id=envelope.event_id,
+        correlation_id=envelope.correlation_id,
     )
 
 

@@ -86,6 +86,17 @@ class IncomingFact:
 
 
 @dataclass(frozen=True, slots=True)
+class Completion:
+    """A call reached a terminal state: its `completed` summary on the call events topic,
+    decoded (the completion-callback consumer's input)."""
+
+    tenant_id: str
+    service_call_id: str
+    event_id: str
+    correlation_id: str
+
+
+@dataclass(frozen=True, slots=True)
 class Transition:
     """What one decision did: the state after it, the events applied, the messages to send.
 

@@ -248,3 +248,61 @@ REPLAY_CASES: dict[str, ServiceCallState] = {
         completed_at=T1,
     ),
 }
+
+
+# #17's fields (format version 4 on): completion callbacks, max_lateness, and the links the
+# mesh sets (the call a callback reports on, the schedule an occurrence belongs to). Kept
+# apart like REPLAY_CASES; golden files in call_features_v<N>/
+# (tests/unit/orchestrator/test_stored_call_features_golden.py).
+CALLBACK_OF = "01890a5d-ac96-774b-bcce-b302099a8058"
+SCHEDULE_ID = "sched-nightly-report"
+CALL_FEATURE_CASES: dict[str, ServiceCallState] = {
+    # A call asking for both callbacks and a lateness bound, with microseconds in it.
+    "callbacks_and_max_lateness_scheduled": Scheduled(
+        spec=replace(
+            FULL,
+            callback_url="https://hooks.example.test/done?ünï=1",
+            failure_callback_url="http://hooks.example.test:8080/failed",
+            max_lateness=timedelta(minutes=5, microseconds=7),
+        ),
+        version=2,
+        attempts=(),
+        due_at=DUE,
+        attempt=1,
+        handoff_at=DUE - timedelta(seconds=2),
+    ),
+    # Only a failure callback, ended FAILED.
+    "failure_callback_failed": Failed(
+        spec=replace(PLAIN, failure_callback_url="https://hooks.example.test/failed"),
+        version=5,
+        attempts=(FAILED_ATTEMPT,),
+        completed_at=T1 + timedelta(hours=1),
+        reason="attempt 1 failed (status 503), no attempts left (max_attempts=1)",
+    ),
+    # A completion callback the mesh made: it names its parent and has no callbacks.
+    "callback_succeeded": Succeeded(
+        spec=replace(PLAIN, idempotency_key=f"callback:{CALLBACK_OF}", callback_of=CALLBACK_OF),
+        version=4,
+        attempts=(SUCCEEDED_ATTEMPT,),
+        completed_at=T1,
+    ),
+    # An occurrence of a schedule, with a lateness bound, handed off.
+    "occurrence_dispatched": Dispatched(
+        spec=replace(PLAIN, schedule_id=SCHEDULE_ID, max_lateness=timedelta(seconds=1)),
+        version=3,
+        attempts=(),
+        due_at=DUE,
+        attempt=1,
+        dispatched_at=DUE - timedelta(seconds=2),
+        lease_expires_at=DUE + timedelta(seconds=30),
+    ),
+    # A replay of a call with callbacks: both links' kinds in one spec.
+    "replay_with_callback": Scheduled(
+        spec=replace(PLAIN, replay_of=REPLAY_OF, callback_url="https://hooks.example.test/done"),
+        version=1,
+        attempts=(),
+        due_at=DUE,
+        attempt=1,
+        handoff_at=None,
+    ),
+}

@@ -21,6 +21,12 @@ Format versions:
   itself is version 2's, names and all, but for "v". Versions 1 and 2 read with no link.
   A release that reads only up to version 2 refuses a version-3 row: upgrade every replica
   before the first replay is made.
+- 4 ({"v": 4, ...}): version 3 and, in the spec, #17's fields, each written only when set:
+  "callback_url", "failure_callback_url" (strings), "max_lateness" (microseconds),
+  "callback_of" (the id of the call a completion callback reports on) and "schedule_id"
+  (the schedule an occurrence belongs to). A call with none of them is version 3's, names
+  and all, but for "v". Versions 1 to 3 read with none of them. As for version 3, a release
+  that reads only up to version 3 refuses a version-4 row: upgrade every replica first.
 
 Values in all: datetimes as ISO 8601 with offset (SQL casts them with ::timestamptz),
 durations as integer microseconds, bytes as base64, enums by value, sets as sorted lists,
@@ -53,7 +59,7 @@ from orchestrator.domain.states import (
     Succeeded,
 )
 
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 
 _MICROSECOND = timedelta(microseconds=1)
 _b64encode = base64.b64encode
@@ -122,10 +128,10 @@ def decode(data: Any) -> ServiceCallState:
     """The state stored as `data`, in any format version ever written."""
     try:
         version = data.get("v", 1)
-        if version in (1, 2, 3):
+        if version in (1, 2, 3, 4):
             # Version 1 differs only by its nested "kind" tags, which say nothing a reader
-            # of a fixed shape needs, and by having no "v"; version 3 only by the spec's
-            # optional "replay_of".
+            # of a fixed shape needs, and by having no "v"; versions 3 and 4 only by the
+            # spec's optional fields, absent from the older ones.
             return _decode_state(data)
     except (KeyError, TypeError, ValueError, AttributeError) as e:
         raise UnreadableStateError(f"stored state not readable: {e!r}") from e
@@ -194,7 +200,7 @@ def _decode_state(data: dict[str, Any]) -> ServiceCallState:
 
 
 def _encode_spec(spec: ServiceCallSpec) -> dict[str, Any]:
-    out = {
+    out: dict[str, Any] = {
         "tenant_id": spec.tenant_id,
         "service_call_id": spec.service_call_id,
         "request": _encode_request(spec.request),
@@ -206,10 +212,21 @@ def _encode_spec(spec: ServiceCallSpec) -> dict[str, Any]:
     }
     if spec.replay_of is not None:
         out["replay_of"] = spec.replay_of
+    if spec.callback_url is not None:
+        out["callback_url"] = spec.callback_url
+    if spec.failure_callback_url is not None:
+        out["failure_callback_url"] = spec.failure_callback_url
+    if spec.max_lateness is not None:
+        out["max_lateness"] = spec.max_lateness // _MICROSECOND
+    if spec.callback_of is not None:
+        out["callback_of"] = spec.callback_of
+    if spec.schedule_id is not None:
+        out["schedule_id"] = spec.schedule_id
     return out
 
 
 def _decode_spec(data: dict[str, Any]) -> ServiceCallSpec:
+    max_lateness = data.get("max_lateness")
     return ServiceCallSpec(
         tenant_id=data["tenant_id"],
         service_call_id=data["service_call_id"],
@@ -220,6 +237,11 @@ def _decode_spec(data: dict[str, Any]) -> ServiceCallSpec:
         fingerprint=data["fingerprint"],
         created_at=_fromisoformat(data["created_at"]),
         replay_of=data.get("replay_of"),
+        callback_url=data.get("callback_url"),
+        failure_callback_url=data.get("failure_callback_url"),
+        max_lateness=None if max_lateness is None else timedelta(microseconds=max_lateness),
+        callback_of=data.get("callback_of"),
+        schedule_id=data.get("schedule_id"),
     )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import assert_never
 
 from orchestrator.domain import events as ev
@@ -99,7 +99,8 @@ TRANSITIONS: Mapping[Status | None, Mapping[CommandKind, Moves | Refused]] = {
     },
     Status.SCHEDULED: {
         CommandKind.SUBMIT: Refused(AlreadySubmitted),
-        CommandKind.HANDOFF_TIMER: Moves(frozenset({Status.DISPATCHED})),
+        # FAILED: the hand-off came more than max_lateness after the due time (too late).
+        CommandKind.HANDOFF_TIMER: Moves(frozenset({Status.DISPATCHED, Status.FAILED})),
         CommandKind.DISPATCH_LEASE_TIMER: Refused(StaleTimer),
         CommandKind.ATTEMPT_DEADLINE_TIMER: Refused(StaleTimer),
         CommandKind.EXECUTION_STARTED: Refused(IllegalTransition),
@@ -113,7 +114,7 @@ TRANSITIONS: Mapping[Status | None, Mapping[CommandKind, Moves | Refused]] = {
     Status.DISPATCHED: {
         CommandKind.SUBMIT: Refused(AlreadySubmitted),
         CommandKind.HANDOFF_TIMER: Refused(StaleTimer),
-        CommandKind.DISPATCH_LEASE_TIMER: Moves(frozenset({Status.DISPATCHED})),
+        CommandKind.DISPATCH_LEASE_TIMER: Moves(frozenset({Status.DISPATCHED, Status.FAILED})),
         CommandKind.ATTEMPT_DEADLINE_TIMER: Refused(StaleTimer),
         CommandKind.EXECUTION_STARTED: Moves(frozenset({Status.RUNNING})),
         CommandKind.EXECUTION_SUCCEEDED: Moves(frozenset({Status.SUCCEEDED})),
@@ -182,14 +183,20 @@ def _submit(
         return IdempotencyConflict(state.spec.service_call_id, state.spec.idempotency_key)
     return (
         ev.Submitted(at=now, spec=command.spec, due_at=command.due_at),
-        *_handoff(1, command.due_at, now, timing),
+        *_handoff(1, command.due_at, command.spec.max_lateness, now, timing),
     )
 
 
-def _handoff(attempt: int, due_at: datetime, now: datetime, timing: Timing) -> tuple[ev.Event, ...]:
+def _handoff(
+    attempt: int,
+    due_at: datetime,
+    max_lateness: timedelta | None,
+    now: datetime,
+    timing: Timing,
+) -> tuple[ev.Event, ...]:
     handoff_at = due_at - timing.handoff_lead
     if handoff_at <= now:
-        return _dispatch(attempt, due_at, now, timing)
+        return _dispatch(attempt, due_at, max_lateness, now, timing)
     return (
         ev.TimerRequested(
             at=now, purpose=TimerPurpose.HANDOFF, attempt=attempt, fire_at=handoff_at
@@ -198,8 +205,21 @@ def _handoff(attempt: int, due_at: datetime, now: datetime, timing: Timing) -> t
 
 
 def _dispatch(
-    attempt: int, due_at: datetime, now: datetime, timing: Timing
+    attempt: int,
+    due_at: datetime,
+    max_lateness: timedelta | None,
+    now: datetime,
+    timing: Timing,
 ) -> tuple[ev.Event, ...]:
+    # Measured against this attempt's own due time (a retry's is its retry time), when the
+    # mesh comes to hand it off: after an outage of the scheduler or the orchestrator, or
+    # when a lost hand-off is sent again. The executor checks the same bound when it comes to
+    # send (ExecutionRequested.send_deadline), which covers a hand-off on time that waits
+    # too long at the executor.
+    if max_lateness is not None and now > due_at + max_lateness:
+        return (
+            ev.TooLate(at=now, attempt=attempt, reason=too_late_reason(due_at, max_lateness, now)),
+        )
     # The lease runs from due_at, not from the hand-off: the executor holds the call until
     # then, and only a missing Started after that means the hand-off was lost.
     lease_expires_at = max(now, due_at) + timing.dispatch_lease
@@ -246,7 +266,7 @@ def _fire_timer(state: ActiveState, command: FireTimer, now: datetime, timing: T
         )
     match state:
         case Scheduled() | Dispatched():
-            return _dispatch(state.attempt, state.due_at, now, timing)
+            return _dispatch(state.attempt, state.due_at, state.spec.max_lateness, now, timing)
         case Running():
             watchdog = ExecutionResult(
                 response_status=None,
@@ -417,7 +437,10 @@ def _fail(
     )
     if retry.retry_at is None:
         return (failed,)
-    return (failed, *_handoff(state.attempt + 1, retry.retry_at, now, timing))
+    return (
+        failed,
+        *_handoff(state.attempt + 1, retry.retry_at, state.spec.max_lateness, now, timing),
+    )
 
 
 def _cancel(state: ActiveState, command: CancelServiceCall, now: datetime) -> Decision:
@@ -444,7 +467,7 @@ def _reschedule(
                 return VersionMismatch(expected_version, state.version)
             return (
                 ev.Rescheduled(at=now, due_at=due_at),
-                *_handoff(state.attempt, due_at, now, timing),
+                *_handoff(state.attempt, due_at, state.spec.max_lateness, now, timing),
             )
         case Dispatched() | Running():
             return NotReschedulable(status_of(state))
@@ -546,6 +569,17 @@ def evolve(state: ServiceCallState | None, event: ev.Event) -> ServiceCallState:
             if not isinstance(state, Scheduled):
                 raise _illegal(state, event)
             return replace(state, version=state.version + 1, due_at=event.due_at, handoff_at=None)
+        case ev.TooLate():
+            # No attempt is recorded: none was made (a re-dispatched one never started).
+            if not isinstance(state, Scheduled | Dispatched) or event.attempt != state.attempt:
+                raise _illegal(state, event)
+            return Failed(
+                spec=state.spec,
+                version=state.version + 1,
+                attempts=state.attempts,
+                completed_at=event.at,
+                reason=event.reason,
+            )
         case ev.Abandoned():
             if not isinstance(state, Scheduled | Dispatched | Running):
                 raise _illegal(state, event)
@@ -603,6 +637,29 @@ def _finished_attempt(
         retry_reason=retry_reason,
         retry_after=result.retry_after,
     )
+
+
+def too_late_reason(due_at: datetime, max_lateness: timedelta, now: datetime) -> str:
+    """Why a call ends FAILED unsent: how late, after which due time, over which bound."""
+    due = due_at.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return (
+        f"not sent: {span(now - due_at)} past its due time {due}, "
+        f"over max_lateness {span(max_lateness)}"
+    )
+
+
+def span(delta: timedelta) -> str:
+    """A duration for people: "4m12s", "1d2h", "850ms"; whole units, largest first."""
+    millis = delta // timedelta(milliseconds=1)
+    if millis < 1000:
+        return f"{millis}ms"
+    seconds = millis // 1000
+    parts = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        count, seconds = divmod(seconds, size)
+        if count:
+            parts.append(f"{count}{unit}")
+    return "".join(parts)
 
 
 def _illegal(state: ServiceCallState | None, event: ev.Event) -> ValueError:

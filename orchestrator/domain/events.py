@@ -79,6 +79,15 @@ class Abandoned:
     reason: str
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TooLate:
+    # The mesh came to send `attempt` more than the call's max_lateness after its due time (a
+    # late hand-off, or a re-dispatch after a lost one): the call fails without sending it.
+    at: datetime
+    attempt: int
+    reason: str
+
+
 Event = (
     Submitted
     | TimerRequested
@@ -89,4 +98,5 @@ Event = (
     | Canceled
     | Rescheduled
     | Abandoned
+    | TooLate
 )

@@ -36,6 +36,11 @@ def fingerprint(
     *,
     key: bytes,
     replay_of: str | None = None,
+    callback_url: str | None = None,
+    failure_callback_url: str | None = None,
+    max_lateness: timedelta | None = None,
+    callback_of: str | None = None,
+    schedule_id: str | None = None,
 ) -> str:
     """A keyed hash (HMAC-SHA256) of the request as the client sent it.
 
@@ -49,6 +54,11 @@ def fingerprint(
     replays of two different calls, is a conflict (ALREADY_EXISTS) rather than one silently
     answering with the other's call. A submit's fingerprint is unchanged by this (the link's
     fields are only added for a replay), so the fingerprints already stored still match.
+    The fields of #17 follow the same rule: a completion callback, a failure callback, a
+    max_lateness, the parent of a callback (`callback_of`) and the schedule of an occurrence
+    (`schedule_id`) are each added, under a label of its own, only when set; so a keyed
+    resubmit that changes one of them is a conflict, and a call without any of them keeps
+    the fingerprint it always had.
     `due` None means "now" (no due time given): a submit or replay without a due time is the
     same request whenever it is repeated. (Until session 9 a submit's missing due time was
     fingerprinted as the instant it arrived, so its retry a moment later was a conflict.)
@@ -75,11 +85,24 @@ def fingerprint(
         *_retry_policy_fields(retry_policy),
         *_due_fields(due),
         *(() if replay_of is None else (b"replay-of", replay_of.encode())),
+        *_optional(b"callback-url", None if callback_url is None else callback_url.encode()),
+        *_optional(
+            b"failure-callback-url",
+            None if failure_callback_url is None else failure_callback_url.encode(),
+        ),
+        *_optional(b"max-lateness", None if max_lateness is None else _int(_micros(max_lateness))),
+        *_optional(b"callback-of", None if callback_of is None else callback_of.encode()),
+        *_optional(b"schedule", None if schedule_id is None else schedule_id.encode()),
     ]
     for part in parts:
         hasher.update(_int(len(part)))
         hasher.update(part)
     return hasher.hexdigest()
+
+
+def _optional(label: bytes, value: bytes | None) -> tuple[bytes, ...]:
+    # Nothing at all when unset: that is what keeps older fingerprints valid.
+    return () if value is None else (label, value)
 
 
 def _retry_policy_fields(policy: RetryPolicy) -> list[bytes]:

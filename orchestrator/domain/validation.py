@@ -32,6 +32,10 @@ class Limits:
     max_backoff: timedelta = timedelta(days=30)
     max_retry_duration: timedelta = timedelta(days=365)
     max_reason_length: int = 1024
+    # max_lateness: under a second is finer than the mesh's timers keep; over the furthest a
+    # call may be scheduled ahead says nothing a tenant needs.
+    min_max_lateness: timedelta = timedelta(seconds=1)
+    max_max_lateness: timedelta = timedelta(days=30)
     # Headers are bounded like the body: in count, and in bytes of names plus values.
     max_headers: int = 100
     max_header_bytes: int = 64 * 1024
@@ -88,6 +92,9 @@ def validate_submission(
     due_at: datetime,
     now: datetime,
     limits: Limits = DEFAULT_LIMITS,
+    callback_url: str | None = None,
+    failure_callback_url: str | None = None,
+    max_lateness: timedelta | None = None,
 ) -> list[FieldViolation]:
     return [
         *validate_tenant_id(tenant_id),
@@ -96,6 +103,9 @@ def validate_submission(
         *validate_idempotency_key(idempotency_key, limits),
         *validate_retry_policy(retry_policy, limits),
         *validate_due_at(due_at, now, limits),
+        *validate_callback_url(callback_url, "service_call.callback_url", limits),
+        *validate_callback_url(failure_callback_url, "service_call.failure_callback_url", limits),
+        *validate_max_lateness(max_lateness, limits),
     ]
 
 
@@ -131,6 +141,35 @@ def validate_request(request: HttpRequest, limits: Limits = DEFAULT_LIMITS) -> l
             )
         )
     return violations
+
+
+def validate_callback_url(
+    url: str | None, field: str, limits: Limits = DEFAULT_LIMITS
+) -> list[FieldViolation]:
+    """A completion callback's URL: it becomes the URL of a call of its own, so it obeys
+    exactly the rules of a request's URL (the executor's egress policy applies when it is
+    sent, as for every call)."""
+    if url is None:
+        return []
+    if problem := _url_problem(url, limits):
+        return [FieldViolation(field, problem)]
+    return []
+
+
+def validate_max_lateness(
+    max_lateness: timedelta | None, limits: Limits = DEFAULT_LIMITS
+) -> list[FieldViolation]:
+    if max_lateness is None:
+        return []
+    if not limits.min_max_lateness <= max_lateness <= limits.max_max_lateness:
+        return [
+            FieldViolation(
+                "service_call.max_lateness",
+                f"must be at least {limits.min_max_lateness.total_seconds():g} s and at most "
+                f"{limits.max_max_lateness.days} days when set",
+            )
+        ]
+    return []
 
 
 def _size_violations(request: HttpRequest, limits: Limits) -> list[FieldViolation]:

@@ -101,6 +101,9 @@ class Orchestrator:
             due_at=due_at,
             now=now,
             limits=self._limits,
+            callback_url=submission.callback_url,
+            failure_callback_url=submission.failure_callback_url,
+            max_lateness=submission.max_lateness,
         )
         if violations:
             return Invalid(tuple(violations))
@@ -121,6 +124,11 @@ class Orchestrator:
             submission.due,
             key=self._fingerprint_key,
             replay_of=replay_of,
+            callback_url=submission.callback_url,
+            failure_callback_url=submission.failure_callback_url,
+            max_lateness=submission.max_lateness,
+            callback_of=submission.callback_of,
+            schedule_id=submission.schedule_id,
         )
         spec = ServiceCallSpec(
             tenant_id=submission.tenant_id,
@@ -134,6 +142,11 @@ class Orchestrator:
             fingerprint=request_fingerprint,
             created_at=now,
             replay_of=replay_of,
+            callback_url=submission.callback_url,
+            failure_callback_url=submission.failure_callback_url,
+            max_lateness=submission.max_lateness,
+            callback_of=submission.callback_of,
+            schedule_id=submission.schedule_id,
         )
         transition = await self._run(
             submission.tenant_id,
@@ -153,8 +166,10 @@ class Orchestrator:
 
     async def replay(self, replay: Replay, correlation_id: str) -> Accepted | Invalid | DomainError:
         """A new call made from a terminal one (SUCCEEDED, FAILED or CANCELED): the same
-        request, retry policy and tags, a new id, due at `replay.due` (default now), linked to
-        the original by `replay_of`. It goes through `submit`, so it is validated (against
+        request, retry policy, tags, completion callbacks and max_lateness, a new id, due at
+        `replay.due` (default now), linked to the original by `replay_of`. Not the links the
+        mesh set (`callback_of`, `schedule_id`): a replay is the tenant's own call, made by
+        them, not a callback or an occurrence. It goes through `submit`, so it is validated (against
         today's limits), made idempotent by its key, and stored with its outbox rows exactly
         like a submitted call. The original is left as it is."""
         original = await self._store.get(replay.tenant_id, replay.service_call_id)
@@ -186,6 +201,9 @@ class Orchestrator:
             retry_policy=spec.retry_policy,
             due=replay.due,
             replay_of=spec.service_call_id,
+            callback_url=spec.callback_url,
+            failure_callback_url=spec.failure_callback_url,
+            max_lateness=spec.max_lateness,
         )
         return await self.submit(submission, correlation_id)
 
