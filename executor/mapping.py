@@ -78,6 +78,9 @@ def order_from_envelope(envelope: pb.Envelope, default_snippet_bytes: int) -> Ex
         idempotency_key=requested.idempotency_key,
         snippet_bytes=requested.max_response_snippet_bytes or default_snippet_bytes,
         sealed_headers=tuple(sorted(requested.sealed_headers.items())),
+        send_deadline=(
+            from_timestamp(requested.send_deadline) if requested.HasField("send_deadline") else None
+        ),
     )
 
 

@@ -51,6 +51,9 @@ class ExecutionOrder:
     # Secret header values as sealed by the orchestrator (name, sealed bytes); opened only
     # right before sending, so plaintext never sits in a held order.
     sealed_headers: tuple[tuple[str, bytes], ...] = ()
+    # From the call's max_lateness: the request is not sent after this instant (None: no
+    # limit); the attempt fails with MAX_LATENESS_EXCEEDED instead.
+    send_deadline: datetime | None = None
 
     def outgoing_request(
         self,

@@ -20,6 +20,10 @@ class AttemptError(StrEnum):
     # A sealed secret header did not open (wrong mesh key, tampered, or bound to another
     # call): nothing was sent, and another attempt would fail the same way.
     SECRET_UNREADABLE = "secret_unreadable"
+    # The call's max_lateness had passed when the request was about to go out (the hand-off
+    # came late, or the attempt waited for a slot): nothing was sent, and a later attempt
+    # would be later still.
+    MAX_LATENESS_EXCEEDED = "max_lateness_exceeded"
 
 
 # Transient by nature: another attempt may well get through.

@@ -216,6 +216,10 @@ class Attempts:
                 # Read after the slot is ours: with every slot busy this is later than not_before,
                 # and Started must say when the request really went out.
                 start_time = self._clock.now()
+                # The last moment to refuse a send the call's max_lateness forbids: after the
+                # hand-off, the wait for not_before and the wait for a slot.
+                if order.send_deadline is not None and start_time > order.send_deadline:
+                    request = _too_late(order.send_deadline, start_time)
                 if order.lease_expires_at is not None and start_time > order.lease_expires_at:
                     log.warning(
                         "dispatch lease expired before start; the attempt may run twice",
@@ -442,6 +446,9 @@ class Attempts:
             case HttpResponse():
                 outcome = classify_response(reply.status, reply.header("Retry-After"), now)
                 return outcome, snippet(reply.body, order.snippet_bytes)
+            case HttpFailure(error=AttemptError.MAX_LATENESS_EXCEEDED):
+                # Nothing was sent, so no body to show: the attempt's record says why instead.
+                return classify_error(reply.error), reply.detail
             case HttpFailure():
                 return classify_error(reply.error), ""
 
@@ -484,6 +491,15 @@ class Attempts:
                     duration_ms=duration_ms,
                     late_ms=late_ms,
                 )
+
+
+def _too_late(deadline: datetime, now: datetime) -> HttpFailure:
+    late = (now - deadline).total_seconds()
+    return HttpFailure(
+        AttemptError.MAX_LATENESS_EXCEEDED,
+        f"not sent: {late:.3f} s past the call's send deadline"
+        f" {deadline.isoformat(timespec='milliseconds')} (its max_lateness)",
+    )
 
 
 def _ids(order: ExecutionOrder) -> dict[str, object]:

@@ -147,6 +147,7 @@ def request_envelope(
     snippet_bytes: int = 0,
     timeout: timedelta | None = timedelta(seconds=5),
     sealed: dict[str, bytes] | None = None,
+    send_deadline: datetime | None = None,
 ) -> pb.Envelope:
     request = api.HttpRequest(
         http_method=method,
@@ -156,7 +157,7 @@ def request_envelope(
     )
     if timeout is not None:
         request.attempt_timeout.CopyFrom(to_duration(timeout))
-    return pb.Envelope(
+    envelope = pb.Envelope(
         event_id="req-1",
         tenant_id="acme",
         service_call_id="call-1",
@@ -173,6 +174,9 @@ def request_envelope(
             sealed_headers=sealed or {},
         ),
     )
+    if send_deadline is not None:
+        envelope.execution_requested.send_deadline.CopyFrom(to_timestamp(send_deadline))
+    return envelope
 
 
 def received(envelope: pb.Envelope | bytes, offset: int = 0) -> ReceivedMessage:

@@ -64,6 +64,7 @@ def test_non_2xx_fails_and_is_retryable_only_when_transient(status: int, retryab
         (AttemptError.EGRESS_DENIED, False),
         (AttemptError.INVALID_REQUEST, False),
         (AttemptError.SECRET_UNREADABLE, False),
+        (AttemptError.MAX_LATENESS_EXCEEDED, False),
     ],
 )
 def test_transport_errors(error: AttemptError, retryable: bool) -> None:
@@ -79,6 +80,7 @@ def test_error_wire_values() -> None:
         "egress_denied",
         "invalid_request",
         "secret_unreadable",
+        "max_lateness_exceeded",
     }
 
 
