@@ -8,8 +8,12 @@ how schedules are stored or how their calls are submitted (service_layer/schedul
 from __future__ import annotations
 
 import enum
+import re
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from croniter import croniter  # type: ignore[import-untyped]
 
 from orchestrator.domain.model import HttpRequest, RetryPolicy
 from orchestrator.domain.validation import FieldViolation
@@ -100,12 +104,49 @@ def parse_recurrence(
 ) -> Recurrence | list[FieldViolation]:
     """The recurrence, or every problem with it (fields `schedule.cron`, `schedule.time_zone`,
     `schedule.start_time`, `schedule.end_time`). An empty time zone means UTC."""
-    raise NotImplementedError
+    # TEMP: a throwaway body (`@every` and plain croniter) until the real core is merged.
+    problems: list[FieldViolation] = []
+    if _temp_every(cron) is None and not _temp_cron_ok(cron):
+        problems.append(FieldViolation("schedule.cron", "is not a cron expression"))
+    try:
+        ZoneInfo(time_zone or "UTC")
+    except (ZoneInfoNotFoundError, ValueError):
+        problems.append(FieldViolation("schedule.time_zone", "is not an IANA time zone"))
+    if start_at is not None and end_at is not None and end_at <= start_at:
+        problems.append(FieldViolation("schedule.end_time", "must be after start_time"))
+    if problems:
+        return problems
+    return Recurrence(cron, time_zone or "UTC", start_at, end_at, anchor)
+
+
+def _temp_every(cron: str) -> timedelta | None:
+    match = re.fullmatch(r"@every (\d+)([smh])", cron)
+    if match is None:
+        return None
+    unit = {"s": 1, "m": 60, "h": 3600}[match.group(2)]
+    every = timedelta(seconds=int(match.group(1)) * unit)
+    return every if every >= timedelta(seconds=1) else None
+
+
+def _temp_cron_ok(cron: str) -> bool:
+    return len(cron.split()) == 5 and bool(croniter.is_valid(cron))
 
 
 def next_occurrence(recurrence: Recurrence, after: datetime) -> datetime | None:
     """The first occurrence strictly after `after`, or None when none is left before the end."""
-    raise NotImplementedError
+    # TEMP: a throwaway body until the real core is merged.
+    if recurrence.start_at is not None and after < recurrence.start_at:
+        after = recurrence.start_at - timedelta(microseconds=1)
+    every = _temp_every(recurrence.cron)
+    if every is not None:
+        steps = max(0, (after - recurrence.anchor) // every + 1)
+        found = recurrence.anchor + steps * every
+    else:
+        zone = ZoneInfo(recurrence.time_zone)
+        found = croniter(recurrence.cron, after.astimezone(zone)).get_next(datetime)
+    if recurrence.end_at is not None and found >= recurrence.end_at:
+        return None
+    return found
 
 
 def plan_occurrences(
@@ -121,10 +162,38 @@ def plan_occurrences(
     `limit` of them (the rest wait for the next pass). An occurrence earlier than
     `now - missed_after` was missed (the mesh was not there to make it in time): `policy`
     says which of those are made."""
-    raise NotImplementedError
+    # TEMP: a throwaway body until the real core is merged.
+    due: list[datetime] = []
+    at: datetime | None = next_at
+    while at is not None and at <= now + lookahead and len(due) < limit + MAX_MISSED_FIRED:
+        due.append(at)
+        at = next_occurrence(recurrence, at)
+    missed = [t for t in due if t < now - missed_after]
+    kept = [t for t in due if t >= now - missed_after]
+    if missed and policy is MissedOccurrencePolicy.FIRE_LATEST:
+        kept.insert(0, missed[-1])
+        return OccurrencePlan(tuple(kept[:limit]), len(missed) - 1, at)
+    if policy is MissedOccurrencePolicy.FIRE_ALL:
+        return OccurrencePlan(tuple(due[:limit]), 0, due[limit] if len(due) > limit else at)
+    return OccurrencePlan(tuple(kept[:limit]), len(missed), at)
 
 
 def occurrence_key(schedule_id: str, occurrence_at: datetime) -> str:
     """The idempotency key of an occurrence's call: the same schedule and occurrence time
     always give the same key, and so the same call id, whoever makes it and however often."""
-    raise NotImplementedError
+    # TEMP: a throwaway body until the real core is merged.
+    return f"schedule/{schedule_id}/{occurrence_at.astimezone(UTC).isoformat()}"
+
+
+def validate_schedule_id(schedule_id: str) -> list[FieldViolation]:
+    # TEMP: a throwaway body until the real core is merged.
+    if re.fullmatch(r"[a-z0-9][a-z0-9-]{0,62}", schedule_id):
+        return []
+    return [FieldViolation("schedule.schedule_id", "must match [a-z0-9][a-z0-9-]{0,62}")]
+
+
+def validate_description(description: str) -> list[FieldViolation]:
+    # TEMP: a throwaway body until the real core is merged.
+    if len(description) <= 1000:
+        return []
+    return [FieldViolation("schedule.description", "at most 1000 characters")]
