@@ -18,7 +18,6 @@ import builtins
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
-from mesh.errors import is_transient
 from mesh.logs import get_logger
 from mesh.ports import Clock, IdGen
 from mesh.secrets import SecretBox
@@ -393,19 +392,7 @@ class Materialiser:
         counts = _Counts()
 
         async def advance(schedule: Schedule) -> Schedule:
-            try:
-                return await self._advance(schedule, now, counts)
-            except Exception as e:
-                if is_transient(e):
-                    raise  # an outage: the whole pass is retried, nothing is lost
-                # One schedule's bug must not hold up every other schedule's calls; it is
-                # tried again next pass.
-                log.exception(
-                    "schedule not advanced",
-                    tenant_id=schedule.tenant_id,
-                    schedule_id=schedule.schedule_id,
-                )
-                return schedule
+            return await self._advance(schedule, now, counts)
 
         claimed = await self._store.claim_due(now + self._lookahead, self._limit, advance)
         result = PassResult(claimed, counts.made, counts.existing, counts.missed, counts.skipped)
@@ -425,21 +412,28 @@ class Materialiser:
     async def _advance(self, schedule: Schedule, now: datetime, counts: _Counts) -> Schedule:
         next_at = schedule.next_occurrence_at
         assert next_at is not None  # claimed: ACTIVE, so it has one
-        plan = plan_occurrences(
-            schedule.recurrence,
-            schedule.missed_policy,
-            next_at,
-            now,
-            self._lookahead,
-            self._missed_after,
-            self._per_schedule,
-        )
-        counts.missed += plan.missed
         template = schedule.template
         tenant_id, schedule_id = schedule.tenant_id, schedule.schedule_id
-        request = open_secret_headers(
-            template.request, tenant_id, schedule_binding(schedule_id), self._secrets
-        )
+        try:
+            plan = plan_occurrences(
+                schedule.recurrence,
+                schedule.missed_policy,
+                next_at,
+                now,
+                self._lookahead,
+                self._missed_after,
+                self._per_schedule,
+            )
+            request = open_secret_headers(
+                template.request, tenant_id, schedule_binding(schedule_id), self._secrets
+            )
+        except Exception:
+            # No I/O above: this is a bug or a value the core cannot take, in this schedule
+            # only. It must not hold up every other schedule's calls; tried again next pass.
+            # (The submits below raise only for an outage: the whole pass is then redone.)
+            log.exception("schedule not advanced", tenant_id=tenant_id, schedule_id=schedule_id)
+            return schedule
+        counts.missed += plan.missed
         if request is None and plan.make:
             counts.skipped += len(plan.make)
             log.error(
