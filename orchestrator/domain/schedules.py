@@ -13,8 +13,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import croniter  # type: ignore[import-untyped]
-
 from orchestrator.domain.model import HttpRequest, RetryPolicy
 from orchestrator.domain.validation import FieldViolation
 
@@ -104,7 +102,7 @@ def parse_recurrence(
 ) -> Recurrence | list[FieldViolation]:
     """The recurrence, or every problem with it (fields `schedule.cron`, `schedule.time_zone`,
     `schedule.start_time`, `schedule.end_time`). An empty time zone means UTC."""
-    # TEMP: a throwaway body (`@every` and plain croniter) until the real core is merged.
+    # TEMP: a throwaway body (`@every` only) until the real core is merged.
     problems: list[FieldViolation] = []
     if _temp_every(cron) is None and not _temp_cron_ok(cron):
         problems.append(FieldViolation("schedule.cron", "is not a cron expression"))
@@ -129,7 +127,7 @@ def _temp_every(cron: str) -> timedelta | None:
 
 
 def _temp_cron_ok(cron: str) -> bool:
-    return len(cron.split()) == 5 and bool(croniter.is_valid(cron))
+    return False
 
 
 def next_occurrence(recurrence: Recurrence, after: datetime) -> datetime | None:
@@ -142,8 +140,7 @@ def next_occurrence(recurrence: Recurrence, after: datetime) -> datetime | None:
         steps = max(0, (after - recurrence.anchor) // every + 1)
         found = recurrence.anchor + steps * every
     else:
-        zone = ZoneInfo(recurrence.time_zone)
-        found = croniter(recurrence.cron, after.astimezone(zone)).get_next(datetime)
+        raise NotImplementedError("TEMP: only @every")
     if recurrence.end_at is not None and found >= recurrence.end_at:
         return None
     return found
