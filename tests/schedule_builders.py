@@ -6,6 +6,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import replace
 from datetime import datetime, timedelta
+from typing import Any
 
 from orchestrator.domain.model import DEFAULT_RETRY_POLICY, HttpRequest
 from orchestrator.domain.schedules import (
@@ -79,7 +80,7 @@ def schedule(
     return replace(base, **changes)  # type: ignore[arg-type]
 
 
-def draft(tenant_id: str, schedule_id: str = "", **changes: object) -> ScheduleDraft:
+def draft(tenant_id: str, schedule_id: str = "", **changes: Any) -> ScheduleDraft:
     """A CreateSchedule's definition: `@every 1s`, a template with a secret header."""
     base = ScheduleDraft(
         tenant_id=tenant_id,
@@ -96,4 +97,4 @@ def draft(tenant_id: str, schedule_id: str = "", **changes: object) -> ScheduleD
         ),
         description="every second",
     )
-    return replace(base, **changes)  # type: ignore[arg-type]
+    return replace(base, **changes)
