@@ -147,8 +147,9 @@ class Schedules:
         expected_version: int | None,
     ) -> Schedule | Invalid | ScheduleRefusal:
         """Changes `fields` (ports.SCHEDULE_FIELDS) to the draft's values. Calls already made
-        keep the definition they were made with; the next occurrence is the new definition's
-        first after now and after the last one made (never one made twice)."""
+        keep the definition they were made with; when the recurrence changes, the next
+        occurrence is the new one's first after now and after the last one made (never one
+        made twice), and an ENDED schedule given occurrences again is ACTIVE again."""
         now = self._clock.now()
         tenant_id, schedule_id = draft.tenant_id, draft.schedule_id
         problems: list[FieldViolation] = []
@@ -179,6 +180,10 @@ class Schedules:
                 return Invalid(tuple(recurrence))
             if current.state is ScheduleState.PAUSED:
                 next_at, state = None, ScheduleState.PAUSED
+            elif recurrence == was:
+                # When the calls fall is unchanged: so is what comes next (an overdue next
+                # occurrence stays due, for the missed-occurrence policy to judge).
+                next_at, state = current.next_occurrence_at, current.state
             else:
                 next_at = next_occurrence(recurrence, _after(now, current.last_occurrence_at))
                 state = ScheduleState.ENDED if next_at is None else ScheduleState.ACTIVE
@@ -359,6 +364,8 @@ class Materialiser:
     time and is sent on time by the normal timer path (the executor holds it until its due
     time: never early). An occurrence more than `missed_after` in the past was missed (the
     mesh was down): the schedule's missed-occurrence policy decides which of those are made.
+    A pass makes at most `per_schedule` calls per schedule (the rest wait for the next pass),
+    so that a pass, which holds its schedules, stays short even after a long outage.
     """
 
     def __init__(
@@ -370,7 +377,7 @@ class Materialiser:
         lookahead: timedelta,
         missed_after: timedelta,
         limit: int,
-        per_schedule: int = MAX_MISSED_FIRED,
+        per_schedule: int = 100,
         observer: OccurrenceObserver | None = None,
     ) -> None:
         self._store = store

@@ -420,6 +420,29 @@ async def test_update_changes_only_the_masked_fields(world: World) -> None:
     assert outcome == replace(made, description="new", version=2, updated_at=T0)
 
 
+async def test_an_update_that_keeps_the_recurrence_keeps_an_overdue_occurrence_due(
+    world: World,
+) -> None:
+    made = await world.create(new_tenant())
+    world.clock.advance(SECONDS[60])  # the materialiser was down
+    changed = draft(made.tenant_id, made.schedule_id, description="renamed")
+    outcome = await world.schedules.update(changed, frozenset({"description"}), None)
+    assert isinstance(outcome, Schedule)
+    assert outcome.next_occurrence_at == made.next_occurrence_at
+    assert (await world.run_pass()).missed > 0  # judged by the policy, not dropped
+
+
+async def test_an_ended_schedule_given_occurrences_again_is_active_again(world: World) -> None:
+    made = await world.create(new_tenant(), end_at=T0 + timedelta(milliseconds=2500))
+    await world.run_pass()
+    world.clock.advance(SECONDS[5])
+    changed = draft(made.tenant_id, made.schedule_id, end_at=T0 + SECONDS[60])
+    outcome = await world.schedules.update(changed, frozenset({"end_time"}), None)
+    assert isinstance(outcome, Schedule)
+    assert outcome.state is ScheduleState.ACTIVE
+    assert outcome.next_occurrence_at == T0 + SECONDS[6]
+
+
 async def test_an_invalid_update_is_refused_and_changes_nothing(world: World) -> None:
     made = await world.create(new_tenant())
     changed = draft(made.tenant_id, made.schedule_id, cron="nonsense", time_zone="No/Where")
