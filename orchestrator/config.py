@@ -49,6 +49,15 @@ class OrchestratorConfig:
     api_worker_metrics_ports: tuple[int, ...] = ()
     # How often the gauges read from tables (outbox age, parked messages) are sampled.
     metrics_sample_s: float = 5.0
+    # Schedules (orchestrator/entrypoints/schedule_loop.py): how often the materialiser looks
+    # for due occurrences; how far ahead it makes their calls (more than the hand-off lead,
+    # so each call exists before its hand-off and is sent on time by the timer path); how
+    # late an occurrence is missed (its schedule's missed-occurrence policy then decides);
+    # how many schedules one pass claims.
+    schedule_poll_s: float = 0.25
+    schedule_lookahead: timedelta = timedelta(seconds=3)
+    schedule_missed_after: timedelta = timedelta(seconds=5)
+    schedule_pass_limit: int = 100
 
     @classmethod
     def from_env(cls, env: Env) -> OrchestratorConfig:
@@ -86,10 +95,27 @@ class OrchestratorConfig:
                 f"API worker metrics ports {api_worker_metrics_ports} (METRICS_PORT + 100...) "
                 "clash with a gRPC or metrics port"
             )
+        schedule_poll_s = env.number("SCHEDULE_POLL_S", 0.25)
+        if schedule_poll_s <= 0:
+            raise ConfigError(f"SCHEDULE_POLL_S must be positive, got {schedule_poll_s}")
+        handoff_lead = env.seconds("HANDOFF_LEAD_S", 2.0)
+        schedule_lookahead = env.seconds("SCHEDULE_LOOKAHEAD_S", 3.0)
+        if schedule_lookahead <= handoff_lead:
+            raise ConfigError(
+                f"SCHEDULE_LOOKAHEAD_S ({schedule_lookahead.total_seconds()}) must exceed "
+                f"HANDOFF_LEAD_S ({handoff_lead.total_seconds()}): an occurrence's call must "
+                "exist before its hand-off time"
+            )
+        schedule_missed_after = env.seconds("SCHEDULE_MISSED_AFTER_S", 5.0)
+        if schedule_missed_after <= timedelta(0):
+            raise ConfigError("SCHEDULE_MISSED_AFTER_S must be positive")
+        schedule_pass_limit = env.integer("SCHEDULE_PASS_LIMIT", 100)
+        if schedule_pass_limit < 1:
+            raise ConfigError(f"SCHEDULE_PASS_LIMIT must be at least 1, got {schedule_pass_limit}")
         return cls(
             common=common,
             timing=Timing(
-                handoff_lead=env.seconds("HANDOFF_LEAD_S", 2.0),
+                handoff_lead=handoff_lead,
                 dispatch_lease=env.seconds("DISPATCH_LEASE_S", 30.0),
                 attempt_grace=env.seconds("ATTEMPT_GRACE_S", 30.0),
                 # At least the scheduler's HANDOFF_PULL_MAX_S: a hand-off pulled further is
@@ -120,4 +146,8 @@ class OrchestratorConfig:
             metrics=metrics,
             api_worker_metrics_ports=api_worker_metrics_ports,
             metrics_sample_s=env.number("METRICS_SAMPLE_S", 5.0),
+            schedule_poll_s=schedule_poll_s,
+            schedule_lookahead=schedule_lookahead,
+            schedule_missed_after=schedule_missed_after,
+            schedule_pass_limit=schedule_pass_limit,
         )

@@ -1,9 +1,10 @@
 """Composition root of the orchestrator: `python -m orchestrator [serve|serve-api|migrate|admin]`.
 
 `serve` runs the public API and every background loop (outbox relay, watchdog, Kafka
-consumer) in one process, plus API_WORKERS - 1 child processes that `serve-api`: the public
-API only, each on its own port (orchestrator/entrypoints/api_workers.py). The only module
-that imports both adapters and entry points: it builds the one and hands them to the other."""
+consumer, schedule materialiser) in one process, plus API_WORKERS - 1 child processes that
+`serve-api`: the public API only, each on its own port (orchestrator/entrypoints/api_workers.py).
+The only module that imports both adapters and entry points: it builds the one and hands them
+to the other."""
 
 from __future__ import annotations
 
@@ -29,12 +30,14 @@ from mesh.topics import Topics
 from orchestrator.adapters.metrics import (
     CountedParkingLot,
     MeasuredStore,
+    OccurrenceCounts,
     OrchestratorMetrics,
     RelayCounts,
     TableSampler,
 )
 from orchestrator.adapters.parking import ParkingAdmin, PostgresParkingLot
 from orchestrator.adapters.relay import OutboxRelay
+from orchestrator.adapters.schedules import PostgresScheduleStore
 from orchestrator.adapters.store import PostgresServiceCallStore
 from orchestrator.adapters.tenants import PostgresKeyLookup, TenantAdmin
 from orchestrator.config import OrchestratorConfig
@@ -50,17 +53,28 @@ from orchestrator.entrypoints.consumer import CallEventHandler
 from orchestrator.entrypoints.grpc_api import ServiceCallApi
 from orchestrator.entrypoints.page_tokens import PageTokens
 from orchestrator.entrypoints.parking import Parking
+from orchestrator.entrypoints.schedule_loop import ScheduleLoop
+from orchestrator.entrypoints.schedules_api import ScheduleApi
 from orchestrator.entrypoints.watchdog import Watchdog
 from orchestrator.mapping import outbox_messages
 from orchestrator.service_layer.auth import Authenticator
 from orchestrator.service_layer.callbacks import Callbacks
+from orchestrator.service_layer.schedules import Materialiser, Schedules
 from orchestrator.service_layer.services import MeasuredOrchestrator, Orchestrator
-from servicecall.v1 import service_call_service_pb2, service_call_service_pb2_grpc
+from servicecall.v1 import (
+    schedule_service_pb2,
+    schedule_service_pb2_grpc,
+    service_call_service_pb2,
+    service_call_service_pb2_grpc,
+)
 
 log = get_logger(__name__)
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 SERVICE_NAME = service_call_service_pb2.DESCRIPTOR.services_by_name["ServiceCallService"].full_name
+SCHEDULE_SERVICE_NAME = schedule_service_pb2.DESCRIPTOR.services_by_name[
+    "ScheduleService"
+].full_name
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +85,7 @@ class ApiProcess:
     clock: SystemClock
     store: PostgresServiceCallStore
     orchestrator: Orchestrator
+    schedule_store: PostgresScheduleStore
     server: GrpcServer
     metrics: OrchestratorMetrics
 
@@ -96,20 +111,23 @@ def build_api(config: OrchestratorConfig) -> ApiProcess:
         secrets=config.secrets,
         fingerprint_key=config.fingerprint_key,
     )
-    api = ServiceCallApi(
-        orchestrator,
-        ids,
-        PageTokens(config.page_token_secret),
-        Authenticator(PostgresKeyLookup(engine), ttl=config.api_key_cache_s),
-    )
+    page_tokens = PageTokens(config.page_token_secret)
+    authenticator = Authenticator(PostgresKeyLookup(engine), ttl=config.api_key_cache_s)
+    api = ServiceCallApi(orchestrator, ids, page_tokens, authenticator)
+    schedule_store = PostgresScheduleStore(engine)
+    schedules = Schedules(schedule_store, orchestrator, clock, ids, config.secrets, config.limits)
+    schedule_api = ScheduleApi(schedules, ids, page_tokens, authenticator)
     server = GrpcServer(
         common.grpc_host,
         common.grpc_port,
-        [partial(service_call_service_pb2_grpc.add_ServiceCallServiceServicer_to_server, api)],
-        [SERVICE_NAME],
+        [
+            partial(service_call_service_pb2_grpc.add_ServiceCallServiceServicer_to_server, api),
+            partial(schedule_service_pb2_grpc.add_ScheduleServiceServicer_to_server, schedule_api),
+        ],
+        [SERVICE_NAME, SCHEDULE_SERVICE_NAME],
         interceptors=[GrpcMetrics(metrics.registry)],
     )
-    return ApiProcess(engine, clock, store, orchestrator, server, metrics)
+    return ApiProcess(engine, clock, store, orchestrator, schedule_store, server, metrics)
 
 
 async def serve_api(config: OrchestratorConfig, index: int) -> None:
@@ -178,6 +196,19 @@ async def serve(config: OrchestratorConfig) -> None:
         # No lag gauge of its own: a second ConsumerLag would register the same metric name
         # in this registry (mesh.metrics), which refuses it.
     )
+    # Every replica materialises: SKIP LOCKED claims and the occurrences' derived call ids
+    # make that safe (orchestrator/service_layer/schedules.py).
+    materialiser = Materialiser(
+        api.schedule_store,
+        orchestrator,
+        api.clock,
+        config.secrets,
+        lookahead=config.schedule_lookahead,
+        missed_after=config.schedule_missed_after,
+        limit=config.schedule_pass_limit,
+        observer=OccurrenceCounts(metrics.registry),
+    )
+    schedule_loop = ScheduleLoop(materialiser, poll_s=config.schedule_poll_s)
     RelayCounts(relay, metrics.registry)
     sampler = TableSampler(engine, metrics)
     loops: dict[str, Loop] = {
@@ -185,6 +216,7 @@ async def serve(config: OrchestratorConfig) -> None:
         "consumer": lambda _stop: consumer.run(),
         "callback-consumer": lambda _stop: callback_consumer.run(),
         "watchdog": watchdog.run,
+        "schedules": schedule_loop.run,
     }
     if config.metrics.enabled:  # nobody reads the sampled gauges otherwise
         loops["metrics-sampler"] = partial(

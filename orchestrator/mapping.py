@@ -46,6 +46,7 @@ from orchestrator.domain.model import (
     RetryPolicy,
     ServiceCallSpec,
 )
+from orchestrator.domain.schedules import MissedOccurrencePolicy, Schedule, ScheduleState
 from orchestrator.domain.states import (
     Canceled,
     Dispatched,
@@ -59,6 +60,7 @@ from orchestrator.domain.states import (
 )
 from orchestrator.domain.validation import FieldViolation, validate_tags, validate_tenant_id
 from orchestrator.ports import (
+    SCHEDULE_FIELDS,
     Accepted,
     Completion,
     IncomingFact,
@@ -66,9 +68,17 @@ from orchestrator.ports import (
     ListQuery,
     OrderBy,
     Replay,
+    ScheduleDraft,
+    ScheduleEnded,
+    ScheduleExists,
+    ScheduleNotFound,
+    ScheduleRefusal,
+    ScheduleVersionMismatch,
     Submission,
+    template_field,
 )
 from servicecall.internal.v1 import events_pb2 as pb
+from servicecall.v1 import schedule_pb2 as sched
 from servicecall.v1 import service_call_pb2 as api
 from servicecall.v1 import service_call_service_pb2 as svc
 
@@ -823,3 +833,140 @@ def _result(
             else None
         ),
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# Schedules (#17, ScheduleService): requests to drafts, schedules out, refusals to codes.
+# ---------------------------------------------------------------------------------------------
+
+_POLICY_TO_PROTO = {
+    MissedOccurrencePolicy.FIRE_LATEST: sched.Schedule.FIRE_LATEST,
+    MissedOccurrencePolicy.FIRE_ALL: sched.Schedule.FIRE_ALL,
+    MissedOccurrencePolicy.SKIP: sched.Schedule.SKIP,
+}
+_POLICY_FROM_PROTO = {
+    sched.Schedule.MISSED_OCCURRENCE_POLICY_UNSPECIFIED: MissedOccurrencePolicy.FIRE_LATEST,
+    **{v: k for k, v in _POLICY_TO_PROTO.items()},
+}
+_SCHEDULE_STATE_TO_PROTO = {
+    ScheduleState.ACTIVE: sched.Schedule.ACTIVE,
+    ScheduleState.PAUSED: sched.Schedule.PAUSED,
+    ScheduleState.ENDED: sched.Schedule.ENDED,
+}
+
+
+def schedule_name(tenant_id: str, schedule_id: str) -> str:
+    return f"tenants/{tenant_id}/schedules/{schedule_id}"
+
+
+def schedule_etag(schedule: Schedule) -> str:
+    return f'W/"{schedule.version}"'
+
+
+def schedule_to_proto(schedule: Schedule) -> sched.Schedule:
+    """The schedule as the API shows it: its template's secret header values redacted, as a
+    call's are."""
+    recurrence, template = schedule.recurrence, schedule.template
+    call = api.ServiceCall(
+        request=request_to_proto(template.request, redact=True),
+        tags=sorted(template.tags),
+        retry_policy=retry_policy_to_proto(template.retry_policy),
+        callback_url=template.callback_url or "",
+        failure_callback_url=template.failure_callback_url or "",
+    )
+    if template.max_lateness is not None:
+        call.max_lateness.CopyFrom(to_duration(template.max_lateness))
+    out = sched.Schedule(
+        name=schedule_name(schedule.tenant_id, schedule.schedule_id),
+        tenant_id=schedule.tenant_id,
+        schedule_id=schedule.schedule_id,
+        cron=recurrence.cron,
+        time_zone=recurrence.time_zone,
+        call_template=call,
+        missed_occurrence_policy=_POLICY_TO_PROTO[schedule.missed_policy],
+        description=schedule.description,
+        state=_SCHEDULE_STATE_TO_PROTO[schedule.state],
+        create_time=to_timestamp(schedule.created_at),
+        update_time=to_timestamp(schedule.updated_at),
+        etag=schedule_etag(schedule),
+    )
+    for field, value in (
+        ("start_time", recurrence.start_at),
+        ("end_time", recurrence.end_at),
+        ("next_occurrence_time", schedule.next_occurrence_at),
+        ("last_occurrence_time", schedule.last_occurrence_at),
+    ):
+        if value is not None:
+            getattr(out, field).CopyFrom(to_timestamp(value))
+    return out
+
+
+def schedule_draft_from_proto(
+    tenant_id: str, schedule: sched.Schedule | None, fields: frozenset[str] = SCHEDULE_FIELDS
+) -> ScheduleDraft | list[FieldViolation]:
+    """The definition a CreateSchedule or UpdateSchedule request gives, reading only `fields`
+    (an update's mask; all of them on create). The call template is read as a submit's call
+    (`submission_from_proto`, field paths under `schedule.call_template`); its schedule time
+    and idempotency key are not the template's to set, and are ignored."""
+    if schedule is None:
+        return [FieldViolation("schedule", "is required")]
+    problems = _Violations()
+    template: Submission | None = None
+    if "call_template" in fields and schedule.HasField("call_template"):
+        call = api.ServiceCall()
+        call.CopyFrom(schedule.call_template)
+        call.ClearField("schedule_time")
+        call.ClearField("idempotency_key")
+        given = submission_from_proto(tenant_id, call, None, None)
+        if isinstance(given, list):
+            for v in given:
+                problems.add(template_field(v.field), v.description)
+        else:
+            template = given
+    policy = _POLICY_FROM_PROTO.get(schedule.missed_occurrence_policy)
+    if policy is None and "missed_occurrence_policy" in fields:
+        problems.add("schedule.missed_occurrence_policy", "is not a known policy")
+
+    def ts(name: str) -> datetime | None:
+        return from_timestamp(getattr(schedule, name)) if schedule.HasField(name) else None  # type: ignore[arg-type]
+
+    if problems.items:
+        return problems.items
+    return ScheduleDraft(
+        tenant_id=tenant_id,
+        schedule_id=schedule.schedule_id,
+        cron=schedule.cron.strip(),
+        time_zone=schedule.time_zone,
+        start_at=ts("start_time"),
+        end_at=ts("end_time"),
+        template=template,
+        missed_policy=policy or MissedOccurrencePolicy.FIRE_LATEST,
+        description=schedule.description,
+    )
+
+
+def schedule_fields_from_mask(paths: Sequence[str]) -> frozenset[str] | list[FieldViolation]:
+    """The fields an UpdateSchedule's mask names (all of them when it names none)."""
+    if not paths:
+        return SCHEDULE_FIELDS
+    unknown = sorted(set(paths) - SCHEDULE_FIELDS)
+    if unknown:
+        allowed = ", ".join(sorted(SCHEDULE_FIELDS))
+        return [
+            FieldViolation("update_mask", f"{path!r} is not a field to update (any of {allowed})")
+            for path in unknown
+        ]
+    return frozenset(paths)
+
+
+def schedule_refusal_code(refusal: ScheduleRefusal) -> int:
+    """The status code (a google.rpc.Code number) a refused schedule change answers with."""
+    match refusal:
+        case ScheduleNotFound():
+            return int(code_pb2.NOT_FOUND)
+        case ScheduleExists():
+            return int(code_pb2.ALREADY_EXISTS)
+        case ScheduleVersionMismatch():
+            return int(code_pb2.ABORTED)
+        case ScheduleEnded():
+            return int(code_pb2.FAILED_PRECONDITION)

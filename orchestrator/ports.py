@@ -3,7 +3,7 @@ the values the use cases take and give (submissions, queries, pages, parked item
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal, Protocol
@@ -15,6 +15,7 @@ from orchestrator.domain.errors import DomainError
 from orchestrator.domain.events import Event
 from orchestrator.domain.idempotency import DueSpec
 from orchestrator.domain.model import HttpRequest, RetryPolicy
+from orchestrator.domain.schedules import MissedOccurrencePolicy, Schedule
 from orchestrator.domain.states import ServiceCallState, Status
 from orchestrator.domain.validation import FieldViolation
 
@@ -286,3 +287,142 @@ class Tenants(Protocol):
         ...
 
     def list_keys(self, tenant_id: str) -> list[KeyInfo]: ...
+
+
+# Schedules (#17, ScheduleService): a recurrence and the call made at each of its occurrences
+# (orchestrator/domain/schedules.py); kept by a ScheduleStore, made by the materialiser
+# (orchestrator/service_layer/schedules.py).
+
+# The fields UpdateSchedule may change (its update_mask paths); an empty mask means all.
+SCHEDULE_FIELDS = frozenset(
+    {
+        "cron",
+        "time_zone",
+        "start_time",
+        "end_time",
+        "call_template",
+        "missed_occurrence_policy",
+        "description",
+    }
+)
+
+
+def template_field(field: str) -> str:
+    """The API path of a call template's field, from its path in a submit
+    (`service_call.request.url` -> `schedule.call_template.request.url`)."""
+    if field == "service_call" or field.startswith("service_call."):
+        return "schedule.call_template" + field.removeprefix("service_call")
+    return field
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleDraft:
+    """A schedule's definition as the API received it, not validated yet: all of it on create,
+    on update only the fields named in the mask are read (the others keep their defaults).
+
+    `template` is the call template mapped as a submit's call (orchestrator/mapping.py), its
+    idempotency key and due time left out; None when the request had none."""
+
+    tenant_id: str
+    schedule_id: str  # "" on create: the mesh gives it a UUIDv7
+    cron: str = ""
+    time_zone: str = ""
+    start_at: datetime | None = None
+    end_at: datetime | None = None
+    template: Submission | None = None
+    missed_policy: MissedOccurrencePolicy = MissedOccurrencePolicy.FIRE_LATEST
+    description: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleNotFound:
+    tenant_id: str
+    schedule_id: str
+
+    @property
+    def message(self) -> str:
+        return f"schedule tenants/{self.tenant_id}/schedules/{self.schedule_id} not found"
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleExists:
+    tenant_id: str
+    schedule_id: str
+
+    @property
+    def message(self) -> str:
+        return f"schedule tenants/{self.tenant_id}/schedules/{self.schedule_id} already exists"
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleVersionMismatch:
+    expected: int
+    actual: int
+
+    @property
+    def message(self) -> str:
+        return f"expected version {self.expected} but the schedule is at {self.actual}"
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleEnded:
+    @property
+    def message(self) -> str:
+        return "the schedule has ended (no occurrence is left): update its end_time instead"
+
+
+ScheduleRefusal = ScheduleNotFound | ScheduleExists | ScheduleVersionMismatch | ScheduleEnded
+
+# A change of one schedule, decided on its current value: the new value to write (the same
+# value: nothing to write), or why not.
+ScheduleStep = Callable[[Schedule], Schedule | ScheduleRefusal | Invalid]
+
+# What the materialiser does with one claimed schedule: makes its due occurrences' calls and
+# gives the schedule moved on (its next and last occurrence, its state).
+Advance = Callable[[Schedule], Awaitable[Schedule]]
+
+
+@dataclass(frozen=True, slots=True)
+class SchedulePage:
+    items: Sequence[Schedule]
+    # The last schedule id of this page when more follow (the next page starts after it).
+    next_after: str | None
+
+
+class ScheduleStore(Protocol):
+    async def create(self, schedule: Schedule) -> bool:
+        """Stores a new schedule; False (nothing written) when its id is taken in its tenant."""
+        ...
+
+    async def get(self, tenant_id: str, schedule_id: str) -> Schedule | None: ...
+
+    async def list(self, tenant_id: str, page_size: int, after: str | None) -> SchedulePage:
+        """The tenant's schedules by schedule id, from the first one after `after`."""
+        ...
+
+    async def change(
+        self, tenant_id: str, schedule_id: str, step: ScheduleStep
+    ) -> Schedule | ScheduleRefusal | Invalid:
+        """Runs `step` on the schedule as it is, holding it (a claim of the materialiser
+        waits, and is waited for), and writes the schedule it gives unless that equals the
+        current one. ScheduleNotFound, without calling `step`, when there is none."""
+        ...
+
+    async def delete(self, tenant_id: str, schedule_id: str) -> Schedule | None:
+        """Deletes the schedule (waiting for a claim that holds it); the schedule as it was,
+        or None when there was none."""
+        ...
+
+    async def claim_due(self, until: datetime, limit: int, advance: Advance) -> int:
+        """Claims the ACTIVE schedules whose next occurrence is at or before `until` and that
+        nobody else holds (earliest first, at most `limit`), awaits `advance` for each
+        (concurrently) and writes the next and last occurrence and the state it gives (its
+        other fields are not written), all in ONE transaction: if an `advance` raises,
+        nothing is written. Returns how many schedules were claimed."""
+        ...
+
+
+class OccurrenceObserver(Protocol):
+    """Sees what each materialiser pass did (the metrics adapter counts it)."""
+
+    def observe_occurrences(self, made: int, missed: int, skipped: int) -> None: ...

@@ -217,3 +217,30 @@ class TableSampler:
             parked = (await conn.execute(_PARKED_WAITING)).scalar()
         self._metrics.outbox_oldest_age.set(max(0.0, float(age)) if age is not None else 0.0)
         self._metrics.parked_waiting.set(int(parked or 0))
+
+
+class OccurrenceCounts:
+    """The materialiser's counts (ports.OccurrenceObserver): schedule occurrences whose call a
+    pass made, and those it did not (missed by the missed-occurrence policy, or skipped: the
+    call was invalid or its template's secret headers no longer open)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        occurrences = counter(
+            registry,
+            "schedule_occurrences",
+            "Schedule occurrences handled by the materialiser, by outcome: made (a call "
+            "created), missed (left out by the missed-occurrence policy after an outage), "
+            "skipped (not made: invalid, or its secret headers no longer open).",
+            ["outcome"],
+        )
+        self._made = occurrences.labels("made")
+        self._missed = occurrences.labels("missed")
+        self._skipped = occurrences.labels("skipped")
+
+    def observe_occurrences(self, made: int, missed: int, skipped: int) -> None:
+        if made:
+            self._made.inc(made)
+        if missed:
+            self._missed.inc(missed)
+        if skipped:
+            self._skipped.inc(skipped)

@@ -99,3 +99,28 @@ api_keys = sa.Table(
     ),
     sa.Column("revoked_at", sa.DateTime(timezone=True)),
 )
+
+# Schedules (#17, migration 0009): one row per schedule; the recurrence in columns as given,
+# the call template as a versioned JSON document (adapters/schedules.py) with its secret
+# headers sealed to the schedule.
+schedules = sa.Table(
+    "schedules",
+    metadata,
+    sa.Column("tenant_id", sa.Text, primary_key=True),
+    sa.Column("schedule_id", sa.Text, primary_key=True),
+    sa.Column("cron", sa.Text, nullable=False),
+    sa.Column("time_zone", sa.Text, nullable=False),
+    sa.Column("start_at", sa.DateTime(timezone=True)),
+    sa.Column("end_at", sa.DateTime(timezone=True)),
+    # What `@every` counts from: the start time, or the schedule's creation.
+    sa.Column("anchor_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("missed_policy", sa.Text, nullable=False),
+    sa.Column("description", sa.Text, nullable=False),
+    sa.Column("state", sa.Text, nullable=False),
+    sa.Column("next_occurrence_at", sa.DateTime(timezone=True)),
+    sa.Column("last_occurrence_at", sa.DateTime(timezone=True)),
+    sa.Column("version", sa.BigInteger, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("template", pg.JSONB, nullable=False),
+)

@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Sequence
 from dataclasses import replace
 from typing import NoReturn
 
 import grpc
-from grpc_status import rpc_status
 
 from mesh.errors import is_transient
 from mesh.logs import get_logger
@@ -18,6 +16,14 @@ from mesh.ports import IdGen
 from orchestrator.domain.errors import DomainError
 from orchestrator.domain.states import ServiceCallState
 from orchestrator.domain.validation import FieldViolation, validate_tenant_id
+from orchestrator.entrypoints.grpc_common import (
+    Context,
+    abort_code,
+    abort_invalid,
+    authorize,
+    correlation_id,
+    metadata_of,
+)
 from orchestrator.entrypoints.page_tokens import BadPageTokenError, PageTokens
 from orchestrator.mapping import (
     STATE_CLASSES,
@@ -48,38 +54,9 @@ log = get_logger(__name__)
 # Calls per BatchSubmitServiceCalls request (gateway/openapi.yaml says the same).
 MAX_BATCH_ITEMS = 1000
 
-# google.rpc.Code numbers (what mapping.py gives) are gRPC's status codes.
-_GRPC_CODES = {code.value[0]: code for code in grpc.StatusCode}
 
-
-def key_from_metadata(metadata: dict[str, str]) -> str | None:
-    """`Authorization: Bearer <key>` (what curl and grpcurl users send) or `x-api-key`."""
-    authorization = metadata.get("authorization", "")
-    scheme, _, credentials = authorization.partition(" ")
-    if scheme.lower() == "bearer" and credentials.strip():
-        return credentials.strip()
-    return metadata.get("x-api-key") or None
-
-
-async def _abort_invalid(
-    context: grpc.aio.ServicerContext[object, object], violations: Sequence[FieldViolation]
-) -> NoReturn:
-    await context.abort_with_status(rpc_status.to_status(invalid_status(violations)))
-    raise AssertionError("unreachable")
-
-
-async def _abort_domain(
-    context: grpc.aio.ServicerContext[object, object], error: DomainError
-) -> NoReturn:
-    await context.abort(_GRPC_CODES[domain_code(error)], error.message)
-    raise AssertionError("unreachable")
-
-
-def _metadata(context: grpc.aio.ServicerContext[object, object]) -> dict[str, str]:
-    return {
-        key: value if isinstance(value, str) else value.decode()
-        for key, value in context.invocation_metadata() or ()
-    }
+async def _abort_domain(context: Context, error: DomainError) -> NoReturn:
+    await abort_code(context, domain_code(error), error.message)
 
 
 def same_key_runs(submissions: dict[int, Submission]) -> list[list[int]]:
@@ -127,22 +104,11 @@ class ServiceCallApi(svc_grpc.ServiceCallServiceServicer):
         self._page_tokens = page_tokens
         self._auth = authenticator
 
-    async def _authorize(
-        self, context: grpc.aio.ServicerContext[object, object], tenant_id: str, not_found: str
-    ) -> None:
-        """Every RPC runs as the tenant its API key belongs to. Another tenant's resources
-        answer exactly like missing ones (`not_found`), so nothing tells them apart."""
-        caller = await self._auth.tenant_for(key_from_metadata(_metadata(context)))
-        if caller is None:
-            await context.abort(
-                grpc.StatusCode.UNAUTHENTICATED,
-                "a valid API key is required: 'Authorization: Bearer sck_...'",
-            )
-        if caller != tenant_id:
-            await context.abort(grpc.StatusCode.NOT_FOUND, not_found)
+    async def _authorize(self, context: Context, tenant_id: str, not_found: str) -> None:
+        await authorize(self._auth, context, tenant_id, not_found)
 
-    def _correlation_id(self, context: grpc.aio.ServicerContext[object, object]) -> str:
-        return _metadata(context).get("x-request-id") or self._ids.new_id()
+    def _correlation_id(self, context: Context) -> str:
+        return correlation_id(context, self._ids)
 
     async def SubmitServiceCall(  # noqa: N802 - gRPC method name
         self,
@@ -150,12 +116,12 @@ class ServiceCallApi(svc_grpc.ServiceCallServiceServicer):
         context: grpc.aio.ServicerContext[object, object],
     ) -> api.ServiceCall:
         await self._authorize(context, request.tenant_id, _tenant_not_found(request.tenant_id))
-        submission = submission_of_request(request, _metadata(context).get("idempotency-key"))
+        submission = submission_of_request(request, metadata_of(context).get("idempotency-key"))
         if isinstance(submission, list):
-            await _abort_invalid(context, submission)
+            await abort_invalid(context, submission)
         outcome = await self._orchestrator.submit(submission, self._correlation_id(context))
         if isinstance(outcome, Invalid):
-            await _abort_invalid(context, outcome.violations)
+            await abort_invalid(context, outcome.violations)
         if not isinstance(outcome, Accepted):
             await _abort_domain(context, outcome)
         return await self._created(outcome, context)
@@ -190,7 +156,7 @@ class ServiceCallApi(svc_grpc.ServiceCallServiceServicer):
                 )
             )
         if problems:
-            await _abort_invalid(context, problems)
+            await abort_invalid(context, problems)
         correlation_id = self._correlation_id(context)
         results: list[BatchResult | None] = [None] * len(request.items)
         submissions: dict[int, Submission] = {}
@@ -243,7 +209,7 @@ class ServiceCallApi(svc_grpc.ServiceCallServiceServicer):
             except BadPageTokenError as e:
                 problems.append(FieldViolation("page_token", str(e)))
         if problems:
-            await _abort_invalid(context, problems)
+            await abort_invalid(context, problems)
         page = await self._orchestrator.list(query)
         after = page.next_cursor
         next_token = self._page_tokens.issue(after, listing.filter_key) if after else ""
@@ -271,7 +237,7 @@ class ServiceCallApi(svc_grpc.ServiceCallServiceServicer):
         await self._existing(request.tenant_id, request.service_call_id, context)
         reschedule = reschedule_from_proto(request)
         if not isinstance(reschedule, Reschedule):
-            await _abort_invalid(context, reschedule)
+            await abort_invalid(context, reschedule)
         outcome = await self._orchestrator.reschedule(
             request.tenant_id,
             request.service_call_id,
@@ -297,12 +263,12 @@ class ServiceCallApi(svc_grpc.ServiceCallServiceServicer):
     ) -> api.ServiceCall:
         # Another tenant's call answers NOT_FOUND, as GetServiceCall does.
         await self._existing(request.tenant_id, request.service_call_id, context)
-        replay = replay_from_proto(request, _metadata(context).get("idempotency-key"))
+        replay = replay_from_proto(request, metadata_of(context).get("idempotency-key"))
         if isinstance(replay, list):
-            await _abort_invalid(context, replay)
+            await abort_invalid(context, replay)
         outcome = await self._orchestrator.replay(replay, self._correlation_id(context))
         if isinstance(outcome, Invalid):
-            await _abort_invalid(context, outcome.violations)
+            await abort_invalid(context, outcome.violations)
         if not isinstance(outcome, Accepted):
             await _abort_domain(context, outcome)
         return await self._created(outcome, context)
@@ -317,7 +283,7 @@ class ServiceCallApi(svc_grpc.ServiceCallServiceServicer):
         await self._authorize(context, tenant_id, not_found)
         problems = _check_ids(tenant_id, service_call_id)
         if problems:
-            await _abort_invalid(context, problems)
+            await abort_invalid(context, problems)
         state = await self._orchestrator.get(tenant_id, service_call_id)
         if state is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, not_found)
@@ -331,5 +297,5 @@ class ServiceCallApi(svc_grpc.ServiceCallServiceServicer):
         if isinstance(outcome, STATE_CLASSES):
             return service_call_to_proto(outcome, svc.BASIC)
         if isinstance(outcome, Invalid):
-            await _abort_invalid(context, outcome.violations)
+            await abort_invalid(context, outcome.violations)
         await _abort_domain(context, outcome)

@@ -1,0 +1,194 @@
+"""The public ScheduleService over gRPC (and JSON through Envoy's transcoder): who is calling
+(as for ServiceCallService: grpc_common.py), request to use case (through
+orchestrator/mapping.py) and answer back."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from google.protobuf import empty_pb2
+
+from mesh.ports import IdGen
+from orchestrator.domain.schedules import Schedule
+from orchestrator.domain.validation import FieldViolation, validate_tenant_id
+from orchestrator.entrypoints.grpc_common import (
+    Context,
+    abort_code,
+    abort_invalid,
+    authorize,
+    correlation_id,
+)
+from orchestrator.entrypoints.page_tokens import BadPageTokenError, PageTokens
+from orchestrator.mapping import (
+    DEFAULT_PAGE_SIZE,
+    MAX_PAGE_SIZE,
+    schedule_draft_from_proto,
+    schedule_fields_from_mask,
+    schedule_name,
+    schedule_refusal_code,
+    schedule_to_proto,
+    version_from_etag,
+)
+from orchestrator.ports import Cursor, Invalid, ScheduleDraft, ScheduleNotFound, ScheduleRefusal
+from orchestrator.service_layer.auth import Authenticator
+from orchestrator.service_layer.schedules import Schedules
+from servicecall.v1 import schedule_pb2 as sched
+from servicecall.v1 import schedule_service_pb2 as ssvc
+from servicecall.v1 import schedule_service_pb2_grpc as ssvc_grpc
+
+# A page token (page_tokens.py) carries a sort value and an id; schedules are listed by id
+# alone, so the sort value is this constant.
+_NO_SORT_VALUE = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _etag_version(etag: str, problems: list[FieldViolation], field: str) -> int | None:
+    if not etag:
+        return None
+    version = version_from_etag(etag)
+    if version is None:
+        problems.append(FieldViolation(field, "is not an etag this API issued"))
+    return version
+
+
+class ScheduleApi(ssvc_grpc.ScheduleServiceServicer):
+    def __init__(
+        self,
+        schedules: Schedules,
+        ids: IdGen,
+        page_tokens: PageTokens,
+        authenticator: Authenticator,
+    ) -> None:
+        self._schedules = schedules
+        self._ids = ids
+        self._page_tokens = page_tokens
+        self._auth = authenticator
+
+    async def CreateSchedule(  # noqa: N802 - gRPC method name
+        self, request: ssvc.CreateScheduleRequest, context: Context
+    ) -> sched.Schedule:
+        tenant_id = request.tenant_id
+        await authorize(self._auth, context, tenant_id, f"tenant {tenant_id} not found")
+        draft = schedule_draft_from_proto(
+            tenant_id, request.schedule if request.HasField("schedule") else None
+        )
+        if isinstance(draft, list):
+            await abort_invalid(context, draft)
+        outcome = await self._schedules.create(draft)
+        schedule = await self._answer(outcome, context)
+        await context.send_initial_metadata(
+            (
+                ("location", f"/v1/{schedule_name(tenant_id, schedule.schedule_id)}"),
+                ("x-http-code", "201"),
+            )
+        )
+        return schedule_to_proto(schedule)
+
+    async def GetSchedule(  # noqa: N802
+        self, request: ssvc.GetScheduleRequest, context: Context
+    ) -> sched.Schedule:
+        await self._authorized(request.tenant_id, request.schedule_id, context)
+        schedule = await self._schedules.get(request.tenant_id, request.schedule_id)
+        if schedule is None:
+            missing = ScheduleNotFound(request.tenant_id, request.schedule_id)
+            await abort_code(context, schedule_refusal_code(missing), missing.message)
+        return schedule_to_proto(schedule)
+
+    async def ListSchedules(  # noqa: N802
+        self, request: ssvc.ListSchedulesRequest, context: Context
+    ) -> ssvc.ListSchedulesResponse:
+        tenant_id = request.tenant_id
+        await authorize(self._auth, context, tenant_id, f"tenant {tenant_id} not found")
+        problems = list(validate_tenant_id(tenant_id))
+        if not 0 <= request.page_size <= MAX_PAGE_SIZE:
+            problems.append(FieldViolation("page_size", f"must be between 0 and {MAX_PAGE_SIZE}"))
+        filter_key = f"schedules\x00{tenant_id}"
+        after = None
+        if request.page_token:
+            try:
+                after = self._page_tokens.read(request.page_token, filter_key).service_call_id
+            except BadPageTokenError as e:
+                problems.append(FieldViolation("page_token", str(e)))
+        if problems:
+            await abort_invalid(context, problems)
+        page = await self._schedules.list(tenant_id, request.page_size or DEFAULT_PAGE_SIZE, after)
+        token = ""
+        if page.next_after is not None:
+            token = self._page_tokens.issue(Cursor(_NO_SORT_VALUE, page.next_after), filter_key)
+        return ssvc.ListSchedulesResponse(
+            schedules=[schedule_to_proto(s) for s in page.items], next_page_token=token
+        )
+
+    async def UpdateSchedule(  # noqa: N802
+        self, request: ssvc.UpdateScheduleRequest, context: Context
+    ) -> sched.Schedule:
+        schedule_id = request.schedule.schedule_id
+        await self._authorized(request.tenant_id, schedule_id, context)
+        fields = schedule_fields_from_mask(list(request.update_mask.paths))
+        if isinstance(fields, list):
+            await abort_invalid(context, fields)
+        problems: list[FieldViolation] = []
+        expected = _etag_version(request.schedule.etag, problems, "schedule.etag")
+        draft = schedule_draft_from_proto(request.tenant_id, request.schedule, fields)
+        if isinstance(draft, list):
+            problems.extend(draft)
+        if problems:
+            await abort_invalid(context, problems)
+        assert isinstance(draft, ScheduleDraft)
+        outcome = await self._schedules.update(draft, fields, expected)
+        return schedule_to_proto(await self._answer(outcome, context))
+
+    async def PauseSchedule(  # noqa: N802
+        self, request: ssvc.PauseScheduleRequest, context: Context
+    ) -> sched.Schedule:
+        await self._authorized(request.tenant_id, request.schedule_id, context)
+        problems: list[FieldViolation] = []
+        expected = _etag_version(request.etag, problems, "etag")
+        if problems:
+            await abort_invalid(context, problems)
+        outcome = await self._schedules.pause(
+            request.tenant_id, request.schedule_id, expected, correlation_id(context, self._ids)
+        )
+        return schedule_to_proto(await self._answer(outcome, context))
+
+    async def ResumeSchedule(  # noqa: N802
+        self, request: ssvc.ResumeScheduleRequest, context: Context
+    ) -> sched.Schedule:
+        await self._authorized(request.tenant_id, request.schedule_id, context)
+        problems: list[FieldViolation] = []
+        expected = _etag_version(request.etag, problems, "etag")
+        if problems:
+            await abort_invalid(context, problems)
+        outcome = await self._schedules.resume(request.tenant_id, request.schedule_id, expected)
+        return schedule_to_proto(await self._answer(outcome, context))
+
+    async def DeleteSchedule(  # noqa: N802
+        self, request: ssvc.DeleteScheduleRequest, context: Context
+    ) -> empty_pb2.Empty:
+        await self._authorized(request.tenant_id, request.schedule_id, context)
+        outcome = await self._schedules.delete(
+            request.tenant_id, request.schedule_id, correlation_id(context, self._ids)
+        )
+        if outcome is not None:
+            await abort_code(context, schedule_refusal_code(outcome), outcome.message)
+        return empty_pb2.Empty()
+
+    async def _authorized(self, tenant_id: str, schedule_id: str, context: Context) -> None:
+        """Another tenant's schedule answers NOT_FOUND, as a missing one does; an id that no
+        schedule could have is INVALID_ARGUMENT."""
+        await authorize(
+            self._auth, context, tenant_id, ScheduleNotFound(tenant_id, schedule_id).message
+        )
+        problems = list(validate_tenant_id(tenant_id))
+        if not schedule_id:
+            problems.append(FieldViolation("schedule_id", "is required"))
+        if problems:
+            await abort_invalid(context, problems)
+
+    async def _answer(
+        self, outcome: Schedule | Invalid | ScheduleRefusal, context: Context
+    ) -> Schedule:
+        if isinstance(outcome, Schedule):
+            return outcome
+        if isinstance(outcome, Invalid):
+            await abort_invalid(context, outcome.violations)
+        await abort_code(context, schedule_refusal_code(outcome), outcome.message)
