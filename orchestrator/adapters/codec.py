@@ -203,10 +203,10 @@ def _encode_spec(spec: ServiceCallSpec) -> dict[str, Any]:
     out: dict[str, Any] = {
         "tenant_id": spec.tenant_id,
         "service_call_id": spec.service_call_id,
-        "request": _encode_request(spec.request),
+        "request": encode_request(spec.request),
         "tags": sorted(spec.tags),
         "idempotency_key": spec.idempotency_key,
-        "retry_policy": _encode_retry_policy(spec.retry_policy),
+        "retry_policy": encode_retry_policy(spec.retry_policy),
         "fingerprint": spec.fingerprint,
         "created_at": spec.created_at.isoformat(),
     }
@@ -230,10 +230,10 @@ def _decode_spec(data: dict[str, Any]) -> ServiceCallSpec:
     return ServiceCallSpec(
         tenant_id=data["tenant_id"],
         service_call_id=data["service_call_id"],
-        request=_decode_request(data["request"]),
+        request=decode_request(data["request"]),
         tags=frozenset(data["tags"]),
         idempotency_key=data["idempotency_key"],
-        retry_policy=_decode_retry_policy(data["retry_policy"]),
+        retry_policy=decode_retry_policy(data["retry_policy"]),
         fingerprint=data["fingerprint"],
         created_at=_fromisoformat(data["created_at"]),
         replay_of=data.get("replay_of"),
@@ -245,7 +245,9 @@ def _decode_spec(data: dict[str, Any]) -> ServiceCallSpec:
     )
 
 
-def _encode_request(request: HttpRequest) -> dict[str, Any]:
+# The request and retry-policy documents are shared with the stored schedule template
+# (orchestrator/adapters/schedules.py): changing them changes both stored formats.
+def encode_request(request: HttpRequest) -> dict[str, Any]:
     return {
         "method": request.method,
         "url": request.url,
@@ -255,7 +257,7 @@ def _encode_request(request: HttpRequest) -> dict[str, Any]:
     }
 
 
-def _decode_request(data: dict[str, Any]) -> HttpRequest:
+def decode_request(data: dict[str, Any]) -> HttpRequest:
     return HttpRequest(
         method=data["method"],
         url=data["url"],
@@ -265,7 +267,7 @@ def _decode_request(data: dict[str, Any]) -> HttpRequest:
     )
 
 
-def _encode_retry_policy(policy: RetryPolicy) -> dict[str, Any]:
+def encode_retry_policy(policy: RetryPolicy) -> dict[str, Any]:
     budget = policy.max_retry_duration
     return {
         "max_attempts": policy.max_attempts,
@@ -278,7 +280,7 @@ def _encode_retry_policy(policy: RetryPolicy) -> dict[str, Any]:
     }
 
 
-def _decode_retry_policy(data: dict[str, Any]) -> RetryPolicy:
+def decode_retry_policy(data: dict[str, Any]) -> RetryPolicy:
     budget = data["max_retry_duration"]
     return RetryPolicy(
         max_attempts=data["max_attempts"],

@@ -28,10 +28,10 @@ from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from orchestrator.adapters.codec import (
-    _decode_request,
-    _decode_retry_policy,
-    _encode_request,
-    _encode_retry_policy,
+    decode_request,
+    decode_retry_policy,
+    encode_request,
+    encode_retry_policy,
 )
 from orchestrator.adapters.tables import schedules
 from orchestrator.domain.schedules import (
@@ -64,9 +64,9 @@ def encode_template(template: CallTemplate) -> dict[str, Any]:
     lateness = template.max_lateness
     return {
         "v": TEMPLATE_FORMAT_VERSION,
-        "request": _encode_request(template.request),
+        "request": encode_request(template.request),
         "tags": sorted(template.tags),
-        "retry_policy": _encode_retry_policy(template.retry_policy),
+        "retry_policy": encode_retry_policy(template.retry_policy),
         "callback_url": template.callback_url,
         "failure_callback_url": template.failure_callback_url,
         "max_lateness": None if lateness is None else lateness // _MICROSECOND,
@@ -79,9 +79,9 @@ def decode_template(data: Any) -> CallTemplate:
         if version == 1:
             lateness = data["max_lateness"]
             return CallTemplate(
-                request=_decode_request(data["request"]),
+                request=decode_request(data["request"]),
                 tags=frozenset(data["tags"]),
-                retry_policy=_decode_retry_policy(data["retry_policy"]),
+                retry_policy=decode_retry_policy(data["retry_policy"]),
                 callback_url=data["callback_url"],
                 failure_callback_url=data["failure_callback_url"],
                 max_lateness=None if lateness is None else timedelta(microseconds=lateness),

@@ -109,8 +109,8 @@ def test_request_and_retry_policy_are_stored_as_a_call_s_are(name: str) -> None:
     # One stored form of a request in the orchestrator: a change to the call's is a change
     # to the template's too, and shows here.
     stored = encode_template(CASES[name])
-    assert stored["request"] == codec._encode_request(CASES[name].request)
-    assert stored["retry_policy"] == codec._encode_retry_policy(CASES[name].retry_policy)
+    assert stored["request"] == codec.encode_request(CASES[name].request)
+    assert stored["retry_policy"] == codec.encode_retry_policy(CASES[name].retry_policy)
 
 
 def test_an_unknown_format_version_is_refused() -> None:
