@@ -4,6 +4,7 @@ orchestrator/mapping.py) and answer back."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 
 from google.protobuf import empty_pb2
@@ -121,12 +122,16 @@ class ScheduleApi(ssvc_grpc.ScheduleServiceServicer):
     async def UpdateSchedule(  # noqa: N802
         self, request: ssvc.UpdateScheduleRequest, context: Context
     ) -> sched.Schedule:
-        schedule_id = request.schedule.schedule_id
+        schedule_id = request.schedule_id
         await self._authorized(request.tenant_id, schedule_id, context)
         fields = schedule_fields_from_mask(list(request.update_mask.paths))
         if isinstance(fields, list):
             await abort_invalid(context, fields)
         problems: list[FieldViolation] = []
+        if request.schedule.schedule_id not in ("", schedule_id):
+            problems.append(
+                FieldViolation("schedule.schedule_id", "differs from the request's schedule_id")
+            )
         expected = _etag_version(request.schedule.etag, problems, "schedule.etag")
         draft = schedule_draft_from_proto(request.tenant_id, request.schedule, fields)
         if isinstance(draft, list):
@@ -134,7 +139,9 @@ class ScheduleApi(ssvc_grpc.ScheduleServiceServicer):
         if problems:
             await abort_invalid(context, problems)
         assert isinstance(draft, ScheduleDraft)
-        outcome = await self._schedules.update(draft, fields, expected)
+        outcome = await self._schedules.update(
+            replace(draft, schedule_id=schedule_id), fields, expected
+        )
         return schedule_to_proto(await self._answer(outcome, context))
 
     async def PauseSchedule(  # noqa: N802

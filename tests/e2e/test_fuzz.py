@@ -24,6 +24,7 @@ import psycopg
 import pytest
 import requests
 import schemathesis
+from google.protobuf import empty_pb2
 from google.protobuf import message as pb_message
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -32,6 +33,8 @@ from schemathesis.specs.openapi import checks as openapi_checks
 from schemathesis.specs.openapi.schemas import OpenApiSchema
 
 from meshctl.layout import Layout
+from servicecall.v1 import schedule_pb2 as schedule_api
+from servicecall.v1 import schedule_service_pb2 as schedule_svc
 from servicecall.v1 import service_call_pb2 as api
 from servicecall.v1 import service_call_service_pb2 as svc
 from tests.conftest import KeyRing
@@ -45,6 +48,12 @@ SAFE_TARGET = "127.0.0.1:9"
 SERVICE = "servicecall.v1.ServiceCallService"
 # Calls made before fuzzing, so that Get/Cancel/Reschedule/Run reach real rows, not only 404s.
 SEEDED_CALLS = 4
+# Schedules are fuzzed under a tenant of their own: the calls an accepted schedule makes are
+# not calls the API was asked for, and would otherwise blur the check that only accepted
+# calls are stored.
+SCHEDULE_TENANT = f"fuzz-s-{uuid.uuid4().hex[:12]}"
+SCHEDULE_SERVICE = "servicecall.v1.ScheduleService"
+SEEDED_SCHEDULES = 2
 
 FUZZ_SETTINGS = settings(
     deadline=None,
@@ -61,6 +70,7 @@ class Findings:
     statuses: Counter[str] = field(default_factory=Counter)
     failures: dict[str, str] = field(default_factory=dict)
     created_ids: set[str] = field(default_factory=set)
+    created_schedule_ids: set[str] = field(default_factory=set)
 
     def fail(self, signature: str, reproducer: str) -> None:
         self.failures.setdefault(signature, reproducer)
@@ -74,6 +84,37 @@ class Findings:
 @pytest.fixture(scope="module")
 def fuzz_key(key_ring: KeyRing) -> str:
     return key_ring.for_tenant(TENANT)
+
+
+@pytest.fixture(scope="module")
+def schedule_key(key_ring: KeyRing) -> str:
+    return key_ring.for_tenant(SCHEDULE_TENANT)
+
+
+@pytest.fixture(scope="module")
+def seeded_schedule_ids(running_mesh: Layout, schedule_key: str) -> Iterator[list[str]]:
+    """Schedules made before fuzzing (hourly, so they make nothing during the run); at the
+    end every schedule of the tenant is deleted, so that none goes on making calls for the
+    rest of the session."""
+    base = f"{running_mesh.public_url}/v1/tenants/{SCHEDULE_TENANT}/schedules"
+    auth = {"authorization": f"Bearer {schedule_key}"}
+    ids = []
+    for _ in range(SEEDED_SCHEDULES):
+        response = requests.post(
+            base,
+            json={
+                "cron": "@every 1h",
+                "callTemplate": {"request": {"url": f"http://{SAFE_TARGET}/"}},
+            },
+            headers=auth,
+            timeout=30,
+        )
+        assert response.status_code == 201, response.text
+        ids.append(response.json()["scheduleId"])
+    yield ids
+    with requests.Session() as session:
+        for schedule_id in _stored_schedule_ids(running_mesh.database_url):
+            session.delete(f"{base}/{schedule_id}", headers=auth, timeout=30)
 
 
 @pytest.fixture(scope="module")
@@ -114,9 +155,20 @@ def _stored_ids(database_url: str) -> set[str]:
     return {row[0] for row in rows}
 
 
+def _stored_schedule_ids(database_url: str) -> set[str]:
+    with psycopg.connect(database_url) as conn:
+        rows = conn.execute(
+            "SELECT schedule_id FROM orchestrator.schedules WHERE tenant_id = %s",
+            (SCHEDULE_TENANT,),
+        ).fetchall()
+    return {row[0] for row in rows}
+
+
 @pytest.fixture(scope="module")
-def findings(running_mesh: Layout, seeded_ids: list[str]) -> Iterator[Findings]:
-    found = Findings(created_ids=set(seeded_ids))
+def findings(
+    running_mesh: Layout, seeded_ids: list[str], seeded_schedule_ids: list[str]
+) -> Iterator[Findings]:
+    found = Findings(created_ids=set(seeded_ids), created_schedule_ids=set(seeded_schedule_ids))
     yield found
     volume = ", ".join(f"{k}: {v}" for k, v in sorted(found.statuses.items()))
     print(f"\nfuzz volume by outcome ({sum(found.statuses.values())} requests): {volume}")
@@ -216,7 +268,10 @@ def check_http(
             found.fail(f"{label}: {response.status_code} without a JSON Status body", repro)
         return
     if response.status_code == 201 and isinstance(body, dict):
-        found.created_ids.add(str(body.get("serviceCallId")))
+        if "scheduleId" in body:
+            found.created_schedule_ids.add(str(body["scheduleId"]))
+        else:
+            found.created_ids.add(str(body.get("serviceCallId")))
     if isinstance(body, dict) and isinstance(body.get("results"), list):  # a batch's answers
         for result in body["results"]:
             if isinstance(result, dict) and isinstance(result.get("serviceCall"), dict):
@@ -238,18 +293,28 @@ OPERATIONS = [
     ("POST", "/v1/tenants/{tenantId}/service-calls/{serviceCallId}:reschedule"),
     ("POST", "/v1/tenants/{tenantId}/service-calls/{serviceCallId}:run"),
     ("POST", "/v1/tenants/{tenantId}/service-calls/{serviceCallId}:replay"),
+    ("POST", "/v1/tenants/{tenantId}/schedules"),
+    ("GET", "/v1/tenants/{tenantId}/schedules"),
+    ("GET", "/v1/tenants/{tenantId}/schedules/{scheduleId}"),
+    ("PATCH", "/v1/tenants/{tenantId}/schedules/{scheduleId}"),
+    ("POST", "/v1/tenants/{tenantId}/schedules/{scheduleId}:pause"),
+    ("POST", "/v1/tenants/{tenantId}/schedules/{scheduleId}:resume"),
+    ("DELETE", "/v1/tenants/{tenantId}/schedules/{scheduleId}"),
 ]
+# The id a path names: fixed to a seeded row most of the time, so cases reach real rows.
+ID_PARAMETERS = ("serviceCallId", "scheduleId")
 
 
 def _case_strategies(
-    schema: OpenApiSchema, method: str, path: str, key: str, seeded: list[str]
+    schema: OpenApiSchema, method: str, path: str, tenant: str, key: str, seeded: list[str]
 ) -> st.SearchStrategy[tuple[Case[Any], dict[str, str]]]:
     operation = schema[path][method]
     auth = {"Authorization": f"Bearer {key}"}
-    ids: list[str | None] = [*seeded, None] if "{serviceCallId}" in path else [None]
+    id_parameter = next((p for p in ID_PARAMETERS if "{" + p + "}" in path), None)
+    ids: list[str | None] = [*seeded, None] if id_parameter else [None]
 
-    def own(mode: GenerationMode, call_id: str | None) -> st.SearchStrategy[Case[Any]]:
-        fixed = {"tenantId": TENANT} | ({"serviceCallId": call_id} if call_id else {})
+    def own(mode: GenerationMode, row_id: str | None) -> st.SearchStrategy[Case[Any]]:
+        fixed = {"tenantId": tenant} | ({id_parameter: row_id} if id_parameter and row_id else {})
         return operation.as_strategy(mode, path_parameters=fixed)
 
     def with_headers(
@@ -281,10 +346,17 @@ def test_http_fuzz(
     running_mesh: Layout,
     fuzz_key: str,
     seeded_ids: list[str],
+    schedule_key: str,
+    seeded_schedule_ids: list[str],
     findings: Findings,
 ) -> None:
     base_url = running_mesh.public_url
-    strategy = _case_strategies(api_schema, method, path, fuzz_key, seeded_ids)
+    if "/schedules" in path:
+        strategy = _case_strategies(
+            api_schema, method, path, SCHEDULE_TENANT, schedule_key, seeded_schedule_ids
+        )
+    else:
+        strategy = _case_strategies(api_schema, method, path, TENANT, fuzz_key, seeded_ids)
     session = requests.Session()
     before = len(findings.failures)
 
@@ -317,9 +389,26 @@ REQUESTS: dict[str, type[pb_message.Message]] = {
     "RunServiceCall": svc.RunServiceCallRequest,
     "ReplayServiceCall": svc.ReplayServiceCallRequest,
 }
+SCHEDULE_REQUESTS: dict[str, type[pb_message.Message]] = {
+    "CreateSchedule": schedule_svc.CreateScheduleRequest,
+    "GetSchedule": schedule_svc.GetScheduleRequest,
+    "ListSchedules": schedule_svc.ListSchedulesRequest,
+    "UpdateSchedule": schedule_svc.UpdateScheduleRequest,
+    "PauseSchedule": schedule_svc.PauseScheduleRequest,
+    "ResumeSchedule": schedule_svc.ResumeScheduleRequest,
+    "DeleteSchedule": schedule_svc.DeleteScheduleRequest,
+}
+GRPC_METHODS = [*REQUESTS, *SCHEDULE_REQUESTS]
 RESPONSES: dict[str, type[pb_message.Message]] = {
     "ListServiceCalls": svc.ListServiceCallsResponse,
     "BatchSubmitServiceCalls": svc.BatchSubmitServiceCallsResponse,
+    "ListSchedules": schedule_svc.ListSchedulesResponse,
+    "CreateSchedule": schedule_api.Schedule,
+    "GetSchedule": schedule_api.Schedule,
+    "UpdateSchedule": schedule_api.Schedule,
+    "PauseSchedule": schedule_api.Schedule,
+    "ResumeSchedule": schedule_api.Schedule,
+    "DeleteSchedule": empty_pb2.Empty,
 }
 
 
@@ -346,6 +435,19 @@ def _field(number: int, wire_type: int, payload: bytes) -> bytes:
     if wire_type == 2:
         return key + _varint(len(payload)) + payload
     return key + payload  # 3/4 (groups), 6/7 (invalid): whatever follows
+
+
+def _valid_schedule_request(name: str, seeded: list[str]) -> pb_message.Message:
+    """As `_valid_request`, for the ScheduleService: hourly, so nothing is made meanwhile."""
+    message = SCHEDULE_REQUESTS[name](tenant_id=SCHEDULE_TENANT)
+    if isinstance(message, schedule_svc.CreateScheduleRequest | schedule_svc.UpdateScheduleRequest):
+        message.schedule.cron = "@every 1h"
+        message.schedule.call_template.request.url = f"http://{SAFE_TARGET}/grpc-fuzz-schedule"
+        if isinstance(message, schedule_svc.UpdateScheduleRequest):
+            message.schedule_id = seeded[0]
+    elif name != "ListSchedules":
+        message.schedule_id = seeded[0]  # type: ignore[attr-defined]
+    return message
 
 
 def _valid_request(name: str, seeded: list[str]) -> pb_message.Message:
@@ -398,15 +500,22 @@ def _payloads(valid: bytes) -> st.SearchStrategy[bytes]:
     )
 
 
-@pytest.mark.parametrize("method", list(REQUESTS))
+@pytest.mark.parametrize("method", GRPC_METHODS)
 def test_grpc_fuzz(
     method: str,
     running_mesh: Layout,
     fuzz_key: str,
     seeded_ids: list[str],
+    schedule_key: str,
+    seeded_schedule_ids: list[str],
     findings: Findings,
 ) -> None:
-    valid = _valid_request(method, seeded_ids).SerializeToString()
+    if method in SCHEDULE_REQUESTS:
+        service, key = SCHEDULE_SERVICE, schedule_key
+        valid = _valid_schedule_request(method, seeded_schedule_ids).SerializeToString()
+    else:
+        service, key = SERVICE, fuzz_key
+        valid = _valid_request(method, seeded_ids).SerializeToString()
     loop = asyncio.new_event_loop()
 
     async def open_channel() -> grpc.aio.Channel:  # an aio channel binds to the running loop
@@ -414,9 +523,9 @@ def test_grpc_fuzz(
 
     channel = loop.run_until_complete(open_channel())
     call: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(
-        f"/{SERVICE}/{method}", request_serializer=None, response_deserializer=None
+        f"/{service}/{method}", request_serializer=None, response_deserializer=None
     )
-    with_key = (("authorization", f"Bearer {fuzz_key}"),)
+    with_key = (("authorization", f"Bearer {key}"),)
     before = len(findings.failures)
 
     async def send(payload: bytes, metadata: tuple[tuple[str, str], ...]) -> None:
@@ -433,6 +542,8 @@ def test_grpc_fuzz(
             return
         findings.statuses["gRPC OK"] += 1
         response = RESPONSES.get(method, api.ServiceCall).FromString(raw)
+        if method == "CreateSchedule" and isinstance(response, schedule_api.Schedule):
+            findings.created_schedule_ids.add(response.schedule_id)
         if method in ("SubmitServiceCall", "ReplayServiceCall") and isinstance(
             response, api.ServiceCall
         ):
@@ -442,7 +553,7 @@ def test_grpc_fuzz(
                 if result.HasField("service_call"):
                     findings.created_ids.add(result.service_call.service_call_id)
 
-    @settings(FUZZ_SETTINGS, max_examples=max(10, EXAMPLES // len(REQUESTS)))
+    @settings(FUZZ_SETTINGS, max_examples=max(10, EXAMPLES // len(GRPC_METHODS)))
     @given(payload=_payloads(valid), authenticated=st.sampled_from([True, True, True, False]))
     def run(payload: bytes, authenticated: bool) -> None:
         loop.run_until_complete(send(payload, with_key if authenticated else ()))
@@ -495,3 +606,20 @@ def test_only_accepted_calls_were_stored_and_each_reads_back(
     assert not broken, f"stored calls that do not read back: {broken}"
     assert stored <= seen
     print(f"\n{len(stored)} fuzz-tenant calls stored, all accepted and all readable")
+
+
+def test_only_accepted_schedules_were_stored_and_each_reads_back(
+    running_mesh: Layout, schedule_key: str, findings: Findings
+) -> None:
+    """As above, for the schedules the fuzz runs made."""
+    stored = _stored_schedule_ids(running_mesh.database_url)
+    unexplained = stored - findings.created_schedule_ids
+    assert not unexplained, f"schedules nobody was told were created: {sorted(unexplained)[:10]}"
+    headers = {"authorization": f"Bearer {schedule_key}"}
+    base = f"{running_mesh.public_url}/v1/tenants/{SCHEDULE_TENANT}/schedules"
+    with requests.Session() as session:
+        for schedule_id in sorted(stored):
+            response = session.get(f"{base}/{schedule_id}", headers=headers, timeout=30)
+            assert response.status_code == 200, (schedule_id, response.text[:200])
+            assert response.json()["scheduleId"] == schedule_id
+    print(f"\n{len(stored)} fuzz-tenant schedules stored, all accepted and all readable")

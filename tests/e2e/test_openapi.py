@@ -147,7 +147,7 @@ def test_it_describes_exactly_the_public_service_routes(
         "/v1/tenants/{tenantId}/service-calls/{serviceCallId}:reschedule",
         "/v1/tenants/{tenantId}/service-calls/{serviceCallId}:run",
         "/v1/tenants/{tenantId}/schedules/{scheduleId}:pause",
-        "/v1/tenants/{tenantId}/schedules/{schedule.scheduleId}",
+        "/v1/tenants/{tenantId}/schedules/{scheduleId}",
     } <= {path for path, _ in described}
     text = json.dumps(document)
     for internal in ("internal", "Timer", "Executor", "Envelope"):

@@ -345,7 +345,8 @@ async def test_bad_schedules_are_invalid_argument_over_grpc(
         await schedules.UpdateSchedule(
             ssvc.UpdateScheduleRequest(
                 tenant_id=tenant(),
-                schedule=sched.Schedule(schedule_id="x"),
+                schedule_id="x",
+                schedule=sched.Schedule(),
                 update_mask=field_mask_pb2.FieldMask(paths=["etag"]),
             )
         )

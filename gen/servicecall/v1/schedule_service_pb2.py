@@ -29,7 +29,7 @@ from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mas
 from servicecall.v1 import schedule_pb2 as servicecall_dot_v1_dot_schedule__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%servicecall/v1/schedule_service.proto\x12\x0eservicecall.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1bgoogle/protobuf/empty.proto\x1a google/protobuf/field_mask.proto\x1a\x1dservicecall/v1/schedule.proto\"b\n\x15\x43reateScheduleRequest\x12\x17\n\ttenant_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x30\n\x08schedule\x18\x02 \x01(\x0b\x32\x18.servicecall.v1.ScheduleB\x04\xe2\x41\x01\x02\"H\n\x12GetScheduleRequest\x12\x17\n\ttenant_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x19\n\x0bschedule_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\"V\n\x14ListSchedulesRequest\x12\x17\n\ttenant_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"]\n\x15ListSchedulesResponse\x12+\n\tschedules\x18\x01 \x03(\x0b\x32\x18.servicecall.v1.Schedule\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x93\x01\n\x15UpdateScheduleRequest\x12\x17\n\ttenant_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x30\n\x08schedule\x18\x02 \x01(\x0b\x32\x18.servicecall.v1.ScheduleB\x04\xe2\x41\x01\x02\x12/\n\x0bupdate_mask\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"X\n\x14PauseScheduleRequest\x12\x17\n\ttenant_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x19\n\x0bschedule_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x0c\n\x04\x65tag\x18\x03 \x01(\t\"Y\n\x15ResumeScheduleRequest\x12\x17\n\ttenant_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x19\n\x0bschedule_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x0c\n\x04\x65tag\x18\x03 \x01(\t\"K\n\x15\x44\x65leteScheduleRequest\x12\x17\n\ttenant_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x19\n\x0bschedule_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x32\x81\x08\n\x0fScheduleService\x12\x86\x01\n\x0e\x43reateSchedule\x12%.servicecall.v1.CreateScheduleRequest\x1a\x18.servicecall.v1.Schedule\"3\x82\xd3\xe4\x93\x02-\"!/v1/tenants/{tenant_id}/schedules:\x08schedule\x12\x84\x01\n\x0bGetSchedule\x12\".servicecall.v1.GetScheduleRequest\x1a\x18.servicecall.v1.Schedule\"7\x82\xd3\xe4\x93\x02\x31\x12//v1/tenants/{tenant_id}/schedules/{schedule_id}\x12\x87\x01\n\rListSchedules\x12$.servicecall.v1.ListSchedulesRequest\x1a%.servicecall.v1.ListSchedulesResponse\")\x82\xd3\xe4\x93\x02#\x12!/v1/tenants/{tenant_id}/schedules\x12\x9d\x01\n\x0eUpdateSchedule\x12%.servicecall.v1.UpdateScheduleRequest\x1a\x18.servicecall.v1.Schedule\"J\x82\xd3\xe4\x93\x02\x44\x32\x38/v1/tenants/{tenant_id}/schedules/{schedule.schedule_id}:\x08schedule\x12\x91\x01\n\rPauseSchedule\x12$.servicecall.v1.PauseScheduleRequest\x1a\x18.servicecall.v1.Schedule\"@\x82\xd3\xe4\x93\x02:\"5/v1/tenants/{tenant_id}/schedules/{schedule_id}:pause:\x01*\x12\x94\x01\n\x0eResumeSchedule\x12%.servicecall.v1.ResumeScheduleRequest\x1a\x18.servicecall.v1.Schedule\"A\x82\xd3\xe4\x93\x02;\"6/v1/tenants/{tenant_id}/schedules/{schedule_id}:resume:\x01*\x12\x88\x01\n\x0e\x44\x65leteSchedule\x12%.servicecall.v1.DeleteScheduleRequest\x1a\x16.google.protobuf.Empty\"7\x82\xd3\xe4\x93\x02\x31*//v1/tenants/{tenant_id}/schedules/{schedule_id}B\x02P\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%servicecall/v1/schedule_service.proto\x12\x0eservicecall.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1bgoogle/protobuf/empty.proto\x1a google/protobuf/field_mask.proto\x1a\x1dservicecall/v1/schedule.proto\"b\n\x15\x43reateScheduleRequest\x12\x17\n\ttenant_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x30\n\x08schedule\x18\x02 \x01(\x0b\x32\x18.servicecall.v1.ScheduleB\x04\xe2\x41\x01\x02\"H\n\x12GetScheduleRequest\x12\x17\n\ttenant_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x19\n\x0bschedule_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\"V\n\x14ListSchedulesRequest\x12\x17\n\ttenant_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"]\n\x15ListSchedulesResponse\x12+\n\tschedules\x18\x01 \x03(\x0b\x32\x18.servicecall.v1.Schedule\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xae\x01\n\x15UpdateScheduleRequest\x12\x17\n\ttenant_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x30\n\x08schedule\x18\x02 \x01(\x0b\x32\x18.servicecall.v1.ScheduleB\x04\xe2\x41\x01\x02\x12/\n\x0bupdate_mask\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\x12\x19\n\x0bschedule_id\x18\x04 \x01(\tB\x04\xe2\x41\x01\x02\"X\n\x14PauseScheduleRequest\x12\x17\n\ttenant_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x19\n\x0bschedule_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x0c\n\x04\x65tag\x18\x03 \x01(\t\"Y\n\x15ResumeScheduleRequest\x12\x17\n\ttenant_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x19\n\x0bschedule_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x0c\n\x04\x65tag\x18\x03 \x01(\t\"K\n\x15\x44\x65leteScheduleRequest\x12\x17\n\ttenant_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x19\n\x0bschedule_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x32\xf8\x07\n\x0fScheduleService\x12\x86\x01\n\x0e\x43reateSchedule\x12%.servicecall.v1.CreateScheduleRequest\x1a\x18.servicecall.v1.Schedule\"3\x82\xd3\xe4\x93\x02-\"!/v1/tenants/{tenant_id}/schedules:\x08schedule\x12\x84\x01\n\x0bGetSchedule\x12\".servicecall.v1.GetScheduleRequest\x1a\x18.servicecall.v1.Schedule\"7\x82\xd3\xe4\x93\x02\x31\x12//v1/tenants/{tenant_id}/schedules/{schedule_id}\x12\x87\x01\n\rListSchedules\x12$.servicecall.v1.ListSchedulesRequest\x1a%.servicecall.v1.ListSchedulesResponse\")\x82\xd3\xe4\x93\x02#\x12!/v1/tenants/{tenant_id}/schedules\x12\x94\x01\n\x0eUpdateSchedule\x12%.servicecall.v1.UpdateScheduleRequest\x1a\x18.servicecall.v1.Schedule\"A\x82\xd3\xe4\x93\x02;2//v1/tenants/{tenant_id}/schedules/{schedule_id}:\x08schedule\x12\x91\x01\n\rPauseSchedule\x12$.servicecall.v1.PauseScheduleRequest\x1a\x18.servicecall.v1.Schedule\"@\x82\xd3\xe4\x93\x02:\"5/v1/tenants/{tenant_id}/schedules/{schedule_id}:pause:\x01*\x12\x94\x01\n\x0eResumeSchedule\x12%.servicecall.v1.ResumeScheduleRequest\x1a\x18.servicecall.v1.Schedule\"A\x82\xd3\xe4\x93\x02;\"6/v1/tenants/{tenant_id}/schedules/{schedule_id}:resume:\x01*\x12\x88\x01\n\x0e\x44\x65leteSchedule\x12%.servicecall.v1.DeleteScheduleRequest\x1a\x16.google.protobuf.Empty\"7\x82\xd3\xe4\x93\x02\x31*//v1/tenants/{tenant_id}/schedules/{schedule_id}B\x02P\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -51,6 +51,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_UPDATESCHEDULEREQUEST'].fields_by_name['tenant_id']._serialized_options = b'\342A\001\002'
   _globals['_UPDATESCHEDULEREQUEST'].fields_by_name['schedule']._loaded_options = None
   _globals['_UPDATESCHEDULEREQUEST'].fields_by_name['schedule']._serialized_options = b'\342A\001\002'
+  _globals['_UPDATESCHEDULEREQUEST'].fields_by_name['schedule_id']._loaded_options = None
+  _globals['_UPDATESCHEDULEREQUEST'].fields_by_name['schedule_id']._serialized_options = b'\342A\001\002'
   _globals['_PAUSESCHEDULEREQUEST'].fields_by_name['tenant_id']._loaded_options = None
   _globals['_PAUSESCHEDULEREQUEST'].fields_by_name['tenant_id']._serialized_options = b'\342A\001\002'
   _globals['_PAUSESCHEDULEREQUEST'].fields_by_name['schedule_id']._loaded_options = None
@@ -70,7 +72,7 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SCHEDULESERVICE'].methods_by_name['ListSchedules']._loaded_options = None
   _globals['_SCHEDULESERVICE'].methods_by_name['ListSchedules']._serialized_options = b'\202\323\344\223\002#\022!/v1/tenants/{tenant_id}/schedules'
   _globals['_SCHEDULESERVICE'].methods_by_name['UpdateSchedule']._loaded_options = None
-  _globals['_SCHEDULESERVICE'].methods_by_name['UpdateSchedule']._serialized_options = b'\202\323\344\223\002D28/v1/tenants/{tenant_id}/schedules/{schedule.schedule_id}:\010schedule'
+  _globals['_SCHEDULESERVICE'].methods_by_name['UpdateSchedule']._serialized_options = b'\202\323\344\223\002;2//v1/tenants/{tenant_id}/schedules/{schedule_id}:\010schedule'
   _globals['_SCHEDULESERVICE'].methods_by_name['PauseSchedule']._loaded_options = None
   _globals['_SCHEDULESERVICE'].methods_by_name['PauseSchedule']._serialized_options = b'\202\323\344\223\002:\"5/v1/tenants/{tenant_id}/schedules/{schedule_id}:pause:\001*'
   _globals['_SCHEDULESERVICE'].methods_by_name['ResumeSchedule']._loaded_options = None
@@ -86,13 +88,13 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTSCHEDULESRESPONSE']._serialized_start=476
   _globals['_LISTSCHEDULESRESPONSE']._serialized_end=569
   _globals['_UPDATESCHEDULEREQUEST']._serialized_start=572
-  _globals['_UPDATESCHEDULEREQUEST']._serialized_end=719
-  _globals['_PAUSESCHEDULEREQUEST']._serialized_start=721
-  _globals['_PAUSESCHEDULEREQUEST']._serialized_end=809
-  _globals['_RESUMESCHEDULEREQUEST']._serialized_start=811
-  _globals['_RESUMESCHEDULEREQUEST']._serialized_end=900
-  _globals['_DELETESCHEDULEREQUEST']._serialized_start=902
-  _globals['_DELETESCHEDULEREQUEST']._serialized_end=977
-  _globals['_SCHEDULESERVICE']._serialized_start=980
-  _globals['_SCHEDULESERVICE']._serialized_end=2005
+  _globals['_UPDATESCHEDULEREQUEST']._serialized_end=746
+  _globals['_PAUSESCHEDULEREQUEST']._serialized_start=748
+  _globals['_PAUSESCHEDULEREQUEST']._serialized_end=836
+  _globals['_RESUMESCHEDULEREQUEST']._serialized_start=838
+  _globals['_RESUMESCHEDULEREQUEST']._serialized_end=927
+  _globals['_DELETESCHEDULEREQUEST']._serialized_start=929
+  _globals['_DELETESCHEDULEREQUEST']._serialized_end=1004
+  _globals['_SCHEDULESERVICE']._serialized_start=1007
+  _globals['_SCHEDULESERVICE']._serialized_end=2023
 # @@protoc_insertion_point(module_scope)

@@ -141,12 +141,17 @@ class UpdateScheduleRequest(_message.Message):
     TENANT_ID_FIELD_NUMBER: _builtins.int
     SCHEDULE_FIELD_NUMBER: _builtins.int
     UPDATE_MASK_FIELD_NUMBER: _builtins.int
+    SCHEDULE_ID_FIELD_NUMBER: _builtins.int
     tenant_id: _builtins.str
     """The tenant that owns the schedule."""
+    schedule_id: _builtins.str
+    """The schedule to change. A field of the request rather than only
+    `schedule.schedule_id`, so that the JSON path names it plainly.
+    """
     @_builtins.property
     def schedule(self) -> _schedule_pb2.Schedule:
-        """The new values; `schedule_id` names the schedule. When `etag` is set the
-        schedule must still have it (ABORTED otherwise).
+        """The new values. When `etag` is set the schedule must still have it (ABORTED
+        otherwise). Its `schedule_id` is empty or the same as the request's.
         """
 
     @_builtins.property
@@ -162,10 +167,11 @@ class UpdateScheduleRequest(_message.Message):
         tenant_id: _builtins.str = ...,
         schedule: _schedule_pb2.Schedule | None = ...,
         update_mask: _field_mask_pb2.FieldMask | None = ...,
+        schedule_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["schedule", b"schedule", "update_mask", b"update_mask"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["schedule", b"schedule", "tenant_id", b"tenant_id", "update_mask", b"update_mask"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["schedule", b"schedule", "schedule_id", b"schedule_id", "tenant_id", b"tenant_id", "update_mask", b"update_mask"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
