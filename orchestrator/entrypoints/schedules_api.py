@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from google.protobuf import empty_pb2
 
 from mesh.ports import IdGen
-from orchestrator.domain.schedules import Schedule
+from orchestrator.domain.schedules import Schedule, validate_schedule_id
 from orchestrator.domain.validation import FieldViolation, validate_tenant_id
 from orchestrator.entrypoints.grpc_common import (
     Context,
@@ -188,6 +188,12 @@ class ScheduleApi(ssvc_grpc.ScheduleServiceServicer):
         problems = list(validate_tenant_id(tenant_id))
         if not schedule_id:
             problems.append(FieldViolation("schedule_id", "is required"))
+        else:
+            # Checked before any query: a NUL byte, say, is no id and Postgres refuses it.
+            problems.extend(
+                FieldViolation("schedule_id", v.description)
+                for v in validate_schedule_id(schedule_id)
+            )
         if problems:
             await abort_invalid(context, problems)
 

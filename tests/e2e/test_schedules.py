@@ -353,6 +353,38 @@ async def test_bad_schedules_are_invalid_argument_over_grpc(
     assert mask.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
+async def test_an_id_no_schedule_could_have_is_invalid_argument_before_any_query(
+    envoy_channel: grpc.aio.Channel,
+) -> None:
+    # Found by the gRPC fuzz: a NUL in the id reached Postgres, which refused it (UNKNOWN).
+    schedules: ssvc_grpc.ScheduleServiceAsyncStub = ssvc_grpc.ScheduleServiceStub(envoy_channel)
+    owner = tenant()
+    for bad_id in ("\x0f\n\x00", "UPPER", "a" * 64):
+        for rpc in (
+            schedules.GetSchedule(ssvc.GetScheduleRequest(tenant_id=owner, schedule_id=bad_id)),
+            schedules.PauseSchedule(ssvc.PauseScheduleRequest(tenant_id=owner, schedule_id=bad_id)),
+            schedules.ResumeSchedule(
+                ssvc.ResumeScheduleRequest(tenant_id=owner, schedule_id=bad_id)
+            ),
+            schedules.DeleteSchedule(
+                ssvc.DeleteScheduleRequest(tenant_id=owner, schedule_id=bad_id)
+            ),
+            schedules.UpdateSchedule(
+                ssvc.UpdateScheduleRequest(
+                    tenant_id=owner, schedule_id=bad_id, schedule=sched.Schedule(description="x")
+                )
+            ),
+        ):
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await rpc
+            assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT, (bad_id, refused)
+            status = rpc_status.from_call(refused.value)  # type: ignore[arg-type]
+            assert status is not None
+            bad = error_details_pb2.BadRequest()
+            assert status.details[0].Unpack(bad)
+            assert [v.field for v in bad.field_violations] == ["schedule_id"]
+
+
 async def test_another_tenant_s_schedule_is_not_found(
     json_api: JsonClient, envoy_channel: grpc.aio.Channel
 ) -> None:
