@@ -26,7 +26,7 @@ from mesh.secrets import sealed_bytes
 from mesh.timeconv import from_duration, from_timestamp, to_duration, to_timestamp
 from mesh.topics import Topics, call_key
 from orchestrator.domain import events as ev
-from orchestrator.domain.callbacks import service_call_name
+from orchestrator.domain.callbacks import callbacks_for, service_call_name
 from orchestrator.domain.commands import (
     Command,
     FireTimer,
@@ -715,7 +715,10 @@ def outbox_messages(
             len(events) - 1,
             events[-1].at,
             completed=pb.ServiceCallCompleted(
-                state=_TERMINAL_STATE[status], reason=reason, attempt_count=len(after.attempts)
+                state=_TERMINAL_STATE[status],
+                reason=reason,
+                attempt_count=len(after.attempts),
+                asks_callbacks=bool(callbacks_for(after)),
             ),
         )
     return tuple(out)
@@ -772,7 +775,9 @@ def decode_completion(message: ReceivedMessage) -> Completion | None:
     """The ending a `completed` envelope on the call events topic reports; None for the
     topic's other payloads. Raises for a message that does not decode (parked at once)."""
     envelope = pb.Envelope.FromString(message.value)
-    if envelope.WhichOneof("payload") != "completed":
+    # Most calls ask for no callback: their summaries are passed over without reading the
+    # call (one primary-key read per finished call saved).
+    if envelope.WhichOneof("payload") != "completed" or not envelope.completed.asks_callbacks:
         return None
     return Completion(
         tenant_id=envelope.tenant_id,

@@ -39,6 +39,7 @@ from orchestrator.domain.states import (
     Succeeded,
 )
 from orchestrator.entrypoints.callbacks import CompletionHandler
+from orchestrator.mapping import decode_completion
 from orchestrator.ports import Accepted
 from orchestrator.service_layer.callbacks import Callbacks
 from servicecall.internal.v1 import events_pb2 as pb
@@ -398,3 +399,32 @@ async def test_an_unfinished_or_unknown_call_makes_no_callback() -> None:
     running = await world.call()
     assert await world.callbacks.call_back(world.tenant_id, running.spec.service_call_id, "t") == []
     assert await world.callbacks.call_back(world.tenant_id, "nope", "t") == []
+
+
+@pytest.mark.parametrize(
+    ("urls", "ending", "asks"),
+    [
+        ({"callback_url": None, "failure_callback_url": None}, "succeeded", False),
+        ({"callback_url": HOOK, "failure_callback_url": None}, "succeeded", True),
+        ({"callback_url": None, "failure_callback_url": FAILED_HOOK}, "succeeded", False),
+        ({"callback_url": None, "failure_callback_url": FAILED_HOOK}, "failed", True),
+    ],
+)
+async def test_the_summary_says_whether_the_call_asks_for_callbacks(
+    urls: Urls, ending: str, asks: bool
+) -> None:
+    # The callback consumer reads the call only for summaries that ask: a call without
+    # callbacks costs it no store read.
+    world = World()
+    make = _succeeded if ending == "succeeded" else _failed_not_retryable
+    parent = await make(world, **urls)
+    (summary,) = [
+        message
+        for message in world.store.outbox
+        if pb.Envelope.FromString(message.value).WhichOneof("payload") == "completed"
+    ]
+    assert pb.Envelope.FromString(summary.value).completed.asks_callbacks is asks
+    decoded = decode_completion(ReceivedMessage(summary.topic, 0, 1, summary.key, summary.value))
+    assert (decoded is not None) is asks
+    if decoded is not None:
+        assert decoded.service_call_id == parent.spec.service_call_id

@@ -545,22 +545,29 @@ class ServiceCallCompleted(_message.Message):
     STATE_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
     ATTEMPT_COUNT_FIELD_NUMBER: _builtins.int
+    ASKS_CALLBACKS_FIELD_NUMBER: _builtins.int
     state: _service_call_pb2.ServiceCall.State.ValueType
     """SUCCEEDED, FAILED or CANCELED."""
     reason: _builtins.str
     """Why it failed or was canceled."""
     attempt_count: _builtins.int
     """Attempts made."""
+    asks_callbacks: _builtins.bool
+    """The call asks for a completion callback for this ending (its callback_url, or its
+    failure_callback_url when FAILED): the orchestrator's callback consumer reads the call
+    only then. False from releases before completion callbacks, whose calls had none.
+    """
     def __init__(
         self,
         *,
         state: _service_call_pb2.ServiceCall.State.ValueType = ...,
         reason: _builtins.str = ...,
         attempt_count: _builtins.int = ...,
+        asks_callbacks: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt_count", b"attempt_count", "reason", b"reason", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["asks_callbacks", b"asks_callbacks", "attempt_count", b"attempt_count", "reason", b"reason", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
