@@ -169,12 +169,12 @@ class Orchestrator:
 
     async def replay(self, replay: Replay, correlation_id: str) -> Accepted | Invalid | DomainError:
         """A new call made from a terminal one (SUCCEEDED, FAILED or CANCELED): the same
-        request, retry policy, tags, completion callbacks, max_lateness and response rules,
-        a new id, due at `replay.due` (default now), linked to the original by `replay_of`.
-        Not the links the mesh set (`callback_of`, `schedule_id`): a replay is the tenant's
-        own call, made by them, not a callback or an occurrence. It goes through `submit`, so
-        it is validated (against today's limits), made idempotent by its key, and stored with
-        its outbox rows exactly like a submitted call. The original is left as it is."""
+        request, retry policy, tags, callbacks, max_lateness and response rules, a new id, due at
+        `replay.due` (default now), linked to the original by `replay_of`. Not the links the
+        mesh set (`callback_of`, `schedule_id`): a replay is the tenant's own call, made by
+        them, not a callback or an occurrence. It goes through `submit`, so it is validated (against
+        today's limits), made idempotent by its key, and stored with its outbox rows exactly
+        like a submitted call. The original is left as it is."""
         original = await self._store.get(replay.tenant_id, replay.service_call_id)
         if original is None:
             return ServiceCallNotFound(CommandKind.SUBMIT)
