@@ -3,6 +3,7 @@ facts back to envelopes (ReportEnvelopes, the Reports port), held attempts to Li
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -81,7 +82,15 @@ def order_from_envelope(envelope: pb.Envelope, default_snippet_bytes: int) -> Ex
         send_deadline=(
             from_timestamp(requested.send_deadline) if requested.HasField("send_deadline") else None
         ),
+        success_statuses=_ranges(requested.success_statuses),
     )
+
+
+def _ranges(ranges: Sequence[api.StatusRange]) -> tuple[tuple[int, int], ...]:
+    # `last` 0 is `first` alone (StatusRange). Most calls name none: nothing is built then.
+    if not ranges:
+        return ()
+    return tuple([(r.first, r.last or r.first) for r in ranges])
 
 
 def _timestamp(at: datetime) -> Timestamp:

@@ -43,8 +43,10 @@ from orchestrator.domain.model import (
     AttemptOutcome,
     ExecutionResult,
     HttpRequest,
+    ResponseRules,
     RetryPolicy,
     ServiceCallSpec,
+    StatusRange,
 )
 from orchestrator.domain.schedules import MissedOccurrencePolicy, Schedule, ScheduleState
 from orchestrator.domain.states import (
@@ -206,6 +208,8 @@ def service_call_to_proto(
     if spec.replay_of is not None:
         out.replay_of = resource_name(spec.tenant_id, spec.replay_of)
     _call_features_to_proto(spec, out)
+    if spec.response_rules is not None:
+        out.response_rules.CopyFrom(response_rules_to_proto(spec.response_rules))
     if full:
         out.attempts.extend(_attempt_to_proto(a) for a in state.attempts)
     match state:
@@ -240,6 +244,38 @@ def _call_features_to_proto(spec: ServiceCallSpec, out: api.ServiceCall) -> None
         out.callback_of = resource_name(spec.tenant_id, spec.callback_of)
     if spec.schedule_id is not None:
         out.schedule = f"tenants/{spec.tenant_id}/schedules/{spec.schedule_id}"
+
+
+def response_rules_to_proto(rules: ResponseRules) -> api.ResponseRules:
+    """The rules as given; each range with its `last` spelled out, even when it is `first`."""
+    return api.ResponseRules(
+        success_statuses=_ranges_to_proto(rules.success_statuses),
+        retryable_statuses=_ranges_to_proto(rules.retryable_statuses or ()),
+    )
+
+
+def _ranges_to_proto(ranges: tuple[StatusRange, ...]) -> list[api.StatusRange]:
+    return [api.StatusRange(first=first, last=last) for first, last in ranges]
+
+
+def _response_rules(call: api.ServiceCall) -> ResponseRules | None:
+    """The call's response rules; None when it sets none (an empty message included: it
+    means the defaults, and a call with the defaults is stored and fingerprinted as one that
+    never named them). A range's `last` 0 is its `first` alone; bounds are validated later."""
+    if not call.HasField("response_rules"):
+        return None
+    given = call.response_rules
+    if not given.success_statuses and not given.retryable_statuses:
+        return None
+    return ResponseRules(
+        success_statuses=_ranges_from_proto(given.success_statuses),
+        # Empty is proto3's "unset": the default retryable statuses.
+        retryable_statuses=_ranges_from_proto(given.retryable_statuses) or None,
+    )
+
+
+def _ranges_from_proto(ranges: Iterable[api.StatusRange]) -> tuple[StatusRange, ...]:
+    return tuple([(r.first, r.last or r.first) for r in ranges])
 
 
 def _last_change(state: Scheduled | Dispatched | Running) -> datetime:
@@ -401,6 +437,7 @@ def submission_from_proto(
         callback_url=call.callback_url or None,
         failure_callback_url=call.failure_callback_url or None,
         max_lateness=max_lateness,
+        response_rules=_response_rules(call),
     )
 
 
@@ -687,6 +724,7 @@ def outbox_messages(
                         idempotency_key=spec.service_call_id,
                         max_response_snippet_bytes=max_snippet_bytes,
                         send_deadline=_send_deadline(event.not_before, spec.max_lateness),
+                        success_statuses=_success_statuses(spec.response_rules),
                     ),
                 )
             case ev.Canceled():
@@ -729,6 +767,11 @@ def _send_deadline(
 ) -> timestamp_pb2.Timestamp | None:
     """The last moment the executor may send: the attempt's due time plus max_lateness."""
     return None if max_lateness is None else to_timestamp(not_before + max_lateness)
+
+
+def _success_statuses(rules: ResponseRules | None) -> list[api.StatusRange]:
+    """What the executor counts as success; empty: its default, 200-299."""
+    return [] if rules is None else _ranges_to_proto(rules.success_statuses)
 
 
 def split_sealed(
@@ -881,6 +924,8 @@ def schedule_to_proto(schedule: Schedule) -> sched.Schedule:
     )
     if template.max_lateness is not None:
         call.max_lateness.CopyFrom(to_duration(template.max_lateness))
+    if template.response_rules is not None:
+        call.response_rules.CopyFrom(response_rules_to_proto(template.response_rules))
     out = sched.Schedule(
         name=schedule_name(schedule.tenant_id, schedule.schedule_id),
         tenant_id=schedule.tenant_id,

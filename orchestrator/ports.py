@@ -14,7 +14,7 @@ from orchestrator.domain.commands import Command
 from orchestrator.domain.errors import DomainError
 from orchestrator.domain.events import Event
 from orchestrator.domain.idempotency import DueSpec
-from orchestrator.domain.model import HttpRequest, RetryPolicy
+from orchestrator.domain.model import HttpRequest, ResponseRules, RetryPolicy
 from orchestrator.domain.schedules import MissedOccurrencePolicy, Schedule
 from orchestrator.domain.states import ServiceCallState, Status
 from orchestrator.domain.validation import FieldViolation
@@ -40,6 +40,9 @@ class Submission:
     # reports on, and the schedule an occurrence belongs to (ServiceCallSpec).
     callback_of: str | None = None
     schedule_id: str | None = None
+    response_rules: ResponseRules | None = None
+    queue_id: str | None = None
+    ordering_key: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

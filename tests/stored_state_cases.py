@@ -18,6 +18,7 @@ from orchestrator.domain.model import (
     Attempt,
     AttemptOutcome,
     HttpRequest,
+    ResponseRules,
     RetryPolicy,
     ServiceCallSpec,
 )
@@ -304,5 +305,47 @@ CALL_FEATURE_CASES: dict[str, ServiceCallState] = {
         due_at=DUE,
         attempt=1,
         handoff_at=None,
+    ),
+}
+
+
+# #18's response rules (format version 5 on): which statuses count as success and which
+# failures are retried. Kept apart like CALL_FEATURE_CASES; golden files in
+# response_rules_v<N>/ (tests/unit/orchestrator/test_stored_response_rules_golden.py).
+RESPONSE_RULES_CASES: dict[str, ServiceCallState] = {
+    # Success statuses only (a range and a single status); the default retryable statuses.
+    "success_statuses_scheduled": Scheduled(
+        spec=replace(
+            PLAIN, response_rules=ResponseRules(success_statuses=((200, 299), (404, 404)))
+        ),
+        version=1,
+        attempts=(),
+        due_at=DUE,
+        attempt=1,
+        handoff_at=DUE - timedelta(seconds=2),
+    ),
+    # Retryable statuses only, on a full call, ended FAILED on a status outside them.
+    "retryable_statuses_failed": Failed(
+        spec=replace(
+            FULL, response_rules=ResponseRules(retryable_statuses=((409, 409), (429, 429)))
+        ),
+        version=4,
+        attempts=(FAILED_ATTEMPT,),
+        completed_at=T1 + timedelta(hours=1),
+        reason="attempt 1 failed (status 503), not retryable",
+    ),
+    # Both lists, ranges given out of order (kept as given), with #17's fields beside them.
+    "both_with_callback_succeeded": Succeeded(
+        spec=replace(
+            PLAIN,
+            callback_url="https://hooks.example.test/done",
+            response_rules=ResponseRules(
+                success_statuses=((404, 404), (200, 204), (302, 302)),
+                retryable_statuses=((500, 599), (409, 409)),
+            ),
+        ),
+        version=3,
+        attempts=(SUCCEEDED_ATTEMPT,),
+        completed_at=T1,
     ),
 }

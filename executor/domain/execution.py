@@ -54,6 +54,9 @@ class ExecutionOrder:
     # From the call's max_lateness: the request is not sent after this instant (None: no
     # limit); the attempt fails with MAX_LATENESS_EXCEEDED instead.
     send_deadline: datetime | None = None
+    # The call's success statuses, inclusive (first, last) ranges; empty: 200-299
+    # (executor/domain/outcome.py classify_response).
+    success_statuses: tuple[tuple[int, int], ...] = ()
 
     def outgoing_request(
         self,

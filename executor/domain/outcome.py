@@ -52,17 +52,30 @@ class Failed:
 Outcome = Succeeded | Failed
 
 
-def is_success(status: int) -> bool:
-    return 200 <= status <= 299
+def is_success(status: int, success_statuses: tuple[tuple[int, int], ...] = ()) -> bool:
+    """2xx, or exactly the call's own success statuses when it names any (a 200 outside them
+    is then a failure, and a 3xx inside them a success)."""
+    if not success_statuses:
+        return 200 <= status <= 299
+    return any(first <= status <= last for first, last in success_statuses)
 
 
 def is_retryable_status(status: int) -> bool:
     return status >= 500 or status in _RETRYABLE_STATUSES
 
 
-def classify_response(status: int, retry_after_header: str | None, now: datetime) -> Outcome:
-    """A response that came back; a 3xx is a failure because redirects are not followed."""
-    if is_success(status):
+def classify_response(
+    status: int,
+    retry_after_header: str | None,
+    now: datetime,
+    success_statuses: tuple[tuple[int, int], ...] = (),
+) -> Outcome:
+    """A response that came back. A 3xx is a failure because redirects are not followed,
+    unless the call counts it as success (`success_statuses`, ResponseRules); it is still
+    not followed then. Whether a failing status is retried is the orchestrator's to say
+    when the call names retryable statuses: `retryable` here is the default's judgement."""
+    # Inline rather than is_success(): this runs on every response.
+    if 200 <= status <= 299 if not success_statuses else is_success(status, success_statuses):
         return Succeeded(status)
     retry_after = None
     if status in _RETRY_AFTER_STATUSES and retry_after_header is not None:

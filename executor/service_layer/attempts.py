@@ -444,7 +444,9 @@ class Attempts:
     ) -> tuple[Outcome, str]:
         match reply:
             case HttpResponse():
-                outcome = classify_response(reply.status, reply.header("Retry-After"), now)
+                outcome = classify_response(
+                    reply.status, reply.header("Retry-After"), now, order.success_statuses
+                )
                 return outcome, snippet(reply.body, order.snippet_bytes)
             case HttpFailure(error=AttemptError.MAX_LATENESS_EXCEEDED):
                 # Nothing was sent, so no body to show: the attempt's record says why instead.

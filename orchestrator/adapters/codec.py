@@ -27,6 +27,11 @@ Format versions:
   (the schedule an occurrence belongs to). A call with none of them is version 3's, names
   and all, but for "v". Versions 1 to 3 read with none of them. As for version 3, a release
   that reads only up to version 3 refuses a version-4 row: upgrade every replica first.
+- 5 ({"v": 5, ...}): version 4 and, in the spec, #18's "response_rules" (written only when
+  the call has them): {"success_statuses": [[first, last], ...], "retryable_statuses":
+  null (the default) or [[first, last], ...]}, each range inclusive and in the order given.
+  A call without them is version 4's but for "v"; versions 1 to 4 read with none. As
+  before, a release that reads only up to version 4 refuses a version-5 row.
 
 Values in all: datetimes as ISO 8601 with offset (SQL casts them with ::timestamptz),
 durations as integer microseconds, bytes as base64, enums by value, sets as sorted lists,
@@ -46,8 +51,10 @@ from orchestrator.domain.model import (
     Attempt,
     AttemptOutcome,
     HttpRequest,
+    ResponseRules,
     RetryPolicy,
     ServiceCallSpec,
+    StatusRange,
 )
 from orchestrator.domain.states import (
     Canceled,
@@ -59,7 +66,7 @@ from orchestrator.domain.states import (
     Succeeded,
 )
 
-FORMAT_VERSION = 4
+FORMAT_VERSION = 5
 
 _MICROSECOND = timedelta(microseconds=1)
 _b64encode = base64.b64encode
@@ -128,9 +135,9 @@ def decode(data: Any) -> ServiceCallState:
     """The state stored as `data`, in any format version ever written."""
     try:
         version = data.get("v", 1)
-        if version in (1, 2, 3, 4):
+        if version in (1, 2, 3, 4, 5):
             # Version 1 differs only by its nested "kind" tags, which say nothing a reader
-            # of a fixed shape needs, and by having no "v"; versions 3 and 4 only by the
+            # of a fixed shape needs, and by having no "v"; versions 3 to 5 only by the
             # spec's optional fields, absent from the older ones.
             return _decode_state(data)
     except (KeyError, TypeError, ValueError, AttributeError) as e:
@@ -222,6 +229,8 @@ def _encode_spec(spec: ServiceCallSpec) -> dict[str, Any]:
         out["callback_of"] = spec.callback_of
     if spec.schedule_id is not None:
         out["schedule_id"] = spec.schedule_id
+    if spec.response_rules is not None:
+        out["response_rules"] = encode_response_rules(spec.response_rules)
     return out
 
 
@@ -242,7 +251,35 @@ def _decode_spec(data: dict[str, Any]) -> ServiceCallSpec:
         max_lateness=None if max_lateness is None else timedelta(microseconds=max_lateness),
         callback_of=data.get("callback_of"),
         schedule_id=data.get("schedule_id"),
+        response_rules=_decode_optional_rules(data.get("response_rules")),
     )
+
+
+# #18's response rules (format version 5); shared with the stored schedule template.
+def encode_response_rules(rules: ResponseRules) -> dict[str, Any]:
+    retryable = rules.retryable_statuses
+    return {
+        "success_statuses": [[first, last] for first, last in rules.success_statuses],
+        "retryable_statuses": (
+            None if retryable is None else [[first, last] for first, last in retryable]
+        ),
+    }
+
+
+def decode_response_rules(data: dict[str, Any]) -> ResponseRules:
+    retryable = data["retryable_statuses"]
+    return ResponseRules(
+        success_statuses=_decode_ranges(data["success_statuses"]),
+        retryable_statuses=None if retryable is None else _decode_ranges(retryable),
+    )
+
+
+def _decode_optional_rules(data: dict[str, Any] | None) -> ResponseRules | None:
+    return None if data is None else decode_response_rules(data)
+
+
+def _decode_ranges(data: list[list[int]]) -> tuple[StatusRange, ...]:
+    return tuple([(first, last) for first, last in data])
 
 
 # The request and retry-policy documents are shared with the stored schedule template

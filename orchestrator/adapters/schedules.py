@@ -14,6 +14,9 @@ files in tests/golden/orchestrator/schedule_template_v<N>/):
 - 1 ({"v": 1, ...}): "request" and "retry_policy" exactly as a call's state stores them
   (adapters/codec.py), "tags" sorted, "callback_url" and "failure_callback_url" (null: none),
   "max_lateness" in integer microseconds (null: none). Secret header values are sealed.
+- 2 ({"v": 2, ...}): version 1 and "response_rules" (#18), as a call's state stores them
+  (codec.py, format 5), written only when the template has them: a template without them is
+  version 1's but for "v". Version 1 reads with none.
 """
 
 from __future__ import annotations
@@ -29,8 +32,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from orchestrator.adapters.codec import (
     decode_request,
+    decode_response_rules,
     decode_retry_policy,
     encode_request,
+    encode_response_rules,
     encode_retry_policy,
 )
 from orchestrator.adapters.tables import schedules
@@ -51,7 +56,7 @@ from orchestrator.ports import (
     ScheduleStep,
 )
 
-TEMPLATE_FORMAT_VERSION = 1
+TEMPLATE_FORMAT_VERSION = 2
 
 _MICROSECOND = timedelta(microseconds=1)
 
@@ -62,7 +67,7 @@ class UnreadableTemplateError(ValueError):
 
 def encode_template(template: CallTemplate) -> dict[str, Any]:
     lateness = template.max_lateness
-    return {
+    out: dict[str, Any] = {
         "v": TEMPLATE_FORMAT_VERSION,
         "request": encode_request(template.request),
         "tags": sorted(template.tags),
@@ -71,13 +76,17 @@ def encode_template(template: CallTemplate) -> dict[str, Any]:
         "failure_callback_url": template.failure_callback_url,
         "max_lateness": None if lateness is None else lateness // _MICROSECOND,
     }
+    if template.response_rules is not None:
+        out["response_rules"] = encode_response_rules(template.response_rules)
+    return out
 
 
 def decode_template(data: Any) -> CallTemplate:
     try:
         version = data["v"]
-        if version == 1:
+        if version in (1, 2):
             lateness = data["max_lateness"]
+            rules = data.get("response_rules")
             return CallTemplate(
                 request=decode_request(data["request"]),
                 tags=frozenset(data["tags"]),
@@ -85,6 +94,7 @@ def decode_template(data: Any) -> CallTemplate:
                 callback_url=data["callback_url"],
                 failure_callback_url=data["failure_callback_url"],
                 max_lateness=None if lateness is None else timedelta(microseconds=lateness),
+                response_rules=None if rules is None else decode_response_rules(rules),
             )
     except (KeyError, TypeError, ValueError) as e:
         raise UnreadableTemplateError(f"stored call template not readable: {e!r}") from e

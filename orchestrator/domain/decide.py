@@ -426,6 +426,7 @@ def _fail(
         outcome=outcome,
         now=now,
         first_attempt_started_at=first_started,
+        response_rules=state.spec.response_rules,
     )
     failed = ev.ExecutionFailed(
         at=now,

@@ -9,7 +9,7 @@ import uuid
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 
-from orchestrator.domain.model import HttpRequest, RetryPolicy
+from orchestrator.domain.model import HttpRequest, ResponseRules, RetryPolicy, StatusRange
 
 # Never change: the ids of every call submitted with an idempotency key depend on it.
 # (uuid5(NAMESPACE_URL, "urn:servicecall-mesh:idempotency"))
@@ -41,6 +41,7 @@ def fingerprint(
     max_lateness: timedelta | None = None,
     callback_of: str | None = None,
     schedule_id: str | None = None,
+    response_rules: ResponseRules | None = None,
 ) -> str:
     """A keyed hash (HMAC-SHA256) of the request as the client sent it.
 
@@ -58,7 +59,8 @@ def fingerprint(
     max_lateness, the parent of a callback (`callback_of`) and the schedule of an occurrence
     (`schedule_id`) are each added, under a label of its own, only when set; so a keyed
     resubmit that changes one of them is a conflict, and a call without any of them keeps
-    the fingerprint it always had.
+    the fingerprint it always had. #18's response rules likewise (`response_rules`), their
+    ranges in the order given.
     `due` None means "now" (no due time given): a submit or replay without a due time is the
     same request whenever it is repeated. (Until session 9 a submit's missing due time was
     fingerprinted as the instant it arrived, so its retry a moment later was a conflict.)
@@ -93,6 +95,9 @@ def fingerprint(
         *_optional(b"max-lateness", None if max_lateness is None else _int(_micros(max_lateness))),
         *_optional(b"callback-of", None if callback_of is None else callback_of.encode()),
         *_optional(b"schedule", None if schedule_id is None else schedule_id.encode()),
+        *_optional(
+            b"response-rules", None if response_rules is None else _rules_field(response_rules)
+        ),
     ]
     for part in parts:
         hasher.update(_int(len(part)))
@@ -103,6 +108,22 @@ def fingerprint(
 def _optional(label: bytes, value: bytes | None) -> tuple[bytes, ...]:
     # Nothing at all when unset: that is what keeps older fingerprints valid.
     return () if value is None else (label, value)
+
+
+def _rules_field(rules: ResponseRules) -> bytes:
+    # One field: fixed-width integers, each list prefixed by its length, so no two rules
+    # share an encoding; "-" is retryable_statuses unset (the default), apart from any list.
+    retryable = rules.retryable_statuses
+    return b"".join(
+        (
+            _ranges(rules.success_statuses),
+            b"-" if retryable is None else b"+" + _ranges(retryable),
+        )
+    )
+
+
+def _ranges(ranges: tuple[StatusRange, ...]) -> bytes:
+    return _int(len(ranges)) + b"".join(_int(a) + _int(b) for a, b in ranges)
 
 
 def _retry_policy_fields(policy: RetryPolicy) -> list[bytes]:

@@ -77,6 +77,20 @@ DEFAULT_TIMING = Timing(
 )
 
 
+# An inclusive range of HTTP statuses, (first, last).
+StatusRange = tuple[int, int]
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseRules:
+    """Which statuses count as success (empty: 200-299) and which failing statuses are
+    retried (None: the default, 408, 425, 429, 5xx, plus the retry policy's extra codes;
+    set: exactly these). Timeouts and transport errors are retried either way."""
+
+    success_statuses: tuple[StatusRange, ...] = ()
+    retryable_statuses: tuple[StatusRange, ...] | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class ServiceCallSpec:
     tenant_id: str
@@ -100,6 +114,11 @@ class ServiceCallSpec:
     # tenant), and the id of the schedule whose occurrence this call is.
     callback_of: str | None = None
     schedule_id: str | None = None
+    # #18: how responses are judged (None: the defaults), the queue the call is delivered
+    # through (None: the tenant's `default` queue), and its ordering key within that queue.
+    response_rules: ResponseRules | None = None
+    queue_id: str | None = None
+    ordering_key: str | None = None
 
 
 class AttemptOutcome(enum.Enum):

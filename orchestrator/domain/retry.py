@@ -6,7 +6,13 @@ import hashlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from orchestrator.domain.model import AttemptOutcome, ExecutionResult, RetryPolicy
+from orchestrator.domain.model import (
+    AttemptOutcome,
+    ExecutionResult,
+    ResponseRules,
+    RetryPolicy,
+    StatusRange,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,13 +55,10 @@ def decide_retry(
     outcome: AttemptOutcome,
     now: datetime,
     first_attempt_started_at: datetime,
+    response_rules: ResponseRules | None = None,
 ) -> RetryDecision:
     failure = _describe(result, outcome)
-    retryable = (
-        outcome is AttemptOutcome.TIMED_OUT
-        or result.retryable
-        or result.response_status in policy.retryable_status_codes
-    )
+    retryable = _retryable(policy, result, outcome, response_rules)
     if not retryable:
         return RetryDecision(None, f"attempt {attempt} failed ({failure}), not retryable")
     if attempt >= policy.max_attempts:
@@ -80,6 +83,28 @@ def decide_retry(
             f"would exceed max_retry_duration",
         )
     return RetryDecision(retry_at, f"attempt {attempt} failed ({failure}), retrying")
+
+
+def _retryable(
+    policy: RetryPolicy,
+    result: ExecutionResult,
+    outcome: AttemptOutcome,
+    rules: ResponseRules | None,
+) -> bool:
+    if outcome is AttemptOutcome.TIMED_OUT:
+        return True
+    status = result.response_status
+    if status is not None and rules is not None and rules.retryable_statuses is not None:
+        # The call's own list replaces the default and the executor's judgement (which knows
+        # only the default): a failing status outside it is final. Transport errors, which
+        # have no status, are still judged by the executor below.
+        return in_ranges(status, rules.retryable_statuses)
+    return result.retryable or status in policy.retryable_status_codes
+
+
+def in_ranges(status: int, ranges: tuple[StatusRange, ...]) -> bool:
+    """Whether `status` is in one of the inclusive ranges."""
+    return any(first <= status <= last for first, last in ranges)
 
 
 def _describe(result: ExecutionResult, outcome: AttemptOutcome) -> str:

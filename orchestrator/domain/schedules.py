@@ -26,7 +26,7 @@ from croniter import (  # type: ignore[import-untyped]
     croniter,
 )
 
-from orchestrator.domain.model import HttpRequest, RetryPolicy
+from orchestrator.domain.model import HttpRequest, ResponseRules, RetryPolicy
 from orchestrator.domain.validation import FieldViolation
 
 
@@ -74,6 +74,7 @@ class CallTemplate:
     callback_url: str | None = None
     failure_callback_url: str | None = None
     max_lateness: timedelta | None = None
+    response_rules: ResponseRules | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

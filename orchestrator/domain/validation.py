@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from urllib.parse import urlsplit
 
-from orchestrator.domain.model import HttpRequest, RetryPolicy
+from orchestrator.domain.model import HttpRequest, ResponseRules, RetryPolicy, StatusRange
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +32,9 @@ class Limits:
     max_backoff: timedelta = timedelta(days=30)
     max_retry_duration: timedelta = timedelta(days=365)
     max_reason_length: int = 1024
+    # Ranges per list of a call's response rules: a handful says anything a tenant needs,
+    # and the executor scans them on every response.
+    max_status_ranges: int = 20
     # max_lateness: under a second is finer than the mesh's timers keep; over the furthest a
     # call may be scheduled ahead says nothing a tenant needs.
     min_max_lateness: timedelta = timedelta(seconds=1)
@@ -95,6 +98,7 @@ def validate_submission(
     callback_url: str | None = None,
     failure_callback_url: str | None = None,
     max_lateness: timedelta | None = None,
+    response_rules: ResponseRules | None = None,
 ) -> list[FieldViolation]:
     return [
         *validate_tenant_id(tenant_id),
@@ -106,6 +110,7 @@ def validate_submission(
         *validate_callback_url(callback_url, "service_call.callback_url", limits),
         *validate_callback_url(failure_callback_url, "service_call.failure_callback_url", limits),
         *validate_max_lateness(max_lateness, limits),
+        *validate_response_rules(response_rules, limits),
     ]
 
 
@@ -170,6 +175,63 @@ def validate_max_lateness(
             )
         ]
     return []
+
+
+_RULES = "service_call.response_rules"
+# What success means when a call's rules name no success statuses (ResponseRules).
+DEFAULT_SUCCESS_STATUSES: tuple[StatusRange, ...] = ((200, 299),)
+
+
+def validate_response_rules(
+    rules: ResponseRules | None, limits: Limits = DEFAULT_LIMITS
+) -> list[FieldViolation]:
+    """Every range within 100..599 and in order, at most `max_status_ranges` per list, and no
+    retryable status that also counts as success (the default 200-299 when no success
+    statuses are given): such a status would never be retried, which says the rules are
+    not what the tenant meant."""
+    if rules is None:
+        return []
+    violations = [
+        *_status_range_violations(rules.success_statuses, f"{_RULES}.success_statuses", limits),
+        *_status_range_violations(
+            rules.retryable_statuses or (), f"{_RULES}.retryable_statuses", limits
+        ),
+    ]
+    if violations or not rules.retryable_statuses:
+        return violations
+    success = rules.success_statuses or DEFAULT_SUCCESS_STATUSES
+    for index, (first, last) in enumerate(rules.retryable_statuses):
+        overlapping = [r for r in success if first <= r[1] and r[0] <= last]
+        if overlapping:
+            which = ", ".join(f"{a}-{b}" if a != b else str(a) for a, b in overlapping)
+            violations.append(
+                FieldViolation(
+                    f"{_RULES}.retryable_statuses[{index}]",
+                    f"overlaps the success statuses ({which}): a success is never retried",
+                )
+            )
+    return violations
+
+
+def _status_range_violations(
+    ranges: tuple[StatusRange, ...], field: str, limits: Limits
+) -> list[FieldViolation]:
+    if len(ranges) > limits.max_status_ranges:
+        return [FieldViolation(field, f"{len(ranges)} ranges; at most {limits.max_status_ranges}")]
+    violations: list[FieldViolation] = []
+    for index, (first, last) in enumerate(ranges):
+        if not 100 <= first <= 599:
+            violations.append(
+                FieldViolation(f"{field}[{index}].first", "must be an HTTP status, 100..599")
+            )
+        elif not first <= last <= 599:
+            violations.append(
+                FieldViolation(
+                    f"{field}[{index}].last",
+                    f"must be at least first ({first}) and at most 599, or 0 for first alone",
+                )
+            )
+    return violations
 
 
 def _size_violations(request: HttpRequest, limits: Limits) -> list[FieldViolation]:

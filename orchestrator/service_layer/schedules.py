@@ -329,6 +329,7 @@ class Schedules:
                 callback_url=given.callback_url,
                 failure_callback_url=given.failure_callback_url,
                 max_lateness=given.max_lateness,
+                response_rules=given.response_rules,
             )
             if v.field != "tenant_id"  # the schedule's own, checked once by the caller
         ]
@@ -343,6 +344,7 @@ class Schedules:
             callback_url=given.callback_url,
             failure_callback_url=given.failure_callback_url,
             max_lateness=given.max_lateness,
+            response_rules=given.response_rules,
         )
 
 
@@ -468,6 +470,7 @@ class Materialiser:
                 failure_callback_url=template.failure_callback_url,
                 max_lateness=template.max_lateness,
                 schedule_id=schedule_id,
+                response_rules=template.response_rules,
             )
             outcome = await self._calls.submit(submission, key)
             if isinstance(outcome, Accepted):

@@ -104,6 +104,7 @@ class Orchestrator:
             callback_url=submission.callback_url,
             failure_callback_url=submission.failure_callback_url,
             max_lateness=submission.max_lateness,
+            response_rules=submission.response_rules,
         )
         if violations:
             return Invalid(tuple(violations))
@@ -129,6 +130,7 @@ class Orchestrator:
             max_lateness=submission.max_lateness,
             callback_of=submission.callback_of,
             schedule_id=submission.schedule_id,
+            response_rules=submission.response_rules,
         )
         spec = ServiceCallSpec(
             tenant_id=submission.tenant_id,
@@ -147,6 +149,7 @@ class Orchestrator:
             max_lateness=submission.max_lateness,
             callback_of=submission.callback_of,
             schedule_id=submission.schedule_id,
+            response_rules=submission.response_rules,
         )
         transition = await self._run(
             submission.tenant_id,
@@ -166,7 +169,7 @@ class Orchestrator:
 
     async def replay(self, replay: Replay, correlation_id: str) -> Accepted | Invalid | DomainError:
         """A new call made from a terminal one (SUCCEEDED, FAILED or CANCELED): the same
-        request, retry policy, tags, completion callbacks and max_lateness, a new id, due at
+        request, retry policy, tags, callbacks, max_lateness and response rules, a new id, due at
         `replay.due` (default now), linked to the original by `replay_of`. Not the links the
         mesh set (`callback_of`, `schedule_id`): a replay is the tenant's own call, made by
         them, not a callback or an occurrence. It goes through `submit`, so it is validated (against
@@ -204,6 +207,7 @@ class Orchestrator:
             callback_url=spec.callback_url,
             failure_callback_url=spec.failure_callback_url,
             max_lateness=spec.max_lateness,
+            response_rules=spec.response_rules,
         )
         return await self.submit(submission, correlation_id)
 

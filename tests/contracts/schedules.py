@@ -8,6 +8,7 @@ from datetime import timedelta
 
 import pytest
 
+from orchestrator.domain.model import ResponseRules
 from orchestrator.domain.schedules import Schedule, ScheduleState
 from orchestrator.ports import ScheduleEnded, ScheduleNotFound, ScheduleStore
 from tests.builders import T0, new_tenant
@@ -25,6 +26,13 @@ class ScheduleStoreContract:
         )
         assert await store.create(made)
         assert await store.get(made.tenant_id, made.schedule_id) == made
+
+    async def test_a_template_s_response_rules_read_back(self, store: ScheduleStore) -> None:
+        rules = ResponseRules(success_statuses=((404, 404),), retryable_statuses=((409, 409),))
+        made = schedule(new_tenant(), template=template(response_rules=rules))
+        assert await store.create(made)
+        got = await store.get(made.tenant_id, made.schedule_id)
+        assert got == made and got.template.response_rules == rules
 
     async def test_a_taken_id_is_refused_and_the_first_kept(self, store: ScheduleStore) -> None:
         first = schedule(new_tenant())

@@ -20,7 +20,11 @@ from meshctl.layout import Layout
 from tests.conftest import KeyRing
 
 ROOT = Path(__file__).resolve().parents[2]
-SERVICES = ("servicecall.v1.ServiceCallService", "servicecall.v1.ScheduleService")
+SERVICES = (
+    "servicecall.v1.ServiceCallService",
+    "servicecall.v1.ScheduleService",
+    "servicecall.v1.QueueService",
+)
 
 
 def http(

@@ -46,6 +46,7 @@ SERVICES = {"orchestrator": 50051, "scheduler": 50052, "executor": 50053}
 PUBLIC_ROUTES = {
     "/servicecall.v1.ServiceCallService/",
     "/servicecall.v1.ScheduleService/",
+    "/servicecall.v1.QueueService/",
     "/grpc.health.v1.Health/",
     "/grpc.reflection.v1alpha.ServerReflection/",
     "/grpc.reflection.v1.ServerReflection/",
@@ -570,6 +571,7 @@ def test_envoy_routes_only_the_public_service(overlay: list[Obj]) -> None:
     assert transcoder(public)["services"] == [
         "servicecall.v1.ServiceCallService",
         "servicecall.v1.ScheduleService",
+        "servicecall.v1.QueueService",
     ]
     (health,) = listener(config, "health")["route_config"]["virtual_hosts"]
     assert [r["match"] for r in health["routes"]] == [{"path": "/ready"}]

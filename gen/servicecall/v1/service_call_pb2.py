@@ -27,7 +27,7 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!servicecall/v1/service_call.proto\x12\x0eservicecall.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb0\x07\n\x0bServiceCall\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x17\n\ttenant_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12\x1d\n\x0fservice_call_id\x18\x03 \x01(\tB\x04\xe2\x41\x01\x03\x12\x32\n\x07request\x18\x04 \x01(\x0b\x32\x1b.servicecall.v1.HttpRequestB\x04\xe2\x41\x01\x02\x12\x31\n\rschedule_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04tags\x18\x06 \x03(\t\x12\x1d\n\x0fidempotency_key\x18\x07 \x01(\tB\x04\xe2\x41\x01\x05\x12\x31\n\x0cretry_policy\x18\x08 \x01(\x0b\x32\x1b.servicecall.v1.RetryPolicy\x12\x36\n\x05state\x18\t \x01(\x0e\x32!.servicecall.v1.ServiceCall.StateB\x04\xe2\x41\x01\x03\x12\x1b\n\rattempt_count\x18\n \x01(\x05\x42\x04\xe2\x41\x01\x03\x12/\n\x08\x61ttempts\x18\x0b \x03(\x0b\x32\x17.servicecall.v1.AttemptB\x04\xe2\x41\x01\x03\x12\x1b\n\rstatus_reason\x18\x0c \x01(\tB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x37\n\rcomplete_time\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x12\n\x04\x65tag\x18\x10 \x01(\tB\x04\xe2\x41\x01\x03\x12\x17\n\treplay_of\x18\x11 \x01(\tB\x04\xe2\x41\x01\x03\x12\x1a\n\x0c\x63\x61llback_url\x18\x12 \x01(\tB\x04\xe2\x41\x01\x05\x12\"\n\x14\x66\x61ilure_callback_url\x18\x13 \x01(\tB\x04\xe2\x41\x01\x05\x12/\n\x0cmax_lateness\x18\x14 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x19\n\x0b\x63\x61llback_of\x18\x15 \x01(\tB\x04\xe2\x41\x01\x03\x12\x16\n\x08schedule\x18\x16 \x01(\tB\x04\xe2\x41\x01\x03\"s\n\x05State\x12\x15\n\x11STATE_UNSPECIFIED\x10\x00\x12\r\n\tSCHEDULED\x10\x01\x12\x0e\n\nDISPATCHED\x10\x02\x12\x0b\n\x07RUNNING\x10\x03\x12\r\n\tSUCCEEDED\x10\x04\x12\n\n\x06\x46\x41ILED\x10\x05\x12\x0c\n\x08\x43\x41NCELED\x10\x06\"\xfe\x01\n\x0bHttpRequest\x12/\n\x0bhttp_method\x18\x01 \x01(\x0e\x32\x1a.servicecall.v1.HttpMethod\x12\x11\n\x03url\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x39\n\x07headers\x18\x03 \x03(\x0b\x32(.servicecall.v1.HttpRequest.HeadersEntry\x12\x0c\n\x04\x62ody\x18\x04 \x01(\x0c\x12\x32\n\x0f\x61ttempt_timeout\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xa2\x02\n\x0bRetryPolicy\x12\x14\n\x0cmax_attempts\x18\x01 \x01(\x05\x12\x35\n\x12max_retry_duration\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12.\n\x0bmin_backoff\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12.\n\x0bmax_backoff\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x17\n\nmultiplier\x18\x05 \x01(\x01H\x00\x88\x01\x01\x12\x13\n\x06jitter\x18\x06 \x01(\x01H\x01\x88\x01\x01\x12\x1e\n\x16retryable_status_codes\x18\x07 \x03(\x05\x42\r\n\x0b_multiplierB\t\n\x07_jitter\"\x87\x03\n\x07\x41ttempt\x12\x16\n\x0e\x61ttempt_number\x18\x01 \x01(\x05\x12.\n\nstart_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x07outcome\x18\x04 \x01(\x0e\x32\x1f.servicecall.v1.Attempt.Outcome\x12\x17\n\x0fresponse_status\x18\x05 \x01(\x05\x12\x18\n\x10response_snippet\x18\x06 \x01(\t\x12\r\n\x05\x65rror\x18\x07 \x01(\t\x12\x14\n\x0cretry_reason\x18\x08 \x01(\t\x12.\n\x0bretry_after\x18\t \x01(\x0b\x32\x19.google.protobuf.Duration\"L\n\x07Outcome\x12\x17\n\x13OUTCOME_UNSPECIFIED\x10\x00\x12\r\n\tSUCCEEDED\x10\x01\x12\n\n\x06\x46\x41ILED\x10\x02\x12\r\n\tTIMED_OUT\x10\x03*s\n\nHttpMethod\x12\x1b\n\x17HTTP_METHOD_UNSPECIFIED\x10\x00\x12\x08\n\x04POST\x10\x01\x12\x07\n\x03GET\x10\x02\x12\x08\n\x04HEAD\x10\x03\x12\x07\n\x03PUT\x10\x04\x12\n\n\x06\x44\x45LETE\x10\x05\x12\t\n\x05PATCH\x10\x06\x12\x0b\n\x07OPTIONS\x10\x07\x42\x02P\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!servicecall/v1/service_call.proto\x12\x0eservicecall.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb9\x08\n\x0bServiceCall\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x17\n\ttenant_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12\x1d\n\x0fservice_call_id\x18\x03 \x01(\tB\x04\xe2\x41\x01\x03\x12\x32\n\x07request\x18\x04 \x01(\x0b\x32\x1b.servicecall.v1.HttpRequestB\x04\xe2\x41\x01\x02\x12\x31\n\rschedule_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04tags\x18\x06 \x03(\t\x12\x1d\n\x0fidempotency_key\x18\x07 \x01(\tB\x04\xe2\x41\x01\x05\x12\x31\n\x0cretry_policy\x18\x08 \x01(\x0b\x32\x1b.servicecall.v1.RetryPolicy\x12\x36\n\x05state\x18\t \x01(\x0e\x32!.servicecall.v1.ServiceCall.StateB\x04\xe2\x41\x01\x03\x12\x1b\n\rattempt_count\x18\n \x01(\x05\x42\x04\xe2\x41\x01\x03\x12/\n\x08\x61ttempts\x18\x0b \x03(\x0b\x32\x17.servicecall.v1.AttemptB\x04\xe2\x41\x01\x03\x12\x1b\n\rstatus_reason\x18\x0c \x01(\tB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x37\n\rcomplete_time\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x12\n\x04\x65tag\x18\x10 \x01(\tB\x04\xe2\x41\x01\x03\x12\x17\n\treplay_of\x18\x11 \x01(\tB\x04\xe2\x41\x01\x03\x12\x1a\n\x0c\x63\x61llback_url\x18\x12 \x01(\tB\x04\xe2\x41\x01\x05\x12\"\n\x14\x66\x61ilure_callback_url\x18\x13 \x01(\tB\x04\xe2\x41\x01\x05\x12/\n\x0cmax_lateness\x18\x14 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x19\n\x0b\x63\x61llback_of\x18\x15 \x01(\tB\x04\xe2\x41\x01\x03\x12\x16\n\x08schedule\x18\x16 \x01(\tB\x04\xe2\x41\x01\x03\x12;\n\x0eresponse_rules\x18\x17 \x01(\x0b\x32\x1d.servicecall.v1.ResponseRulesB\x04\xe2\x41\x01\x05\x12\x13\n\x05queue\x18\x18 \x01(\tB\x04\xe2\x41\x01\x05\x12\x1a\n\x0cordering_key\x18\x19 \x01(\tB\x04\xe2\x41\x01\x05\x12\x19\n\x0bheld_reason\x18\x1a \x01(\tB\x04\xe2\x41\x01\x03\"s\n\x05State\x12\x15\n\x11STATE_UNSPECIFIED\x10\x00\x12\r\n\tSCHEDULED\x10\x01\x12\x0e\n\nDISPATCHED\x10\x02\x12\x0b\n\x07RUNNING\x10\x03\x12\r\n\tSUCCEEDED\x10\x04\x12\n\n\x06\x46\x41ILED\x10\x05\x12\x0c\n\x08\x43\x41NCELED\x10\x06\"*\n\x0bStatusRange\x12\r\n\x05\x66irst\x18\x01 \x01(\x05\x12\x0c\n\x04last\x18\x02 \x01(\x05\"\x7f\n\rResponseRules\x12\x35\n\x10success_statuses\x18\x01 \x03(\x0b\x32\x1b.servicecall.v1.StatusRange\x12\x37\n\x12retryable_statuses\x18\x02 \x03(\x0b\x32\x1b.servicecall.v1.StatusRange\"\xfe\x01\n\x0bHttpRequest\x12/\n\x0bhttp_method\x18\x01 \x01(\x0e\x32\x1a.servicecall.v1.HttpMethod\x12\x11\n\x03url\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x39\n\x07headers\x18\x03 \x03(\x0b\x32(.servicecall.v1.HttpRequest.HeadersEntry\x12\x0c\n\x04\x62ody\x18\x04 \x01(\x0c\x12\x32\n\x0f\x61ttempt_timeout\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xa2\x02\n\x0bRetryPolicy\x12\x14\n\x0cmax_attempts\x18\x01 \x01(\x05\x12\x35\n\x12max_retry_duration\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12.\n\x0bmin_backoff\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12.\n\x0bmax_backoff\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x17\n\nmultiplier\x18\x05 \x01(\x01H\x00\x88\x01\x01\x12\x13\n\x06jitter\x18\x06 \x01(\x01H\x01\x88\x01\x01\x12\x1e\n\x16retryable_status_codes\x18\x07 \x03(\x05\x42\r\n\x0b_multiplierB\t\n\x07_jitter\"\x87\x03\n\x07\x41ttempt\x12\x16\n\x0e\x61ttempt_number\x18\x01 \x01(\x05\x12.\n\nstart_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x07outcome\x18\x04 \x01(\x0e\x32\x1f.servicecall.v1.Attempt.Outcome\x12\x17\n\x0fresponse_status\x18\x05 \x01(\x05\x12\x18\n\x10response_snippet\x18\x06 \x01(\t\x12\r\n\x05\x65rror\x18\x07 \x01(\t\x12\x14\n\x0cretry_reason\x18\x08 \x01(\t\x12.\n\x0bretry_after\x18\t \x01(\x0b\x32\x19.google.protobuf.Duration\"L\n\x07Outcome\x12\x17\n\x13OUTCOME_UNSPECIFIED\x10\x00\x12\r\n\tSUCCEEDED\x10\x01\x12\n\n\x06\x46\x41ILED\x10\x02\x12\r\n\tTIMED_OUT\x10\x03*s\n\nHttpMethod\x12\x1b\n\x17HTTP_METHOD_UNSPECIFIED\x10\x00\x12\x08\n\x04POST\x10\x01\x12\x07\n\x03GET\x10\x02\x12\x08\n\x04HEAD\x10\x03\x12\x07\n\x03PUT\x10\x04\x12\n\n\x06\x44\x45LETE\x10\x05\x12\t\n\x05PATCH\x10\x06\x12\x0b\n\x07OPTIONS\x10\x07\x42\x02P\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -71,24 +71,36 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SERVICECALL'].fields_by_name['callback_of']._serialized_options = b'\342A\001\003'
   _globals['_SERVICECALL'].fields_by_name['schedule']._loaded_options = None
   _globals['_SERVICECALL'].fields_by_name['schedule']._serialized_options = b'\342A\001\003'
+  _globals['_SERVICECALL'].fields_by_name['response_rules']._loaded_options = None
+  _globals['_SERVICECALL'].fields_by_name['response_rules']._serialized_options = b'\342A\001\005'
+  _globals['_SERVICECALL'].fields_by_name['queue']._loaded_options = None
+  _globals['_SERVICECALL'].fields_by_name['queue']._serialized_options = b'\342A\001\005'
+  _globals['_SERVICECALL'].fields_by_name['ordering_key']._loaded_options = None
+  _globals['_SERVICECALL'].fields_by_name['ordering_key']._serialized_options = b'\342A\001\005'
+  _globals['_SERVICECALL'].fields_by_name['held_reason']._loaded_options = None
+  _globals['_SERVICECALL'].fields_by_name['held_reason']._serialized_options = b'\342A\001\003'
   _globals['_HTTPREQUEST_HEADERSENTRY']._loaded_options = None
   _globals['_HTTPREQUEST_HEADERSENTRY']._serialized_options = b'8\001'
   _globals['_HTTPREQUEST'].fields_by_name['url']._loaded_options = None
   _globals['_HTTPREQUEST'].fields_by_name['url']._serialized_options = b'\342A\001\002'
-  _globals['_HTTPMETHOD']._serialized_start=2042
-  _globals['_HTTPMETHOD']._serialized_end=2157
+  _globals['_HTTPMETHOD']._serialized_start=2352
+  _globals['_HTTPMETHOD']._serialized_end=2467
   _globals['_SERVICECALL']._serialized_start=152
-  _globals['_SERVICECALL']._serialized_end=1096
-  _globals['_SERVICECALL_STATE']._serialized_start=981
-  _globals['_SERVICECALL_STATE']._serialized_end=1096
-  _globals['_HTTPREQUEST']._serialized_start=1099
-  _globals['_HTTPREQUEST']._serialized_end=1353
-  _globals['_HTTPREQUEST_HEADERSENTRY']._serialized_start=1307
-  _globals['_HTTPREQUEST_HEADERSENTRY']._serialized_end=1353
-  _globals['_RETRYPOLICY']._serialized_start=1356
-  _globals['_RETRYPOLICY']._serialized_end=1646
-  _globals['_ATTEMPT']._serialized_start=1649
-  _globals['_ATTEMPT']._serialized_end=2040
-  _globals['_ATTEMPT_OUTCOME']._serialized_start=1964
-  _globals['_ATTEMPT_OUTCOME']._serialized_end=2040
+  _globals['_SERVICECALL']._serialized_end=1233
+  _globals['_SERVICECALL_STATE']._serialized_start=1118
+  _globals['_SERVICECALL_STATE']._serialized_end=1233
+  _globals['_STATUSRANGE']._serialized_start=1235
+  _globals['_STATUSRANGE']._serialized_end=1277
+  _globals['_RESPONSERULES']._serialized_start=1279
+  _globals['_RESPONSERULES']._serialized_end=1406
+  _globals['_HTTPREQUEST']._serialized_start=1409
+  _globals['_HTTPREQUEST']._serialized_end=1663
+  _globals['_HTTPREQUEST_HEADERSENTRY']._serialized_start=1617
+  _globals['_HTTPREQUEST_HEADERSENTRY']._serialized_end=1663
+  _globals['_RETRYPOLICY']._serialized_start=1666
+  _globals['_RETRYPOLICY']._serialized_end=1956
+  _globals['_ATTEMPT']._serialized_start=1959
+  _globals['_ATTEMPT']._serialized_end=2350
+  _globals['_ATTEMPT_OUTCOME']._serialized_start=2274
+  _globals['_ATTEMPT_OUTCOME']._serialized_end=2350
 # @@protoc_insertion_point(module_scope)

@@ -139,6 +139,10 @@ class ServiceCall(_message.Message):
     MAX_LATENESS_FIELD_NUMBER: _builtins.int
     CALLBACK_OF_FIELD_NUMBER: _builtins.int
     SCHEDULE_FIELD_NUMBER: _builtins.int
+    RESPONSE_RULES_FIELD_NUMBER: _builtins.int
+    QUEUE_FIELD_NUMBER: _builtins.int
+    ORDERING_KEY_FIELD_NUMBER: _builtins.int
+    HELD_REASON_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Resource name: `tenants/{tenant_id}/service-calls/{service_call_id}`."""
     tenant_id: _builtins.str
@@ -186,6 +190,23 @@ class ServiceCall(_message.Message):
     """For an occurrence of a schedule, the schedule's resource name
     (`tenants/{tenant_id}/schedules/{schedule_id}`); empty otherwise.
     """
+    queue: _builtins.str
+    """The tenant's queue the call is delivered through (`tenants/{tenant_id}/queues/{queue}`):
+    its rate, concurrency, pause and purge apply. Empty: `default`, which
+    every tenant has. A queue that does not exist is refused (NOT_FOUND).
+    """
+    ordering_key: _builtins.str
+    """Calls of one queue with the same ordering key are performed one after
+    another in due-time order: the next is sent only once the previous one has
+    finished (SUCCEEDED, FAILED or CANCELED; see Queue.ordering_failure_policy).
+    Calls with different keys, or none, run in parallel. At most 256
+    characters.
+    """
+    held_reason: _builtins.str
+    """Why a call that is due is not being sent yet: empty, or e.g. `held by
+    paused queue "q"`, `waiting for queue "q"'s rate limit`, `waiting for call
+    {id} (ordering key "k")`.
+    """
     @_builtins.property
     def request(self) -> Global___HttpRequest:
         """What to send."""
@@ -228,6 +249,12 @@ class ServiceCall(_message.Message):
         Unset: no limit, a late call is sent as soon as the mesh can.
         """
 
+    @_builtins.property
+    def response_rules(self) -> Global___ResponseRules:
+        """Which responses count as success and which failures are retried, when the
+        defaults (2xx success; 408, 425, 429 and 5xx retried) do not fit.
+        """
+
     def __init__(
         self,
         *,
@@ -253,14 +280,81 @@ class ServiceCall(_message.Message):
         max_lateness: _duration_pb2.Duration | None = ...,
         callback_of: _builtins.str = ...,
         schedule: _builtins.str = ...,
+        response_rules: Global___ResponseRules | None = ...,
+        queue: _builtins.str = ...,
+        ordering_key: _builtins.str = ...,
+        held_reason: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["complete_time", b"complete_time", "create_time", b"create_time", "max_lateness", b"max_lateness", "request", b"request", "retry_policy", b"retry_policy", "schedule_time", b"schedule_time", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["complete_time", b"complete_time", "create_time", b"create_time", "max_lateness", b"max_lateness", "request", b"request", "response_rules", b"response_rules", "retry_policy", b"retry_policy", "schedule_time", b"schedule_time", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt_count", b"attempt_count", "attempts", b"attempts", "callback_of", b"callback_of", "callback_url", b"callback_url", "complete_time", b"complete_time", "create_time", b"create_time", "etag", b"etag", "failure_callback_url", b"failure_callback_url", "idempotency_key", b"idempotency_key", "max_lateness", b"max_lateness", "name", b"name", "replay_of", b"replay_of", "request", b"request", "retry_policy", b"retry_policy", "schedule", b"schedule", "schedule_time", b"schedule_time", "service_call_id", b"service_call_id", "state", b"state", "status_reason", b"status_reason", "tags", b"tags", "tenant_id", b"tenant_id", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt_count", b"attempt_count", "attempts", b"attempts", "callback_of", b"callback_of", "callback_url", b"callback_url", "complete_time", b"complete_time", "create_time", b"create_time", "etag", b"etag", "failure_callback_url", b"failure_callback_url", "held_reason", b"held_reason", "idempotency_key", b"idempotency_key", "max_lateness", b"max_lateness", "name", b"name", "ordering_key", b"ordering_key", "queue", b"queue", "replay_of", b"replay_of", "request", b"request", "response_rules", b"response_rules", "retry_policy", b"retry_policy", "schedule", b"schedule", "schedule_time", b"schedule_time", "service_call_id", b"service_call_id", "state", b"state", "status_reason", b"status_reason", "tags", b"tags", "tenant_id", b"tenant_id", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ServiceCall: _TypeAlias = ServiceCall  # noqa: Y015
+
+@_typing.final
+class StatusRange(_message.Message):
+    """An inclusive range of HTTP statuses: `first`..`last`; `last` unset means
+    `first` alone.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FIRST_FIELD_NUMBER: _builtins.int
+    LAST_FIELD_NUMBER: _builtins.int
+    first: _builtins.int
+    """The first status of the range, 100..599."""
+    last: _builtins.int
+    """The last status of the range, first..599; 0 means the same as `first`."""
+    def __init__(
+        self,
+        *,
+        first: _builtins.int = ...,
+        last: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["first", b"first", "last", b"last"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StatusRange: _TypeAlias = StatusRange  # noqa: Y015
+
+@_typing.final
+class ResponseRules(_message.Message):
+    """How a call's responses are judged."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SUCCESS_STATUSES_FIELD_NUMBER: _builtins.int
+    RETRYABLE_STATUSES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def success_statuses(self) -> _containers.RepeatedCompositeFieldContainer[Global___StatusRange]:
+        """Statuses that count as success. Empty: 200-299."""
+
+    @_builtins.property
+    def retryable_statuses(self) -> _containers.RepeatedCompositeFieldContainer[Global___StatusRange]:
+        """Failing statuses that are retried (while attempts remain). Empty: the
+        default (408, 425, 429, 500-599) plus `retry_policy.retryable_status_codes`.
+        When set it replaces the default: any other failing status is final.
+        Timeouts and transport errors are retried either way. Must not overlap
+        `success_statuses`.
+        """
+
+    def __init__(
+        self,
+        *,
+        success_statuses: _abc.Iterable[Global___StatusRange] | None = ...,
+        retryable_statuses: _abc.Iterable[Global___StatusRange] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["retryable_statuses", b"retryable_statuses", "success_statuses", b"success_statuses"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResponseRules: _TypeAlias = ResponseRules  # noqa: Y015
 
 @_typing.final
 class HttpRequest(_message.Message):

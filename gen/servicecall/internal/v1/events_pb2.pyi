@@ -297,6 +297,7 @@ class ExecutionRequested(_message.Message):
     MAX_RESPONSE_SNIPPET_BYTES_FIELD_NUMBER: _builtins.int
     SEALED_HEADERS_FIELD_NUMBER: _builtins.int
     SEND_DEADLINE_FIELD_NUMBER: _builtins.int
+    SUCCESS_STATUSES_FIELD_NUMBER: _builtins.int
     attempt: _builtins.int
     """The attempt number (1-based). Redeliveries and re-dispatches of the same
     attempt carry the same number and idempotency key.
@@ -330,6 +331,10 @@ class ExecutionRequested(_message.Message):
         reports the attempt FAILED (error `max_lateness_exceeded`, not retryable) instead.
         """
 
+    @_builtins.property
+    def success_statuses(self) -> _containers.RepeatedCompositeFieldContainer[_service_call_pb2.StatusRange]:
+        """The call's success statuses (ResponseRules.success_statuses); empty: 200-299."""
+
     def __init__(
         self,
         *,
@@ -341,10 +346,11 @@ class ExecutionRequested(_message.Message):
         max_response_snippet_bytes: _builtins.int = ...,
         sealed_headers: _abc.Mapping[_builtins.str, _builtins.bytes] | None = ...,
         send_deadline: _timestamp_pb2.Timestamp | None = ...,
+        success_statuses: _abc.Iterable[_service_call_pb2.StatusRange] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["lease_expire_time", b"lease_expire_time", "not_before", b"not_before", "request", b"request", "send_deadline", b"send_deadline"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "idempotency_key", b"idempotency_key", "lease_expire_time", b"lease_expire_time", "max_response_snippet_bytes", b"max_response_snippet_bytes", "not_before", b"not_before", "request", b"request", "sealed_headers", b"sealed_headers", "send_deadline", b"send_deadline"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "idempotency_key", b"idempotency_key", "lease_expire_time", b"lease_expire_time", "max_response_snippet_bytes", b"max_response_snippet_bytes", "not_before", b"not_before", "request", b"request", "sealed_headers", b"sealed_headers", "send_deadline", b"send_deadline", "success_statuses", b"success_statuses"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
