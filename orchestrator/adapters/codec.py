@@ -27,6 +27,12 @@ Format versions:
   (the schedule an occurrence belongs to). A call with none of them is version 3's, names
   and all, but for "v". Versions 1 to 3 read with none of them. As for version 3, a release
   that reads only up to version 3 refuses a version-4 row: upgrade every replica first.
+- 5 ({"v": 5, ...}): version 4 and #18's queue fields (`_encode_queue_fields`), each written
+  only when set: in the spec "queue_id" (absent: the `default` queue) and "ordering_key";
+  in a Scheduled state "held_reason" (the call is held by its queue). A call with none of
+  them is version 4's, names and all, but for "v". Versions 1 to 4 read with none of them.
+  A release that reads only up to version 4 refuses a version-5 row: upgrade every replica
+  first.
 
 Values in all: datetimes as ISO 8601 with offset (SQL casts them with ::timestamptz),
 durations as integer microseconds, bytes as base64, enums by value, sets as sorted lists,
@@ -59,7 +65,7 @@ from orchestrator.domain.states import (
     Succeeded,
 )
 
-FORMAT_VERSION = 4
+FORMAT_VERSION = 5
 
 _MICROSECOND = timedelta(microseconds=1)
 _b64encode = base64.b64encode
@@ -96,6 +102,8 @@ def encode(state: ServiceCallState) -> dict[str, Any]:
             out["due_at"] = state.due_at.isoformat()
             out["attempt"] = state.attempt
             out["handoff_at"] = None if state.handoff_at is None else state.handoff_at.isoformat()
+            if state.held_reason is not None:
+                out["held_reason"] = state.held_reason
         case Dispatched():
             out["kind"] = _DISPATCHED
             out["due_at"] = state.due_at.isoformat()
@@ -128,7 +136,7 @@ def decode(data: Any) -> ServiceCallState:
     """The state stored as `data`, in any format version ever written."""
     try:
         version = data.get("v", 1)
-        if version in (1, 2, 3, 4):
+        if version in (1, 2, 3, 4, 5):
             # Version 1 differs only by its nested "kind" tags, which say nothing a reader
             # of a fixed shape needs, and by having no "v"; versions 3 and 4 only by the
             # spec's optional fields, absent from the older ones.
@@ -152,6 +160,7 @@ def _decode_state(data: dict[str, Any]) -> ServiceCallState:
             due_at=_fromisoformat(data["due_at"]),
             attempt=data["attempt"],
             handoff_at=None if handoff_at is None else _fromisoformat(handoff_at),
+            held_reason=data.get("held_reason"),
         )
     if kind == _DISPATCHED:
         return Dispatched(
@@ -222,7 +231,16 @@ def _encode_spec(spec: ServiceCallSpec) -> dict[str, Any]:
         out["callback_of"] = spec.callback_of
     if spec.schedule_id is not None:
         out["schedule_id"] = spec.schedule_id
+    _encode_queue_fields(spec, out)
     return out
+
+
+def _encode_queue_fields(spec: ServiceCallSpec, out: dict[str, Any]) -> None:
+    """#18's queue fields of the spec (format version 5), each only when set."""
+    if spec.queue_id is not None:
+        out["queue_id"] = spec.queue_id
+    if spec.ordering_key is not None:
+        out["ordering_key"] = spec.ordering_key
 
 
 def _decode_spec(data: dict[str, Any]) -> ServiceCallSpec:
@@ -242,6 +260,8 @@ def _decode_spec(data: dict[str, Any]) -> ServiceCallSpec:
         max_lateness=None if max_lateness is None else timedelta(microseconds=max_lateness),
         callback_of=data.get("callback_of"),
         schedule_id=data.get("schedule_id"),
+        queue_id=data.get("queue_id"),
+        ordering_key=data.get("ordering_key"),
     )
 
 

@@ -133,6 +133,19 @@ class IllegalTransition:
 
 
 @dataclass(frozen=True, slots=True)
+class NotHeld:
+    # A release or hold decided on an older look at the call: it was canceled, rescheduled,
+    # released by another dispatcher, or has moved to another attempt meanwhile.
+    kind: ClassVar[ErrorKind] = ErrorKind.STALE
+    status: Status
+    attempt: int
+
+    @property
+    def message(self) -> str:
+        return f"attempt {self.attempt} is not held (the call is {self.status.value})"
+
+
+@dataclass(frozen=True, slots=True)
 class StaleTimer:
     kind: ClassVar[ErrorKind] = ErrorKind.STALE
     purpose: TimerPurpose
@@ -201,6 +214,7 @@ DomainError = (
     | NotReplayable
     | IllegalTransition
     | StaleTimer
+    | NotHeld
     | StaleEvent
     | Duplicate
     | StartedTooEarly
