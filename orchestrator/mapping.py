@@ -46,6 +46,7 @@ from orchestrator.domain.model import (
     RetryPolicy,
     ServiceCallSpec,
 )
+from orchestrator.domain.queues import DEFAULT_QUEUE_ID
 from orchestrator.domain.schedules import MissedOccurrencePolicy, Schedule, ScheduleState
 from orchestrator.domain.states import (
     Canceled,
@@ -210,6 +211,8 @@ def service_call_to_proto(
         out.attempts.extend(_attempt_to_proto(a) for a in state.attempts)
     match state:
         case Scheduled() | Dispatched() | Running():
+            if isinstance(state, Scheduled) and state.held_reason is not None:
+                out.held_reason = state.held_reason
             out.schedule_time.CopyFrom(to_timestamp(state.due_at))
             out.attempt_count = state.attempt
             out.update_time.CopyFrom(to_timestamp(_last_change(state)))
@@ -240,6 +243,9 @@ def _call_features_to_proto(spec: ServiceCallSpec, out: api.ServiceCall) -> None
         out.callback_of = resource_name(spec.tenant_id, spec.callback_of)
     if spec.schedule_id is not None:
         out.schedule = f"tenants/{spec.tenant_id}/schedules/{spec.schedule_id}"
+    out.queue = spec.queue_id or DEFAULT_QUEUE_ID
+    if spec.ordering_key is not None:
+        out.ordering_key = spec.ordering_key
 
 
 def _last_change(state: Scheduled | Dispatched | Running) -> datetime:
@@ -401,6 +407,10 @@ def submission_from_proto(
         callback_url=call.callback_url or None,
         failure_callback_url=call.failure_callback_url or None,
         max_lateness=max_lateness,
+        # Empty is "unset": the `default` queue, named or not, is one queue (and one
+        # fingerprint). Validated by the use case (Orchestrator.submit).
+        queue_id=None if call.queue in ("", DEFAULT_QUEUE_ID) else call.queue,
+        ordering_key=call.ordering_key or None,
     )
 
 
@@ -686,7 +696,11 @@ def outbox_messages(
                         # One key per call, so a retry of the same call is recognisable too.
                         idempotency_key=spec.service_call_id,
                         max_response_snippet_bytes=max_snippet_bytes,
-                        send_deadline=_send_deadline(event.not_before, spec.max_lateness),
+                        # From the due time, not a queue's later send time (decide's bound).
+                        send_deadline=_send_deadline(
+                            after.due_at if isinstance(after, Dispatched) else event.not_before,
+                            spec.max_lateness,
+                        ),
                     ),
                 )
             case ev.Canceled():
@@ -705,6 +719,8 @@ def outbox_messages(
                 )
             case ev.Abandoned() | ev.TooLate():
                 pass  # the terminal summary below says it
+            case ev.Held():
+                pass  # the queue's own affair: the state shows it (held_reason)
             case ev.ExecutionStarted() | ev.ExecutionSucceeded() | ev.ExecutionFailed():
                 pass  # the executor already announced these; the terminal summary follows
     status = status_of(after)

@@ -133,6 +133,18 @@ class IllegalTransition:
 
 
 @dataclass(frozen=True, slots=True)
+class UnknownQueue:
+    # A submit names a queue its tenant does not have (`default` always exists).
+    kind: ClassVar[ErrorKind] = ErrorKind.NOT_FOUND
+    tenant_id: str
+    queue_id: str
+
+    @property
+    def message(self) -> str:
+        return f"queue tenants/{self.tenant_id}/queues/{self.queue_id} not found"
+
+
+@dataclass(frozen=True, slots=True)
 class NotHeld:
     # A release or hold decided on an older look at the call: it was canceled, rescheduled,
     # released by another dispatcher, or has moved to another attempt meanwhile.
@@ -215,6 +227,7 @@ DomainError = (
     | IllegalTransition
     | StaleTimer
     | NotHeld
+    | UnknownQueue
     | StaleEvent
     | Duplicate
     | StartedTooEarly

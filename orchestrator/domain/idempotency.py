@@ -41,6 +41,8 @@ def fingerprint(
     max_lateness: timedelta | None = None,
     callback_of: str | None = None,
     schedule_id: str | None = None,
+    queue_id: str | None = None,
+    ordering_key: str | None = None,
 ) -> str:
     """A keyed hash (HMAC-SHA256) of the request as the client sent it.
 
@@ -93,6 +95,9 @@ def fingerprint(
         *_optional(b"max-lateness", None if max_lateness is None else _int(_micros(max_lateness))),
         *_optional(b"callback-of", None if callback_of is None else callback_of.encode()),
         *_optional(b"schedule", None if schedule_id is None else schedule_id.encode()),
+        # #18's, by the same rule: only when set (the `default` queue named or not alike).
+        *_optional(b"queue", None if queue_id is None else queue_id.encode()),
+        *_optional(b"ordering-key", None if ordering_key is None else ordering_key.encode()),
     ]
     for part in parts:
         hasher.update(_int(len(part)))
