@@ -46,7 +46,13 @@ from orchestrator.domain.model import (
     RetryPolicy,
     ServiceCallSpec,
 )
-from orchestrator.domain.queues import DEFAULT_QUEUE_ID
+from orchestrator.domain.queues import (
+    DEFAULT_QUEUE_ID,
+    QUEUE_FIELDS,
+    OrderingFailurePolicy,
+    Queue,
+    QueueState,
+)
 from orchestrator.domain.schedules import MissedOccurrencePolicy, Schedule, ScheduleState
 from orchestrator.domain.states import (
     Canceled,
@@ -68,6 +74,11 @@ from orchestrator.ports import (
     Invalid,
     ListQuery,
     OrderBy,
+    QueueExists,
+    QueueNotEmpty,
+    QueueNotFound,
+    QueueRefusal,
+    QueueVersionMismatch,
     Replay,
     ScheduleDraft,
     ScheduleEnded,
@@ -79,6 +90,7 @@ from orchestrator.ports import (
     template_field,
 )
 from servicecall.internal.v1 import events_pb2 as pb
+from servicecall.v1 import queue_pb2 as queue_pb
 from servicecall.v1 import schedule_pb2 as sched
 from servicecall.v1 import service_call_pb2 as api
 from servicecall.v1 import service_call_service_pb2 as svc
@@ -933,6 +945,11 @@ def schedule_draft_from_proto(
         call.CopyFrom(schedule.call_template)
         call.ClearField("schedule_time")
         call.ClearField("idempotency_key")
+        # Not kept by a call template yet (#18 built queues for calls only): refused rather
+        # than silently dropped.
+        for name in ("queue", "ordering_key"):
+            if getattr(call, name):
+                problems.add(f"schedule.call_template.{name}", "is not supported on schedules yet")
         given = submission_from_proto(tenant_id, call, None, None)
         if isinstance(given, list):
             for v in given:
@@ -985,4 +1002,103 @@ def schedule_refusal_code(refusal: ScheduleRefusal) -> int:
         case ScheduleVersionMismatch():
             return int(code_pb2.ABORTED)
         case ScheduleEnded():
+            return int(code_pb2.FAILED_PRECONDITION)
+
+
+# ---------------------------------------------------------------------------------------------
+# Queues (#18, QueueService): requests to drafts, queues out, refusals to codes.
+# ---------------------------------------------------------------------------------------------
+
+_ORDERING_TO_PROTO = {
+    OrderingFailurePolicy.BLOCK: queue_pb.Queue.BLOCK,
+    OrderingFailurePolicy.SKIP: queue_pb.Queue.SKIP,
+}
+_ORDERING_FROM_PROTO = {
+    queue_pb.Queue.ORDERING_FAILURE_POLICY_UNSPECIFIED: OrderingFailurePolicy.BLOCK,
+    **{v: k for k, v in _ORDERING_TO_PROTO.items()},
+}
+_QUEUE_STATE_TO_PROTO = {
+    QueueState.RUNNING: queue_pb.Queue.RUNNING,
+    QueueState.PAUSED: queue_pb.Queue.PAUSED,
+}
+
+
+def queue_name(tenant_id: str, queue_id: str) -> str:
+    return f"tenants/{tenant_id}/queues/{queue_id}"
+
+
+def queue_etag(queue: Queue) -> str:
+    return f'W/"{queue.version}"'
+
+
+def queue_to_proto(queue: Queue) -> queue_pb.Queue:
+    out = queue_pb.Queue(
+        name=queue_name(queue.tenant_id, queue.queue_id),
+        tenant_id=queue.tenant_id,
+        queue_id=queue.queue_id,
+        max_dispatches_per_second=queue.max_dispatches_per_second,
+        max_burst_size=queue.max_burst_size,
+        max_concurrent_dispatches=queue.max_concurrent_dispatches,
+        ordering_failure_policy=_ORDERING_TO_PROTO[queue.ordering_failure_policy],
+        state=_QUEUE_STATE_TO_PROTO[queue.state],
+        etag=queue_etag(queue),
+    )
+    if queue.created_at is not None:
+        out.create_time.CopyFrom(to_timestamp(queue.created_at))
+    if queue.updated_at is not None:
+        out.update_time.CopyFrom(to_timestamp(queue.updated_at))
+    return out
+
+
+def queue_draft_from_proto(
+    tenant_id: str, queue: queue_pb.Queue | None, queue_id: str | None = None
+) -> Queue | list[FieldViolation]:
+    """The settings a CreateQueue or UpdateQueue request gives (output-only fields ignored);
+    `queue_id` is the update's, which the body's must be empty or equal to."""
+    if queue is None:
+        return [FieldViolation("queue", "is required")]
+    problems = _Violations()
+    if queue_id is not None and queue.queue_id not in ("", queue_id):
+        problems.add("queue.queue_id", "differs from the request's queue_id")
+    if queue_id is None and not queue.queue_id:
+        problems.add("queue.queue_id", "is required")
+    policy = _ORDERING_FROM_PROTO.get(queue.ordering_failure_policy)
+    if policy is None:
+        problems.add("queue.ordering_failure_policy", "is not a known policy")
+    if problems.items:
+        return problems.items
+    return Queue(
+        tenant_id=tenant_id,
+        queue_id=queue_id if queue_id is not None else queue.queue_id,
+        max_dispatches_per_second=queue.max_dispatches_per_second,
+        max_burst_size=queue.max_burst_size,
+        max_concurrent_dispatches=queue.max_concurrent_dispatches,
+        ordering_failure_policy=policy or OrderingFailurePolicy.BLOCK,
+    )
+
+
+def queue_fields_from_mask(paths: Sequence[str]) -> frozenset[str] | list[FieldViolation]:
+    """The fields an UpdateQueue's mask names (all of them when it names none)."""
+    if not paths:
+        return QUEUE_FIELDS
+    unknown = sorted(set(paths) - QUEUE_FIELDS)
+    if unknown:
+        allowed = ", ".join(sorted(QUEUE_FIELDS))
+        return [
+            FieldViolation("update_mask", f"{path!r} is not a field to update (any of {allowed})")
+            for path in unknown
+        ]
+    return frozenset(paths)
+
+
+def queue_refusal_code(refusal: QueueRefusal) -> int:
+    """The status code (a google.rpc.Code number) a refused queue change answers with."""
+    match refusal:
+        case QueueNotFound():
+            return int(code_pb2.NOT_FOUND)
+        case QueueExists():
+            return int(code_pb2.ALREADY_EXISTS)
+        case QueueVersionMismatch():
+            return int(code_pb2.ABORTED)
+        case QueueNotEmpty():
             return int(code_pb2.FAILED_PRECONDITION)

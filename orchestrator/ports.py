@@ -494,9 +494,7 @@ class QueueNotEmpty:
     def message(self) -> str:
         if self.queue_id == "default":
             return "the default queue cannot be deleted"
-        return (
-            f"queue {self.queue_id!r} still holds {self.pending} pending call(s): purge it first"
-        )
+        return f"queue {self.queue_id!r} still holds {self.pending} pending call(s): purge it first"
 
 
 QueueRefusal = QueueNotFound | QueueExists | QueueVersionMismatch | QueueNotEmpty

@@ -349,6 +349,6 @@ QUEUE_FIELD_CASES: dict[str, ServiceCallState] = {
         due_at=DUE,
         attempt=2,
         handoff_at=None,
-        held_reason="waiting for queue \"q\"'s rate limit",
+        held_reason='waiting for queue "q"\'s rate limit',
     ),
 }

@@ -823,7 +823,10 @@ def _new_call_params(
 
 def _queue_columns(state: ServiceCallState) -> dict[str, Any]:
     """The call's queue and ordering key, written once on insert (they never change)."""
-    return {"queue_id": state.spec.queue_id or DEFAULT_QUEUE_ID, "ordering_key": state.spec.ordering_key}
+    return {
+        "queue_id": state.spec.queue_id or DEFAULT_QUEUE_ID,
+        "ordering_key": state.spec.ordering_key,
+    }
 
 
 def _json_time(value: object) -> str:

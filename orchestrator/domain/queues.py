@@ -86,7 +86,9 @@ class Queue:
         """Whether the queue's calls go through its dispatcher (held at hand-off, released
         within its limits); an unlimited running queue's calls are handed off as they come
         due, on the path every call took before queues existed."""
-        return self.paused or self.max_dispatches_per_second > 0 or self.max_concurrent_dispatches > 0
+        return (
+            self.paused or self.max_dispatches_per_second > 0 or self.max_concurrent_dispatches > 0
+        )
 
 
 def default_queue(tenant_id: str) -> Queue:
@@ -98,11 +100,11 @@ def paused_reason(queue_id: str) -> str:
 
 
 def rate_reason(queue_id: str) -> str:
-    return f"waiting for queue \"{queue_id}\"'s rate limit"
+    return f'waiting for queue "{queue_id}"\'s rate limit'
 
 
 def concurrency_reason(queue_id: str) -> str:
-    return f"waiting for queue \"{queue_id}\"'s concurrency limit"
+    return f'waiting for queue "{queue_id}"\'s concurrency limit'
 
 
 def ordering_reason(service_call_id: str | None, ordering_key: str) -> str:

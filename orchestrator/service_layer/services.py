@@ -13,6 +13,8 @@ from orchestrator.domain.commands import (
     CancelServiceCall,
     Command,
     CommandKind,
+    HoldServiceCall,
+    ReleaseServiceCall,
     RescheduleServiceCall,
     RunServiceCallNow,
     SubmitServiceCall,
@@ -288,6 +290,22 @@ class Orchestrator:
         self, tenant_id: str, service_call_id: str, correlation_id: str
     ) -> ServiceCallState | DomainError:
         return await self._command(tenant_id, service_call_id, RunServiceCallNow(), correlation_id)
+
+    async def release(
+        self, tenant_id: str, service_call_id: str, attempt: int, send_at: datetime
+    ) -> ServiceCallState | DomainError:
+        """Lets a held call go, to be sent at `send_at` or its due time (the queue
+        dispatcher's, orchestrator/service_layer/queues.py); refused (NotHeld) when the call
+        is no longer held in that attempt."""
+        command = ReleaseServiceCall(attempt=attempt, send_at=send_at)
+        return await self._command(tenant_id, service_call_id, command, f"queue:{tenant_id}")
+
+    async def hold(
+        self, tenant_id: str, service_call_id: str, attempt: int, reason: str
+    ) -> ServiceCallState | DomainError:
+        """Says anew why a held call waits (the queue dispatcher's)."""
+        command = HoldServiceCall(attempt=attempt, reason=reason)
+        return await self._command(tenant_id, service_call_id, command, f"queue:{tenant_id}")
 
     async def apply(
         self,

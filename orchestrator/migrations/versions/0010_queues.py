@@ -50,7 +50,8 @@ def upgrade() -> None:
         CREATE INDEX service_calls_by_queue_status_due
             ON orchestrator.service_calls (tenant_id, queue_id, status, due_at, service_call_id);
         CREATE INDEX service_calls_by_key_due
-            ON orchestrator.service_calls (tenant_id, queue_id, ordering_key, due_at, service_call_id)
+            ON orchestrator.service_calls
+               (tenant_id, queue_id, ordering_key, due_at, service_call_id)
             WHERE ordering_key IS NOT NULL
               AND status IN ('SCHEDULED', 'DISPATCHED', 'RUNNING');
         CREATE INDEX service_calls_by_key_completed

@@ -4,6 +4,7 @@ time and its assigned send time; cancel, reschedule and run-now of a held call."
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 
 from orchestrator.domain import events as ev
@@ -32,6 +33,7 @@ from .builders import (
     events_of,
     execution_result,
     held,
+    running,
     scheduled,
     step,
 )
@@ -69,8 +71,6 @@ def test_a_gated_submit_due_later_arms_its_hand_off_timer_as_usual() -> None:
 
 def test_a_gated_retry_within_the_lead_is_held() -> None:
     busy = execution_result(ended_at=DUE + SECOND, status=503, retryable=True)
-    from .builders import running
-
     state = step(running(), RecordExecutionFailed(attempt=1, result=busy), DUE + SECOND, gate=GATE)
     assert isinstance(state, Scheduled)
     assert state.attempt == 2 and state.held_reason == GATE
@@ -100,8 +100,6 @@ def test_release_of_a_call_that_is_not_held_is_refused() -> None:
 
 
 def test_a_release_past_max_lateness_fails_the_call_unsent() -> None:
-    from dataclasses import replace
-
     state = replace(held(), spec=replace(SPEC, max_lateness=timedelta(seconds=5)))
     now = DUE + timedelta(minutes=1)
     after = step(state, ReleaseServiceCall(attempt=1, send_at=now), now)
@@ -134,8 +132,6 @@ def test_hold_changes_the_reason_of_a_held_call_only() -> None:
 
 def test_a_lost_hand_off_of_a_released_call_is_sent_again_ungated() -> None:
     state = dispatched()
-    fire = FireTimer(
-        purpose=TimerPurpose.DISPATCH_LEASE, attempt=1, fire_at=state.lease_expires_at
-    )
+    fire = FireTimer(purpose=TimerPurpose.DISPATCH_LEASE, attempt=1, fire_at=state.lease_expires_at)
     decision = events_of(decide(state, fire, state.lease_expires_at, TIMING, GATE))
     assert isinstance(decision[0], ev.ExecutionRequested)

@@ -3,6 +3,7 @@ ordering-key sequencing (may_start) and queue validation."""
 
 from __future__ import annotations
 
+import itertools
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -62,7 +63,7 @@ def test_fifty_calls_at_five_a_second_take_about_ten_seconds() -> None:
     times = _drain(5.0, 1, 50, timedelta(milliseconds=100))
     assert times[0] == T0
     assert times[-1] - times[0] == timedelta(seconds=49 / 5)
-    assert all(b - a == timedelta(seconds=0.2) for a, b in zip(times, times[1:], strict=False))
+    assert all(b - a == timedelta(seconds=0.2) for a, b in itertools.pairwise(times))
 
 
 def test_a_burst_goes_at_once_after_idle_then_the_rate() -> None:
@@ -135,8 +136,8 @@ def test_the_gate_names_the_reason() -> None:
     assert queue_gate(Queue(tenant_id="t", queue_id="q"), "q", None) is None
     assert queue_gate(paused, "q", "k") == 'held by paused queue "q"'
     assert queue_gate(None, "default", "k") is not None
-    assert queue_gate(limited, "q", None) == "waiting for queue \"q\"'s rate limit"
-    assert queue_gate(busy, "q", None) == "waiting for queue \"q\"'s concurrency limit"
+    assert queue_gate(limited, "q", None) == 'waiting for queue "q"\'s rate limit'
+    assert queue_gate(busy, "q", None) == 'waiting for queue "q"\'s concurrency limit'
 
 
 @pytest.mark.parametrize(
