@@ -11,7 +11,7 @@ time from the queue's rate (GCRA, domain/queues.release_times). Calls whose send
 further than the hand-off lead keep their place for a later pass.
 
 Pause, resume, create and update answer only once every process can have seen the change
-(QueueConfigs.interval): a call handed to an executor before that is sent.
+(two QueueConfigs.interval): a call handed to an executor before that is sent.
 """
 
 from __future__ import annotations
@@ -219,8 +219,10 @@ class Queues:
         return outcome
 
     async def _seen_everywhere(self) -> None:
+        # Two intervals, not one: another process's refresh may have read just before the
+        # commit, and its next read starts one interval plus a query's time later.
         await self._configs.refresh()
-        await asyncio.sleep(self._configs.interval.total_seconds())
+        await asyncio.sleep(2 * self._configs.interval.total_seconds())
 
     @staticmethod
     def _ids(tenant_id: str, queue_id: str) -> builtins.list[FieldViolation]:
