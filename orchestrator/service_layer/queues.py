@@ -244,6 +244,11 @@ class QueueDispatcher:
         self._calls = calls
         self._clock = clock
         self._lead = handoff_lead
+        # A rate-limited queue's first send time is this far ahead of the release: the time a
+        # hand-off needs to reach an executor (outbox, broker, consumer). A call released to
+        # go "now" would reach the target that much late while the next one, released with
+        # a later send time, arrives on time: two sends closer than the rate allows.
+        self._margin = handoff_lead / 2
         self._max_queues = max_queues
 
     async def run_once(self) -> int:
@@ -286,8 +291,14 @@ class QueueDispatcher:
             chosen.append(call)
             if key is not None:
                 started[key] = call.service_call_id
+        margin = self._margin if queue.max_dispatches_per_second > 0 else timedelta(0)
         times, tat = release_times(
-            queue.tat, now, queue.max_dispatches_per_second, queue.burst, len(chosen), self._lead
+            queue.tat,
+            now + margin,
+            queue.max_dispatches_per_second,
+            queue.burst,
+            len(chosen),
+            self._lead - margin,
         )
         released = await asyncio.gather(
             *(

@@ -99,6 +99,9 @@ async def test_a_queue_at_five_a_second_sends_fifty_calls_over_ten_seconds_never
     gaps = [times[i + 5] - times[i] for i in range(len(times) - 5)]
     assert min(gaps) >= 1.0 - RATE_TOLERANCE_S, min(gaps)
     span = times[-1] - times[0]
+    print(
+        f"\n50 calls at 5/s (burst 1): span {span:.3f} s, shortest 5-call window {min(gaps):.3f} s"
+    )
     assert 9.8 - RATE_TOLERANCE_S <= span <= 12.0, span
 
 
@@ -212,6 +215,10 @@ async def test_one_ordering_key_never_overlaps_and_keeps_due_order_other_keys_ru
             # The sink answers `slow_ms` after arrival: the next call of the key arrived
             # after the previous one had its answer.
             assert second.arrived_at - first.arrived_at >= slow_ms / 1000, key
+    gaps = [
+        b.arrived_at - a.arrived_at for arr in by_key.values() for a, b in itertools.pairwise(arr)
+    ]
+    print(f"\none key, sink answering in {slow_ms} ms: next call {min(gaps):.3f}-{max(gaps):.3f} s")
     # The keys ran beside each other: their first calls were at the sink at once.
     assert abs(by_key["a"][0].arrived_at - by_key["b"][0].arrived_at) < slow_ms / 1000
 

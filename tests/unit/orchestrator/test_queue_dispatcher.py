@@ -95,18 +95,20 @@ async def test_held_calls_go_at_the_queue_s_rate_in_due_order(world: World) -> N
     ids = [(await submit(world.h, world.tenant, "q")).spec.service_call_id for _ in range(20)]
     t0 = world.clock.now()
     await world.dispatcher.run_once()
-    # Within the hand-off lead (2 s) at 5/s: 11 send times, 0.2 s apart.
+    # Sent from half the hand-off lead ahead (1 s: the hand-off's own way to the executor),
+    # up to the lead (2 s) at 5/s: 6 send times, 0.2 s apart.
+    start = t0 + DEFAULT_TIMING.handoff_lead / 2
     released = await world.dispatched(ids)
-    assert released == ids[:11]
+    assert released == ids[:6]
     times = [send_time(await world.state(i)) for i in released]
-    assert times == [t0 + timedelta(seconds=0.2 * n) for n in range(11)]
-    held = await world.state(ids[11])
+    assert times == [start + timedelta(seconds=0.2 * n) for n in range(6)]
+    held = await world.state(ids[6])
     assert isinstance(held, Scheduled) and held.held_reason == 'waiting for queue "q"\'s rate limit'
     world.clock.advance(timedelta(seconds=1))
     await world.dispatcher.run_once()
     released = await world.dispatched(ids)
-    assert released == ids[:16]
-    assert send_time(await world.state(ids[15])) == t0 + timedelta(seconds=3)
+    assert released == ids[:11]
+    assert send_time(await world.state(ids[10])) == start + timedelta(seconds=2)
 
 
 async def test_concurrency_caps_the_calls_in_flight(world: World) -> None:
@@ -229,9 +231,9 @@ async def test_purge_cancels_pending_calls_and_is_idempotent(world: World) -> No
     await world.make_queue("q", max_dispatches_per_second=1.0)
     ids = [(await submit(world.h, world.tenant, "q")).spec.service_call_id for _ in range(5)]
     later = await submit(world.h, world.tenant, "q", due=timedelta(hours=1))
-    await world.dispatcher.run_once()  # 3 released within the lead at 1/s
-    assert len(await world.dispatched(ids)) == 3
-    assert await world.queues.purge(world.tenant, "q", "t") == 3
+    await world.dispatcher.run_once()  # 2 released within the lead at 1/s (from 1 s ahead)
+    assert len(await world.dispatched(ids)) == 2
+    assert await world.queues.purge(world.tenant, "q", "t") == 4
     assert isinstance(await world.state(later.spec.service_call_id), Canceled)
     assert await world.queues.purge(world.tenant, "q", "t") == 0
     await submit(world.h, world.tenant, "q", due=timedelta(hours=1))
