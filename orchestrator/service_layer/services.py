@@ -359,7 +359,13 @@ class Orchestrator:
         new_call: bool = False,
     ) -> Transition | None:
         def step(before: ServiceCallState | None) -> Transition:
-            spec = before.spec if before is not None else getattr(command, "spec", None)
+            spec = (
+                before.spec
+                if before is not None
+                else command.spec
+                if isinstance(command, SubmitServiceCall)
+                else None
+            )
             gate = None if spec is None else self._gate(tenant_id, spec)
             decision = decide(before, command, now, self._timing, gate)
             if not isinstance(decision, tuple):
