@@ -55,6 +55,10 @@ class OrchestratorConfig:
     # late an occurrence is missed (its schedule's missed-occurrence policy then decides);
     # how many schedules one pass claims.
     schedule_poll_s: float = 0.25
+    # Queues (#18): how often each replica's dispatcher looks for held calls, and how often
+    # every process refreshes its view of the queues (PauseQueue answers after one refresh).
+    queue_dispatch_s: float = 0.1
+    queue_refresh_s: float = 0.2
     schedule_lookahead: timedelta = timedelta(seconds=3)
     schedule_missed_after: timedelta = timedelta(seconds=5)
     schedule_pass_limit: int = 100
@@ -99,6 +103,10 @@ class OrchestratorConfig:
         if schedule_poll_s <= 0:
             raise ConfigError(f"SCHEDULE_POLL_S must be positive, got {schedule_poll_s}")
         handoff_lead = env.seconds("HANDOFF_LEAD_S", 2.0)
+        queue_dispatch_s = env.number("QUEUE_DISPATCH_S", 0.1)
+        queue_refresh_s = env.number("QUEUE_REFRESH_S", 0.2)
+        if queue_dispatch_s <= 0 or queue_refresh_s <= 0:
+            raise ConfigError("QUEUE_DISPATCH_S and QUEUE_REFRESH_S must be positive")
         schedule_lookahead = env.seconds("SCHEDULE_LOOKAHEAD_S", 3.0)
         if schedule_lookahead <= handoff_lead:
             raise ConfigError(
@@ -147,6 +155,8 @@ class OrchestratorConfig:
             api_worker_metrics_ports=api_worker_metrics_ports,
             metrics_sample_s=env.number("METRICS_SAMPLE_S", 5.0),
             schedule_poll_s=schedule_poll_s,
+            queue_dispatch_s=queue_dispatch_s,
+            queue_refresh_s=queue_refresh_s,
             schedule_lookahead=schedule_lookahead,
             schedule_missed_after=schedule_missed_after,
             schedule_pass_limit=schedule_pass_limit,

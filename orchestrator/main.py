@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import sys
 from dataclasses import dataclass
+from datetime import timedelta
 from functools import partial
 from pathlib import Path
 
@@ -36,6 +37,7 @@ from orchestrator.adapters.metrics import (
     TableSampler,
 )
 from orchestrator.adapters.parking import ParkingAdmin, PostgresParkingLot
+from orchestrator.adapters.queues import PostgresQueueStore, StoredQueueConfigs
 from orchestrator.adapters.relay import OutboxRelay
 from orchestrator.adapters.schedules import PostgresScheduleStore
 from orchestrator.adapters.store import PostgresServiceCallStore
@@ -53,15 +55,20 @@ from orchestrator.entrypoints.consumer import CallEventHandler
 from orchestrator.entrypoints.grpc_api import ServiceCallApi
 from orchestrator.entrypoints.page_tokens import PageTokens
 from orchestrator.entrypoints.parking import Parking
+from orchestrator.entrypoints.queue_dispatcher import QueueDispatchLoop, QueueViewRefresher
+from orchestrator.entrypoints.queues_api import QueueApi
 from orchestrator.entrypoints.schedule_loop import ScheduleLoop
 from orchestrator.entrypoints.schedules_api import ScheduleApi
 from orchestrator.entrypoints.watchdog import Watchdog
 from orchestrator.mapping import outbox_messages
 from orchestrator.service_layer.auth import Authenticator
 from orchestrator.service_layer.callbacks import Callbacks
+from orchestrator.service_layer.queues import QueueDispatcher, Queues
 from orchestrator.service_layer.schedules import Materialiser, Schedules
 from orchestrator.service_layer.services import MeasuredOrchestrator, Orchestrator
 from servicecall.v1 import (
+    queue_service_pb2,
+    queue_service_pb2_grpc,
     schedule_service_pb2,
     schedule_service_pb2_grpc,
     service_call_service_pb2,
@@ -75,6 +82,7 @@ SERVICE_NAME = service_call_service_pb2.DESCRIPTOR.services_by_name["ServiceCall
 SCHEDULE_SERVICE_NAME = schedule_service_pb2.DESCRIPTOR.services_by_name[
     "ScheduleService"
 ].full_name
+QUEUE_SERVICE_NAME = queue_service_pb2.DESCRIPTOR.services_by_name["QueueService"].full_name
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +94,8 @@ class ApiProcess:
     store: PostgresServiceCallStore
     orchestrator: Orchestrator
     schedule_store: PostgresScheduleStore
+    queue_store: PostgresQueueStore
+    queue_configs: StoredQueueConfigs
     server: GrpcServer
     metrics: OrchestratorMetrics
 
@@ -98,6 +108,8 @@ def build_api(config: OrchestratorConfig) -> ApiProcess:
     clock = SystemClock()
     store = PostgresServiceCallStore(engine, handoff_backstop=config.handoff_backstop)
     metrics = OrchestratorMetrics(new_registry())
+    queue_store = PostgresQueueStore(engine)
+    queue_configs = StoredQueueConfigs(queue_store, timedelta(seconds=config.queue_refresh_s))
     orchestrator: Orchestrator = MeasuredOrchestrator(
         metrics,
         store=MeasuredStore(store, metrics),
@@ -110,6 +122,7 @@ def build_api(config: OrchestratorConfig) -> ApiProcess:
         ),
         secrets=config.secrets,
         fingerprint_key=config.fingerprint_key,
+        queues=queue_configs,
     )
     page_tokens = PageTokens(config.page_token_secret)
     authenticator = Authenticator(PostgresKeyLookup(engine), ttl=config.api_key_cache_s)
@@ -117,17 +130,31 @@ def build_api(config: OrchestratorConfig) -> ApiProcess:
     schedule_store = PostgresScheduleStore(engine)
     schedules = Schedules(schedule_store, orchestrator, clock, ids, config.secrets, config.limits)
     schedule_api = ScheduleApi(schedules, ids, page_tokens, authenticator)
+    queue_api = QueueApi(
+        Queues(queue_store, queue_configs, orchestrator, clock), ids, page_tokens, authenticator
+    )
     server = GrpcServer(
         common.grpc_host,
         common.grpc_port,
         [
             partial(service_call_service_pb2_grpc.add_ServiceCallServiceServicer_to_server, api),
             partial(schedule_service_pb2_grpc.add_ScheduleServiceServicer_to_server, schedule_api),
+            partial(queue_service_pb2_grpc.add_QueueServiceServicer_to_server, queue_api),
         ],
-        [SERVICE_NAME, SCHEDULE_SERVICE_NAME],
+        [SERVICE_NAME, SCHEDULE_SERVICE_NAME, QUEUE_SERVICE_NAME],
         interceptors=[GrpcMetrics(metrics.registry)],
     )
-    return ApiProcess(engine, clock, store, orchestrator, schedule_store, server, metrics)
+    return ApiProcess(
+        engine,
+        clock,
+        store,
+        orchestrator,
+        schedule_store,
+        queue_store,
+        queue_configs,
+        server,
+        metrics,
+    )
 
 
 async def serve_api(config: OrchestratorConfig, index: int) -> None:
@@ -136,7 +163,11 @@ async def serve_api(config: OrchestratorConfig, index: int) -> None:
     api = build_api(config)
     closers = [api.store.close, api.engine.dispose, stop_tracing]
     closers.append(await serve_metrics(api.metrics.registry, config.metrics))
-    await Lifecycle(f"orchestrator api worker {index}", api.server, loops={}, closers=closers).run()
+    # Every process that decides keeps its view of the queues fresh (the gate, a submit's queue).
+    loops: dict[str, Loop] = {"queue-view": QueueViewRefresher(api.queue_configs).run}
+    await Lifecycle(
+        f"orchestrator api worker {index}", api.server, loops=loops, closers=closers
+    ).run()
 
 
 async def serve(config: OrchestratorConfig) -> None:
@@ -209,6 +240,10 @@ async def serve(config: OrchestratorConfig) -> None:
         observer=OccurrenceCounts(metrics.registry),
     )
     schedule_loop = ScheduleLoop(materialiser, poll_s=config.schedule_poll_s)
+    # Every replica dispatches held calls: each queue is claimed by one pass at a time.
+    queue_dispatcher = QueueDispatcher(
+        api.queue_store, orchestrator, api.clock, config.timing.handoff_lead
+    )
     RelayCounts(relay, metrics.registry)
     sampler = TableSampler(engine, metrics)
     loops: dict[str, Loop] = {
@@ -217,6 +252,8 @@ async def serve(config: OrchestratorConfig) -> None:
         "callback-consumer": lambda _stop: callback_consumer.run(),
         "watchdog": watchdog.run,
         "schedules": schedule_loop.run,
+        "queue-view": QueueViewRefresher(api.queue_configs).run,
+        "queue-dispatcher": QueueDispatchLoop(queue_dispatcher, config.queue_dispatch_s).run,
     }
     if config.metrics.enabled:  # nobody reads the sampled gauges otherwise
         loops["metrics-sampler"] = partial(

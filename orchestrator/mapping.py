@@ -48,6 +48,13 @@ from orchestrator.domain.model import (
     ServiceCallSpec,
     StatusRange,
 )
+from orchestrator.domain.queues import (
+    DEFAULT_QUEUE_ID,
+    QUEUE_FIELDS,
+    OrderingFailurePolicy,
+    Queue,
+    QueueState,
+)
 from orchestrator.domain.schedules import MissedOccurrencePolicy, Schedule, ScheduleState
 from orchestrator.domain.states import (
     Canceled,
@@ -69,6 +76,11 @@ from orchestrator.ports import (
     Invalid,
     ListQuery,
     OrderBy,
+    QueueExists,
+    QueueNotEmpty,
+    QueueNotFound,
+    QueueRefusal,
+    QueueVersionMismatch,
     Replay,
     ScheduleDraft,
     ScheduleEnded,
@@ -80,6 +92,7 @@ from orchestrator.ports import (
     template_field,
 )
 from servicecall.internal.v1 import events_pb2 as pb
+from servicecall.v1 import queue_pb2 as queue_pb
 from servicecall.v1 import schedule_pb2 as sched
 from servicecall.v1 import service_call_pb2 as api
 from servicecall.v1 import service_call_service_pb2 as svc
@@ -214,6 +227,8 @@ def service_call_to_proto(
         out.attempts.extend(_attempt_to_proto(a) for a in state.attempts)
     match state:
         case Scheduled() | Dispatched() | Running():
+            if isinstance(state, Scheduled) and state.held_reason is not None:
+                out.held_reason = state.held_reason
             out.schedule_time.CopyFrom(to_timestamp(state.due_at))
             out.attempt_count = state.attempt
             out.update_time.CopyFrom(to_timestamp(_last_change(state)))
@@ -244,6 +259,9 @@ def _call_features_to_proto(spec: ServiceCallSpec, out: api.ServiceCall) -> None
         out.callback_of = resource_name(spec.tenant_id, spec.callback_of)
     if spec.schedule_id is not None:
         out.schedule = f"tenants/{spec.tenant_id}/schedules/{spec.schedule_id}"
+    out.queue = spec.queue_id or DEFAULT_QUEUE_ID
+    if spec.ordering_key is not None:
+        out.ordering_key = spec.ordering_key
 
 
 def response_rules_to_proto(rules: ResponseRules) -> api.ResponseRules:
@@ -438,6 +456,10 @@ def submission_from_proto(
         failure_callback_url=call.failure_callback_url or None,
         max_lateness=max_lateness,
         response_rules=_response_rules(call),
+        # Empty is "unset": the `default` queue, named or not, is one queue (and one
+        # fingerprint). Validated by the use case (Orchestrator.submit).
+        queue_id=None if call.queue in ("", DEFAULT_QUEUE_ID) else call.queue,
+        ordering_key=call.ordering_key or None,
     )
 
 
@@ -723,7 +745,11 @@ def outbox_messages(
                         # One key per call, so a retry of the same call is recognisable too.
                         idempotency_key=spec.service_call_id,
                         max_response_snippet_bytes=max_snippet_bytes,
-                        send_deadline=_send_deadline(event.not_before, spec.max_lateness),
+                        # From the due time, not a queue's later send time (decide's bound).
+                        send_deadline=_send_deadline(
+                            after.due_at if isinstance(after, Dispatched) else event.not_before,
+                            spec.max_lateness,
+                        ),
                         success_statuses=_success_statuses(spec.response_rules),
                     ),
                 )
@@ -743,6 +769,8 @@ def outbox_messages(
                 )
             case ev.Abandoned() | ev.TooLate():
                 pass  # the terminal summary below says it
+            case ev.Held():
+                pass  # the queue's own affair: the state shows it (held_reason)
             case ev.ExecutionStarted() | ev.ExecutionSucceeded() | ev.ExecutionFailed():
                 pass  # the executor already announced these; the terminal summary follows
     status = status_of(after)
@@ -967,6 +995,11 @@ def schedule_draft_from_proto(
         call.CopyFrom(schedule.call_template)
         call.ClearField("schedule_time")
         call.ClearField("idempotency_key")
+        # Not kept by a call template yet (#18 built queues for calls only): refused rather
+        # than silently dropped.
+        for name in ("queue", "ordering_key"):
+            if getattr(call, name):
+                problems.add(f"schedule.call_template.{name}", "is not supported on schedules yet")
         given = submission_from_proto(tenant_id, call, None, None)
         if isinstance(given, list):
             for v in given:
@@ -1019,4 +1052,103 @@ def schedule_refusal_code(refusal: ScheduleRefusal) -> int:
         case ScheduleVersionMismatch():
             return int(code_pb2.ABORTED)
         case ScheduleEnded():
+            return int(code_pb2.FAILED_PRECONDITION)
+
+
+# ---------------------------------------------------------------------------------------------
+# Queues (#18, QueueService): requests to drafts, queues out, refusals to codes.
+# ---------------------------------------------------------------------------------------------
+
+_ORDERING_TO_PROTO = {
+    OrderingFailurePolicy.BLOCK: queue_pb.Queue.BLOCK,
+    OrderingFailurePolicy.SKIP: queue_pb.Queue.SKIP,
+}
+_ORDERING_FROM_PROTO = {
+    queue_pb.Queue.ORDERING_FAILURE_POLICY_UNSPECIFIED: OrderingFailurePolicy.BLOCK,
+    **{v: k for k, v in _ORDERING_TO_PROTO.items()},
+}
+_QUEUE_STATE_TO_PROTO = {
+    QueueState.RUNNING: queue_pb.Queue.RUNNING,
+    QueueState.PAUSED: queue_pb.Queue.PAUSED,
+}
+
+
+def queue_name(tenant_id: str, queue_id: str) -> str:
+    return f"tenants/{tenant_id}/queues/{queue_id}"
+
+
+def queue_etag(queue: Queue) -> str:
+    return f'W/"{queue.version}"'
+
+
+def queue_to_proto(queue: Queue) -> queue_pb.Queue:
+    out = queue_pb.Queue(
+        name=queue_name(queue.tenant_id, queue.queue_id),
+        tenant_id=queue.tenant_id,
+        queue_id=queue.queue_id,
+        max_dispatches_per_second=queue.max_dispatches_per_second,
+        max_burst_size=queue.max_burst_size,
+        max_concurrent_dispatches=queue.max_concurrent_dispatches,
+        ordering_failure_policy=_ORDERING_TO_PROTO[queue.ordering_failure_policy],
+        state=_QUEUE_STATE_TO_PROTO[queue.state],
+        etag=queue_etag(queue),
+    )
+    if queue.created_at is not None:
+        out.create_time.CopyFrom(to_timestamp(queue.created_at))
+    if queue.updated_at is not None:
+        out.update_time.CopyFrom(to_timestamp(queue.updated_at))
+    return out
+
+
+def queue_draft_from_proto(
+    tenant_id: str, queue: queue_pb.Queue | None, queue_id: str | None = None
+) -> Queue | list[FieldViolation]:
+    """The settings a CreateQueue or UpdateQueue request gives (output-only fields ignored);
+    `queue_id` is the update's, which the body's must be empty or equal to."""
+    if queue is None:
+        return [FieldViolation("queue", "is required")]
+    problems = _Violations()
+    if queue_id is not None and queue.queue_id not in ("", queue_id):
+        problems.add("queue.queue_id", "differs from the request's queue_id")
+    if queue_id is None and not queue.queue_id:
+        problems.add("queue.queue_id", "is required")
+    policy = _ORDERING_FROM_PROTO.get(queue.ordering_failure_policy)
+    if policy is None:
+        problems.add("queue.ordering_failure_policy", "is not a known policy")
+    if problems.items:
+        return problems.items
+    return Queue(
+        tenant_id=tenant_id,
+        queue_id=queue_id if queue_id is not None else queue.queue_id,
+        max_dispatches_per_second=queue.max_dispatches_per_second,
+        max_burst_size=queue.max_burst_size,
+        max_concurrent_dispatches=queue.max_concurrent_dispatches,
+        ordering_failure_policy=policy or OrderingFailurePolicy.BLOCK,
+    )
+
+
+def queue_fields_from_mask(paths: Sequence[str]) -> frozenset[str] | list[FieldViolation]:
+    """The fields an UpdateQueue's mask names (all of them when it names none)."""
+    if not paths:
+        return QUEUE_FIELDS
+    unknown = sorted(set(paths) - QUEUE_FIELDS)
+    if unknown:
+        allowed = ", ".join(sorted(QUEUE_FIELDS))
+        return [
+            FieldViolation("update_mask", f"{path!r} is not a field to update (any of {allowed})")
+            for path in unknown
+        ]
+    return frozenset(paths)
+
+
+def queue_refusal_code(refusal: QueueRefusal) -> int:
+    """The status code (a google.rpc.Code number) a refused queue change answers with."""
+    match refusal:
+        case QueueNotFound():
+            return int(code_pb2.NOT_FOUND)
+        case QueueExists():
+            return int(code_pb2.ALREADY_EXISTS)
+        case QueueVersionMismatch():
+            return int(code_pb2.ABORTED)
+        case QueueNotEmpty():
             return int(code_pb2.FAILED_PRECONDITION)

@@ -3,7 +3,7 @@ the values the use cases take and give (submissions, queries, pages, parked item
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal, Protocol
@@ -15,6 +15,7 @@ from orchestrator.domain.errors import DomainError
 from orchestrator.domain.events import Event
 from orchestrator.domain.idempotency import DueSpec
 from orchestrator.domain.model import HttpRequest, ResponseRules, RetryPolicy
+from orchestrator.domain.queues import KeyHistory, Queue
 from orchestrator.domain.schedules import MissedOccurrencePolicy, Schedule
 from orchestrator.domain.states import ServiceCallState, Status
 from orchestrator.domain.validation import FieldViolation
@@ -429,3 +430,152 @@ class OccurrenceObserver(Protocol):
     """Sees what each materialiser pass did (the metrics adapter counts it)."""
 
     def observe_occurrences(self, made: int, missed: int, skipped: int) -> None: ...
+
+
+# Queues (#18, QueueService): delivery control per queue (orchestrator/domain/queues.py); kept
+# by a QueueStore, seen by every use case through QueueConfigs, held calls released by the
+# queue dispatcher (orchestrator/service_layer/queues.py).
+
+
+class QueueConfigs(Protocol):
+    """The queues as this process last saw them (a view refreshed from the store every
+    `interval`, and at once after a change made here). Read on every decision: the gate of a
+    call (domain/queues.queue_gate) and whether a submit's queue exists."""
+
+    @property
+    def interval(self) -> timedelta:
+        """How stale the view may be: every process has seen a change this long after it."""
+        ...
+
+    def get(self, tenant_id: str, queue_id: str) -> Queue | None:
+        """The queue's row as last seen; None when it has none (`default` never changed, or
+        no such queue)."""
+        ...
+
+    async def refresh(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class QueueNotFound:
+    tenant_id: str
+    queue_id: str
+
+    @property
+    def message(self) -> str:
+        return f"queue tenants/{self.tenant_id}/queues/{self.queue_id} not found"
+
+
+@dataclass(frozen=True, slots=True)
+class QueueExists:
+    tenant_id: str
+    queue_id: str
+
+    @property
+    def message(self) -> str:
+        return f"queue tenants/{self.tenant_id}/queues/{self.queue_id} already exists"
+
+
+@dataclass(frozen=True, slots=True)
+class QueueVersionMismatch:
+    expected: int
+    actual: int
+
+    @property
+    def message(self) -> str:
+        return f"expected version {self.expected} but the queue is at {self.actual}"
+
+
+@dataclass(frozen=True, slots=True)
+class QueueNotEmpty:
+    queue_id: str
+    pending: int
+
+    @property
+    def message(self) -> str:
+        if self.queue_id == "default":
+            return "the default queue cannot be deleted"
+        return f"queue {self.queue_id!r} still holds {self.pending} pending call(s): purge it first"
+
+
+QueueRefusal = QueueNotFound | QueueExists | QueueVersionMismatch | QueueNotEmpty
+
+# A change of one queue, decided on its current value (`default` with no row: its defaults).
+QueueStep = Callable[[Queue], Queue | QueueRefusal | Invalid]
+
+
+@dataclass(frozen=True, slots=True)
+class QueuePage:
+    items: Sequence[Queue]
+    next_after: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class HeldCall:
+    """A held call as the dispatcher sees it: its place (due time, then id) and what its
+    ordering needs."""
+
+    service_call_id: str
+    due_at: datetime
+    attempt: int
+    ordering_key: str | None
+    replay_of: str | None
+    held_reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class QueueBacklog:
+    """What the dispatcher reads of one claimed queue, under its claim: the queue (its row or
+    the defaults), its held calls in queue order (at most a page), how many of its calls are
+    in flight, and the history of each ordering key among the held calls."""
+
+    queue: Queue
+    held: Sequence[HeldCall]
+    in_flight: int
+    keys: Mapping[str, KeyHistory]
+
+
+# What the dispatcher does with one claimed queue: releases some of its held calls and gives
+# the rate limiter's new state (`tat`) to write.
+Dispatch = Callable[[QueueBacklog], Awaitable[datetime | None]]
+
+
+class QueueStore(Protocol):
+    async def create(self, queue: Queue) -> bool:
+        """Stores a new queue; False (nothing written) when its id is taken in its tenant."""
+        ...
+
+    async def get(self, tenant_id: str, queue_id: str) -> Queue | None:
+        """The queue's row; None when it has none (for `default`: never changed)."""
+        ...
+
+    async def list(self, tenant_id: str, page_size: int, after: str | None) -> QueuePage:
+        """The tenant's queues with a row, by queue id, from the first one after `after`."""
+        ...
+
+    async def all(self) -> Sequence[Queue]:
+        """Every queue with a row (QueueConfigs' refresh)."""
+        ...
+
+    async def change(
+        self, tenant_id: str, queue_id: str, step: QueueStep
+    ) -> Queue | QueueRefusal | Invalid:
+        """Runs `step` on the queue as it is, holding it (a dispatcher's claim waits, and is
+        waited for), and writes the queue it gives unless that equals the current one.
+        `default` without a row is stepped from its defaults and created; any other queue
+        without a row is QueueNotFound, without calling `step`."""
+        ...
+
+    async def delete(self, tenant_id: str, queue_id: str) -> Queue | QueueRefusal:
+        """Deletes a queue holding no pending (SCHEDULED) call; the queue as it was."""
+        ...
+
+    async def pending_ids(self, tenant_id: str, queue_id: str, limit: int) -> Sequence[str]:
+        """Ids of the queue's SCHEDULED calls (held or waiting), earliest due first."""
+        ...
+
+    async def claim_held(self, limit: int, page: int, dispatch: Dispatch) -> int:
+        """Claims the queues that have held calls and that nobody else holds (at most
+        `limit`), reads each one's backlog (at most `page` held calls) and awaits `dispatch`
+        for it, writing the `tat` it gives, one transaction per queue. Returns how many
+        queues were claimed."""
+        ...

@@ -11,12 +11,14 @@ from mesh.topics import Topics
 from orchestrator.domain.model import DEFAULT_TIMING
 from orchestrator.domain.validation import Limits
 from orchestrator.mapping import outbox_messages
-from orchestrator.ports import ServiceCallStore
+from orchestrator.ports import QueueConfigs, ServiceCallStore
 from orchestrator.service_layer.services import Orchestrator
 from tests.builders import FINGERPRINT_KEY
 
 
-def orchestrator_over(store: ServiceCallStore, clock: Clock) -> Orchestrator:
+def orchestrator_over(
+    store: ServiceCallStore, clock: Clock, queues: QueueConfigs | None = None
+) -> Orchestrator:
     return Orchestrator(
         store=store,
         clock=clock,
@@ -28,4 +30,5 @@ def orchestrator_over(store: ServiceCallStore, clock: Clock) -> Orchestrator:
         ),
         secrets=SecretBox({1: bytes(32)}, current=1),
         fingerprint_key=FINGERPRINT_KEY,
+        queues=queues,
     )

@@ -349,3 +349,49 @@ RESPONSE_RULES_CASES: dict[str, ServiceCallState] = {
         completed_at=T1,
     ),
 }
+
+
+# #18's queue fields (format version 5 on): the queue a call names, its ordering key, and why
+# a Scheduled call is held by its queue. Kept apart like REPLAY_CASES; golden files in
+# queue_fields_v<N>/ (tests/unit/orchestrator/test_stored_queue_fields_golden.py).
+QUEUE_FIELD_CASES: dict[str, ServiceCallState] = {
+    # A call in a named queue with an ordering key, held while its queue is paused.
+    "held_with_key_scheduled": Scheduled(
+        spec=replace(FULL, queue_id="emails-eu", ordering_key="customer/42 ünï"),
+        version=3,
+        attempts=(),
+        due_at=DUE,
+        attempt=1,
+        handoff_at=None,
+        held_reason='held by paused queue "emails-eu"',
+    ),
+    # Only a queue, no key, waiting for its hand-off timer (not held).
+    "queue_only_scheduled": Scheduled(
+        spec=replace(PLAIN, queue_id="slow"),
+        version=2,
+        attempts=(),
+        due_at=DUE,
+        attempt=1,
+        handoff_at=DUE - timedelta(seconds=2),
+    ),
+    # Only a key (default queue), released and handed off.
+    "key_only_dispatched": Dispatched(
+        spec=replace(PLAIN, ordering_key="k"),
+        version=4,
+        attempts=(),
+        due_at=DUE,
+        attempt=1,
+        dispatched_at=DUE - timedelta(seconds=2),
+        lease_expires_at=DUE + timedelta(seconds=30),
+    ),
+    # Held for its retry, the first attempt failed.
+    "held_retry_scheduled": Scheduled(
+        spec=replace(PLAIN, queue_id="q", ordering_key="k"),
+        version=6,
+        attempts=(FAILED_ATTEMPT,),
+        due_at=DUE,
+        attempt=2,
+        handoff_at=None,
+        held_reason='waiting for queue "q"\'s rate limit',
+    ),
+}

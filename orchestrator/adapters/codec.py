@@ -27,11 +27,14 @@ Format versions:
   (the schedule an occurrence belongs to). A call with none of them is version 3's, names
   and all, but for "v". Versions 1 to 3 read with none of them. As for version 3, a release
   that reads only up to version 3 refuses a version-4 row: upgrade every replica first.
-- 5 ({"v": 5, ...}): version 4 and, in the spec, #18's "response_rules" (written only when
-  the call has them): {"success_statuses": [[first, last], ...], "retryable_statuses":
-  null (the default) or [[first, last], ...]}, each range inclusive and in the order given.
-  A call without them is version 4's but for "v"; versions 1 to 4 read with none. As
-  before, a release that reads only up to version 4 refuses a version-5 row.
+- 5 ({"v": 5, ...}): version 4 and #18's fields, each written only when set: in the spec
+  "response_rules" ({"success_statuses": [[first, last], ...], "retryable_statuses": null
+  (the default) or [[first, last], ...]}, each range inclusive and in the order given),
+  "queue_id" (absent: the `default` queue) and "ordering_key" (`_encode_queue_fields`); in
+  a Scheduled state "held_reason" (the call is held by its queue). A call with none of them
+  is version 4's, names and all, but for "v". Versions 1 to 4 read with none of them. A
+  release that reads only up to version 4 refuses a version-5 row: upgrade every replica
+  first.
 
 Values in all: datetimes as ISO 8601 with offset (SQL casts them with ::timestamptz),
 durations as integer microseconds, bytes as base64, enums by value, sets as sorted lists,
@@ -103,6 +106,8 @@ def encode(state: ServiceCallState) -> dict[str, Any]:
             out["due_at"] = state.due_at.isoformat()
             out["attempt"] = state.attempt
             out["handoff_at"] = None if state.handoff_at is None else state.handoff_at.isoformat()
+            if state.held_reason is not None:
+                out["held_reason"] = state.held_reason
         case Dispatched():
             out["kind"] = _DISPATCHED
             out["due_at"] = state.due_at.isoformat()
@@ -159,6 +164,7 @@ def _decode_state(data: dict[str, Any]) -> ServiceCallState:
             due_at=_fromisoformat(data["due_at"]),
             attempt=data["attempt"],
             handoff_at=None if handoff_at is None else _fromisoformat(handoff_at),
+            held_reason=data.get("held_reason"),
         )
     if kind == _DISPATCHED:
         return Dispatched(
@@ -231,7 +237,16 @@ def _encode_spec(spec: ServiceCallSpec) -> dict[str, Any]:
         out["schedule_id"] = spec.schedule_id
     if spec.response_rules is not None:
         out["response_rules"] = encode_response_rules(spec.response_rules)
+    _encode_queue_fields(spec, out)
     return out
+
+
+def _encode_queue_fields(spec: ServiceCallSpec, out: dict[str, Any]) -> None:
+    """#18's queue fields of the spec (format version 5), each only when set."""
+    if spec.queue_id is not None:
+        out["queue_id"] = spec.queue_id
+    if spec.ordering_key is not None:
+        out["ordering_key"] = spec.ordering_key
 
 
 def _decode_spec(data: dict[str, Any]) -> ServiceCallSpec:
@@ -252,6 +267,8 @@ def _decode_spec(data: dict[str, Any]) -> ServiceCallSpec:
         callback_of=data.get("callback_of"),
         schedule_id=data.get("schedule_id"),
         response_rules=_decode_optional_rules(data.get("response_rules")),
+        queue_id=data.get("queue_id"),
+        ordering_key=data.get("ordering_key"),
     )
 
 

@@ -32,6 +32,7 @@ from orchestrator.adapters.driver_sql import for_driver
 from orchestrator.adapters.relay import NOTIFY_CHANNEL
 from orchestrator.adapters.tables import inbox, outbox, service_call_tags, service_calls
 from orchestrator.domain.decide import watchdog_due
+from orchestrator.domain.queues import DEFAULT_QUEUE_ID
 from orchestrator.domain.states import (
     Canceled,
     Dispatched,
@@ -63,6 +64,8 @@ def _columns(state: ServiceCallState, now: datetime, handoff_backstop: timedelta
         "state": codec.encode(state),
         "updated_at": now,
         "watchdog_at": watchdog_due(state, handoff_backstop),
+        # Always written, so a call leaving its hold clears it (the dispatcher's index).
+        "held_reason": state.held_reason if isinstance(state, Scheduled) else None,
     }
     match state:
         case Scheduled() | Dispatched() | Running():
@@ -533,6 +536,7 @@ class PostgresServiceCallStore:
                     tags=sorted(after.spec.tags),
                     idempotency_key=after.spec.idempotency_key,
                     created_at=after.spec.created_at,
+                    **_queue_columns(after),
                     **_columns(after, now, self._handoff_backstop),
                 )
             )
@@ -682,6 +686,9 @@ def _insert_new_calls() -> sa.Select[str, str, int]:
             sa.column("updated_at", _TIMESTAMPTZ),
             sa.column("completed_at", _TIMESTAMPTZ),
             sa.column("watchdog_at", _TIMESTAMPTZ),
+            sa.column("held_reason", sa.Text),
+            sa.column("queue_id", sa.Text),
+            sa.column("ordering_key", sa.Text),
             sa.column("n", sa.Integer),
         )
         .render_derived(name="n", with_types=True)
@@ -791,6 +798,7 @@ def _new_call_params(
                 "tags": sorted(after.spec.tags),
                 "idempotency_key": after.spec.idempotency_key,
                 "created_at": after.spec.created_at,
+                **_queue_columns(after),
                 "n": len(calls),
             }
         )
@@ -810,6 +818,14 @@ def _new_call_params(
         "calls": json.dumps(calls, default=_json_time, separators=(",", ":")),
         "messages": json.dumps(messages, separators=(",", ":")),
         "channel": NOTIFY_CHANNEL,
+    }
+
+
+def _queue_columns(state: ServiceCallState) -> dict[str, Any]:
+    """The call's queue and ordering key, written once on insert (they never change)."""
+    return {
+        "queue_id": state.spec.queue_id or DEFAULT_QUEUE_ID,
+        "ordering_key": state.spec.ordering_key,
     }
 
 

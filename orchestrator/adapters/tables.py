@@ -25,6 +25,11 @@ service_calls = sa.Table(
     # When the orchestrator's own watchdog must look at the call: the dispatch lease of a
     # Dispatched call, the attempt deadline of a Running one, else NULL (migration 0005).
     sa.Column("watchdog_at", sa.DateTime(timezone=True)),
+    # #18 (migration 0010): the call's queue and ordering key (immutable, written on insert),
+    # and why it is held by its queue (NULL unless held; derived from the state).
+    sa.Column("queue_id", sa.Text, nullable=False, server_default="default"),
+    sa.Column("ordering_key", sa.Text),
+    sa.Column("held_reason", sa.Text),
 )
 
 outbox = sa.Table(
@@ -123,4 +128,22 @@ schedules = sa.Table(
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("template", pg.JSONB, nullable=False),
+)
+
+# Queues (#18, migration 0010): one row per queue ever changed (`default` has none until then),
+# with the rate limiter's state (`tat`) kept by the dispatcher that holds the row.
+queues = sa.Table(
+    "queues",
+    metadata,
+    sa.Column("tenant_id", sa.Text, primary_key=True),
+    sa.Column("queue_id", sa.Text, primary_key=True),
+    sa.Column("max_dispatches_per_second", sa.Float, nullable=False),
+    sa.Column("max_burst_size", sa.Integer, nullable=False),
+    sa.Column("max_concurrent_dispatches", sa.Integer, nullable=False),
+    sa.Column("ordering_failure_policy", sa.Text, nullable=False),
+    sa.Column("state", sa.Text, nullable=False),
+    sa.Column("version", sa.BigInteger, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("tat", sa.DateTime(timezone=True)),
 )

@@ -77,6 +77,24 @@ class AbandonServiceCall:
     reason: str
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReleaseServiceCall:
+    # The queue dispatcher (orchestrator/service_layer/queues.py) lets a held call go: it is
+    # handed off to be sent at `send_at` (its place in the queue's rate) or its due time,
+    # whichever is later. `attempt` names the held attempt, so a release decided on an older
+    # look at the call is refused. Never a client's command.
+    attempt: int
+    send_at: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HoldServiceCall:
+    # The queue dispatcher's new word on why a held call still waits (a queue paused after
+    # it was held, the call of its ordering key it waits for). Never a client's command.
+    attempt: int
+    reason: str
+
+
 Command = (
     SubmitServiceCall
     | FireTimer
@@ -87,6 +105,8 @@ Command = (
     | RescheduleServiceCall
     | RunServiceCallNow
     | AbandonServiceCall
+    | ReleaseServiceCall
+    | HoldServiceCall
 )
 
 
@@ -103,6 +123,8 @@ class CommandKind(enum.Enum):
     RESCHEDULE = "RESCHEDULE"
     RUN_NOW = "RUN_NOW"
     ABANDON = "ABANDON"
+    RELEASE = "RELEASE"
+    HOLD = "HOLD"
 
 
 _TIMER_KINDS = {
@@ -132,5 +154,9 @@ def kind_of(command: Command) -> CommandKind:
             return CommandKind.RUN_NOW
         case AbandonServiceCall():
             return CommandKind.ABANDON
+        case ReleaseServiceCall():
+            return CommandKind.RELEASE
+        case HoldServiceCall():
+            return CommandKind.HOLD
         case _:
             assert_never(command)

@@ -14,9 +14,11 @@ from orchestrator.domain.commands import (
     Command,
     CommandKind,
     FireTimer,
+    HoldServiceCall,
     RecordExecutionFailed,
     RecordExecutionStarted,
     RecordExecutionSucceeded,
+    ReleaseServiceCall,
     RescheduleServiceCall,
     RunServiceCallNow,
     SubmitServiceCall,
@@ -31,6 +33,7 @@ from orchestrator.domain.errors import (
     IdempotencyConflict,
     IllegalTransition,
     NotCancelable,
+    NotHeld,
     NotReschedulable,
     ServiceCallNotFound,
     StaleEvent,
@@ -96,6 +99,8 @@ TRANSITIONS: Mapping[Status | None, Mapping[CommandKind, Moves | Refused]] = {
         CommandKind.RESCHEDULE: Refused(ServiceCallNotFound),
         CommandKind.RUN_NOW: Refused(ServiceCallNotFound),
         CommandKind.ABANDON: Refused(ServiceCallNotFound),
+        CommandKind.RELEASE: Refused(ServiceCallNotFound),
+        CommandKind.HOLD: Refused(ServiceCallNotFound),
     },
     Status.SCHEDULED: {
         CommandKind.SUBMIT: Refused(AlreadySubmitted),
@@ -110,6 +115,9 @@ TRANSITIONS: Mapping[Status | None, Mapping[CommandKind, Moves | Refused]] = {
         CommandKind.RESCHEDULE: Moves(frozenset({Status.SCHEDULED, Status.DISPATCHED})),
         CommandKind.RUN_NOW: Moves(frozenset({Status.DISPATCHED})),
         CommandKind.ABANDON: Moves(frozenset({Status.FAILED})),
+        # Of a held call; any other Scheduled call is refused (NotHeld).
+        CommandKind.RELEASE: Moves(frozenset({Status.DISPATCHED, Status.FAILED})),
+        CommandKind.HOLD: Moves(frozenset({Status.SCHEDULED})),
     },
     Status.DISPATCHED: {
         CommandKind.SUBMIT: Refused(AlreadySubmitted),
@@ -123,6 +131,8 @@ TRANSITIONS: Mapping[Status | None, Mapping[CommandKind, Moves | Refused]] = {
         CommandKind.RESCHEDULE: Refused(NotReschedulable),
         CommandKind.RUN_NOW: Refused(NotReschedulable),
         CommandKind.ABANDON: Moves(frozenset({Status.FAILED})),
+        CommandKind.RELEASE: Refused(NotHeld),
+        CommandKind.HOLD: Refused(NotHeld),
     },
     Status.RUNNING: {
         CommandKind.SUBMIT: Refused(AlreadySubmitted),
@@ -136,6 +146,8 @@ TRANSITIONS: Mapping[Status | None, Mapping[CommandKind, Moves | Refused]] = {
         CommandKind.RESCHEDULE: Refused(NotReschedulable),
         CommandKind.RUN_NOW: Refused(NotReschedulable),
         CommandKind.ABANDON: Moves(frozenset({Status.FAILED})),
+        CommandKind.RELEASE: Refused(NotHeld),
+        CommandKind.HOLD: Refused(NotHeld),
     },
     Status.SUCCEEDED: _ON_TERMINAL,
     Status.FAILED: _ON_TERMINAL,
@@ -144,37 +156,58 @@ TRANSITIONS: Mapping[Status | None, Mapping[CommandKind, Moves | Refused]] = {
 
 
 def decide(
-    state: ServiceCallState | None, command: Command, now: datetime, timing: Timing
+    state: ServiceCallState | None,
+    command: Command,
+    now: datetime,
+    timing: Timing,
+    gate: str | None = None,
 ) -> Decision:
+    """`gate` is the call's queue gate as the service layer sees it now (queue_gate in
+    orchestrator/domain/queues.py): None lets a due hand-off go to the executor as always;
+    a reason holds it instead (`Held`), for the queue dispatcher to release (ReleaseServiceCall).
+    It is an input like `now`, not part of a command: every path that can hand a call off
+    (a submit due now, the hand-off timer, a retry or a reschedule within the lead, run now)
+    must see it, and whether a queue gates changes while the call waits."""
     if isinstance(command, SubmitServiceCall):
-        return _submit(state, command, now, timing)
+        return _submit(state, command, now, timing, gate)
     if state is None:
         return ServiceCallNotFound(kind_of(command))
     if isinstance(state, TERMINAL):
         return AlreadyTerminal(status_of(state))
     match command:
         case FireTimer():
-            return _fire_timer(state, command, now, timing)
+            return _fire_timer(state, command, now, timing, gate)
         case RecordExecutionStarted():
             return _started(state, command, now, timing)
         case RecordExecutionSucceeded():
             return _succeeded(state, command, now)
         case RecordExecutionFailed():
-            return _failed(state, command, now, timing)
+            return _failed(state, command, now, timing, gate)
         case CancelServiceCall():
             return _cancel(state, command, now)
         case RescheduleServiceCall():
-            return _reschedule(state, command.due_at, command.expected_version, now, timing)
+            return _reschedule(state, command.due_at, command.expected_version, now, timing, gate)
         case RunServiceCallNow():
-            return _reschedule(state, now, None, now, timing)
+            # Of a held call too: it becomes due now and, still gated, waits first in line.
+            return _reschedule(state, now, None, now, timing, gate)
         case AbandonServiceCall():
             return (ev.Abandoned(at=now, reason=command.reason),)
+        case ReleaseServiceCall():
+            return _release(state, command, now, timing)
+        case HoldServiceCall():
+            if not _is_held(state, command.attempt):
+                return NotHeld(status_of(state), command.attempt)
+            return (ev.Held(at=now, attempt=command.attempt, reason=command.reason),)
         case _:
             assert_never(command)
 
 
 def _submit(
-    state: ServiceCallState | None, command: SubmitServiceCall, now: datetime, timing: Timing
+    state: ServiceCallState | None,
+    command: SubmitServiceCall,
+    now: datetime,
+    timing: Timing,
+    gate: str | None,
 ) -> Decision:
     if state is not None:
         # Holds for terminal calls too: a client retrying a submission must get the call back.
@@ -183,7 +216,7 @@ def _submit(
         return IdempotencyConflict(state.spec.service_call_id, state.spec.idempotency_key)
     return (
         ev.Submitted(at=now, spec=command.spec, due_at=command.due_at),
-        *_handoff(1, command.due_at, command.spec.max_lateness, now, timing),
+        *_handoff(1, command.due_at, command.spec.max_lateness, now, timing, gate),
     )
 
 
@@ -193,15 +226,49 @@ def _handoff(
     max_lateness: timedelta | None,
     now: datetime,
     timing: Timing,
+    gate: str | None,
 ) -> tuple[ev.Event, ...]:
     handoff_at = due_at - timing.handoff_lead
     if handoff_at <= now:
-        return _dispatch(attempt, due_at, max_lateness, now, timing)
+        return _dispatch_or_hold(attempt, due_at, max_lateness, now, timing, gate)
     return (
         ev.TimerRequested(
             at=now, purpose=TimerPurpose.HANDOFF, attempt=attempt, fire_at=handoff_at
         ),
     )
+
+
+def _dispatch_or_hold(
+    attempt: int,
+    due_at: datetime,
+    max_lateness: timedelta | None,
+    now: datetime,
+    timing: Timing,
+    gate: str | None,
+) -> tuple[ev.Event, ...]:
+    if gate is None:
+        return _dispatch(attempt, due_at, max_lateness, now, timing)
+    if max_lateness is not None and now > due_at + max_lateness:
+        return _dispatch(attempt, due_at, max_lateness, now, timing)  # TooLate, not held
+    return (ev.Held(at=now, attempt=attempt, reason=gate),)
+
+
+def _is_held(state: ActiveState, attempt: int) -> bool:
+    return (
+        isinstance(state, Scheduled) and state.held_reason is not None and state.attempt == attempt
+    )
+
+
+def _release(
+    state: ActiveState, command: ReleaseServiceCall, now: datetime, timing: Timing
+) -> Decision:
+    if not _is_held(state, command.attempt):
+        return NotHeld(status_of(state), command.attempt)
+    assert isinstance(state, Scheduled)
+    # Never before the due time: a release is a permission, not a reschedule. max_lateness
+    # still counts from the due time: a call held past it ends FAILED unsent (TooLate).
+    send_at = max(state.due_at, command.send_at)
+    return _dispatch(state.attempt, state.due_at, state.spec.max_lateness, now, timing, send_at)
 
 
 def _dispatch(
@@ -210,6 +277,7 @@ def _dispatch(
     max_lateness: timedelta | None,
     now: datetime,
     timing: Timing,
+    send_at: datetime | None = None,
 ) -> tuple[ev.Event, ...]:
     # Measured against this attempt's own due time (a retry's is its retry time), when the
     # mesh comes to hand it off: after an outage of the scheduler or the orchestrator, or
@@ -222,10 +290,11 @@ def _dispatch(
         )
     # The lease runs from due_at, not from the hand-off: the executor holds the call until
     # then, and only a missing Started after that means the hand-off was lost.
-    lease_expires_at = max(now, due_at) + timing.dispatch_lease
+    not_before = due_at if send_at is None else send_at
+    lease_expires_at = max(now, not_before) + timing.dispatch_lease
     return (
         ev.ExecutionRequested(
-            at=now, attempt=attempt, not_before=due_at, lease_expires_at=lease_expires_at
+            at=now, attempt=attempt, not_before=not_before, lease_expires_at=lease_expires_at
         ),
         ev.TimerRequested(
             at=now,
@@ -236,7 +305,9 @@ def _dispatch(
     )
 
 
-def _fire_timer(state: ActiveState, command: FireTimer, now: datetime, timing: Timing) -> Decision:
+def _fire_timer(
+    state: ActiveState, command: FireTimer, now: datetime, timing: Timing, gate: str | None
+) -> Decision:
     stale = StaleTimer(command.purpose, command.attempt, command.fire_at)
     if command.attempt != state.attempt:
         return stale
@@ -265,7 +336,12 @@ def _fire_timer(state: ActiveState, command: FireTimer, now: datetime, timing: T
             ),
         )
     match state:
-        case Scheduled() | Dispatched():
+        case Scheduled():
+            return _dispatch_or_hold(
+                state.attempt, state.due_at, state.spec.max_lateness, now, timing, gate
+            )
+        case Dispatched():
+            # A lost hand-off is sent again as it was released (its queue already let it go).
             return _dispatch(state.attempt, state.due_at, state.spec.max_lateness, now, timing)
         case Running():
             watchdog = ExecutionResult(
@@ -276,7 +352,7 @@ def _fire_timer(state: ActiveState, command: FireTimer, now: datetime, timing: T
                 retry_after=None,
                 ended_at=now,
             )
-            return _fail(state, watchdog, AttemptOutcome.TIMED_OUT, now, timing)
+            return _fail(state, watchdog, AttemptOutcome.TIMED_OUT, now, timing, gate)
         case _:
             assert_never(state)
 
@@ -384,14 +460,18 @@ def _succeeded(state: ActiveState, command: RecordExecutionSucceeded, now: datet
 
 
 def _failed(
-    state: ActiveState, command: RecordExecutionFailed, now: datetime, timing: Timing
+    state: ActiveState,
+    command: RecordExecutionFailed,
+    now: datetime,
+    timing: Timing,
+    gate: str | None,
 ) -> Decision:
     reported = _reported_on(state, CommandKind.EXECUTION_FAILED, command.attempt)
     if not isinstance(reported, Dispatched | Running):
         return reported
     if error := _result_too_early(reported, command.attempt, command.result):
         return error
-    return _fail(reported, command.result, AttemptOutcome.FAILED, now, timing)
+    return _fail(reported, command.result, AttemptOutcome.FAILED, now, timing, gate)
 
 
 def _result_too_early(
@@ -411,6 +491,7 @@ def _fail(
     outcome: AttemptOutcome,
     now: datetime,
     timing: Timing,
+    gate: str | None,
 ) -> tuple[ev.Event, ...]:
     if state.attempts:
         first_started = state.attempts[0].started_at
@@ -440,7 +521,7 @@ def _fail(
         return (failed,)
     return (
         failed,
-        *_handoff(state.attempt + 1, retry.retry_at, state.spec.max_lateness, now, timing),
+        *_handoff(state.attempt + 1, retry.retry_at, state.spec.max_lateness, now, timing, gate),
     )
 
 
@@ -461,6 +542,7 @@ def _reschedule(
     expected_version: int | None,
     now: datetime,
     timing: Timing,
+    gate: str | None,
 ) -> Decision:
     match state:
         case Scheduled():
@@ -468,7 +550,7 @@ def _reschedule(
                 return VersionMismatch(expected_version, state.version)
             return (
                 ev.Rescheduled(at=now, due_at=due_at),
-                *_handoff(state.attempt, due_at, state.spec.max_lateness, now, timing),
+                *_handoff(state.attempt, due_at, state.spec.max_lateness, now, timing, gate),
             )
         case Dispatched() | Running():
             return NotReschedulable(status_of(state))
@@ -497,7 +579,7 @@ def evolve(state: ServiceCallState | None, event: ev.Event) -> ServiceCallState:
             if (
                 not isinstance(state, Scheduled | Dispatched)
                 or event.attempt != state.attempt
-                or event.not_before != state.due_at
+                or event.not_before < state.due_at
             ):
                 raise _illegal(state, event)
             return Dispatched(
@@ -569,7 +651,13 @@ def evolve(state: ServiceCallState | None, event: ev.Event) -> ServiceCallState:
         case ev.Rescheduled():
             if not isinstance(state, Scheduled):
                 raise _illegal(state, event)
-            return replace(state, version=state.version + 1, due_at=event.due_at, handoff_at=None)
+            return replace(
+                state,
+                version=state.version + 1,
+                due_at=event.due_at,
+                handoff_at=None,
+                held_reason=None,
+            )
         case ev.TooLate():
             # No attempt is recorded: none was made (a re-dispatched one never started).
             if not isinstance(state, Scheduled | Dispatched) or event.attempt != state.attempt:
@@ -580,6 +668,12 @@ def evolve(state: ServiceCallState | None, event: ev.Event) -> ServiceCallState:
                 attempts=state.attempts,
                 completed_at=event.at,
                 reason=event.reason,
+            )
+        case ev.Held():
+            if not isinstance(state, Scheduled) or event.attempt != state.attempt:
+                raise _illegal(state, event)
+            return replace(
+                state, version=state.version + 1, handoff_at=None, held_reason=event.reason
             )
         case ev.Abandoned():
             if not isinstance(state, Scheduled | Dispatched | Running):
@@ -600,7 +694,9 @@ def _evolve_timer(state: ServiceCallState | None, event: ev.TimerRequested) -> S
         case TimerPurpose.HANDOFF:
             if not isinstance(state, Scheduled) or event.attempt != state.attempt:
                 raise _illegal(state, event)
-            return replace(state, version=state.version + 1, handoff_at=event.fire_at)
+            return replace(
+                state, version=state.version + 1, handoff_at=event.fire_at, held_reason=None
+            )
         case TimerPurpose.DISPATCH_LEASE:
             if not isinstance(state, Dispatched) or event.attempt != state.attempt:
                 raise _illegal(state, event)

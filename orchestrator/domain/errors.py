@@ -133,6 +133,31 @@ class IllegalTransition:
 
 
 @dataclass(frozen=True, slots=True)
+class UnknownQueue:
+    # A submit names a queue its tenant does not have (`default` always exists).
+    kind: ClassVar[ErrorKind] = ErrorKind.NOT_FOUND
+    tenant_id: str
+    queue_id: str
+
+    @property
+    def message(self) -> str:
+        return f"queue tenants/{self.tenant_id}/queues/{self.queue_id} not found"
+
+
+@dataclass(frozen=True, slots=True)
+class NotHeld:
+    # A release or hold decided on an older look at the call: it was canceled, rescheduled,
+    # released by another dispatcher, or has moved to another attempt meanwhile.
+    kind: ClassVar[ErrorKind] = ErrorKind.STALE
+    status: Status
+    attempt: int
+
+    @property
+    def message(self) -> str:
+        return f"attempt {self.attempt} is not held (the call is {self.status.value})"
+
+
+@dataclass(frozen=True, slots=True)
 class StaleTimer:
     kind: ClassVar[ErrorKind] = ErrorKind.STALE
     purpose: TimerPurpose
@@ -201,6 +226,8 @@ DomainError = (
     | NotReplayable
     | IllegalTransition
     | StaleTimer
+    | NotHeld
+    | UnknownQueue
     | StaleEvent
     | Duplicate
     | StartedTooEarly

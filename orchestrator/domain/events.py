@@ -88,6 +88,16 @@ class TooLate:
     reason: str
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Held:
+    # The call's hand-off came while its queue gates it (paused, rate or concurrency limited,
+    # or an ordering key): it stays Scheduled, with no timer, until the queue dispatcher
+    # releases it. Also the dispatcher's new reason for a call already held.
+    at: datetime
+    attempt: int
+    reason: str
+
+
 Event = (
     Submitted
     | TimerRequested
@@ -99,4 +109,5 @@ Event = (
     | Rescheduled
     | Abandoned
     | TooLate
+    | Held
 )

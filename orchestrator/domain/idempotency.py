@@ -42,6 +42,8 @@ def fingerprint(
     callback_of: str | None = None,
     schedule_id: str | None = None,
     response_rules: ResponseRules | None = None,
+    queue_id: str | None = None,
+    ordering_key: str | None = None,
 ) -> str:
     """A keyed hash (HMAC-SHA256) of the request as the client sent it.
 
@@ -98,6 +100,9 @@ def fingerprint(
         *_optional(
             b"response-rules", None if response_rules is None else _rules_field(response_rules)
         ),
+        # #18's, by the same rule: only when set (the `default` queue named or not alike).
+        *_optional(b"queue", None if queue_id is None else queue_id.encode()),
+        *_optional(b"ordering-key", None if ordering_key is None else ordering_key.encode()),
     ]
     for part in parts:
         hasher.update(_int(len(part)))

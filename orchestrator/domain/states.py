@@ -33,8 +33,12 @@ class Scheduled:
     attempt: int
     # Fire time of the hand-off timer currently armed. Stored rather than recomputed as
     # due_at − lead so that changing the lead in config never strands timers already armed.
-    # None only between the event that schedules and the TimerRequested of the same decision.
+    # None only between the event that schedules and the TimerRequested of the same decision,
+    # and while the call is held.
     handoff_at: datetime | None
+    # Set while the call is held by its queue (the hand-off came, the queue's gate did not let
+    # it go): why, for people. The queue dispatcher releases it; no timer is armed meanwhile.
+    held_reason: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -13,6 +13,8 @@ from orchestrator.domain.commands import (
     CancelServiceCall,
     Command,
     CommandKind,
+    HoldServiceCall,
+    ReleaseServiceCall,
     RescheduleServiceCall,
     RunServiceCallNow,
     SubmitServiceCall,
@@ -23,9 +25,16 @@ from orchestrator.domain.errors import (
     DomainError,
     NotReplayable,
     ServiceCallNotFound,
+    UnknownQueue,
 )
 from orchestrator.domain.idempotency import DueSpec, fingerprint, service_call_id_for
 from orchestrator.domain.model import ServiceCallSpec, Timing
+from orchestrator.domain.queues import (
+    DEFAULT_QUEUE_ID,
+    queue_gate,
+    validate_ordering_key,
+    validate_queue_id,
+)
 from orchestrator.domain.states import TERMINAL, ServiceCallState, status_of
 from orchestrator.domain.validation import (
     FieldViolation,
@@ -41,6 +50,7 @@ from orchestrator.ports import (
     ListQuery,
     OutboxMessages,
     Page,
+    QueueConfigs,
     Replay,
     ServiceCallStore,
     Submission,
@@ -66,6 +76,7 @@ class Orchestrator:
         to_messages: OutboxMessages,
         secrets: SecretBox,
         fingerprint_key: bytes,
+        queues: QueueConfigs | None = None,
     ) -> None:
         self._store = store
         self._clock = clock
@@ -75,6 +86,8 @@ class Orchestrator:
         self._to_messages = to_messages
         self._secrets = secrets
         self._fingerprint_key = fingerprint_key
+        # None: no queue but `default`, which never gates (a mesh without queues).
+        self._queues = queues
 
     async def submit(
         self, submission: Submission, correlation_id: str
@@ -106,8 +119,12 @@ class Orchestrator:
             max_lateness=submission.max_lateness,
             response_rules=submission.response_rules,
         )
+        violations += self._queue_violations(submission)
         if violations:
             return Invalid(tuple(violations))
+        queue_id = submission.queue_id
+        if queue_id is not None and not self._queue_exists(submission.tenant_id, queue_id):
+            return UnknownQueue(submission.tenant_id, queue_id)
         key = submission.idempotency_key
         service_call_id = (
             service_call_id_for(submission.tenant_id, key) if key else self._ids.new_id()
@@ -131,6 +148,8 @@ class Orchestrator:
             callback_of=submission.callback_of,
             schedule_id=submission.schedule_id,
             response_rules=submission.response_rules,
+            queue_id=queue_id,
+            ordering_key=submission.ordering_key,
         )
         spec = ServiceCallSpec(
             tenant_id=submission.tenant_id,
@@ -150,6 +169,8 @@ class Orchestrator:
             callback_of=submission.callback_of,
             schedule_id=submission.schedule_id,
             response_rules=submission.response_rules,
+            queue_id=queue_id,
+            ordering_key=submission.ordering_key,
         )
         transition = await self._run(
             submission.tenant_id,
@@ -208,8 +229,31 @@ class Orchestrator:
             failure_callback_url=spec.failure_callback_url,
             max_lateness=spec.max_lateness,
             response_rules=spec.response_rules,
+            # In the same queue and key: a replay of a failed call is what unblocks its key
+            # (Queue.ordering_failure_policy BLOCK).
+            queue_id=spec.queue_id,
+            ordering_key=spec.ordering_key,
         )
         return await self.submit(submission, correlation_id)
+
+    def _queue_violations(self, submission: Submission) -> list[FieldViolation]:
+        problems = []
+        if submission.queue_id is not None:
+            problems += validate_queue_id(submission.queue_id, "service_call.queue")
+        if submission.ordering_key is not None:
+            problems += validate_ordering_key(submission.ordering_key, "service_call.ordering_key")
+        return problems
+
+    def _queue_exists(self, tenant_id: str, queue_id: str) -> bool:
+        if queue_id == DEFAULT_QUEUE_ID:
+            return True
+        return self._queues is not None and self._queues.get(tenant_id, queue_id) is not None
+
+    def _gate(self, tenant_id: str, spec: ServiceCallSpec) -> str | None:
+        """Whether the call's queue holds its hand-off now (domain/queues.queue_gate)."""
+        queue_id = spec.queue_id or DEFAULT_QUEUE_ID
+        queue = None if self._queues is None else self._queues.get(tenant_id, queue_id)
+        return queue_gate(queue, queue_id, spec.ordering_key)
 
     async def get(self, tenant_id: str, service_call_id: str) -> ServiceCallState | None:
         return await self._store.get(tenant_id, service_call_id)
@@ -250,6 +294,22 @@ class Orchestrator:
         self, tenant_id: str, service_call_id: str, correlation_id: str
     ) -> ServiceCallState | DomainError:
         return await self._command(tenant_id, service_call_id, RunServiceCallNow(), correlation_id)
+
+    async def release(
+        self, tenant_id: str, service_call_id: str, attempt: int, send_at: datetime
+    ) -> ServiceCallState | DomainError:
+        """Lets a held call go, to be sent at `send_at` or its due time (the queue
+        dispatcher's, orchestrator/service_layer/queues.py); refused (NotHeld) when the call
+        is no longer held in that attempt."""
+        command = ReleaseServiceCall(attempt=attempt, send_at=send_at)
+        return await self._command(tenant_id, service_call_id, command, f"queue:{tenant_id}")
+
+    async def hold(
+        self, tenant_id: str, service_call_id: str, attempt: int, reason: str
+    ) -> ServiceCallState | DomainError:
+        """Says anew why a held call waits (the queue dispatcher's)."""
+        command = HoldServiceCall(attempt=attempt, reason=reason)
+        return await self._command(tenant_id, service_call_id, command, f"queue:{tenant_id}")
 
     async def apply(
         self,
@@ -303,7 +363,15 @@ class Orchestrator:
         new_call: bool = False,
     ) -> Transition | None:
         def step(before: ServiceCallState | None) -> Transition:
-            decision = decide(before, command, now, self._timing)
+            spec = (
+                before.spec
+                if before is not None
+                else command.spec
+                if isinstance(command, SubmitServiceCall)
+                else None
+            )
+            gate = None if spec is None else self._gate(tenant_id, spec)
+            decision = decide(before, command, now, self._timing, gate)
             if not isinstance(decision, tuple):
                 return Transition(before, rejection=decision)
             after = before

@@ -33,6 +33,8 @@ from schemathesis.specs.openapi import checks as openapi_checks
 from schemathesis.specs.openapi.schemas import OpenApiSchema
 
 from meshctl.layout import Layout
+from servicecall.v1 import queue_pb2 as queue_api
+from servicecall.v1 import queue_service_pb2 as queue_svc
 from servicecall.v1 import schedule_pb2 as schedule_api
 from servicecall.v1 import schedule_service_pb2 as schedule_svc
 from servicecall.v1 import service_call_pb2 as api
@@ -54,6 +56,10 @@ SEEDED_CALLS = 4
 SCHEDULE_TENANT = f"fuzz-s-{uuid.uuid4().hex[:12]}"
 SCHEDULE_SERVICE = "servicecall.v1.ScheduleService"
 SEEDED_SCHEDULES = 2
+# Queues likewise: pausing or purging a queue must not touch the fuzzed calls' tenant.
+QUEUE_TENANT = f"fuzz-q-{uuid.uuid4().hex[:12]}"
+QUEUE_SERVICE = "servicecall.v1.QueueService"
+SEEDED_QUEUES = ("seed-a", "seed-b")
 
 FUZZ_SETTINGS = settings(
     deadline=None,
@@ -71,6 +77,7 @@ class Findings:
     failures: dict[str, str] = field(default_factory=dict)
     created_ids: set[str] = field(default_factory=set)
     created_schedule_ids: set[str] = field(default_factory=set)
+    created_queue_ids: set[str] = field(default_factory=set)
 
     def fail(self, signature: str, reproducer: str) -> None:
         self.failures.setdefault(signature, reproducer)
@@ -115,6 +122,26 @@ def seeded_schedule_ids(running_mesh: Layout, schedule_key: str) -> Iterator[lis
     with requests.Session() as session:
         for schedule_id in _stored_schedule_ids(running_mesh.database_url):
             session.delete(f"{base}/{schedule_id}", headers=auth, timeout=30)
+
+
+@pytest.fixture(scope="module")
+def queue_key(key_ring: KeyRing) -> str:
+    return key_ring.for_tenant(QUEUE_TENANT)
+
+
+@pytest.fixture(scope="module")
+def seeded_queue_ids(running_mesh: Layout, queue_key: str) -> list[str]:
+    """Queues made before fuzzing, so that Get/Update/Pause/Resume/Purge/Delete reach rows."""
+    base = f"{running_mesh.public_url}/v1/tenants/{QUEUE_TENANT}/queues"
+    for queue_id in SEEDED_QUEUES:
+        response = requests.post(
+            base,
+            json={"queueId": queue_id, "maxDispatchesPerSecond": 10},
+            headers={"authorization": f"Bearer {queue_key}"},
+            timeout=30,
+        )
+        assert response.status_code == 201, response.text
+    return [*SEEDED_QUEUES, "default"]
 
 
 @pytest.fixture(scope="module")
@@ -270,6 +297,8 @@ def check_http(
     if response.status_code == 201 and isinstance(body, dict):
         if "scheduleId" in body:
             found.created_schedule_ids.add(str(body["scheduleId"]))
+        elif "queueId" in body:
+            found.created_queue_ids.add(str(body["queueId"]))
         else:
             found.created_ids.add(str(body.get("serviceCallId")))
     if isinstance(body, dict) and isinstance(body.get("results"), list):  # a batch's answers
@@ -300,9 +329,17 @@ OPERATIONS = [
     ("POST", "/v1/tenants/{tenantId}/schedules/{scheduleId}:pause"),
     ("POST", "/v1/tenants/{tenantId}/schedules/{scheduleId}:resume"),
     ("DELETE", "/v1/tenants/{tenantId}/schedules/{scheduleId}"),
+    ("POST", "/v1/tenants/{tenantId}/queues"),
+    ("GET", "/v1/tenants/{tenantId}/queues"),
+    ("GET", "/v1/tenants/{tenantId}/queues/{queueId}"),
+    ("PATCH", "/v1/tenants/{tenantId}/queues/{queueId}"),
+    ("POST", "/v1/tenants/{tenantId}/queues/{queueId}:pause"),
+    ("POST", "/v1/tenants/{tenantId}/queues/{queueId}:resume"),
+    ("POST", "/v1/tenants/{tenantId}/queues/{queueId}:purge"),
+    ("DELETE", "/v1/tenants/{tenantId}/queues/{queueId}"),
 ]
 # The id a path names: fixed to a seeded row most of the time, so cases reach real rows.
-ID_PARAMETERS = ("serviceCallId", "scheduleId")
+ID_PARAMETERS = ("serviceCallId", "scheduleId", "queueId")
 
 
 def _case_strategies(
@@ -348,12 +385,18 @@ def test_http_fuzz(
     seeded_ids: list[str],
     schedule_key: str,
     seeded_schedule_ids: list[str],
+    queue_key: str,
+    seeded_queue_ids: list[str],
     findings: Findings,
 ) -> None:
     base_url = running_mesh.public_url
     if "/schedules" in path:
         strategy = _case_strategies(
             api_schema, method, path, SCHEDULE_TENANT, schedule_key, seeded_schedule_ids
+        )
+    elif "/queues" in path:
+        strategy = _case_strategies(
+            api_schema, method, path, QUEUE_TENANT, queue_key, seeded_queue_ids
         )
     else:
         strategy = _case_strategies(api_schema, method, path, TENANT, fuzz_key, seeded_ids)
@@ -398,7 +441,17 @@ SCHEDULE_REQUESTS: dict[str, type[pb_message.Message]] = {
     "ResumeSchedule": schedule_svc.ResumeScheduleRequest,
     "DeleteSchedule": schedule_svc.DeleteScheduleRequest,
 }
-GRPC_METHODS = [*REQUESTS, *SCHEDULE_REQUESTS]
+QUEUE_REQUESTS: dict[str, type[pb_message.Message]] = {
+    "CreateQueue": queue_svc.CreateQueueRequest,
+    "GetQueue": queue_svc.GetQueueRequest,
+    "ListQueues": queue_svc.ListQueuesRequest,
+    "UpdateQueue": queue_svc.UpdateQueueRequest,
+    "DeleteQueue": queue_svc.DeleteQueueRequest,
+    "PauseQueue": queue_svc.PauseQueueRequest,
+    "ResumeQueue": queue_svc.ResumeQueueRequest,
+    "PurgeQueue": queue_svc.PurgeQueueRequest,
+}
+GRPC_METHODS = [*REQUESTS, *SCHEDULE_REQUESTS, *QUEUE_REQUESTS]
 RESPONSES: dict[str, type[pb_message.Message]] = {
     "ListServiceCalls": svc.ListServiceCallsResponse,
     "BatchSubmitServiceCalls": svc.BatchSubmitServiceCallsResponse,
@@ -409,6 +462,14 @@ RESPONSES: dict[str, type[pb_message.Message]] = {
     "PauseSchedule": schedule_api.Schedule,
     "ResumeSchedule": schedule_api.Schedule,
     "DeleteSchedule": empty_pb2.Empty,
+    "ListQueues": queue_svc.ListQueuesResponse,
+    "CreateQueue": queue_api.Queue,
+    "GetQueue": queue_api.Queue,
+    "UpdateQueue": queue_api.Queue,
+    "PauseQueue": queue_api.Queue,
+    "ResumeQueue": queue_api.Queue,
+    "PurgeQueue": queue_svc.PurgeQueueResponse,
+    "DeleteQueue": empty_pb2.Empty,
 }
 
 
@@ -447,6 +508,20 @@ def _valid_schedule_request(name: str, seeded: list[str]) -> pb_message.Message:
             message.schedule_id = seeded[0]
     elif name != "ListSchedules":
         message.schedule_id = seeded[0]  # type: ignore[attr-defined]
+    return message
+
+
+def _valid_queue_request(name: str, seeded: list[str]) -> pb_message.Message:
+    """As `_valid_request`, for the QueueService."""
+    message = QUEUE_REQUESTS[name](tenant_id=QUEUE_TENANT)
+    if isinstance(message, queue_svc.CreateQueueRequest):
+        message.queue.queue_id = "grpc-fuzz"
+        message.queue.max_dispatches_per_second = 3
+    elif isinstance(message, queue_svc.UpdateQueueRequest):
+        message.queue_id = seeded[0]
+        message.queue.max_concurrent_dispatches = 4
+    elif name != "ListQueues":
+        message.queue_id = seeded[0]  # type: ignore[attr-defined]
     return message
 
 
@@ -508,11 +583,16 @@ def test_grpc_fuzz(
     seeded_ids: list[str],
     schedule_key: str,
     seeded_schedule_ids: list[str],
+    queue_key: str,
+    seeded_queue_ids: list[str],
     findings: Findings,
 ) -> None:
     if method in SCHEDULE_REQUESTS:
         service, key = SCHEDULE_SERVICE, schedule_key
         valid = _valid_schedule_request(method, seeded_schedule_ids).SerializeToString()
+    elif method in QUEUE_REQUESTS:
+        service, key = QUEUE_SERVICE, queue_key
+        valid = _valid_queue_request(method, seeded_queue_ids).SerializeToString()
     else:
         service, key = SERVICE, fuzz_key
         valid = _valid_request(method, seeded_ids).SerializeToString()
@@ -544,6 +624,8 @@ def test_grpc_fuzz(
         response = RESPONSES.get(method, api.ServiceCall).FromString(raw)
         if method == "CreateSchedule" and isinstance(response, schedule_api.Schedule):
             findings.created_schedule_ids.add(response.schedule_id)
+        if method == "CreateQueue" and isinstance(response, queue_api.Queue):
+            findings.created_queue_ids.add(response.queue_id)
         if method in ("SubmitServiceCall", "ReplayServiceCall") and isinstance(
             response, api.ServiceCall
         ):
@@ -630,3 +712,28 @@ def test_only_accepted_schedules_were_stored_and_each_reads_back(
             assert response.status_code == 200, (schedule_id, response.text[:200])
             assert response.json()["scheduleId"] == schedule_id
     print(f"\n{len(stored)} fuzz-tenant schedules stored, all accepted and all readable")
+
+
+def _stored_queue_ids(database_url: str) -> set[str]:
+    with psycopg.connect(database_url) as conn:
+        rows = conn.execute(
+            "SELECT queue_id FROM orchestrator.queues WHERE tenant_id = %s", (QUEUE_TENANT,)
+        ).fetchall()
+    return {row[0] for row in rows}
+
+
+def test_only_accepted_queues_were_stored_and_each_reads_back(
+    running_mesh: Layout, queue_key: str, seeded_queue_ids: list[str], findings: Findings
+) -> None:
+    """As above, for the queues the fuzz runs made (`default` gets a row when first changed)."""
+    stored = _stored_queue_ids(running_mesh.database_url)
+    unexplained = stored - findings.created_queue_ids - set(seeded_queue_ids)
+    assert not unexplained, f"queues nobody was told were created: {sorted(unexplained)[:10]}"
+    headers = {"authorization": f"Bearer {queue_key}"}
+    base = f"{running_mesh.public_url}/v1/tenants/{QUEUE_TENANT}/queues"
+    with requests.Session() as session:
+        for queue_id in sorted(stored):
+            response = session.get(f"{base}/{queue_id}", headers=headers, timeout=30)
+            assert response.status_code == 200, (queue_id, response.text[:200])
+            assert response.json()["queueId"] == queue_id
+    print(f"\n{len(stored)} fuzz-tenant queues stored, all accepted and all readable")

@@ -11,9 +11,11 @@ from orchestrator.domain.commands import (
     Command,
     CommandKind,
     FireTimer,
+    HoldServiceCall,
     RecordExecutionFailed,
     RecordExecutionStarted,
     RecordExecutionSucceeded,
+    ReleaseServiceCall,
     RescheduleServiceCall,
     RunServiceCallNow,
     SubmitServiceCall,
@@ -125,13 +127,24 @@ def step(
     command: Command,
     now: datetime,
     timing: Timing = TIMING,
+    gate: str | None = None,
 ) -> ServiceCallState:
-    return apply(state, events_of(decide(state, command, now, timing)))
+    return apply(state, events_of(decide(state, command, now, timing, gate)))
 
 
 def scheduled(spec: ServiceCallSpec = SPEC, due_at: datetime = DUE) -> Scheduled:
     state = step(None, SubmitServiceCall(spec=spec, due_at=due_at), T0)
     assert isinstance(state, Scheduled)
+    return state
+
+
+def held(spec: ServiceCallSpec = SPEC, reason: str = "held by paused queue") -> Scheduled:
+    """A Scheduled call whose hand-off came while its queue gated it."""
+    before = scheduled(spec)
+    assert before.handoff_at is not None
+    fire = FireTimer(purpose=TimerPurpose.HANDOFF, attempt=1, fire_at=before.handoff_at)
+    state = step(before, fire, before.handoff_at, gate=reason)
+    assert isinstance(state, Scheduled) and state.held_reason == reason
     return state
 
 
@@ -224,3 +237,7 @@ def well_formed(kind: CommandKind, state: ServiceCallState | None) -> tuple[Comm
             return RunServiceCallNow(), T0
         case CommandKind.ABANDON:
             return AbandonServiceCall(reason="parked: cannot be applied"), T0
+        case CommandKind.RELEASE:
+            return ReleaseServiceCall(attempt=attempt, send_at=due_at), due_at - TIMING.handoff_lead
+        case CommandKind.HOLD:
+            return HoldServiceCall(attempt=attempt, reason="still paused"), T0

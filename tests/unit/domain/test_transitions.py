@@ -8,7 +8,7 @@ from orchestrator.domain.commands import CommandKind
 from orchestrator.domain.decide import TRANSITIONS, Moves, Refused, decide
 from orchestrator.domain.states import Status, status_of
 
-from .builders import TIMING, apply, state_in, well_formed
+from .builders import TIMING, apply, held, state_in, well_formed
 
 STATUSES: list[Status | None] = [None, *Status]
 PAIRS = [(status, kind) for status in STATUSES for kind in CommandKind]
@@ -34,6 +34,8 @@ def test_terminal_states_refuse_everything() -> None:
 def test_decide_follows_the_table(pair: tuple[Status | None, CommandKind]) -> None:
     status, kind = pair
     state = state_in(status)
+    if status is Status.SCHEDULED and kind in (CommandKind.RELEASE, CommandKind.HOLD):
+        state = held()  # the Scheduled call these commands are for
     command, now = well_formed(kind, state)
 
     decision = decide(state, command, now, TIMING)
