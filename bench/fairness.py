@@ -206,6 +206,7 @@ class FairnessBench:
             )
         else:
             result.note = (result.note + "; " if result.note else "") + "B's call never arrived"
+        await self.settle()
         call = await self.api.GetServiceCall(
             svc.GetServiceCallRequest(tenant_id=b_tenant, service_call_id=b_answer.service_call_id),
             timeout=30,
@@ -214,7 +215,6 @@ class FairnessBench:
         if call.attempts and call.attempts[0].HasField("start_time"):
             started = call.attempts[0].start_time.ToDatetime(tzinfo=UTC)
             result.b_started_ms = (started - b_due).total_seconds() * 1000
-        await self.settle()
         return result
 
     async def settle(self, timeout: float = 120.0) -> None:
