@@ -15,6 +15,13 @@ process likewise), then per run:
   sink port: the executor's per-host cap is not shared with A), or A's own host with
   `b-same-host-*`.
 
+`--executor-only`: the executor's share alone, in one process as `make bench-burst` measures
+it (the real handler, H1Client and SendingSlots at the executor's defaults, 512 / 256 / 128;
+every request handed over 3 s ahead, reports acknowledged at once, loopback sinks in processes
+of their own); times are when each answer came. It adds `b-behind-three`: tenants A, C and D
+with a third of the calls each, each over two hosts of its own, so that their per-tenant
+caps together exceed the global one and B's attempt waits for a global slot.
+
 Printed per run, for B: lateness (arrival − due), its rank among all arrivals after its due
 time (1: nothing of A's arrived between B's due time and B), and the executor's view (its
 attempt's start_time − due); for A: first / median / last arrival − T. Then the medians of
@@ -30,6 +37,7 @@ import gc
 import math
 import os
 import statistics
+import subprocess
 import sys
 import time
 import uuid
@@ -42,7 +50,21 @@ import psycopg
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from bench._sink import FastSink
+from bench.executor import execution_request
+from bench.executor_burst import _AckedAtOnce
 from bench.scheduler import _raise_own_priority
+from executor.adapters.h1_client import H1Client
+from executor.adapters.signing_keys import SigningKeysFile
+from executor.adapters.sleeper import LoopSleeper, PreciseSleeper
+from executor.domain.egress import parse_allowlist
+from executor.main import execution_handler, tune_gc
+from executor.ports import HttpFailure, HttpRequest, HttpResponse, PreparedRequest
+from executor.service_layer.registry import Executions
+from executor.service_layer.slots import SendingSlots
+from mesh.clock import SystemClock, Uuid7Gen
+from mesh.kafka import ReceivedMessage
+from mesh.logs import configure_logging
+from mesh.secrets import SecretBox
 from meshctl import mesh
 from meshctl.layout import ROOT, Layout
 from meshctl.sink import Arrival
@@ -66,9 +88,11 @@ FAIRNESS_LAYOUT = Layout(
     pg_fsync=True,
 )
 
+EXECUTOR_LEAD_S = 3.0  # --executor-only: requests reach the handler this long before due
 BATCH = 1000
 BATCHES_IN_FLIGHT = 4
 SCENARIOS = ("b-at-due", "b-after-1s", "b-same-host-at-due")
+EXECUTOR_SCENARIOS = (*SCENARIOS, "b-behind-three")
 
 
 @dataclass
@@ -206,29 +230,156 @@ class FairnessBench:
             )
         else:
             result.note = (result.note + "; " if result.note else "") + "B's call never arrived"
-        await self.settle()
-        call = await self.api.GetServiceCall(
-            svc.GetServiceCallRequest(tenant_id=b_tenant, service_call_id=b_answer.service_call_id),
-            timeout=30,
-            metadata=b_auth,
-        )
+        await self.settle((a_tenant, b_tenant))
+        # B's attempt as the executor recorded it, once its result was applied.
+        for _ in range(60):
+            call = await self.api.GetServiceCall(
+                svc.GetServiceCallRequest(
+                    tenant_id=b_tenant,
+                    service_call_id=b_answer.service_call_id,
+                    view=svc.FULL,
+                ),
+                timeout=30,
+                metadata=b_auth,
+            )
+            if call.attempts:
+                break
+            await asyncio.sleep(0.5)
         if call.attempts and call.attempts[0].HasField("start_time"):
             started = call.attempts[0].start_time.ToDatetime(tzinfo=UTC)
             result.b_started_ms = (started - b_due).total_seconds() * 1000
         return result
 
-    async def settle(self, timeout: float = 120.0) -> None:
-        """Waits until the outbox is drained, so one run's tail (results being recorded)
-        does not load the next run's submission."""
+    async def settle(self, tenants: Sequence[str], timeout: float = 300.0) -> None:
+        """Waits until every call of the run ended and the outbox is drained, so one run's
+        tail (results being recorded and published) does not load the next run."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             with psycopg.connect(self.layout.database_url) as conn:
                 row = conn.execute(
-                    "SELECT count(*) FROM orchestrator.outbox WHERE published_at IS NULL"
+                    "SELECT (SELECT count(*) FROM orchestrator.service_calls"
+                    "         WHERE tenant_id = ANY(%s)"
+                    "           AND status NOT IN ('SUCCEEDED', 'FAILED', 'CANCELED')),"
+                    "       (SELECT count(*) FROM orchestrator.outbox"
+                    "         WHERE published_at IS NULL)",
+                    (list(tenants),),
                 ).fetchone()
-            if row is not None and row[0] == 0:
+            if row is not None and row[0] == 0 and row[1] == 0:
                 return
             await asyncio.sleep(0.5)
+        print(f"  (the run did not settle within {timeout:.0f} s)", file=sys.stderr)
+
+
+class _Noted:
+    """The H1Client, noting when each answer came and for which URL."""
+
+    def __init__(self, inner: H1Client) -> None:
+        self._inner = inner
+        self.answers: list[tuple[float, str]] = []
+
+    def prepare(self, request: HttpRequest) -> PreparedRequest | HttpFailure:
+        return self._inner.prepare(request)
+
+    async def send(self, request: HttpRequest | PreparedRequest) -> HttpResponse | HttpFailure:
+        reply = await self._inner.send(request)
+        url = request.request.url if isinstance(request, PreparedRequest) else request.url
+        self.answers.append((time.time(), url))
+        return reply
+
+
+def _received(offset: int, tenant: str, url: str, due: datetime) -> ReceivedMessage:
+    call_id = str(uuid.uuid4())
+    value = execution_request(call_id, tenant, url, due)
+    return ReceivedMessage("bench.execution-requests", 0, offset, f"{tenant}/{call_id}", value)
+
+
+async def executor_run(scenario: str, calls: int, ports: list[int]) -> Run:
+    """One run of the executor's share: A's crowd (or A's, C's and D's) and B's one attempt,
+    all handed to the handler EXECUTOR_LEAD_S ahead, B's last (as through the mesh, where B
+    was submitted after A)."""
+    http = _Noted(H1Client.create(parse_allowlist(["127.0.0.1/32"]), 1024 * 1024, 512))
+    handler = execution_handler(
+        bus=_AckedAtOnce(),
+        http=http,
+        clock=SystemClock(),
+        ids=Uuid7Gen(),
+        sleeper=PreciseSleeper(),
+        coarse_sleeper=LoopSleeper(),
+        limits=SendingSlots(512, 256, 128),
+        secrets=SecretBox({1: bytes(32)}, 1),
+        signing=SigningKeysFile(None),
+        executions=Executions(),
+        events_topic="bench.execution-events",
+        executor_id="bench",
+        started_after=timedelta(seconds=1),
+        report_defer=timedelta(seconds=2),
+    )
+    url = "http://127.0.0.1:{port}{path}".format
+    # Warm the connection pool to every sink (not counted).
+    now = datetime.now(UTC)
+    await asyncio.gather(
+        *(handler(_received(i, "warm", url(port=p, path="/w"), now)) for i, p in enumerate(ports))
+    )
+    warm = [_received(i, "warm", url(port=ports[i % 2], path="/w"), now) for i in range(600)]
+    await asyncio.gather(*(handler(m) for m in warm))
+    http.answers.clear()
+    due = datetime.now(UTC) + timedelta(seconds=EXECUTOR_LEAD_S)
+    b_due = due + timedelta(seconds=1) if scenario.endswith("after-1s") else due
+    messages: list[ReceivedMessage] = []
+    if scenario == "b-behind-three":
+        # Each of A, C, D over two hosts of its own; B on the seventh.
+        for i in range(calls):
+            tenant = ("a", "c", "d")[i % 3]
+            port = ports[2 * (i % 3) + (i // 3) % 2]
+            messages.append(_received(i, tenant, url(port=port, path=f"/a/{i}"), due))
+        b_port = ports[6]
+    else:
+        for i in range(calls):
+            messages.append(_received(i, "a", url(port=ports[0], path=f"/a/{i}"), due))
+        b_port = ports[0] if "same-host" in scenario else ports[1]
+    b_url = url(port=b_port, path="/b")
+    messages.append(_received(calls, "b", b_url, b_due))
+    await asyncio.gather(*(handler(m) for m in messages))
+    result = Run(scenario)
+    t = due.timestamp()
+    a_times = sorted(at - t for at, u in http.answers if u != b_url)
+    result.a_arrived = len(a_times)
+    result.a_first_ms = a_times[0] * 1000
+    result.a_median_ms = statistics.median(a_times) * 1000
+    result.a_last_ms = a_times[-1] * 1000
+    b_at = next(at for at, u in http.answers if u == b_url)
+    result.b_late_ms = (b_at - b_due.timestamp()) * 1000
+    since = b_due.timestamp()
+    result.b_rank = 1 + sum(1 for at, u in http.answers if u != b_url and since <= at < b_at)
+    return result
+
+
+def measure_executor(calls: int, repeat: int, chosen: Sequence[str]) -> list[Run]:
+    # Seven sinks, each a process of its own standing for a target host on another machine.
+    sinks = [
+        subprocess.Popen(
+            [sys.executable, "-m", "bench.executor_burst", "--serve-sink"],
+            stdout=subprocess.PIPE,
+            text=True,
+            env=os.environ,
+        )
+        for _ in range(7)
+    ]
+    runs: list[Run] = []
+    try:
+        ports = []
+        for sink in sinks:
+            assert sink.stdout is not None
+            ports.append(int(sink.stdout.readline()))
+        for _ in range(repeat):
+            for scenario in chosen:
+                runs.append(asyncio.run(executor_run(scenario, calls, ports)))
+                print(row(runs[-1]), file=sys.stderr, flush=True)
+    finally:
+        for sink in sinks:
+            sink.terminate()
+            sink.wait()
+    return runs
 
 
 def _f(x: float) -> str:
@@ -300,6 +451,11 @@ def main(argv: list[str] | None = None) -> None:
         default=",".join(SCENARIOS),
         help=f"comma list of {', '.join(SCENARIOS)}",
     )
+    parser.add_argument(
+        "--executor-only",
+        action="store_true",
+        help="the executor's share alone, in this process (no mesh; adds b-behind-three)",
+    )
     parser.add_argument("--keep-mesh", action="store_true", help="leave the bench mesh running")
     parser.add_argument(
         "--env",
@@ -310,8 +466,21 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
     chosen = [s.strip() for s in args.scenarios.split(",") if s.strip()]
-    if unknown := set(chosen) - set(SCENARIOS):
+    if args.executor_only and args.scenarios == ",".join(SCENARIOS):
+        chosen = list(EXECUTOR_SCENARIOS)
+    known = EXECUTOR_SCENARIOS if args.executor_only else SCENARIOS
+    if unknown := set(chosen) - set(known):
         parser.error(f"unknown scenarios: {', '.join(sorted(unknown))}")
+    if args.executor_only:
+        configure_logging("executor", "info")
+        tune_gc(50_000)
+        runs = measure_executor(args.calls, args.repeat, chosen)
+        print()
+        print(f"command: python -m bench.fairness {' '.join(argv or sys.argv[1:])}")
+        print(f"executor only, SendingSlots(512, 256, 128); load average: {os.getloadavg()}")
+        print(f"tenant A: {args.calls} attempts due at T; tenant B: 1 (times: answers)")
+        _print_table(runs, chosen)
+        return
     env = {"EXECUTOR_NICE": "-10", "EXECUTOR_RT_PRIORITY": "1"} | dict(
         item.split("=", 1) for item in args.env
     )
@@ -331,6 +500,10 @@ def main(argv: list[str] | None = None) -> None:
     print(f"service env: {env}")
     print(f"sink (this process): {sink_priority}; load average: {os.getloadavg()}")
     print(f"tenant A: {args.calls} calls due at T; tenant B: 1 call")
+    _print_table(runs, chosen)
+
+
+def _print_table(runs: list[Run], chosen: Sequence[str]) -> None:
     print(HEADER)
     for r in runs:
         print(row(r))
