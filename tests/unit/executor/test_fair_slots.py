@@ -1,5 +1,6 @@
 """Fair sharing between tenants (issue 18): a slot that frees up goes to the next tenant in
-round-robin order, so one tenant's backlog never queues another tenant's attempt behind it.
+round-robin order, so one tenant's backlog never queues another tenant's attempt behind it;
+and one tenant's held reports, let go together, do not hold up the loop in one piece.
 
 Deterministic: waiters are queued in a known order and slots released one at a time; no
 clock is involved (the order of hand-overs is the whole behaviour)."""
@@ -7,10 +8,13 @@ clock is involved (the order of hand-overs is the whole behaviour)."""
 from __future__ import annotations
 
 import asyncio
+import itertools
+from datetime import timedelta
 
 import pytest
 
 from executor.ports import HttpFailure, HttpRequest, HttpResponse, PreparedRequest
+from executor.service_layer.attempts import REPORTS_PER_TURN
 from executor.service_layer.slots import SendingSlots
 from mesh.slots import FairSlots, KeyedLimit
 from tests.fakes.executor.world import World, received, request_envelope
@@ -301,3 +305,47 @@ async def test_one_tenants_backlog_does_not_queue_another_tenants_attempt() -> N
         http.answer_one()
         await settle()
     await asyncio.gather(*backlog, lone)
+
+
+class OneSlowHttp:
+    """Answers at once, except the request to slow.example, which waits to be let go."""
+
+    def __init__(self) -> None:
+        self.slow = asyncio.Event()
+        self.sending = asyncio.Event()
+
+    def prepare(self, request: HttpRequest) -> PreparedRequest:
+        return PreparedRequest(request)
+
+    async def send(self, request: HttpRequest | PreparedRequest) -> HttpResponse | HttpFailure:
+        if isinstance(request, PreparedRequest):
+            request = request.request
+        if "slow" in request.url:
+            self.sending.set()
+            await self.slow.wait()
+        return HttpResponse(200, (), b"")
+
+
+async def test_held_reports_go_in_portions_so_the_loop_serves_others_between() -> None:
+    # 600 attempts finish while one is still sending: their reports wait. When it is done,
+    # they go REPORTS_PER_TURN per turn of the loop, not all in one turn (another tenant's
+    # attempt due meanwhile would wait behind all of them).
+    world = World(report_defer=timedelta(seconds=30), started_after=timedelta(seconds=30))
+    http = OneSlowHttp()
+    world.handler._http = http
+    slow = _perform(world, "a", "slow", 0)
+    await http.sending.wait()
+    quick = [_perform(world, "a", f"q{i}", i + 1) for i in range(600)]
+    for _ in range(50):
+        await asyncio.sleep(0)
+    assert world.results() == []  # all held while the slow one is sending
+    http.slow.set()
+    seen: list[int] = []
+    while len(seen) < 200 and (not seen or seen[-1] < 601):
+        await asyncio.sleep(0)
+        seen.append(len(world.results()))
+    assert seen[-1] == 601
+    steps = sorted({n for n in seen if 0 < n < 601})
+    assert len(steps) >= 2, seen  # reported over several turns
+    assert all(b - a <= REPORTS_PER_TURN + 1 for a, b in itertools.pairwise([0, *steps, 601]))
+    await asyncio.gather(slow, *quick)
