@@ -250,19 +250,20 @@ class FairnessBench:
             result.b_started_ms = (started - b_due).total_seconds() * 1000
         return result
 
-    async def settle(self, tenants: Sequence[str], timeout: float = 300.0) -> None:
-        """Waits until every call of the run ended and the outbox is drained, so one run's
-        tail (results being recorded and published) does not load the next run."""
+    async def settle(self, tenants: Sequence[str] | None, timeout: float = 300.0) -> None:
+        """Waits until every call of the run (None: every call at all, such as a stopped
+        earlier run's) ended and the outbox is drained, so one run's tail (results being
+        recorded and published) does not load the next run."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             with psycopg.connect(self.layout.database_url) as conn:
                 row = conn.execute(
                     "SELECT (SELECT count(*) FROM orchestrator.service_calls"
-                    "         WHERE tenant_id = ANY(%s)"
+                    "         WHERE (%s::text[] IS NULL OR tenant_id = ANY(%s::text[]))"
                     "           AND status NOT IN ('SUCCEEDED', 'FAILED', 'CANCELED')),"
                     "       (SELECT count(*) FROM orchestrator.outbox"
                     "         WHERE published_at IS NULL)",
-                    (list(tenants),),
+                    (None if tenants is None else list(tenants),) * 2,
                 ).fetchone()
             if row is not None and row[0] == 0 and row[1] == 0:
                 return
@@ -425,6 +426,8 @@ async def measure(
     await bench.start()
     runs: list[Run] = []
     try:
+        # The run dir (and its database) outlives a mesh: work left by a stopped run goes first.
+        await bench.settle(None, timeout=600)
         if warmup:
             # Warms the fresh broker's JIT and measures the submission rate (not counted).
             bench.calls = warmup
