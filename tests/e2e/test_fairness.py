@@ -6,13 +6,12 @@ several-fold, but where B's call lands among A's does not. The bound: fair shari
 attempt wait for at most about one hand-over of a slot per tenant waiting (FairSlots), behind
 the sends already in flight (at most the per-host cap, 128 by default, since both tenants'
 calls go to this one sink); the wake-up of the crowd at its due instant adds the part of A's
-attempts resumed before B's. Arriving within the first fifth of A's 5,000 leaves several
-times that margin; a FIFO over the whole backlog would put B's call near the end of it.
+attempts resumed before B's. Arriving within the first fifth of A's 2,000 (400) leaves about
+three times that margin; a FIFO over the whole backlog would put B's call at the end of it.
 """
 
 from __future__ import annotations
 
-import time
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -24,12 +23,17 @@ from servicecall.v1 import service_call_service_pb2 as svc
 from servicecall.v1 import service_call_service_pb2_grpc as svc_grpc
 from tests.waiting import eventually
 
-BACKLOG = 5000
+# Small enough that the whole crowd is handed off before its due time even on a busy
+# machine: the scheduler starts a crowd's hand-offs at most HANDOFF_PULL_MAX_S (10 s) ahead,
+# and hand-offs are handed on first come first served (scheduler claims, the orchestrator's
+# consumer and outbox, Kafka), so hand-offs still on their way at the due time would put B's,
+# submitted last, behind all of A's before the executor could share anything. 5,000 took
+# ~16 s to hand off on the shared 2-core machine (~300/s under load); 2,000 fit in 10 s.
+BACKLOG = 2000
 BATCH = 1000
-# Due this long after the test starts: time to submit A's backlog and have every hand-off
-# reach the executor before the due instant (the hand-off lead, and the scheduler's pulling
-# a crowd's hand-offs ahead), so what is tested is how the executor shares its slots.
-MARGIN = timedelta(seconds=15)
+# Due this long after the test starts: time to submit A's backlog before the scheduler starts
+# pulling the crowd's hand-offs forward (the 1 s hand-off lead of the test mesh + 10 s).
+MARGIN = timedelta(seconds=20)
 
 
 def _call(url: str, due: datetime) -> api.ServiceCall:
@@ -92,6 +96,5 @@ async def test_a_tenants_backlog_does_not_hold_up_another_tenants_call(
     order = sorted(first_arrival, key=first_arrival.__getitem__)
     b_rank = order.index(b_path)  # A's calls that reached the sink before B's
     assert b_rank < BACKLOG // 5, f"B's call arrived after {b_rank} of A's {BACKLOG}"
-    # Nothing was sent early (the backlog was held until its due time, B's call too).
-    assert min(first_arrival.values()) >= due.timestamp() - 0.001
-    assert time.time() >= due.timestamp()
+    # Nothing was sent early: the backlog was held until its due time, B's call too.
+    assert min(first_arrival.values()) >= due.timestamp()
