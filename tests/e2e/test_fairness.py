@@ -2,12 +2,13 @@
 calls due at one instant does not hold up another tenant's single call due with them.
 
 Order-like facts only, no milliseconds: on a shared, noisy machine the drain's duration varies
-several-fold, but where B's call lands among A's does not. The bound: fair sharing lets B's
-attempt wait for at most about one hand-over of a slot per tenant waiting (FairSlots), behind
-the sends already in flight (at most the per-host cap, 128 by default, since both tenants'
-calls go to this one sink); the wake-up of the crowd at its due instant adds the part of A's
-attempts resumed before B's. Arriving within the first fifth of A's 2,000 (400) leaves about
-three times that margin; a FIFO over the whole backlog would put B's call at the end of it.
+several-fold, but where B's call lands among A's does not. Both tenants' calls go to this one
+sink, so they meet at its host's slots (128 by default): A's crowd fills them and queues 128
+more behind (A's per-tenant cap, 256, lets no more through). With the slots shared round robin
+by tenant B's attempt takes the first one freed after it arrives and reaches the sink after
+~129 of A's; first come first served it waited behind all 256 (measured: 129 against 256, the
+same machine and minute). The bound, a tenth of A's 2,000 (200), sits between the two; a FIFO
+over the whole backlog would put B's call at its end.
 """
 
 from __future__ import annotations
@@ -95,6 +96,6 @@ async def test_a_tenants_backlog_does_not_hold_up_another_tenants_call(
 
     order = sorted(first_arrival, key=first_arrival.__getitem__)
     b_rank = order.index(b_path)  # A's calls that reached the sink before B's
-    assert b_rank < BACKLOG // 5, f"B's call arrived after {b_rank} of A's {BACKLOG}"
+    assert b_rank < BACKLOG // 10, f"B's call arrived after {b_rank} of A's {BACKLOG}"
     # Nothing was sent early: the backlog was held until its due time, B's call too.
     assert min(first_arrival.values()) >= due.timestamp()
