@@ -13,7 +13,7 @@ SOURCES := mesh orchestrator scheduler executor gateway meshctl tests bench k8s
 
 .PHONY: help bootstrap proto proto-check buf-lint lint typecheck check test test-unit \
         test-integration test-e2e up down status logs demo-curl demo-grpcurl clean \
-        bench-scheduler bench-executor bench-burst bench-list bench-submit fuzz admin chaos \
+        bench-scheduler bench-executor bench-burst bench-fairness bench-list bench-submit fuzz admin chaos \
         k8s-up k8s-down images test-k8s
 
 help:
@@ -97,6 +97,10 @@ bench-executor: bootstrap
 
 bench-burst: bootstrap
 	$(PY) -m bench.executor_burst $(BENCH_FLAGS)
+
+# One tenant's single call beside another's 20k due at once (bench/fairness.py, docs/timing.md).
+bench-fairness: bootstrap
+	$(PY) -m bench.fairness $(BENCH_FLAGS)
 
 # Intake and end-to-end throughput of the running `make up` mesh (docs/intake.md), e.g.
 # make bench-submit BENCH_FLAGS="--quick"

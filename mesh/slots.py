@@ -1,6 +1,7 @@
-"""Concurrency caps: FIFO slots, and the same per key (a tenant, a host). Shared so that a
-service layer (the executor's sending slots) and an adapter (its DNS resolver's per-tenant
-lookups) use one implementation without one importing the other."""
+"""Concurrency caps: FIFO slots, slots shared fairly between shares (tenants), and either per
+key (a tenant, a host). Shared so that a service layer (the executor's sending slots) and an
+adapter (its DNS resolver's per-tenant lookups) use one implementation without one importing
+the other."""
 
 from __future__ import annotations
 
@@ -52,28 +53,116 @@ class FifoSlots:
         self._free += 1
 
 
+class FairSlots:
+    """Slots shared between shares (tenants): a slot that frees up goes to the next share, in
+    round-robin order, that has a waiter; within a share, first come first served.
+
+    Deficit round robin where every holder costs one slot, which makes it plain round robin.
+    The share just served goes behind every other share waiting at the next hand-over,
+    including one that started waiting meanwhile: a share with one waiter behind another
+    share's thousands gets the very next slot that frees up, and with n shares waiting none
+    waits more than n - 1 hand-overs (docs/executor.md, Fair sharing). Acquire and release are
+    O(1) like FifoSlots: a share's queue and its place in the ring exist only while it has
+    waiters. With one share it is FifoSlots.
+    """
+
+    __slots__ = ("_free", "_queues", "_ring", "_served")
+
+    def __init__(self, slots: int) -> None:
+        self._free = slots
+        # Waiters per share, only for shares that have some. The ring holds those shares in
+        # the order they are served, except the one served last, which still has waiters: it
+        # waits in `_served` and rejoins the ring at the next hand-over, behind the others.
+        self._queues: dict[str, deque[asyncio.Future[None]]] = {}
+        self._ring: deque[str] = deque()
+        self._served: str | None = None
+
+    async def acquire(self, share: str = "") -> None:
+        # A free slot means nobody waits: release gives a slot away before it frees one.
+        if self._free > 0:
+            self._free -= 1
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        queue = self._queues.get(share)
+        if queue is None:
+            queue = self._queues[share] = deque()
+            self._ring.append(share)
+        queue.append(waiter)
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if not waiter.cancelled():
+                self.release()  # the slot was handed over just as the waiter was cancelled
+            else:
+                self._forget(share, waiter)
+            raise
+
+    def release(self) -> None:
+        ring = self._ring
+        queues = self._queues
+        if self._served is not None:
+            ring.append(self._served)
+            self._served = None
+        while ring:
+            share = ring[0]
+            queue = queues[share]
+            waiter = queue.popleft()
+            if not queue:
+                del queues[share]
+                ring.popleft()
+            if waiter.done():  # cancelled while queued: the same share's next one, if any
+                continue
+            if queue:
+                ring.popleft()
+                self._served = share
+            waiter.set_result(None)
+            return
+        self._free += 1
+
+    def _forget(self, share: str, waiter: asyncio.Future[None]) -> None:
+        """Drops a cancelled waiter (rare: a revoked partition, a shutdown), so a share whose
+        waiters all left is not kept in the ring."""
+        queue = self._queues.get(share)
+        if queue is None or waiter not in queue:  # a release already skipped it out
+            return
+        queue.remove(waiter)
+        if queue:
+            return
+        del self._queues[share]
+        if self._served == share:
+            self._served = None
+        else:
+            self._ring.remove(share)
+
+    def waiting(self) -> dict[str, int]:
+        """Waiters per share (a copy, for tests and metrics)."""
+        return {share: len(queue) for share, queue in self._queues.items()}
+
+
 @dataclass(slots=True)
 class _Gate:
-    semaphore: FifoSlots
+    semaphore: FairSlots
     users: int = 0  # holding or waiting
     holding: int = 0
 
 
 class KeyedLimit:
     """At most `limit` holders per key. A key's semaphore lives only while someone holds or
-    waits for it, so memory follows what is in the process, not every tenant or host seen."""
+    waits for it, so memory follows what is in the process, not every tenant or host seen.
+    Waiters for one key are served round robin by the `share` they name (FairSlots): the
+    executor's per-host gates share a busy host's slots fairly between tenants."""
 
     def __init__(self, limit: int) -> None:
         self._limit = limit
         self._gates: dict[str, _Gate] = {}
 
-    async def acquire(self, key: str) -> None:
+    async def acquire(self, key: str, share: str = "") -> None:
         gate = self._gates.get(key)
         if gate is None:
-            gate = self._gates[key] = _Gate(FifoSlots(self._limit))
+            gate = self._gates[key] = _Gate(FairSlots(self._limit))
         gate.users += 1
         try:
-            await gate.semaphore.acquire()
+            await gate.semaphore.acquire(share)
         except BaseException:
             self._leave(key, gate)
             raise

@@ -1,8 +1,9 @@
-"""Sending slots: the caps on requests in flight, overall, per tenant and per target host."""
+"""Sending slots: the caps on requests in flight, overall, per tenant and per target host,
+shared fairly between tenants."""
 
 from __future__ import annotations
 
-from mesh.slots import FifoSlots, KeyedLimit
+from mesh.slots import FairSlots, KeyedLimit
 
 
 class SendingSlots:
@@ -10,14 +11,20 @@ class SendingSlots:
 
     Taken narrowest first (tenant, then host, then the global one): an attempt that waits for
     its tenant's or its host's slot holds no global slot meanwhile, so a tenant over its cap or
-    a slow host leaves the global capacity to everyone else. Waiting is FIFO per semaphore.
+    a slow host leaves the global capacity to everyone else.
+
+    Fair sharing between tenants (issue 18): where tenants meet, at a host's slots and at the
+    global ones, a slot that frees up goes to the next tenant in round-robin order that has an
+    attempt waiting (FairSlots), not to the oldest waiter; one tenant's backlog delays another
+    tenant's attempt by at most about one hand-over per tenant waiting there, instead of by
+    the whole queue in front of it. A tenant's own attempts stay first come first served.
 
     This bounds sockets and requests, not memory: attempts waiting here stay in the consumer's
     held set, whose size (MAX_HELD) is what makes the Kafka consumer stop fetching.
     """
 
     def __init__(self, total: int, per_tenant: int, per_host: int) -> None:
-        self._total = FifoSlots(total)
+        self._total = FairSlots(total)
         self.in_flight = 0
         self.tenants = KeyedLimit(per_tenant)
         self.hosts = KeyedLimit(per_host)
@@ -28,9 +35,9 @@ class SendingSlots:
     async def _acquire(self, tenant_id: str, host: str) -> None:
         await self.tenants.acquire(tenant_id)
         try:
-            await self.hosts.acquire(host)
+            await self.hosts.acquire(host, tenant_id)
             try:
-                await self._total.acquire()
+                await self._total.acquire(tenant_id)
             except BaseException:
                 self.hosts.release(host)
                 raise
@@ -38,6 +45,10 @@ class SendingSlots:
             self.tenants.release(tenant_id)
             raise
         self.in_flight += 1
+
+    def waiting(self) -> dict[str, int]:
+        """Attempts waiting for a global slot, per tenant (tests; the caps' own view)."""
+        return self._total.waiting()
 
     def _release(self, tenant_id: str, host: str) -> None:
         self.in_flight -= 1
