@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 from google.protobuf import empty_pb2
 
 from mesh.ports import IdGen
@@ -17,10 +15,8 @@ from orchestrator.entrypoints.grpc_common import (
     authorize,
     correlation_id,
 )
-from orchestrator.entrypoints.page_tokens import BadPageTokenError, PageTokens
+from orchestrator.entrypoints.page_tokens import IdPageTokens, PageTokens
 from orchestrator.mapping import (
-    DEFAULT_PAGE_SIZE,
-    MAX_PAGE_SIZE,
     queue_draft_from_proto,
     queue_fields_from_mask,
     queue_name,
@@ -28,15 +24,12 @@ from orchestrator.mapping import (
     queue_to_proto,
     version_from_etag,
 )
-from orchestrator.ports import Cursor, Invalid, QueueNotFound, QueueRefusal
+from orchestrator.ports import Invalid, QueueNotFound, QueueRefusal
 from orchestrator.service_layer.auth import Authenticator
 from orchestrator.service_layer.queues import Queues
 from servicecall.v1 import queue_pb2 as queue_pb
 from servicecall.v1 import queue_service_pb2 as qsvc
 from servicecall.v1 import queue_service_pb2_grpc as qsvc_grpc
-
-# Queues are listed by id alone; a page token's sort value is this constant.
-_NO_SORT_VALUE = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def _etag_version(etag: str, problems: list[FieldViolation], field: str) -> int | None:
@@ -54,7 +47,7 @@ class QueueApi(qsvc_grpc.QueueServiceServicer):
     ) -> None:
         self._queues = queues
         self._ids = ids
-        self._page_tokens = page_tokens
+        self._pages = IdPageTokens(page_tokens, "queues")
         self._auth = authenticator
 
     async def CreateQueue(  # noqa: N802 - gRPC method name
@@ -88,24 +81,14 @@ class QueueApi(qsvc_grpc.QueueServiceServicer):
     ) -> qsvc.ListQueuesResponse:
         tenant_id = request.tenant_id
         await authorize(self._auth, context, tenant_id, f"tenant {tenant_id} not found")
-        problems = list(validate_tenant_id(tenant_id))
-        if not 0 <= request.page_size <= MAX_PAGE_SIZE:
-            problems.append(FieldViolation("page_size", f"must be between 0 and {MAX_PAGE_SIZE}"))
-        filter_key = f"queues\x00{tenant_id}"
-        after = None
-        if request.page_token:
-            try:
-                after = self._page_tokens.read(request.page_token, filter_key).service_call_id
-            except BadPageTokenError as e:
-                problems.append(FieldViolation("page_token", str(e)))
+        paging = self._pages.read(tenant_id, request.page_size, request.page_token)
+        problems = [*validate_tenant_id(tenant_id), *paging.problems]
         if problems:
             await abort_invalid(context, problems)
-        page = await self._queues.list(tenant_id, request.page_size or DEFAULT_PAGE_SIZE, after)
-        token = ""
-        if page.next_after is not None:
-            token = self._page_tokens.issue(Cursor(_NO_SORT_VALUE, page.next_after), filter_key)
+        page = await self._queues.list(tenant_id, paging.page_size, paging.after)
         return qsvc.ListQueuesResponse(
-            queues=[queue_to_proto(q) for q in page.items], next_page_token=token
+            queues=[queue_to_proto(item) for item in page.items],
+            next_page_token=self._pages.issue(tenant_id, page.next_after),
         )
 
     async def UpdateQueue(  # noqa: N802

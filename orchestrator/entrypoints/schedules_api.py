@@ -5,7 +5,6 @@ orchestrator/mapping.py) and answer back."""
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import UTC, datetime
 
 from google.protobuf import empty_pb2
 
@@ -19,10 +18,8 @@ from orchestrator.entrypoints.grpc_common import (
     authorize,
     correlation_id,
 )
-from orchestrator.entrypoints.page_tokens import BadPageTokenError, PageTokens
+from orchestrator.entrypoints.page_tokens import IdPageTokens, PageTokens
 from orchestrator.mapping import (
-    DEFAULT_PAGE_SIZE,
-    MAX_PAGE_SIZE,
     schedule_draft_from_proto,
     schedule_fields_from_mask,
     schedule_name,
@@ -30,16 +27,12 @@ from orchestrator.mapping import (
     schedule_to_proto,
     version_from_etag,
 )
-from orchestrator.ports import Cursor, Invalid, ScheduleDraft, ScheduleNotFound, ScheduleRefusal
+from orchestrator.ports import Invalid, ScheduleDraft, ScheduleNotFound, ScheduleRefusal
 from orchestrator.service_layer.auth import Authenticator
 from orchestrator.service_layer.schedules import Schedules
 from servicecall.v1 import schedule_pb2 as sched
 from servicecall.v1 import schedule_service_pb2 as ssvc
 from servicecall.v1 import schedule_service_pb2_grpc as ssvc_grpc
-
-# A page token (page_tokens.py) carries a sort value and an id; schedules are listed by id
-# alone, so the sort value is this constant.
-_NO_SORT_VALUE = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def _etag_version(etag: str, problems: list[FieldViolation], field: str) -> int | None:
@@ -61,7 +54,7 @@ class ScheduleApi(ssvc_grpc.ScheduleServiceServicer):
     ) -> None:
         self._schedules = schedules
         self._ids = ids
-        self._page_tokens = page_tokens
+        self._pages = IdPageTokens(page_tokens, "schedules")
         self._auth = authenticator
 
     async def CreateSchedule(  # noqa: N802 - gRPC method name
@@ -99,24 +92,14 @@ class ScheduleApi(ssvc_grpc.ScheduleServiceServicer):
     ) -> ssvc.ListSchedulesResponse:
         tenant_id = request.tenant_id
         await authorize(self._auth, context, tenant_id, f"tenant {tenant_id} not found")
-        problems = list(validate_tenant_id(tenant_id))
-        if not 0 <= request.page_size <= MAX_PAGE_SIZE:
-            problems.append(FieldViolation("page_size", f"must be between 0 and {MAX_PAGE_SIZE}"))
-        filter_key = f"schedules\x00{tenant_id}"
-        after = None
-        if request.page_token:
-            try:
-                after = self._page_tokens.read(request.page_token, filter_key).service_call_id
-            except BadPageTokenError as e:
-                problems.append(FieldViolation("page_token", str(e)))
+        paging = self._pages.read(tenant_id, request.page_size, request.page_token)
+        problems = [*validate_tenant_id(tenant_id), *paging.problems]
         if problems:
             await abort_invalid(context, problems)
-        page = await self._schedules.list(tenant_id, request.page_size or DEFAULT_PAGE_SIZE, after)
-        token = ""
-        if page.next_after is not None:
-            token = self._page_tokens.issue(Cursor(_NO_SORT_VALUE, page.next_after), filter_key)
+        page = await self._schedules.list(tenant_id, paging.page_size, paging.after)
         return ssvc.ListSchedulesResponse(
-            schedules=[schedule_to_proto(s) for s in page.items], next_page_token=token
+            schedules=[schedule_to_proto(item) for item in page.items],
+            next_page_token=self._pages.issue(tenant_id, page.next_after),
         )
 
     async def UpdateSchedule(  # noqa: N802
