@@ -198,6 +198,17 @@ def version_from_etag(etag: str) -> int | None:
     return int(digits) if digits.isascii() and digits.isdigit() and len(digits) < 19 else None
 
 
+def expected_version(etag: str, problems: list[FieldViolation], field: str) -> int | None:
+    """The version an etag given on a schedule's or queue's change guards (None: unguarded);
+    an etag this API never issued is a problem on `field`."""
+    if not etag:
+        return None
+    version = version_from_etag(etag)
+    if version is None:
+        problems.append(FieldViolation(field, "is not an etag this API issued"))
+    return version
+
+
 def service_call_to_proto(
     state: ServiceCallState, view: svc.ServiceCallView.ValueType = svc.BASIC
 ) -> api.ServiceCall:

@@ -17,12 +17,12 @@ from orchestrator.entrypoints.grpc_common import (
 )
 from orchestrator.entrypoints.page_tokens import IdPageTokens, PageTokens
 from orchestrator.mapping import (
+    expected_version,
     queue_draft_from_proto,
     queue_fields_from_mask,
     queue_name,
     queue_refusal_code,
     queue_to_proto,
-    version_from_etag,
 )
 from orchestrator.ports import Invalid, QueueNotFound, QueueRefusal
 from orchestrator.service_layer.auth import Authenticator
@@ -30,15 +30,6 @@ from orchestrator.service_layer.queues import Queues
 from servicecall.v1 import queue_pb2 as queue_pb
 from servicecall.v1 import queue_service_pb2 as qsvc
 from servicecall.v1 import queue_service_pb2_grpc as qsvc_grpc
-
-
-def _etag_version(etag: str, problems: list[FieldViolation], field: str) -> int | None:
-    if not etag:
-        return None
-    version = version_from_etag(etag)
-    if version is None:
-        problems.append(FieldViolation(field, "is not an etag this API issued"))
-    return version
 
 
 class QueueApi(qsvc_grpc.QueueServiceServicer):
@@ -100,7 +91,7 @@ class QueueApi(qsvc_grpc.QueueServiceServicer):
         if isinstance(fields, list):
             await abort_invalid(context, fields)
         problems: list[FieldViolation] = []
-        expected = _etag_version(request.queue.etag, problems, "queue.etag")
+        expected = expected_version(request.queue.etag, problems, "queue.etag")
         draft = queue_draft_from_proto(
             request.tenant_id, request.queue if request.HasField("queue") else None, queue_id
         )
@@ -124,7 +115,7 @@ class QueueApi(qsvc_grpc.QueueServiceServicer):
     ) -> queue_pb.Queue:
         await self._authorized(request.tenant_id, request.queue_id, context)
         problems: list[FieldViolation] = []
-        expected = _etag_version(request.etag, problems, "etag")
+        expected = expected_version(request.etag, problems, "etag")
         if problems:
             await abort_invalid(context, problems)
         outcome = await self._queues.pause(request.tenant_id, request.queue_id, expected)
@@ -135,7 +126,7 @@ class QueueApi(qsvc_grpc.QueueServiceServicer):
     ) -> queue_pb.Queue:
         await self._authorized(request.tenant_id, request.queue_id, context)
         problems: list[FieldViolation] = []
-        expected = _etag_version(request.etag, problems, "etag")
+        expected = expected_version(request.etag, problems, "etag")
         if problems:
             await abort_invalid(context, problems)
         outcome = await self._queues.resume(request.tenant_id, request.queue_id, expected)

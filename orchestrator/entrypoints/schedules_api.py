@@ -20,12 +20,12 @@ from orchestrator.entrypoints.grpc_common import (
 )
 from orchestrator.entrypoints.page_tokens import IdPageTokens, PageTokens
 from orchestrator.mapping import (
+    expected_version,
     schedule_draft_from_proto,
     schedule_fields_from_mask,
     schedule_name,
     schedule_refusal_code,
     schedule_to_proto,
-    version_from_etag,
 )
 from orchestrator.ports import Invalid, ScheduleDraft, ScheduleNotFound, ScheduleRefusal
 from orchestrator.service_layer.auth import Authenticator
@@ -33,15 +33,6 @@ from orchestrator.service_layer.schedules import Schedules
 from servicecall.v1 import schedule_pb2 as sched
 from servicecall.v1 import schedule_service_pb2 as ssvc
 from servicecall.v1 import schedule_service_pb2_grpc as ssvc_grpc
-
-
-def _etag_version(etag: str, problems: list[FieldViolation], field: str) -> int | None:
-    if not etag:
-        return None
-    version = version_from_etag(etag)
-    if version is None:
-        problems.append(FieldViolation(field, "is not an etag this API issued"))
-    return version
 
 
 class ScheduleApi(ssvc_grpc.ScheduleServiceServicer):
@@ -115,7 +106,7 @@ class ScheduleApi(ssvc_grpc.ScheduleServiceServicer):
             problems.append(
                 FieldViolation("schedule.schedule_id", "differs from the request's schedule_id")
             )
-        expected = _etag_version(request.schedule.etag, problems, "schedule.etag")
+        expected = expected_version(request.schedule.etag, problems, "schedule.etag")
         draft = schedule_draft_from_proto(request.tenant_id, request.schedule, fields)
         if isinstance(draft, list):
             problems.extend(draft)
@@ -132,7 +123,7 @@ class ScheduleApi(ssvc_grpc.ScheduleServiceServicer):
     ) -> sched.Schedule:
         await self._authorized(request.tenant_id, request.schedule_id, context)
         problems: list[FieldViolation] = []
-        expected = _etag_version(request.etag, problems, "etag")
+        expected = expected_version(request.etag, problems, "etag")
         if problems:
             await abort_invalid(context, problems)
         outcome = await self._schedules.pause(
@@ -145,7 +136,7 @@ class ScheduleApi(ssvc_grpc.ScheduleServiceServicer):
     ) -> sched.Schedule:
         await self._authorized(request.tenant_id, request.schedule_id, context)
         problems: list[FieldViolation] = []
-        expected = _etag_version(request.etag, problems, "etag")
+        expected = expected_version(request.etag, problems, "etag")
         if problems:
             await abort_invalid(context, problems)
         outcome = await self._schedules.resume(request.tenant_id, request.schedule_id, expected)
