@@ -112,9 +112,17 @@ function loadSession() {
 
 const view = {
   api: null,
-  // The list's position: tokens of the pages seen, the current page's last.
-  pageTokens: [""],
+  // The filter as last applied (Enter, a change, "Clear"): what every refresh asks for. The
+  // form itself may meanwhile hold text not yet applied, which no refresh may read.
+  applied: null,
+  // The list's position: the pages seen, the current page's last. Each holds its page token
+  // and the exact filter that token was issued for (null on page 1: the applied filter,
+  // whose relative "Created" window slides at each refresh; a later page keeps the window
+  // of the page before it, as its token requires).
+  pages: [{ token: "", filter: null }],
   nextPageToken: "",
+  // The filter of the page on screen: the one its next-page token was issued for.
+  shownFilter: null,
   detailId: null,
   detailState: null,
   // Bumped when the filter or page changes: answers to older questions are dropped.
@@ -125,7 +133,8 @@ const view = {
   lastSuccess: null,
 };
 
-function currentFilter() {
+/** The filter form as it stands; a relative "Created" window is kept as its span. */
+function formFilter() {
   const state = $("filter-state").value;
   const tags = $("filter-tags")
     .value.split(/[\s,]+/)
@@ -134,14 +143,21 @@ function currentFilter() {
   const created = $("filter-created").value;
   let createdFrom = null;
   let createdBefore = null;
+  let createdWithinS = null;
   if (created === "between") {
     createdFrom = $("filter-from").value ? new Date($("filter-from").value) : null;
     createdBefore = $("filter-to").value ? new Date($("filter-to").value) : null;
   } else if (created) {
-    // Relative windows slide: recomputed at every refresh.
-    createdFrom = new Date(Date.now() - Number(created) * 1000);
+    createdWithinS = Number(created);
   }
-  return { states: state ? [state] : [], tags, createdFrom, createdBefore };
+  return { states: state ? [state] : [], tags, createdFrom, createdBefore, createdWithinS };
+}
+
+/** The filter a list request sends: a relative window resolved against the clock now. */
+function resolveFilter(applied) {
+  const { createdWithinS, ...filter } = applied;
+  if (createdWithinS !== null) filter.createdFrom = new Date(Date.now() - createdWithinS * 1000);
+  return filter;
 }
 
 function filterProblem(filter) {
@@ -236,7 +252,7 @@ function renderList(page) {
   if (!sameOrder) body.replaceChildren(...rows);
   show($("list-empty"), calls.length === 0);
   view.nextPageToken = page.nextPageToken || "";
-  const index = view.pageTokens.length;
+  const index = view.pages.length;
   $("page-label").textContent = "Page " + index;
   $("prev-page").disabled = index <= 1;
   $("next-page").disabled = !view.nextPageToken;
@@ -402,11 +418,11 @@ async function loadCounts(api, filter) {
 async function refreshOnce() {
   const api = view.api;
   const version = view.version;
-  const filter = currentFilter();
+  const { token, filter: pageFilter } = view.pages[view.pages.length - 1];
+  const filter = pageFilter || resolveFilter(view.applied);
   const problem = filterProblem(filter);
   $("filter-error").textContent = problem || "";
   show($("filter-error"), Boolean(problem));
-  const token = view.pageTokens[view.pageTokens.length - 1];
   const pageSize = Number($("page-size").value);
   const [page, counts, detail, health] = await Promise.allSettled([
     problem ? Promise.resolve(null) : api.list(filter, pageSize, token),
@@ -422,7 +438,10 @@ async function refreshOnce() {
     return;
   }
   if (version === view.version) {
-    if (page.status === "fulfilled" && page.value) renderList(page.value);
+    if (page.status === "fulfilled" && page.value) {
+      view.shownFilter = filter;
+      renderList(page.value);
+    }
     if (counts.status === "fulfilled" && counts.value) renderCounts(counts.value);
     const invalid = failures.find((e) => e instanceof ApiError && e.kind === "invalid");
     if (invalid) {
@@ -477,10 +496,20 @@ async function refresh() {
   }
 }
 
-function applyFilters() {
+/** The list now answers another question: until its first page comes, the page on screen
+ * is an answer to the old one, and its next-page token must not be followed. */
+function turnPage(pages) {
   view.version += 1;
-  view.pageTokens = [""];
+  view.pages = pages;
+  view.nextPageToken = "";
+  $("next-page").disabled = true;
+  $("prev-page").disabled = true;
   refresh();
+}
+
+function applyFilters() {
+  view.applied = formFilter();
+  turnPage([{ token: "", filter: null }]);
 }
 
 function toggleBetween() {
@@ -542,7 +571,8 @@ async function cancelOpenCall() {
 
 function enterApp(session) {
   view.api = new Api(session.tenant, session.key);
-  view.pageTokens = [""];
+  view.applied = formFilter();
+  view.pages = [{ token: "", filter: null }];
   view.lastSuccess = null;
   $("who-tenant").textContent = session.tenant;
   show($("who"), true);
@@ -641,15 +671,11 @@ function start() {
   });
   $("next-page").addEventListener("click", () => {
     if (!view.nextPageToken) return;
-    view.pageTokens.push(view.nextPageToken);
-    view.version += 1;
-    refresh();
+    turnPage([...view.pages, { token: view.nextPageToken, filter: view.shownFilter }]);
   });
   $("prev-page").addEventListener("click", () => {
-    if (view.pageTokens.length <= 1) return;
-    view.pageTokens.pop();
-    view.version += 1;
-    refresh();
+    if (view.pages.length <= 1) return;
+    turnPage(view.pages.slice(0, -1));
   });
   $("close-detail").addEventListener("click", closeDetail);
   $("cancel-call").addEventListener("click", cancelOpenCall);

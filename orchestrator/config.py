@@ -62,6 +62,14 @@ class OrchestratorConfig:
     schedule_lookahead: timedelta = timedelta(seconds=3)
     schedule_missed_after: timedelta = timedelta(seconds=5)
     schedule_pass_limit: int = 100
+    # The call-event consumer (timer and execution facts): handlers at once, of which one
+    # tenant may hold at most `consumer_max_per_tenant`; past that a tenant's facts wait in
+    # its own queue, up to `consumer_max_waiting` facts and `consumer_max_bytes` bytes in all
+    # (docs/queues.md, "Fair sharing").
+    consumer_max_in_flight: int = 256
+    consumer_max_per_tenant: int = 64
+    consumer_max_waiting: int = 32768
+    consumer_max_bytes: int = 32 * 1024 * 1024
 
     @classmethod
     def from_env(cls, env: Env) -> OrchestratorConfig:
@@ -78,6 +86,19 @@ class OrchestratorConfig:
         if handoff_early_max < timedelta(0):
             raise ConfigError("HANDOFF_EARLY_MAX_S must not be negative")
         common = CommonConfig.from_env(env, "orchestrator", 50051)
+        consumer_max_in_flight = env.integer("CONSUMER_MAX_IN_FLIGHT", 256)
+        consumer_max_per_tenant = env.integer(
+            "CONSUMER_MAX_PER_TENANT", max(1, consumer_max_in_flight // 4)
+        )
+        consumer_max_waiting = env.integer("CONSUMER_MAX_WAITING", 32768)
+        consumer_max_bytes = env.integer("CONSUMER_MAX_BYTES", 32 * 1024 * 1024)
+        if min(consumer_max_in_flight, consumer_max_per_tenant, consumer_max_waiting) < 1:
+            raise ConfigError(
+                "CONSUMER_MAX_IN_FLIGHT, CONSUMER_MAX_PER_TENANT and CONSUMER_MAX_WAITING must "
+                "be at least 1"
+            )
+        if consumer_max_bytes < 1:
+            raise ConfigError("CONSUMER_MAX_BYTES must be positive")
         api_workers = env.integer("API_WORKERS", 1)
         if not 1 <= api_workers <= MAX_API_WORKERS:
             raise ConfigError(f"API_WORKERS must be 1 to {MAX_API_WORKERS}, got {api_workers}")
@@ -160,4 +181,8 @@ class OrchestratorConfig:
             schedule_lookahead=schedule_lookahead,
             schedule_missed_after=schedule_missed_after,
             schedule_pass_limit=schedule_pass_limit,
+            consumer_max_in_flight=consumer_max_in_flight,
+            consumer_max_per_tenant=consumer_max_per_tenant,
+            consumer_max_waiting=consumer_max_waiting,
+            consumer_max_bytes=consumer_max_bytes,
         )

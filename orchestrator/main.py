@@ -23,7 +23,7 @@ from mesh.clock import SystemClock, Uuid7Gen
 from mesh.config import CommonConfig, Env
 from mesh.db import make_engine
 from mesh.grpc_server import GrpcServer
-from mesh.kafka import ConsumerRunner, KafkaEventBus
+from mesh.kafka import ConsumerRunner, KafkaEventBus, tenant_share
 from mesh.lifecycle import Lifecycle, Loop, service_main
 from mesh.logs import get_logger
 from mesh.metrics import ConsumerLag, GrpcMetrics, new_registry, sample_every, serve_metrics
@@ -202,6 +202,16 @@ async def serve(config: OrchestratorConfig) -> None:
         config.consumer_group,
         [topics.timer_events, topics.execution_events],
         CallEventHandler(orchestrator),
+        max_in_flight=config.consumer_max_in_flight,
+        # Fair sharing: a tenant with a crowd of facts (20k hand-offs due at one instant)
+        # takes at most its share of the handlers; the rest of its facts wait in its own
+        # queue, read ahead from Kafka, while another tenant's fact is applied as soon as it
+        # is read. The read-ahead is deep (facts are small) so that the crowd waits here,
+        # where tenants take turns, rather than in Kafka's partitions, first come first served.
+        share_of=tenant_share,
+        max_in_flight_per_share=config.consumer_max_per_tenant,
+        max_waiting=config.consumer_max_waiting,
+        max_bytes_in_flight=config.consumer_max_bytes,
         client_id="orchestrator",
         group_instance_id=common.group_instance_id,
         park=parking.park_message,

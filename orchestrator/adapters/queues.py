@@ -27,6 +27,7 @@ from mesh.logs import get_logger
 from orchestrator.adapters.tables import queues, service_calls
 from orchestrator.domain.queues import (
     DEFAULT_QUEUE_ID,
+    FOLLOWER_REASON_PREFIX,
     KeyHistory,
     OrderingFailurePolicy,
     Queue,
@@ -108,6 +109,25 @@ _TRY_CLAIM = sa.select(
     )
 )
 
+_replay_of = _c.state["spec"]["replay_of"].astext
+# A held call of an ordering key behind an earlier held call of its key cannot go in this pass
+# (one call of a key at a time, in due order): once its reason says so, it is not read, so a
+# key blocked with thousands held takes a row of the page, not the whole page, from the
+# other keys. Retries and replays are read whatever their place (domain/queues.may_start).
+# Through service_calls_by_key_due, one probe per keyed row.
+_e = service_calls.alias("earlier")
+_behind_its_key = (
+    sa.select(sa.literal(1))
+    .where(
+        _e.c.tenant_id == _c.tenant_id,
+        _e.c.queue_id == _c.queue_id,
+        _e.c.ordering_key == _c.ordering_key,
+        _e.c.status.in_(["SCHEDULED", "DISPATCHED", "RUNNING"]),
+        _e.c.held_reason.is_not(None),
+        sa.tuple_(_e.c.due_at, _e.c.service_call_id) < sa.tuple_(_c.due_at, _c.service_call_id),
+    )
+    .exists()
+)
 _HELD = (
     sa.select(
         sa.cast(_c.service_call_id, sa.Text).label("service_call_id"),
@@ -115,9 +135,19 @@ _HELD = (
         _c.attempt,
         _c.ordering_key,
         _c.held_reason,
-        _c.state["spec"]["replay_of"].astext.label("replay_of"),
+        _replay_of.label("replay_of"),
     )
-    .where(*_IN_QUEUE, _c.held_reason.is_not(None))
+    .where(
+        *_IN_QUEUE,
+        _c.held_reason.is_not(None),
+        sa.or_(
+            _c.ordering_key.is_(None),
+            _c.attempt > 1,
+            _replay_of.is_not(None),
+            ~_behind_its_key,
+            ~_c.held_reason.startswith(FOLLOWER_REASON_PREFIX, autoescape=True),
+        ),
+    )
     .order_by(_c.due_at, _c.service_call_id)
     .limit(sa.bindparam("limit"))
 )

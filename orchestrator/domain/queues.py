@@ -107,9 +107,14 @@ def concurrency_reason(queue_id: str) -> str:
     return f'waiting for queue "{queue_id}"\'s concurrency limit'
 
 
+# How the reason of a call waiting behind an earlier held call of its key begins: such a call
+# cannot go before that one does, so the dispatcher does not read it again (adapters/queues).
+FOLLOWER_REASON_PREFIX = "waiting for the calls before it"
+
+
 def ordering_reason(service_call_id: str | None, ordering_key: str) -> str:
     if service_call_id is None:
-        return f'waiting for the calls before it (ordering key "{ordering_key}")'
+        return f'{FOLLOWER_REASON_PREFIX} (ordering key "{ordering_key}")'
     return f'waiting for call {service_call_id} (ordering key "{ordering_key}")'
 
 

@@ -269,9 +269,18 @@ class QueueDispatcher:
         chosen: list[HeldCall] = []
         # A key's call chosen in this pass is its new head: the key's others wait for it.
         started: dict[str, str] = {}
+        seen: set[str] = set()
         for call in backlog.held:
             key = call.ordering_key
+            if key is not None and key in seen and call.attempt == 1 and call.replay_of is None:
+                # Behind an earlier held call of its key: it waits for that one whatever
+                # happens to it this pass. Released now, that call is named (and this one read
+                # again next pass, as the key's first held); still held, the reason says
+                # "the calls before it", which the store reads past (adapters/queues).
+                reasons[call.service_call_id] = (call, ordering_reason(started.get(key), key))
+                continue
             if key is not None:
+                seen.add(key)
                 waits_for = started.get(key)
                 history = backlog.keys.get(key)
                 if waits_for is None and history is not None:

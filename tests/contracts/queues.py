@@ -188,6 +188,28 @@ class QueueStoreContract:
         assert backlog.keys["k"].busy == a.spec.service_call_id
         assert backlog.keys["k"].head == b.spec.service_call_id
 
+    async def test_a_key_s_waiting_calls_do_not_fill_the_page(self, harness: Harness) -> None:
+        # Regression: a key whose head cannot go (blocked, in flight) with a page's worth of
+        # calls held behind it kept every other call of its queue from being read at all.
+        tenant = new_tenant()
+        key = [
+            await submit(harness, tenant, key="k", due=timedelta(milliseconds=i))
+            for i in range(5)
+        ]
+        other = await submit(harness, tenant, due=timedelta(milliseconds=10), key="other")
+        seen: list[QueueBacklog] = []
+
+        async def look(backlog: QueueBacklog) -> datetime | None:
+            seen.append(backlog)
+            return backlog.queue.tat
+
+        await harness.store.claim_held(1000, 3, look)
+        (backlog,) = (b for b in seen if b.queue.tenant_id == tenant)
+        assert [c.service_call_id for c in backlog.held] == [
+            key[0].spec.service_call_id,
+            other.spec.service_call_id,
+        ]
+
     async def test_the_rate_state_a_dispatch_gives_is_written(self, harness: Harness) -> None:
         tenant = new_tenant()
         now = harness.clock.now()

@@ -11,7 +11,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 
-from orchestrator.domain.queues import DEFAULT_QUEUE_ID, KeyHistory, Queue, default_queue
+from orchestrator.domain.queues import (
+    DEFAULT_QUEUE_ID,
+    FOLLOWER_REASON_PREFIX,
+    KeyHistory,
+    Queue,
+    default_queue,
+)
 from orchestrator.domain.states import (
     Dispatched,
     Failed,
@@ -115,7 +121,25 @@ class InMemoryQueueStore:
         row = self.rows.get(key)
         queue = row or replace(default_queue(tenant_id), queue_id=queue_id)
         states = self._of_queue(tenant_id, queue_id, Scheduled)
-        held = sorted((s for s in states if _held(s)), key=_place)[:page]
+        every_held = sorted((s for s in states if _held(s)), key=_place)
+        keys_seen: set[str] = set()
+        readable = []
+        for s in every_held:
+            key_ = s.spec.ordering_key
+            # As the adapter: a call behind an earlier held call of its key whose reason
+            # already says so is not read.
+            behind = key_ is not None and key_ in keys_seen
+            if key_ is not None:
+                keys_seen.add(key_)
+            if (
+                behind
+                and s.attempt == 1
+                and s.spec.replay_of is None
+                and (s.held_reason or "").startswith(FOLLOWER_REASON_PREFIX)
+            ):
+                continue
+            readable.append(s)
+        held = readable[:page]
         if not held:
             return
         in_flight = len(self._of_queue(tenant_id, queue_id, Dispatched | Running))

@@ -157,6 +157,12 @@ async def test_one_call_per_key_at_a_time_in_due_order_other_keys_in_parallel(
     assert await world.dispatched([a, b, other]) == [a, other]
     waiting = await world.state(b)
     assert isinstance(waiting, Scheduled)
+    # Behind a, held when the pass read the queue: not read (its reason already says so).
+    assert waiting.held_reason == 'waiting for the calls before it (ordering key "k")'
+    await world.dispatcher.run_once()
+    # The key's first held call now: read, and a, in flight, is named.
+    waiting = await world.state(b)
+    assert isinstance(waiting, Scheduled)
     assert waiting.held_reason == f'waiting for call {a} (ordering key "k")'
     await world.finish(a)
     await world.dispatcher.run_once()
