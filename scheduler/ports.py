@@ -26,11 +26,15 @@ class TimerStore(Protocol):
         limit: int,
         lease: timedelta,
         handoffs_until: datetime | None = None,
+        by_tenant: bool = False,
     ) -> Sequence[Timer]:
         """Claims up to `limit` pending timers due at `now`, and hand-off timers firing by
         `handoffs_until` (crowded hand-offs fired early, scheduler/domain/window.py), earliest
         first, for `lease`; a claim that is not marked fired within the lease may be claimed
-        again."""
+        again. `by_tenant`: when more are claimable than `limit`, tenants take turns (each
+        tenant's earliest, then each one's second earliest, ...) instead of fire-time order
+        over all, so one tenant's crowd does not take every claim before another tenant's
+        timer due with it. Either way, fewer than `limit` means nothing else was claimable."""
         ...
 
     async def mark_fired(

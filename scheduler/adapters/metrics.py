@@ -67,8 +67,9 @@ class MeasuredTimerStore:
         limit: int,
         lease: timedelta,
         handoffs_until: datetime | None = None,
+        by_tenant: bool = False,
     ) -> Sequence[Timer]:
-        due = await self._store.claim_due(now, limit, lease, handoffs_until)
+        due = await self._store.claim_due(now, limit, lease, handoffs_until, by_tenant)
         if due:
             self._metrics.claimed.inc(len(due))
             self._metrics.claimed_now.inc(len(due))

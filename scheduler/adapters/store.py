@@ -109,32 +109,68 @@ _ARM_MANY = _insert_batch.on_conflict_do_update(
 # second replica take the next rows instead of waiting, and the lease written here keeps a
 # third from re-claiming them after this transaction commits.
 _now = sa.bindparam("now", type_=sa.DateTime(timezone=True))
+_claimable = (
+    timers.c.state == PENDING,
+    timers.c.fire_at <= sa.bindparam("handoffs_until", type_=sa.DateTime(timezone=True)),
+    sa.or_(timers.c.fire_at <= _now, timers.c.purpose == _HANDOFF),
+    sa.or_(timers.c.claimed_until.is_(None), timers.c.claimed_until <= _now),
+)
 _due = (
     sa.select(timers.c.timer_id)
-    .where(
-        timers.c.state == PENDING,
-        timers.c.fire_at <= sa.bindparam("handoffs_until", type_=sa.DateTime(timezone=True)),
-        sa.or_(timers.c.fire_at <= _now, timers.c.purpose == _HANDOFF),
-        sa.or_(timers.c.claimed_until.is_(None), timers.c.claimed_until <= _now),
-    )
+    .where(*_claimable)
     .order_by(timers.c.fire_at)
     .limit(_param("limit"))
     .with_for_update(skip_locked=True)
     .subquery("due")
 )
+# Claimable, by tenant: the same rows, each numbered by its place among its tenant's (its
+# turn); the claim takes the first `limit` by turn, then fire time. Every claimable row is read
+# and sorted (a window function, which FOR UPDATE cannot go with, so the rows picked are locked
+# by the statement around it): the Firer asks for this only in a crowd, where the fire-time
+# order would give the whole claim to the tenant with the most timers due.
+_turns = (
+    sa.select(
+        timers.c.timer_id,
+        timers.c.fire_at,
+        sa.func.row_number()
+        .over(partition_by=timers.c.tenant_id, order_by=(timers.c.fire_at, timers.c.timer_id))
+        .label("turn"),
+    )
+    .where(*_claimable)
+    .subquery("turns")
+)
+_picked = (
+    sa.select(_turns.c.timer_id)
+    .order_by(_turns.c.turn, _turns.c.fire_at, _turns.c.timer_id)
+    .limit(_param("limit"))
+)
+_due_by_tenant = (
+    sa.select(timers.c.timer_id)
+    .where(timers.c.timer_id.in_(_picked), *_claimable)
+    .with_for_update(skip_locked=True)
+    .subquery("due")
+)
+
 # The updated table under another name, so the subquery reads scheduler.timers on its own
 # instead of being correlated with the row being updated.
 # (An Alias at run time; typed as a plain named FROM clause, which update() does not take.)
 _t = cast("sa.Alias[Any]", timers.alias("t"))
-_CLAIM = (
-    sa.update(_t)
-    .values(claimed_until=sa.bindparam("lease_until"))
-    .where(_t.c.timer_id == _due.c.timer_id)
-    .returning(
-        sa.cast(_t.c.timer_id, sa.Text).label("timer_id"),
-        *(_t.c[column.name] for column in _COLUMNS[1:]),
+
+
+def _claim(due: sa.Subquery) -> sa.Update:
+    return (
+        sa.update(_t)
+        .values(claimed_until=sa.bindparam("lease_until"))
+        .where(_t.c.timer_id == due.c.timer_id)
+        .returning(
+            sa.cast(_t.c.timer_id, sa.Text).label("timer_id"),
+            *(_t.c[column.name] for column in _COLUMNS[1:]),
+        )
     )
-)
+
+
+_CLAIM = _claim(_due)
+_CLAIM_BY_TENANT = _claim(_due_by_tenant)
 
 # The parameters of an UPDATE are never named after a column of it: executed with such a
 # key, SQLAlchemy takes it for a value to SET.
@@ -262,6 +298,7 @@ class PostgresTimerStore:
         limit: int,
         lease: timedelta,
         handoffs_until: datetime | None = None,
+        by_tenant: bool = False,
     ) -> Sequence[Timer]:
         params = {
             "now": now,
@@ -270,7 +307,7 @@ class PostgresTimerStore:
             "lease_until": now + lease,
         }
         async with self._engine.begin() as conn:
-            rows = (await conn.execute(_CLAIM, params)).all()
+            rows = (await conn.execute(_CLAIM_BY_TENANT if by_tenant else _CLAIM, params)).all()
         return sorted((_timer(r) for r in rows), key=lambda t: t.key.fire_at)
 
     async def mark_fired(

@@ -193,8 +193,7 @@ class QueueStoreContract:
         # calls held behind it kept every other call of its queue from being read at all.
         tenant = new_tenant()
         key = [
-            await submit(harness, tenant, key="k", due=timedelta(milliseconds=i))
-            for i in range(5)
+            await submit(harness, tenant, key="k", due=timedelta(milliseconds=i)) for i in range(5)
         ]
         other = await submit(harness, tenant, due=timedelta(milliseconds=10), key="other")
         seen: list[QueueBacklog] = []

@@ -13,11 +13,15 @@ LEASE = timedelta(seconds=10)
 
 
 def timer(
-    fire_in: float, armed_by: str | None = None, attempt: int = 1, purpose: int = HANDOFF_PURPOSE
+    fire_in: float,
+    armed_by: str | None = None,
+    attempt: int = 1,
+    purpose: int = HANDOFF_PURPOSE,
+    tenant_id: str = "t",
 ) -> Timer:
     return Timer(
         key=TimerKey(
-            tenant_id="t",
+            tenant_id=tenant_id,
             service_call_id=str(uuid.uuid4()),
             purpose=purpose,
             attempt=attempt,
@@ -102,6 +106,36 @@ class TimerStoreContract:
             t1.key.fire_at,
             t2.key.fire_at,
         ]
+
+    async def test_a_claim_by_tenant_gives_each_tenant_a_turn(self, timers: TimerStore) -> None:
+        # A crowd of tenant a's, due before b's one timer and c's two: by fire time a takes
+        # every claim until its crowd is gone; by tenant, each tenant's earliest comes first.
+        crowd = [timer(i / 10, tenant_id="a") for i in range(6)]
+        b = timer(1, tenant_id="b")
+        c1, c2 = timer(1.5, tenant_id="c"), timer(1.6, tenant_id="c")
+        await timers.arm_many([*crowd, b, c1, c2])
+        now = T0 + timedelta(seconds=2)
+        claimed = await timers.claim_due(now, 4, LEASE, by_tenant=True)
+        # Returned, as every claim, in fire-time order.
+        assert [t.timer_id for t in claimed] == [
+            crowd[0].timer_id,
+            crowd[1].timer_id,
+            b.timer_id,
+            c1.timer_id,
+        ]
+        # Fewer than asked for: nothing else was claimable.
+        rest = await timers.claim_due(now, 10, LEASE, by_tenant=True)
+        assert [t.timer_id for t in rest] == [t.timer_id for t in (*crowd[2:], c2)]
+        assert await timers.claim_due(now, 10, LEASE, by_tenant=True) == []
+
+    async def test_a_claim_by_tenant_takes_early_hand_offs_too(self, timers: TimerStore) -> None:
+        crowd = [timer(5, tenant_id="a") for _ in range(5)]
+        last = timer(5, tenant_id="b")  # armed last, due with the crowd
+        await timers.arm_many([*crowd, last])
+        claimed = await timers.claim_due(
+            T0, 2, LEASE, handoffs_until=T0 + timedelta(seconds=5), by_tenant=True
+        )
+        assert last.timer_id in {t.timer_id for t in claimed}
 
     async def test_only_hand_off_timers_are_claimed_before_their_fire_time(
         self, timers: TimerStore

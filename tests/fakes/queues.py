@@ -121,9 +121,11 @@ class InMemoryQueueStore:
         row = self.rows.get(key)
         queue = row or replace(default_queue(tenant_id), queue_id=queue_id)
         states = self._of_queue(tenant_id, queue_id, Scheduled)
-        every_held = sorted((s for s in states if _held(s)), key=_place)
+        every_held = sorted(
+            (s for s in states if isinstance(s, Scheduled) and _held(s)), key=_place
+        )
         keys_seen: set[str] = set()
-        readable = []
+        readable: list[Scheduled] = []
         for s in every_held:
             key_ = s.spec.ordering_key
             # As the adapter: a call behind an earlier held call of its key whose reason

@@ -47,6 +47,7 @@ class InMemoryTimerStore:
         limit: int,
         lease: timedelta,
         handoffs_until: datetime | None = None,
+        by_tenant: bool = False,
     ) -> Sequence[Timer]:
         handoffs_until = max(now, handoffs_until or now)
         due = sorted(
@@ -63,8 +64,18 @@ class InMemoryTimerStore:
                 )
                 and (r.claimed_until is None or r.claimed_until <= now)
             ),
-            key=lambda r: r.timer.key.fire_at,
-        )[:limit]
+            key=lambda r: (r.timer.key.fire_at, r.timer.timer_id),
+        )
+        if by_tenant:
+            turns: dict[str, int] = {}
+            ranked = []
+            for r in due:
+                tenant = r.timer.key.tenant_id
+                turns[tenant] = turns.get(tenant, 0) + 1
+                ranked.append((turns[tenant], r.timer.key.fire_at, r.timer.timer_id, r))
+            due = [entry[-1] for entry in sorted(ranked, key=lambda e: e[:3])][:limit]
+            due.sort(key=lambda r: (r.timer.key.fire_at, r.timer.timer_id))
+        due = due[:limit]
         for row in due:
             row.claimed_until = now + lease
         return [r.timer for r in due]
