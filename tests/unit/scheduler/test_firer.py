@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime, timedelta
 
 import pytest
@@ -203,3 +204,23 @@ async def test_crowded_hand_offs_all_fire_by_their_time_at_the_pull_rate(
     # Never much faster than the rate asks for: each one at most a chunk before its turn.
     for i, at in enumerate(sorted(fired_at)):
         assert at >= due - timedelta(seconds=(299 - i) / 100) - EARLY_CHUNK
+
+
+async def test_after_a_full_batch_tenants_take_turns_at_the_claims(clock: FakeClock) -> None:
+    # Tenant a's crowd of 30 and tenant b's one timer a millisecond after them, all overdue:
+    # in fire-time order b's would be claimed in the fourth batch of 10, after all of a's.
+    store, bus, sleeper = InMemoryTimerStore(), InMemoryEventBus(), RecordingSleeper(clock)
+    crowd = [replace(timer(T0), key=replace(timer(T0).key, tenant_id="a")) for _ in range(30)]
+    after = T0 + timedelta(milliseconds=1)
+    late = replace(timer(after), key=replace(timer(after).key, tenant_id="b"))
+    await store.arm_many([*crowd, late])
+    f = firer(store, bus, clock, sleeper, batch_size=10)
+    clock.current = T0 + timedelta(seconds=1)
+    assert await f.fire_due() == 10  # a full batch: a crowd
+    assert late.timer_id not in {t.timer_id for t in await_fired(store)}
+    assert await f.fire_due() == 10
+    assert late.timer_id in {t.timer_id for t in await_fired(store)}
+
+
+def await_fired(store: InMemoryTimerStore) -> list[Timer]:
+    return [r.timer for r in store.rows.values() if r.timer.state is TimerState.FIRED]
