@@ -67,7 +67,7 @@ class OrchestratorConfig:
     # its own queue, up to `consumer_max_waiting` facts and `consumer_max_bytes` bytes in all
     # (docs/queues.md, "Fair sharing").
     consumer_max_in_flight: int = 256
-    consumer_max_per_tenant: int = 64
+    consumer_max_per_tenant: int = 128
     consumer_max_waiting: int = 32768
     consumer_max_bytes: int = 32 * 1024 * 1024
 
@@ -88,7 +88,7 @@ class OrchestratorConfig:
         common = CommonConfig.from_env(env, "orchestrator", 50051)
         consumer_max_in_flight = env.integer("CONSUMER_MAX_IN_FLIGHT", 256)
         consumer_max_per_tenant = env.integer(
-            "CONSUMER_MAX_PER_TENANT", max(1, consumer_max_in_flight // 4)
+            "CONSUMER_MAX_PER_TENANT", max(1, consumer_max_in_flight // 2)
         )
         consumer_max_waiting = env.integer("CONSUMER_MAX_WAITING", 32768)
         consumer_max_bytes = env.integer("CONSUMER_MAX_BYTES", 32 * 1024 * 1024)
