@@ -65,7 +65,7 @@ class OrchestratorConfig:
     # The call-event consumer (timer and execution facts): handlers at once, of which one
     # tenant may hold at most `consumer_max_per_tenant`; past that a tenant's facts wait in
     # its own queue, up to `consumer_max_waiting` facts and `consumer_max_bytes` bytes in all
-    # (docs/queues.md, "Fair sharing").
+    # (docs/operations.md, "Fair sharing").
     consumer_max_in_flight: int = 256
     consumer_max_per_tenant: int = 128
     consumer_max_waiting: int = 32768
