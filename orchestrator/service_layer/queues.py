@@ -120,11 +120,15 @@ class Queues:
         spans = (after is None or after < DEFAULT_QUEUE_ID) and (
             page.next_after is None or page.next_after >= DEFAULT_QUEUE_ID
         )
-        # (The page that spans it may then hold one more than page_size.)
+        next_after = page.next_after
         if not has_default and spans and await self._store.get(tenant_id, DEFAULT_QUEUE_ID) is None:
             items.append(default_queue(tenant_id))
             items.sort(key=lambda q: q.queue_id)
-        return QueuePage(items, page.next_after)
+            if len(items) > page_size:
+                # A page never holds more than asked: the last one moves to the next page.
+                items.pop()
+                next_after = items[-1].queue_id
+        return QueuePage(items, next_after)
 
     async def update(
         self,
