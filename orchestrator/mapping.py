@@ -960,6 +960,9 @@ def schedule_to_proto(schedule: Schedule) -> sched.Schedule:
         retry_policy=retry_policy_to_proto(template.retry_policy),
         callback_url=template.callback_url or "",
         failure_callback_url=template.failure_callback_url or "",
+        # As a call shows it: `default` when the template names none.
+        queue=template.queue_id or DEFAULT_QUEUE_ID,
+        ordering_key=template.ordering_key or "",
     )
     if template.max_lateness is not None:
         call.max_lateness.CopyFrom(to_duration(template.max_lateness))
@@ -1006,11 +1009,6 @@ def schedule_draft_from_proto(
         call.CopyFrom(schedule.call_template)
         call.ClearField("schedule_time")
         call.ClearField("idempotency_key")
-        # Not kept by a call template yet (#18 built queues for calls only): refused rather
-        # than silently dropped.
-        for name in ("queue", "ordering_key"):
-            if getattr(call, name):
-                problems.add(f"schedule.call_template.{name}", "is not supported on schedules yet")
         given = submission_from_proto(tenant_id, call, None, None)
         if isinstance(given, list):
             for v in given:

@@ -222,7 +222,7 @@ class TableSampler:
 class OccurrenceCounts:
     """The materialiser's counts (ports.OccurrenceObserver): schedule occurrences whose call a
     pass made, and those it did not (missed by the missed-occurrence policy, or skipped: the
-    call was invalid or its template's secret headers no longer open)."""
+    call was invalid, its queue gone, or its template's secret headers no longer open)."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
         occurrences = counter(
@@ -230,7 +230,7 @@ class OccurrenceCounts:
             "schedule_occurrences",
             "Schedule occurrences handled by the materialiser, by outcome: made (a call "
             "created), missed (left out by the missed-occurrence policy after an outage), "
-            "skipped (not made: invalid, or its secret headers no longer open).",
+            "skipped (not made: invalid, its queue gone, or its secret headers no longer open).",
             ["outcome"],
         )
         self._made = occurrences.labels("made")

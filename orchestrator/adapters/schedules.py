@@ -17,6 +17,10 @@ files in tests/golden/orchestrator/schedule_template_v<N>/):
 - 2 ({"v": 2, ...}): version 1 and "response_rules" (#18), as a call's state stores them
   (codec.py, format 5), written only when the template has them: a template without them is
   version 1's but for "v". Version 1 reads with none.
+- 3 ({"v": 3, ...}): version 2 and "queue_id" and "ordering_key" (#18's queues for schedules),
+  each written only when set (absent: `default`, no key). Versions 1 and 2 read with
+  neither. (A version of its own so that a process that does not know them refuses such a
+  template rather than making its occurrences outside their queue.)
 """
 
 from __future__ import annotations
@@ -56,7 +60,7 @@ from orchestrator.ports import (
     ScheduleStep,
 )
 
-TEMPLATE_FORMAT_VERSION = 2
+TEMPLATE_FORMAT_VERSION = 3
 
 _MICROSECOND = timedelta(microseconds=1)
 
@@ -78,13 +82,17 @@ def encode_template(template: CallTemplate) -> dict[str, Any]:
     }
     if template.response_rules is not None:
         out["response_rules"] = encode_response_rules(template.response_rules)
+    if template.queue_id is not None:
+        out["queue_id"] = template.queue_id
+    if template.ordering_key is not None:
+        out["ordering_key"] = template.ordering_key
     return out
 
 
 def decode_template(data: Any) -> CallTemplate:
     try:
         version = data["v"]
-        if version in (1, 2):
+        if version in (1, 2, 3):
             lateness = data["max_lateness"]
             rules = data.get("response_rules")
             return CallTemplate(
@@ -95,6 +103,8 @@ def decode_template(data: Any) -> CallTemplate:
                 failure_callback_url=data["failure_callback_url"],
                 max_lateness=None if lateness is None else timedelta(microseconds=lateness),
                 response_rules=None if rules is None else decode_response_rules(rules),
+                queue_id=data.get("queue_id"),
+                ordering_key=data.get("ordering_key"),
             )
     except (KeyError, TypeError, ValueError) as e:
         raise UnreadableTemplateError(f"stored call template not readable: {e!r}") from e

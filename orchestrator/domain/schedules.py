@@ -75,6 +75,10 @@ class CallTemplate:
     failure_callback_url: str | None = None
     max_lateness: timedelta | None = None
     response_rules: ResponseRules | None = None
+    # The queue each occurrence's call goes through (None: `default`) and its ordering key:
+    # one key makes the occurrences run one after another, never overlapping.
+    queue_id: str | None = None
+    ordering_key: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -333,6 +333,12 @@ class Schedules:
             )
             if v.field != "tenant_id"  # the schedule's own, checked once by the caller
         ]
+        problems += [
+            FieldViolation(template_field(v.field), v.description)
+            for v in self._calls.template_queue_violations(
+                tenant_id, given.queue_id, given.ordering_key
+            )
+        ]
         if problems:
             return problems
         return CallTemplate(
@@ -345,6 +351,8 @@ class Schedules:
             failure_callback_url=given.failure_callback_url,
             max_lateness=given.max_lateness,
             response_rules=given.response_rules,
+            queue_id=given.queue_id,
+            ordering_key=given.ordering_key,
         )
 
 
@@ -471,6 +479,8 @@ class Materialiser:
                 max_lateness=template.max_lateness,
                 schedule_id=schedule_id,
                 response_rules=template.response_rules,
+                queue_id=template.queue_id,
+                ordering_key=template.ordering_key,
             )
             outcome = await self._calls.submit(submission, key)
             if isinstance(outcome, Accepted):

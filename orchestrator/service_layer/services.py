@@ -119,7 +119,7 @@ class Orchestrator:
             max_lateness=submission.max_lateness,
             response_rules=submission.response_rules,
         )
-        violations += self._queue_violations(submission)
+        violations += self._queue_violations(submission.queue_id, submission.ordering_key)
         if violations:
             return Invalid(tuple(violations))
         queue_id = submission.queue_id
@@ -236,12 +236,26 @@ class Orchestrator:
         )
         return await self.submit(submission, correlation_id)
 
-    def _queue_violations(self, submission: Submission) -> list[FieldViolation]:
+    @staticmethod
+    def _queue_violations(queue_id: str | None, ordering_key: str | None) -> list[FieldViolation]:
         problems = []
-        if submission.queue_id is not None:
-            problems += validate_queue_id(submission.queue_id, "service_call.queue")
-        if submission.ordering_key is not None:
-            problems += validate_ordering_key(submission.ordering_key, "service_call.ordering_key")
+        if queue_id is not None:
+            problems += validate_queue_id(queue_id, "service_call.queue")
+        if ordering_key is not None:
+            problems += validate_ordering_key(ordering_key, "service_call.ordering_key")
+        return problems
+
+    def template_queue_violations(
+        self, tenant_id: str, queue_id: str | None, ordering_key: str | None
+    ) -> list[FieldViolation]:
+        """What a schedule's call template's queue and ordering key break (paths as in a
+        submit): a submit's checks, and the queue must exist now. A queue deleted later makes
+        the occurrences unsubmittable: each is then skipped and logged (Materialiser)."""
+        problems = self._queue_violations(queue_id, ordering_key)
+        if not problems and queue_id is not None and not self._queue_exists(tenant_id, queue_id):
+            problems.append(
+                FieldViolation("service_call.queue", f'no queue "{queue_id}" in this tenant')
+            )
         return problems
 
     def _queue_exists(self, tenant_id: str, queue_id: str) -> bool:

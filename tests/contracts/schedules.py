@@ -34,6 +34,12 @@ class ScheduleStoreContract:
         got = await store.get(made.tenant_id, made.schedule_id)
         assert got == made and got.template.response_rules == rules
 
+    async def test_a_template_s_queue_and_key_read_back(self, store: ScheduleStore) -> None:
+        made = schedule(new_tenant(), template=template(queue_id="q", ordering_key="k"))
+        assert await store.create(made)
+        got = await store.get(made.tenant_id, made.schedule_id)
+        assert got == made and (got.template.queue_id, got.template.ordering_key) == ("q", "k")
+
     async def test_a_taken_id_is_refused_and_the_first_kept(self, store: ScheduleStore) -> None:
         first = schedule(new_tenant())
         assert await store.create(first)

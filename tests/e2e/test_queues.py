@@ -310,9 +310,66 @@ async def test_update_mask_through_grpc(envoy_channel: grpc.aio.Channel) -> None
     )
 
 
+async def test_a_schedule_s_occurrences_go_through_its_template_s_queue_and_key(
+    json_api: JsonClient, sink: Sink
+) -> None:
+    t = tenant()
+    base = f"/v1/tenants/{t}"
+    prefix = sink_path("/scheduled")
+    tag = f"ticker-{uuid.uuid4().hex[:8]}"
+    template = {
+        "request": {"url": sink.url(f"{prefix}/tick")},
+        "queue": "ticks",
+        "orderingKey": "one",
+        "tags": [tag],
+    }
+    schedule = {"scheduleId": "ticker", "cron": "@every 1s", "callTemplate": template}
+    unknown = violations(json_api.request("POST", f"{base}/schedules", schedule))
+    assert set(unknown) == {"schedule.call_template.queue"}, unknown
+    assert json_api.request("POST", f"{base}/queues", {"queueId": "ticks"}).status == 201
+    assert json_api.request("POST", f"{base}/queues/ticks:pause", {}).status == 200
+    created = json_api.request("POST", f"{base}/schedules", schedule)
+    assert created.status == 201, created.body
+    shown = created.body["callTemplate"]
+    assert (shown["queue"], shown["orderingKey"]) == ("ticks", "one")
+
+    def calls(*states: str) -> list[dict[str, Any]]:
+        query = "&".join([f"tags={tag}", "pageSize=100", *(f"states={s}" for s in states)])
+        listed = json_api.request("GET", f"{base}/service-calls?{query}")
+        assert listed.status == 200, listed.body
+        found: list[dict[str, Any]] = listed.body.get("serviceCalls", [])
+        return found
+
+    def held_past_due() -> int:
+        # Held once its hand-off comes (the lead before its time); counted once it is due,
+        # because deleting the schedule cancels the occurrences still to come.
+        now = datetime.now(UTC)
+        return sum(bool(c.get("heldReason")) and _at(c["scheduleTime"]) < now for c in calls())
+
+    # Occurrences come due and wait in the paused queue, not at the sink.
+    await eventually(lambda: held_past_due() >= 2, interval=0.2)
+    assert json_api.request("DELETE", f"{base}/schedules/ticker").status == 200
+    pending = calls("SCHEDULED")  # the delete canceled the occurrences still to come
+    assert len(pending) >= 2
+    for call in pending:
+        assert (call["queue"], call["orderingKey"]) == ("ticks", "one"), call
+    assert arrivals_under(sink, prefix) == [], "a call of a paused queue was sent"
+    due_of = {c["serviceCallId"]: c["scheduleTime"] for c in pending}
+
+    assert json_api.request("POST", f"{base}/queues/ticks:resume", {}).status == 200
+    await sink.wait_for(lambda _: len(arrivals_under(sink, prefix)) >= len(pending), timeout=30)
+    arrived = [a.header("Idempotency-Key") or "" for a in arrivals_under(sink, prefix)]
+    assert sorted(arrived) == sorted(due_of), "each held occurrence arrived once"
+    assert arrived == sorted(arrived, key=lambda i: due_of[i])  # one key: in due order
+
+
 def _in(seconds: float) -> str:
     return (
         datetime.fromtimestamp(datetime.now(UTC).timestamp() + seconds, UTC)
         .isoformat(timespec="milliseconds")
         .replace("+00:00", "Z")
     )
+
+
+def _at(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))

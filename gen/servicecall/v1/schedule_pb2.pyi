@@ -145,8 +145,10 @@ class Schedule(_message.Message):
     @_builtins.property
     def call_template(self) -> _service_call_pb2.ServiceCall:
         """The call made at each occurrence: its `request`, `tags`, `retry_policy`,
-        `callback_url`, `failure_callback_url` and `max_lateness`, validated as on
-        SubmitServiceCall. Its other fields are ignored.
+        `callback_url`, `failure_callback_url`, `max_lateness`, `response_rules`,
+        `queue` and `ordering_key`, validated as on SubmitServiceCall (the queue must
+        exist when the template is set; a queue deleted later skips the occurrences).
+        Its other fields are ignored.
         """
 
     @_builtins.property

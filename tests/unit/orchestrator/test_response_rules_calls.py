@@ -6,28 +6,17 @@ kept by a replay, and carried by a schedule's call template to every occurrence.
 
 from __future__ import annotations
 
-import json
-import os
 from dataclasses import replace
 from datetime import timedelta
-from pathlib import Path
-
-import pytest
 
 from mesh.clock import Uuid7Gen
 from mesh.topics import Topics
-from orchestrator.adapters.codec import encode_response_rules
-from orchestrator.adapters.schedules import (
-    TEMPLATE_FORMAT_VERSION,
-    decode_template,
-    encode_template,
-)
 from orchestrator.domain.commands import FireTimer, SubmitServiceCall, TimerPurpose
 from orchestrator.domain.decide import decide
 from orchestrator.domain.errors import IdempotencyConflict
 from orchestrator.domain.idempotency import service_call_id_for
-from orchestrator.domain.model import DEFAULT_RETRY_POLICY, HttpRequest, ResponseRules
-from orchestrator.domain.schedules import CallTemplate, Schedule, occurrence_key
+from orchestrator.domain.model import ResponseRules
+from orchestrator.domain.schedules import Schedule, occurrence_key
 from orchestrator.domain.states import Failed, Scheduled, ServiceCallState
 from orchestrator.domain.validation import Limits
 from orchestrator.mapping import (
@@ -217,42 +206,3 @@ async def test_each_occurrence_of_a_schedule_has_the_template_s_rules() -> None:
         key = occurrence_key(made.schedule_id, T0 + timedelta(seconds=n))
         call = calls.calls[(tenant, service_call_id_for(tenant, key))]
         assert call.spec.response_rules == RULES
-
-
-# The stored template (format 2): the rules are an optional key.
-
-GOLDEN = Path(__file__).parents[2] / "golden" / "orchestrator" / "schedule_template_rules_v2"
-RULES_TEMPLATE = CallTemplate(
-    request=HttpRequest("GET", "https://example.test/tick", (), b"", timedelta(seconds=30)),
-    tags=frozenset({"nightly"}),
-    retry_policy=DEFAULT_RETRY_POLICY,
-    response_rules=RULES,
-)
-
-
-def _text(template: CallTemplate) -> str:
-    return json.dumps(encode_template(template), indent=2, sort_keys=True) + "\n"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def update_golden() -> None:
-    if os.environ.get("UPDATE_GOLDEN") == "1":
-        GOLDEN.mkdir(exist_ok=True)
-        (GOLDEN / "with_rules.json").write_text(_text(RULES_TEMPLATE), encoding="utf-8")
-
-
-def test_a_template_with_rules_is_stored_as_its_golden_file_and_reads_back() -> None:
-    assert TEMPLATE_FORMAT_VERSION == 2
-    golden = (GOLDEN / "with_rules.json").read_text(encoding="utf-8")
-    assert _text(RULES_TEMPLATE) == golden
-    assert decode_template(json.loads(golden)) == RULES_TEMPLATE
-    stored = encode_template(RULES_TEMPLATE)
-    assert stored.pop("response_rules") == encode_response_rules(RULES)
-    assert stored == encode_template(replace(RULES_TEMPLATE, response_rules=None))
-
-
-def test_a_template_without_rules_has_no_key_and_version_1_reads_with_none() -> None:
-    assert "response_rules" not in encode_template(replace(RULES_TEMPLATE, response_rules=None))
-    v1 = Path(__file__).parents[2] / "golden" / "orchestrator" / "schedule_template_v1"
-    for path in v1.glob("*.json"):
-        assert decode_template(json.loads(path.read_text(encoding="utf-8"))).response_rules is None
