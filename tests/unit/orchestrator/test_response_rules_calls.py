@@ -27,7 +27,7 @@ from orchestrator.mapping import (
     submission_from_proto,
 )
 from orchestrator.ports import Accepted, Invalid, Replay, ScheduleDraft, Submission
-from orchestrator.service_layer.schedules import Materialiser, Schedules
+from orchestrator.service_layer.schedules import Schedules
 from servicecall.internal.v1 import events_pb2 as pb
 from servicecall.v1 import schedule_pb2 as sched
 from servicecall.v1 import service_call_pb2 as api
@@ -40,7 +40,7 @@ from tests.schedule_builders import draft
 from tests.services import orchestrator_over
 from tests.unit.domain.builders import DUE, SPEC, TIMING, apply, events_of, step
 from tests.unit.orchestrator.test_replay import World
-from tests.unit.orchestrator.test_schedules_service import BOX
+from tests.unit.orchestrator.test_schedules_service import BOX, materialiser_over
 
 RULES = ResponseRules(success_statuses=((200, 299), (404, 404)), retryable_statuses=((409, 409),))
 TOPICS = Topics.with_prefix("t.")
@@ -191,15 +191,7 @@ async def test_each_occurrence_of_a_schedule_has_the_template_s_rules() -> None:
     assert [v.field for v in bad.violations] == [
         "schedule.call_template.response_rules.success_statuses[0].first"
     ]
-    materialiser = Materialiser(
-        store,
-        orchestrator,
-        clock,
-        BOX,
-        lookahead=timedelta(seconds=3),
-        missed_after=timedelta(seconds=5),
-        limit=10,
-    )
+    materialiser = materialiser_over(store, orchestrator, clock)
     result = await materialiser.run_pass()
     assert result.made == 3
     for n in (1, 2, 3):

@@ -28,7 +28,7 @@ from tests.fakes.schedules import InMemoryScheduleStore
 from tests.fakes.store import InMemoryServiceCallStore
 from tests.schedule_builders import draft
 from tests.services import orchestrator_over
-from tests.unit.orchestrator.test_schedules_service import BOX
+from tests.unit.orchestrator.test_schedules_service import BOX, materialiser_over
 
 
 @dataclass
@@ -53,15 +53,7 @@ def world() -> World:
         calls,
         Queues(queue_store, configs, orchestrator, clock),
         Schedules(store, orchestrator, clock, Uuid7Gen(), BOX, Limits()),
-        Materialiser(
-            store,
-            orchestrator,
-            clock,
-            BOX,
-            lookahead=timedelta(seconds=3),
-            missed_after=timedelta(seconds=5),
-            limit=10,
-        ),
+        materialiser_over(store, orchestrator, clock),
     )
 
 

@@ -30,6 +30,7 @@ from orchestrator.ports import (
     ScheduleEnded,
     ScheduleExists,
     ScheduleNotFound,
+    ScheduleStore,
     ScheduleVersionMismatch,
 )
 from orchestrator.service_layer.schedules import Materialiser, PassResult, Schedules
@@ -46,6 +47,21 @@ SECONDS = [timedelta(seconds=n) for n in range(100)]
 BOX = SecretBox({1: bytes(32)}, current=1)  # the one tests.services.orchestrator_over uses
 
 
+def materialiser_over(
+    store: ScheduleStore, orchestrator: Orchestrator, clock: FakeClock
+) -> Materialiser:
+    """A materialiser as these tests run it: a 3 s lookahead, missed after 5 s."""
+    return Materialiser(
+        store,
+        orchestrator,
+        clock,
+        BOX,
+        lookahead=timedelta(seconds=3),
+        missed_after=timedelta(seconds=5),
+        limit=10,
+    )
+
+
 @dataclass
 class World:
     clock: FakeClock
@@ -57,14 +73,10 @@ class World:
     def materialiser(
         self, orchestrator: Orchestrator | None = None, store: object = None
     ) -> Materialiser:
-        return Materialiser(
+        return materialiser_over(
             store or self.store,  # type: ignore[arg-type]
             orchestrator or self.orchestrator,
             self.clock,
-            BOX,
-            lookahead=timedelta(seconds=3),
-            missed_after=timedelta(seconds=5),
-            limit=10,
         )
 
     async def run_pass(self) -> PassResult:
