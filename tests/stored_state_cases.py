@@ -9,10 +9,13 @@ whatever a builder happens to produce.
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
+from orchestrator.adapters import codec
 from orchestrator.domain.model import (
     DEFAULT_RETRY_POLICY,
     Attempt,
@@ -230,8 +233,8 @@ CASES: dict[str, ServiceCallState] = {
 
 
 # Replays (format version 3 on): the spec names the call it was made from. Kept apart from
-# CASES, whose files exist in every version: versions 1 and 2 cannot hold the link. Their
-# golden files are in replays_v<N>/ (tests/unit/orchestrator/test_stored_replay_golden.py).
+# CASES, whose files exist in every version: versions 1 and 2 cannot hold the link (checks
+# of their own: tests/unit/orchestrator/test_stored_replay_golden.py).
 REPLAY_OF = "01890a5d-ac96-774b-bcce-b302099a8057"
 REPLAY_CASES: dict[str, ServiceCallState] = {
     "replay_scheduled": Scheduled(
@@ -253,8 +256,7 @@ REPLAY_CASES: dict[str, ServiceCallState] = {
 
 # #17's fields (format version 4 on): completion callbacks, max_lateness, and the links the
 # mesh sets (the call a callback reports on, the schedule an occurrence belongs to). Kept
-# apart like REPLAY_CASES; golden files in call_features_v<N>/
-# (tests/unit/orchestrator/test_stored_call_features_golden.py).
+# apart like REPLAY_CASES (tests/unit/orchestrator/test_stored_call_features_golden.py).
 CALLBACK_OF = "01890a5d-ac96-774b-bcce-b302099a8058"
 SCHEDULE_ID = "sched-nightly-report"
 CALL_FEATURE_CASES: dict[str, ServiceCallState] = {
@@ -310,8 +312,8 @@ CALL_FEATURE_CASES: dict[str, ServiceCallState] = {
 
 
 # #18's response rules (format version 5 on): which statuses count as success and which
-# failures are retried. Kept apart like CALL_FEATURE_CASES; golden files in
-# response_rules_v<N>/ (tests/unit/orchestrator/test_stored_response_rules_golden.py).
+# failures are retried. Kept apart like REPLAY_CASES
+# (tests/unit/orchestrator/test_stored_response_rules_golden.py).
 RESPONSE_RULES_CASES: dict[str, ServiceCallState] = {
     # Success statuses only (a range and a single status); the default retryable statuses.
     "success_statuses_scheduled": Scheduled(
@@ -352,8 +354,8 @@ RESPONSE_RULES_CASES: dict[str, ServiceCallState] = {
 
 
 # #18's queue fields (format version 5 on): the queue a call names, its ordering key, and why
-# a Scheduled call is held by its queue. Kept apart like REPLAY_CASES; golden files in
-# queue_fields_v<N>/ (tests/unit/orchestrator/test_stored_queue_fields_golden.py).
+# a Scheduled call is held by its queue. Kept apart like REPLAY_CASES
+# (tests/unit/orchestrator/test_stored_queue_fields_golden.py).
 QUEUE_FIELD_CASES: dict[str, ServiceCallState] = {
     # A call in a named queue with an ordering key, held while its queue is paused.
     "held_with_key_scheduled": Scheduled(
@@ -395,3 +397,27 @@ QUEUE_FIELD_CASES: dict[str, ServiceCallState] = {
         held_reason='waiting for queue "q"\'s rate limit',
     ),
 }
+
+
+# Every case, and the format version that first could store it: the golden files of version
+# N (state_v<N>/) hold each case stored since N or before, as version N wrote it
+# (tests/unit/orchestrator/test_stored_state_golden.py).
+STORED_SINCE: dict[str, tuple[int, ServiceCallState]] = {
+    **{name: (1, state) for name, state in CASES.items()},
+    **{name: (3, state) for name, state in REPLAY_CASES.items()},
+    **{name: (4, state) for name, state in CALL_FEATURE_CASES.items()},
+    **{name: (5, state) for name, state in RESPONSE_RULES_CASES.items()},
+    **{name: (5, state) for name, state in QUEUE_FIELD_CASES.items()},
+}
+
+
+def stored_text(state: ServiceCallState) -> str:
+    """A state as today's codec stores it, in the golden files' layout."""
+    return json.dumps(codec.encode(state), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+def read_stored(version: int, name: str) -> dict[str, Any]:
+    """A case's golden file of a format version, parsed."""
+    data = json.loads((GOLDEN / f"state_v{version}" / f"{name}.json").read_text(encoding="utf-8"))
+    assert isinstance(data, dict)
+    return data

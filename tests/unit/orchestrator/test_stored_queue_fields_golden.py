@@ -2,59 +2,20 @@
 Scheduled state's held_reason): written from format version 5 on, each only when set
 (orchestrator/adapters/codec.py).
 
-Golden files in tests/golden/orchestrator/queue_fields_v<N>/. Regenerating the newest
-version's files is an explicit act:
-
-    UPDATE_GOLDEN=1 PYTHONPATH=.:gen .venv/bin/pytest \
-        tests/unit/orchestrator/test_stored_queue_fields_golden.py
+Their golden files are with every other case's, from state_v5/ on
+(test_stored_state_golden.py decodes and rewrites them); here, what the fields add.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 
 from orchestrator.adapters import codec
-from orchestrator.domain.states import Scheduled, ServiceCallState
-from tests.stored_state_cases import CALL_FEATURE_CASES, CASES, GOLDEN, QUEUE_FIELD_CASES
-
-NEWEST = GOLDEN / f"queue_fields_v{codec.FORMAT_VERSION}"
-
-
-def _text(state: ServiceCallState) -> str:
-    return json.dumps(codec.encode(state), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
-
-
-def _read(path: Path) -> dict[str, object]:
-    data = json.loads(path.read_text(encoding="utf-8"))
-    assert isinstance(data, dict)
-    return data
-
-
-@pytest.fixture(scope="module", autouse=True)
-def update_golden() -> None:
-    if os.environ.get("UPDATE_GOLDEN") == "1":
-        NEWEST.mkdir(exist_ok=True)
-        for name, state in QUEUE_FIELD_CASES.items():
-            (NEWEST / f"{name}.json").write_text(_text(state), encoding="utf-8")
-
-
-def test_every_case_has_a_golden_file() -> None:
-    assert sorted(p.stem for p in NEWEST.glob("*.json")) == sorted(QUEUE_FIELD_CASES)
-
-
-@pytest.mark.parametrize("name", sorted(QUEUE_FIELD_CASES))
-def test_a_stored_call_decodes_with_its_queue_fields(name: str) -> None:
-    assert codec.decode(_read(NEWEST / f"{name}.json")) == QUEUE_FIELD_CASES[name]
-
-
-@pytest.mark.parametrize("name", sorted(QUEUE_FIELD_CASES))
-def test_today_s_calls_are_written_as_the_golden_files(name: str) -> None:
-    assert _text(QUEUE_FIELD_CASES[name]) == (NEWEST / f"{name}.json").read_text(encoding="utf-8")
+from orchestrator.domain.states import Scheduled
+from tests.stored_state_cases import CALL_FEATURE_CASES, CASES, QUEUE_FIELD_CASES, read_stored
 
 
 @pytest.mark.parametrize("name", sorted(QUEUE_FIELD_CASES))
@@ -77,7 +38,7 @@ def test_the_stored_form_is_an_ordinary_call_s_plus_the_fields_that_are_set(name
 
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_a_call_without_them_is_written_as_version_4_but_for_v(name: str) -> None:
-    v4 = _read(GOLDEN / "state_v4" / f"{name}.json")
+    v4 = read_stored(4, name)
     newest = codec.encode(CASES[name])
     assert newest.pop("v") == codec.FORMAT_VERSION
     assert v4.pop("v") == 4
@@ -86,6 +47,6 @@ def test_a_call_without_them_is_written_as_version_4_but_for_v(name: str) -> Non
 
 @pytest.mark.parametrize("name", sorted(CALL_FEATURE_CASES))
 def test_version_4_calls_with_17_s_fields_still_read(name: str) -> None:
-    state = codec.decode(_read(GOLDEN / "call_features_v4" / f"{name}.json"))
+    state = codec.decode(read_stored(4, name))
     assert state == CALL_FEATURE_CASES[name]
     assert state.spec.queue_id is None and state.spec.ordering_key is None
