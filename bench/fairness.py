@@ -11,7 +11,8 @@ process likewise), then per run:
   and the scheduler's pull-ahead of crowded hand-offs, so every call is in before its
   hand-off is due);
 - tenant B submits one call, due at T (scenario `b-at-due`) or T + 1 s (`b-after-1s`, B's
-  call falls due while A's backlog is draining); B's target is a host of its own (a second
+  call falls due while A's backlog is draining; `b-after-30s`, asked for by name: after all
+  of A's hand-offs have been fired); B's target is a host of its own (a second
   sink port: the executor's per-host cap is not shared with A), or A's own host with
   `b-same-host-*`.
 
@@ -92,7 +93,18 @@ EXECUTOR_LEAD_S = 3.0  # --executor-only: requests reach the handler this long b
 BATCH = 1000
 BATCHES_IN_FLIGHT = 4
 SCENARIOS = ("b-at-due", "b-after-1s", "b-same-host-at-due")
+# Asked for by name only: B's call falls due after every one of A's hand-offs has been fired
+# (A's crowd is still draining at the executor), the case a consumer's read-ahead limits.
+LATE_SCENARIOS = ("b-after-30s",)
 EXECUTOR_SCENARIOS = (*SCENARIOS, "b-behind-three")
+
+
+def _b_after(scenario: str) -> timedelta:
+    """How long after A's due time B's call is due."""
+    for seconds in (1, 30):
+        if scenario.endswith(f"after-{seconds}s"):
+            return timedelta(seconds=seconds)
+    return timedelta(0)
 
 
 @dataclass
@@ -166,7 +178,7 @@ class FairnessBench:
         # scheduler's pull-ahead of a crowd's hand-offs, then 3 s.
         margin = self.calls / (0.7 * self.submit_rate) + self.lead_s + self.pull_s + 3
         due = datetime.now(UTC) + timedelta(seconds=margin)
-        b_due = due + timedelta(seconds=1) if scenario.endswith("after-1s") else due
+        b_due = due + _b_after(scenario)
         b_sink = self.sink_a if "same-host" in scenario else self.sink_b
         a_paths = [f"/f/{run_id}/a/{i}" for i in range(self.calls)]
         b_path = f"/f/{run_id}/b"
@@ -327,7 +339,7 @@ async def executor_run(scenario: str, calls: int, ports: list[int]) -> Run:
     await asyncio.gather(*(handler(m) for m in warm))
     http.answers.clear()
     due = datetime.now(UTC) + timedelta(seconds=EXECUTOR_LEAD_S)
-    b_due = due + timedelta(seconds=1) if scenario.endswith("after-1s") else due
+    b_due = due + _b_after(scenario)
     messages: list[ReceivedMessage] = []
     if scenario == "b-behind-three":
         # Each of A, C, D over two hosts of its own; B on the seventh.
@@ -454,7 +466,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--scenarios",
         default=",".join(SCENARIOS),
-        help=f"comma list of {', '.join(SCENARIOS)}",
+        help=f"comma list of {', '.join(SCENARIOS)} (the default), {', '.join(LATE_SCENARIOS)}",
     )
     parser.add_argument(
         "--executor-only",
@@ -473,7 +485,7 @@ def main(argv: list[str] | None = None) -> None:
     chosen = [s.strip() for s in args.scenarios.split(",") if s.strip()]
     if args.executor_only and args.scenarios == ",".join(SCENARIOS):
         chosen = list(EXECUTOR_SCENARIOS)
-    known = EXECUTOR_SCENARIOS if args.executor_only else SCENARIOS
+    known = EXECUTOR_SCENARIOS if args.executor_only else (*SCENARIOS, *LATE_SCENARIOS)
     if unknown := set(chosen) - set(known):
         parser.error(f"unknown scenarios: {', '.join(sorted(unknown))}")
     if args.executor_only:

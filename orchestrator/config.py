@@ -68,8 +68,8 @@ class OrchestratorConfig:
     # (docs/operations.md, "Fair sharing").
     consumer_max_in_flight: int = 256
     consumer_max_per_tenant: int = 128
-    consumer_max_waiting: int = 32768
-    consumer_max_bytes: int = 32 * 1024 * 1024
+    consumer_max_waiting: int = 131072
+    consumer_max_bytes: int = 128 * 1024 * 1024
 
     @classmethod
     def from_env(cls, env: Env) -> OrchestratorConfig:
@@ -90,8 +90,12 @@ class OrchestratorConfig:
         consumer_max_per_tenant = env.integer(
             "CONSUMER_MAX_PER_TENANT", max(1, consumer_max_in_flight // 2)
         )
-        consumer_max_waiting = env.integer("CONSUMER_MAX_WAITING", 32768)
-        consumer_max_bytes = env.integer("CONSUMER_MAX_BYTES", 32 * 1024 * 1024)
+        # Room for a crowd of 100,000 facts fired before another tenant's: past the read-ahead
+        # that tenant's fact waits in Kafka behind the excess (docs/timing.md, "A crowd of
+        # 100,000"). A fact is a few hundred bytes: 100,000 of them peaked the process at
+        # ~200 MB.
+        consumer_max_waiting = env.integer("CONSUMER_MAX_WAITING", 131072)
+        consumer_max_bytes = env.integer("CONSUMER_MAX_BYTES", 128 * 1024 * 1024)
         if min(consumer_max_in_flight, consumer_max_per_tenant, consumer_max_waiting) < 1:
             raise ConfigError(
                 "CONSUMER_MAX_IN_FLIGHT, CONSUMER_MAX_PER_TENANT and CONSUMER_MAX_WAITING must "

@@ -16,8 +16,8 @@ KEY = {"MESH_SECRET_KEY": base64.b64encode(bytes(32)).decode()}
 def test_a_tenant_s_share_is_half_the_handlers_unless_set() -> None:
     config = OrchestratorConfig.from_env(Env(KEY))
     assert (config.consumer_max_in_flight, config.consumer_max_per_tenant) == (256, 128)
-    assert config.consumer_max_waiting == 32768
-    assert config.consumer_max_bytes == 32 * 1024 * 1024
+    assert config.consumer_max_waiting == 131072
+    assert config.consumer_max_bytes == 128 * 1024 * 1024
     smaller = OrchestratorConfig.from_env(Env(KEY | {"CONSUMER_MAX_IN_FLIGHT": "10"}))
     assert smaller.consumer_max_per_tenant == 5
     one = OrchestratorConfig.from_env(Env(KEY | {"CONSUMER_MAX_IN_FLIGHT": "1"}))
