@@ -22,7 +22,17 @@ import os
 import pytest
 
 from orchestrator.adapters import codec
-from tests.stored_state_cases import CASES, GOLDEN, STORED_SINCE, read_stored, stored_text
+from tests.stored_state_cases import (
+    CALL_FEATURE_CASES,
+    CASES,
+    GOLDEN,
+    QUEUE_FIELD_CASES,
+    REPLAY_CASES,
+    RESPONSE_RULES_CASES,
+    STORED_SINCE,
+    read_stored,
+    stored_text,
+)
 
 NEWEST = GOLDEN / f"state_v{codec.FORMAT_VERSION}"
 VERSIONS = range(1, codec.FORMAT_VERSION + 1)
@@ -38,6 +48,12 @@ def update_golden() -> None:
         NEWEST.mkdir(exist_ok=True)
         for name, (_, state) in STORED_SINCE.items():
             (NEWEST / f"{name}.json").write_text(stored_text(state), encoding="utf-8")
+
+
+def test_no_case_hides_another_of_the_same_name() -> None:
+    # STORED_SINCE merges the case sets by name: a repeated name would drop a case unseen.
+    sets = (CASES, REPLAY_CASES, CALL_FEATURE_CASES, RESPONSE_RULES_CASES, QUEUE_FIELD_CASES)
+    assert len(STORED_SINCE) == sum(len(cases) for cases in sets)
 
 
 def test_every_format_version_has_a_golden_file_per_case_it_can_store() -> None:
